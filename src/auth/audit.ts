@@ -1,0 +1,81 @@
+/**
+ * The audit trail: every join, refusal, issuance and admin change is an event in
+ * the storage backend's append-only log. Secrets never go in: join tokens are
+ * recorded by a short fingerprint, never by value.
+ */
+
+import { createHash } from "node:crypto";
+import type { Logger } from "../lib/log.ts";
+import type { Backend, StoredEvent } from "./storage/index.ts";
+
+/** Event types, stable strings other tools may filter on. */
+export const EVENT = {
+  botJoin: "bot.join",
+  joinFailed: "join.failed",
+  certCreate: "cert.create",
+  generationMismatch: "cert.generation_mismatch",
+  generationRollback: "cert.generation_rollback",
+  renewFailed: "cert.renew_failed",
+  resourceCreate: "resource.create",
+  resourceUpdate: "resource.update",
+  resourceDelete: "resource.delete",
+  botCreate: "bot.create",
+  botDelete: "bot.delete",
+  tokenCreate: "token.create",
+  lockCreate: "lock.create",
+  lockDelete: "lock.delete",
+  tokenLocked: "token.locked",
+  authStart: "auth.start",
+} as const;
+
+export type EventType = (typeof EVENT)[keyof typeof EVENT];
+
+/** Who did something: an admin username, a bot instance, or an unauthenticated address. */
+export interface Actor {
+  user?: string;
+  botName?: string;
+  botInstanceId?: string;
+  remoteAddr?: string;
+}
+
+/** A short, non-reversible reference to a secret token, for logs and events. */
+export function tokenFingerprint(token: string): string {
+  return "sha256:" + createHash("sha256").update(token).digest("hex").slice(0, 16);
+}
+
+export function actorFields(actor: Actor): Record<string, unknown> {
+  const f: Record<string, unknown> = {};
+  if (actor.user) f.user = actor.user;
+  if (actor.botName) f.bot = actor.botName;
+  if (actor.botInstanceId) f.bot_instance_id = actor.botInstanceId;
+  if (actor.remoteAddr) f.remote_addr = actor.remoteAddr;
+  return f;
+}
+
+/** Builds an event to hand to `Backend.atomicWrite` together with the change it records. */
+export function event(type: EventType, time: Date, fields: Record<string, unknown>): Omit<StoredEvent, "id"> {
+  return { type, time, fields };
+}
+
+/** Writes events on their own (for refusals, which change nothing else) and logs them. */
+export class AuditLog {
+  constructor(
+    private readonly backend: Backend,
+    private readonly logger: Logger,
+  ) {}
+
+  async emit(type: EventType, time: Date, fields: Record<string, unknown>): Promise<void> {
+    this.logger.info(type, fields);
+    try {
+      await this.backend.appendEvent(event(type, time, fields));
+    } catch (e) {
+      // The refusal itself must still reach the caller; a lost audit record is logged loudly.
+      this.logger.error("Cannot write audit event", { type, error: e });
+    }
+  }
+
+  /** Logs events that were committed as part of an atomic write. */
+  logged(events: Omit<StoredEvent, "id">[]): void {
+    for (const e of events) this.logger.info(e.type, e.fields);
+  }
+}

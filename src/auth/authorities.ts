@@ -1,0 +1,201 @@
+/**
+ * The cluster's certificate authorities: created once on first start, kept in
+ * storage, loaded into memory to sign. Their private keys never leave this
+ * process except into the storage backend (a 0600 file in a 0700 directory).
+ */
+
+import type { KeyObject } from "node:crypto";
+import { hostname } from "node:os";
+import {
+  caPin,
+  createCA,
+  formatSshPublicKey,
+  generateKeyPair,
+  issueCertificate,
+  knownHostsCertAuthorityLine,
+  parsePrivateKey,
+  privateKeyToPem,
+  type KeyPair,
+} from "../crypto/index.ts";
+import { AUTH_SERVER_NAME } from "../protocol/index.ts";
+import { isAppError } from "../lib/errors.ts";
+import type { Backend } from "./storage/index.ts";
+
+/** What storage holds for one authority (PEM and OpenSSH text only). */
+interface StoredAuthority {
+  type: "user" | "host" | "jwt";
+  cluster: string;
+  created_at: string;
+  tls?: { cert: string; key: string };
+  ssh?: { public: string; key: string };
+  jwt?: { key: string };
+}
+
+/** One loaded authority: certificates and keys ready to sign. */
+export interface Authority {
+  type: "user" | "host";
+  tlsCertPem: string;
+  tlsKey: KeyObject;
+  sshKey: KeyPair;
+  /** OpenSSH public key line of the SSH CA. */
+  sshPublicLine: string;
+}
+
+/** All authorities of a cluster. */
+export interface Authorities {
+  cluster: string;
+  user: Authority;
+  host: Authority;
+  jwt: KeyPair;
+  /** `sha256:…` pin of the host TLS CA, which signs the service's own certificate. */
+  caPin: string;
+}
+
+const CA_VALIDITY_MS = 10 * 365 * 86_400_000;
+
+async function createStored(type: "user" | "host", cluster: string, now: Date): Promise<StoredAuthority> {
+  const tlsKey = generateKeyPair("ecdsa-p256");
+  const sshKey = generateKeyPair("ed25519");
+  const cert = await createCA({
+    commonName: `${cluster} ${type} CA`,
+    organization: cluster,
+    keyPair: tlsKey,
+    notBefore: new Date(now.getTime() - 60_000),
+    notAfter: new Date(now.getTime() + CA_VALIDITY_MS),
+  });
+  return {
+    type,
+    cluster,
+    created_at: now.toISOString(),
+    tls: { cert, key: privateKeyToPem(tlsKey.privateKey) },
+    ssh: { public: formatSshPublicKey(sshKey.publicKey, `${cluster} ${type} CA`), key: privateKeyToPem(sshKey.privateKey) },
+  };
+}
+
+function load(s: StoredAuthority): Authority {
+  if (!s.tls || !s.ssh || (s.type !== "user" && s.type !== "host")) {
+    throw new Error(`stored authority "${s.type}" is incomplete`);
+  }
+  return {
+    type: s.type,
+    tlsCertPem: s.tls.cert,
+    tlsKey: parsePrivateKey(s.tls.key, `${s.type} CA key`).privateKey,
+    sshKey: parsePrivateKey(s.ssh.key, `${s.type} SSH CA key`),
+    sshPublicLine: s.ssh.public,
+  };
+}
+
+async function loadOrCreate<T>(backend: Backend, key: string, create: () => Promise<T>): Promise<T> {
+  const existing = await backend.get<T>(key);
+  if (existing) return existing.value;
+  const value = await create();
+  try {
+    await backend.create(key, value);
+    return value;
+  } catch (e) {
+    // another auth process sharing this backend won the race: use its CA
+    if (isAppError(e, "ALREADY_EXISTS")) return (await backend.get<T>(key))!.value;
+    throw e;
+  }
+}
+
+/**
+ * Loads the cluster's authorities, creating them on first start. A backend that
+ * already belongs to another cluster name is refused: its CAs would not match.
+ */
+export async function loadAuthorities(backend: Backend, cluster: string, now = new Date()): Promise<Authorities> {
+  const user = await loadOrCreate(backend, "/authorities/user", () => createStored("user", cluster, now));
+  const host = await loadOrCreate(backend, "/authorities/host", () => createStored("host", cluster, now));
+  const jwt = await loadOrCreate<StoredAuthority>(backend, "/authorities/jwt", async () => {
+    const k = generateKeyPair("ed25519");
+    return { type: "jwt", cluster, created_at: now.toISOString(), jwt: { key: privateKeyToPem(k.privateKey) } };
+  });
+  if (user.cluster !== cluster) {
+    throw new Error(
+      `The data directory belongs to cluster "${user.cluster}", not "${cluster}": start with --cluster-name "${user.cluster}" or use another data directory`,
+    );
+  }
+  const hostAuth = load(host);
+  return {
+    cluster,
+    user: load(user),
+    host: hostAuth,
+    jwt: parsePrivateKey(jwt.jwt!.key, "JWT signing key"),
+    caPin: caPin(hostAuth.tlsCertPem),
+  };
+}
+
+/** The cluster name stored in an existing backend, if any (so restarts need not repeat the flag). */
+export async function storedClusterName(backend: Backend): Promise<string | undefined> {
+  return (await backend.get<StoredAuthority>("/authorities/user"))?.value.cluster;
+}
+
+/** Host names and addresses the service's TLS certificate is valid for. */
+export function serverNames(listenAddr: string, publicAddr?: string): { dns: string[]; ips: string[] } {
+  const dns = new Set<string>([AUTH_SERVER_NAME, "localhost"]);
+  const ips = new Set<string>(["127.0.0.1", "::1"]);
+  const add = (addr: string | undefined) => {
+    if (!addr) return;
+    const host = splitHostPort(addr).host;
+    if (!host || host === "0.0.0.0" || host === "::") return;
+    if (/^[\d.]+$/.test(host) || host.includes(":")) ips.add(host);
+    else dns.add(host);
+  };
+  add(listenAddr);
+  add(publicAddr);
+  try {
+    dns.add(hostname());
+  } catch {
+    // no host name: the fixed names still work
+  }
+  return { dns: [...dns], ips: [...ips] };
+}
+
+/** Splits `host:port` / `[v6]:port`; the port is undefined when absent. */
+export function splitHostPort(addr: string): { host: string; port?: number } {
+  const a = addr.replace(/^https?:\/\//, "").replace(/\/.*$/, "");
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(a);
+  if (v6) return { host: v6[1]!, ...(v6[2] ? { port: Number(v6[2]) } : {}) };
+  const i = a.lastIndexOf(":");
+  if (i > 0 && a.indexOf(":") === i) return { host: a.slice(0, i), port: Number(a.slice(i + 1)) };
+  return { host: a };
+}
+
+/** Issues the service's own TLS certificate from the host CA. */
+export async function issueServerCertificate(
+  auth: Authorities,
+  names: { dns: string[]; ips: string[] },
+  now: Date,
+  ttlMs: number,
+): Promise<{ certPem: string; keyPem: string }> {
+  const kp = generateKeyPair("ecdsa-p256");
+  const certPem = await issueCertificate({
+    caCertPem: auth.host.tlsCertPem,
+    caKey: auth.host.tlsKey,
+    publicKey: kp.publicKey,
+    commonName: AUTH_SERVER_NAME,
+    organization: [auth.cluster],
+    dnsNames: names.dns,
+    ipAddresses: names.ips,
+    notBefore: new Date(now.getTime() - 60_000),
+    notAfter: new Date(now.getTime() + ttlMs),
+    usage: "server",
+  });
+  return { certPem, keyPem: privateKeyToPem(kp.privateKey) };
+}
+
+/** Public CA material in the forms `auth export` and outputs use. */
+export function exportAuthority(auth: Authorities, type: "tls-host" | "tls-user" | "ssh-host" | "ssh-user"): string {
+  switch (type) {
+    case "tls-host":
+      return auth.host.tlsCertPem;
+    case "tls-user":
+      return auth.user.tlsCertPem;
+    case "ssh-user":
+      // a TrustedUserCAKeys line
+      return auth.user.sshPublicLine.trim() + "\n";
+    case "ssh-host":
+      // a known_hosts line
+      return knownHostsCertAuthorityLine(auth.host.sshKey.publicKey, "*", `type=host cluster=${auth.cluster}`) + "\n";
+  }
+}

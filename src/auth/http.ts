@@ -1,0 +1,238 @@
+/**
+ * The auth service as a function of a request: `handle(req, conn) → Response`.
+ * Routing, body limits, decoding, authentication from the client certificate and
+ * the mapping of errors to statuses live here; the socket lives in server.ts.
+ */
+
+import { Hono, type Context } from "hono";
+import { verifyCertificate, type CertIdentity } from "../crypto/index.ts";
+import { AppError, accessDenied, badParameter, errorMessage } from "../lib/errors.ts";
+import {
+  AddBotRequest,
+  AddTokenRequest,
+  BotCertsRequest,
+  CA_EXPORT_TYPES,
+  JoinRequest,
+  LockRequest,
+  MAX_BODY_BYTES,
+  RenewRequest,
+  ROUTES,
+  STATUS_BY_CODE,
+  decode,
+  errorBody,
+  type CAExportType,
+  type PingResponse,
+  type StatusResponse,
+} from "../protocol/index.ts";
+import { z } from "zod";
+import { Admin } from "./admin.ts";
+import type { Actor } from "./audit.ts";
+import { exportAuthority } from "./authorities.ts";
+import { botCerts, joinWithToken, renew, type BotCaller } from "./bots.ts";
+import type { AuthContext } from "./context.ts";
+
+/** What the transport knows about a connection. */
+export interface ConnInfo {
+  remoteAddr: string;
+  /** DER of the client certificate, when the client sent one. Not yet verified. */
+  peerCertDer?: Uint8Array;
+}
+
+/** Extra routes other modules serve (install script, downloads, bound keypair joins). */
+export type RouteHook = (req: Request, conn: ConnInfo) => Promise<Response | undefined>;
+
+/** A verified caller: its identity from a certificate that chains to the user CA. */
+export interface Authenticated {
+  identity: CertIdentity;
+  notAfter: Date;
+}
+
+type Env = { Bindings: { conn: ConnInfo } };
+
+/** The join methods this service accepts, as `/webapi/ping` reports them. */
+export const SUPPORTED_JOIN_METHODS = ["token", "bound_keypair", "kubernetes"];
+
+export interface Handler {
+  (req: Request, conn: ConnInfo): Promise<Response>;
+  admin: Admin;
+}
+
+/** Builds the request handler for one auth service. */
+export function createHandler(ctx: AuthContext, hooks: RouteHook[] = []): Handler {
+  const admin = new Admin(ctx);
+  const app = new Hono<Env>();
+
+  /** Verifies the client certificate, if any, against the user CA. */
+  async function authenticate(c: Context<Env>): Promise<Authenticated> {
+    const der = c.env.conn.peerCertDer;
+    if (!der || der.length === 0) throw accessDenied("This request needs a client certificate: use an identity issued by this cluster");
+    const parsed = await verifyCertificate(der, [ctx.authorities.user.tlsCertPem], ctx.clock.now());
+    if (!parsed.identity) throw accessDenied("The client certificate carries no machine-id identity");
+    if (parsed.identity.cluster !== ctx.authorities.cluster) {
+      throw accessDenied(`The client certificate is for cluster "${parsed.identity.cluster}", not "${ctx.authorities.cluster}"`);
+    }
+    return { identity: parsed.identity, notAfter: parsed.notAfter };
+  }
+
+  async function requireAdmin(c: Context<Env>): Promise<Actor> {
+    const a = await authenticate(c);
+    if (a.identity.kind !== "admin") throw accessDenied(`"${a.identity.username}" is not an admin: this request needs the admin identity`);
+    return { user: a.identity.username, remoteAddr: c.env.conn.remoteAddr };
+  }
+
+  async function botCaller(c: Context<Env>): Promise<BotCaller> {
+    const a = await authenticate(c);
+    return { ...a, remoteAddr: c.env.conn.remoteAddr };
+  }
+
+  async function body<S extends z.ZodType>(c: Context<Env>, schema: S, what: string): Promise<z.infer<S>> {
+    return decode(schema, await readJson(c.req.raw), what);
+  }
+
+  app.get(ROUTES.ping, (c) => {
+    const res: PingResponse = {
+      cluster_name: ctx.authorities.cluster,
+      server_version: ctx.version,
+      ca_pins: [ctx.authorities.caPin],
+      join_methods: SUPPORTED_JOIN_METHODS,
+      public_addr: ctx.publicAddr,
+    };
+    return c.json(res);
+  });
+
+  app.get(ROUTES.exportCA, (c) => {
+    const type = c.req.query("type") ?? "";
+    if (!(CA_EXPORT_TYPES as readonly string[]).includes(type)) {
+      throw badParameter(`Invalid export type "${type}": allowed values are ${CA_EXPORT_TYPES.map((t) => `"${t}"`).join(", ")}`);
+    }
+    return c.text(exportAuthority(ctx.authorities, type as CAExportType), 200, { "content-type": "text/plain; charset=utf-8" });
+  });
+
+  app.post(ROUTES.join, async (c) => {
+    const req = await body(c, JoinRequest, "join request");
+    if (req.join_method !== "token") throw badParameter(`Join method "${req.join_method}" is not served at ${ROUTES.join}`);
+    return c.json(await joinWithToken(ctx, req, { remoteAddr: c.env.conn.remoteAddr }));
+  });
+
+  app.post(ROUTES.renew, async (c) => {
+    const caller = await botCaller(c);
+    return c.json(await renew(ctx, await body(c, RenewRequest, "renew request"), caller));
+  });
+
+  app.post(ROUTES.botCerts, async (c) => {
+    const caller = await botCaller(c);
+    return c.json(await botCerts(ctx, await body(c, BotCertsRequest, "certificate request"), caller));
+  });
+
+  app.get(ROUTES.status, async (c) => {
+    await requireAdmin(c);
+    const res: StatusResponse = {
+      cluster_name: ctx.authorities.cluster,
+      server_version: ctx.version,
+      ca_pin: ctx.authorities.caPin,
+      public_addr: ctx.publicAddr,
+      counts: await admin.counts(),
+    };
+    return c.json(res);
+  });
+
+  app.get(`${ROUTES.resources}/:kind`, async (c) => {
+    await requireAdmin(c);
+    return c.json(await admin.listResources(c.req.param("kind")));
+  });
+  app.get(`${ROUTES.resources}/:kind/:name`, async (c) => {
+    await requireAdmin(c);
+    return c.json(await admin.getResource(c.req.param("kind"), c.req.param("name")));
+  });
+  app.post(ROUTES.resources, async (c) => {
+    const actor = await requireAdmin(c);
+    const req = await body(c, z.object({ resources: z.array(z.unknown()).max(1000), force: z.boolean().default(false) }), "create request");
+    return c.json({ created: await admin.createResources(req.resources, req.force, actor) });
+  });
+  app.delete(`${ROUTES.resources}/:kind/:name`, async (c) => {
+    const actor = await requireAdmin(c);
+    await admin.deleteResource(c.req.param("kind"), c.req.param("name"), actor);
+    return c.json({});
+  });
+
+  app.post(ROUTES.bots, async (c) => {
+    const actor = await requireAdmin(c);
+    return c.json(await admin.addBot(await body(c, AddBotRequest, "bot request"), actor));
+  });
+  app.post(ROUTES.tokens, async (c) => {
+    const actor = await requireAdmin(c);
+    return c.json(await admin.addToken(await body(c, AddTokenRequest, "token request"), actor));
+  });
+  app.get(ROUTES.botInstances, async (c) => {
+    await requireAdmin(c);
+    return c.json(await admin.listBotInstances(c.req.query("bot") || undefined));
+  });
+  app.post(ROUTES.locks, async (c) => {
+    const actor = await requireAdmin(c);
+    return c.json(await admin.lock(await body(c, LockRequest, "lock request"), actor));
+  });
+  app.get(ROUTES.locks, async (c) => {
+    await requireAdmin(c);
+    return c.json(await admin.listLocks());
+  });
+  app.delete(`${ROUTES.locks}/:kind/:name`, async (c) => {
+    const actor = await requireAdmin(c);
+    await admin.unlock(`${c.req.param("kind")}/${c.req.param("name")}`, actor);
+    return c.json({});
+  });
+  app.get(ROUTES.events, async (c) => {
+    await requireAdmin(c);
+    const limit = c.req.query("limit");
+    if (limit !== undefined && !/^\d+$/.test(limit)) throw badParameter(`Invalid limit "${limit}": expected a whole number`);
+    return c.json(
+      await admin.listEvents({
+        ...(c.req.query("type") ? { type: c.req.query("type")! } : {}),
+        ...(c.req.query("since") ? { since: c.req.query("since")! } : {}),
+        ...(limit !== undefined ? { limit: Number(limit) } : {}),
+      }),
+    );
+  });
+
+  app.notFound((c) => c.json(errorBody(new AppError("NOT_FOUND", `No route for ${c.req.method} ${c.req.path}`)), 404));
+
+  app.onError((err, c) => {
+    if (err instanceof AppError) {
+      if (err.code === "INTERNAL") ctx.log.error("Internal error", { path: c.req.path, error: err });
+      return c.json(errorBody(err), STATUS_BY_CODE[err.code] as 400);
+    }
+    // Internals never reach a client: log the cause, answer with a code and a safe message.
+    ctx.log.error("Unhandled error", { method: c.req.method, path: c.req.path, error: errorMessage(err), stack: (err as Error).stack });
+    return c.json(errorBody(new AppError("INTERNAL", "Internal error: the auth service logged the details")), 500);
+  });
+
+  const handler = (async (req: Request, conn: ConnInfo) => {
+    for (const hook of hooks) {
+      const res = await hook(req, conn).catch((e: unknown) => errorResponse(e, ctx));
+      if (res) return res;
+    }
+    return app.fetch(req, { conn });
+  }) as Handler;
+  handler.admin = admin;
+  return handler;
+}
+
+/** Maps any thrown value to an error response, as `app.onError` does, for hooks outside Hono. */
+export function errorResponse(e: unknown, ctx: AuthContext): Response {
+  if (e instanceof AppError) return Response.json(errorBody(e), { status: STATUS_BY_CODE[e.code] });
+  ctx.log.error("Unhandled error", { error: errorMessage(e), stack: (e as Error)?.stack });
+  return Response.json(errorBody(new AppError("INTERNAL", "Internal error: the auth service logged the details")), { status: 500 });
+}
+
+/** Reads a JSON body of at most MAX_BODY_BYTES; BAD_PARAMETER for anything else. */
+export async function readJson(req: Request): Promise<unknown> {
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > MAX_BODY_BYTES) throw new AppError("TOO_LARGE", `Request body too large: at most ${MAX_BODY_BYTES} bytes`);
+  const text = await req.text();
+  if (Buffer.byteLength(text) > MAX_BODY_BYTES) throw new AppError("TOO_LARGE", `Request body too large: at most ${MAX_BODY_BYTES} bytes`);
+  if (text.trim() === "") throw badParameter("Request body is empty: expected JSON");
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw badParameter("Request body is not valid JSON");
+  }
+}

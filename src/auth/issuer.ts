@@ -1,0 +1,99 @@
+/**
+ * Certificate issuance: turns a decided identity and the caller's public keys into
+ * an X.509 client certificate and an OpenSSH user certificate, both from the user CA.
+ * Deciding *what* to issue (roles, TTL caps, locks) happens before this is called.
+ */
+
+import { randomBytes } from "node:crypto";
+import type { KeyObject } from "node:crypto";
+import { issueCertificate, parsePublicKey, signSshCertificate, type CertIdentity } from "../crypto/index.ts";
+import { badParameter } from "../lib/errors.ts";
+import type { Certs, KeyRequest } from "../protocol/index.ts";
+import { exportAuthority, type Authorities } from "./authorities.ts";
+
+/**
+ * The principal a renewable bot identity's SSH certificate carries. An OpenSSH
+ * certificate with no principals is valid for *every* user, so the internal
+ * identity gets one that no Unix account can have (it starts with "-").
+ */
+export const INTERNAL_PRINCIPAL = "-machine-id-internal";
+
+/** Backdate certificates a little so a client with a slightly slow clock can use them at once. */
+const CLOCK_SKEW_MS = 60_000;
+
+export interface IssueRequest {
+  identity: CertIdentity;
+  publicTlsKey: KeyObject;
+  publicSshKey: KeyObject;
+  notAfter: Date;
+  now: Date;
+}
+
+/** Parses and checks the two public keys of a request; BAD_PARAMETER names the bad field. */
+export function requestKeys(req: KeyRequest): { tls: KeyObject; ssh: KeyObject } {
+  return {
+    tls: parsePublicKey(req.public_tls_key, "public_tls_key"),
+    ssh: parsePublicKey(req.public_ssh_key, "public_ssh_key"),
+  };
+}
+
+/** A random positive 64-bit serial, shared by both certificates so audit can tie them together. */
+function newSerial(): bigint {
+  const b = randomBytes(8);
+  b[0]! &= 0x7f;
+  return b.readBigUInt64BE();
+}
+
+/** Issues the X.509 and SSH certificates for `identity`. */
+export async function issueCerts(auth: Authorities, req: IssueRequest): Promise<{ certs: Certs; serial: string }> {
+  const { identity, now, notAfter } = req;
+  if (notAfter.getTime() <= now.getTime()) throw badParameter("Cannot issue a certificate that is already expired");
+  const notBefore = new Date(now.getTime() - CLOCK_SKEW_MS);
+  const serial = newSerial();
+  const uri =
+    identity.kind === "bot"
+      ? `machine-id://${encodeURIComponent(auth.cluster)}/bot/${encodeURIComponent(identity.botName ?? identity.username)}`
+      : `machine-id://${encodeURIComponent(auth.cluster)}/admin/${encodeURIComponent(identity.username)}`;
+  const tlsCert = await issueCertificate({
+    caCertPem: auth.user.tlsCertPem,
+    caKey: auth.user.tlsKey,
+    publicKey: req.publicTlsKey,
+    commonName: identity.username,
+    organization: [auth.cluster],
+    uris: [uri],
+    notBefore,
+    notAfter,
+    usage: "client",
+    identity,
+    serialNumber: serial.toString(16),
+  });
+  const principals = identity.renewable || identity.logins.length === 0 ? [INTERNAL_PRINCIPAL] : identity.logins;
+  const sshCert = signSshCertificate({
+    caKey: auth.user.sshKey.privateKey,
+    publicKey: req.publicSshKey,
+    certType: "user",
+    keyId: `${identity.username}${identity.botInstanceId ? `/${identity.botInstanceId}` : ""}`,
+    principals,
+    validAfter: notBefore,
+    validBefore: notAfter,
+    serial,
+  });
+  return {
+    serial: serial.toString(16),
+    certs: {
+      tls_cert: tlsCert,
+      ssh_cert: sshCert,
+      tls_ca_certs: [auth.user.tlsCertPem, auth.host.tlsCertPem],
+      ssh_user_ca_keys: [exportAuthority(auth, "ssh-user").trim()],
+      ssh_host_ca_keys: [exportAuthority(auth, "ssh-host").trim()],
+      cluster_name: auth.cluster,
+      valid_after: notBefore.toISOString(),
+      valid_before: notAfter.toISOString(),
+    },
+  };
+}
+
+/** A fresh random id for bot instances, challenges and generated tokens. */
+export function randomId(bytes = 16): string {
+  return randomBytes(bytes).toString("hex");
+}

@@ -1,0 +1,165 @@
+/**
+ * Starting and stopping one auth service: data directory, storage, authorities,
+ * the service's own TLS certificate and the local admin identity (both refreshed
+ * while it runs), the listener and the janitor.
+ */
+
+import { join } from "node:path";
+import { generateKeyPair, privateKeyToPem } from "../crypto/index.ts";
+import { systemClock, type Clock } from "../lib/clock.ts";
+import { ensureDir, writeFileAtomic } from "../lib/fs.ts";
+import type { Logger } from "../lib/log.ts";
+import { VERSION } from "../lib/version.ts";
+import { formatIdentityFile } from "../protocol/index.ts";
+import { AuditLog, EVENT } from "./audit.ts";
+import { issueServerCertificate, loadAuthorities, serverNames, splitHostPort, storedClusterName, type Authorities } from "./authorities.ts";
+import type { AuthContext } from "./context.ts";
+import { createHandler, type Handler, type RouteHook } from "./http.ts";
+import { issueCerts } from "./issuer.ts";
+import { listen, type Listener } from "./server.ts";
+import { openBackend, type Backend } from "./storage/index.ts";
+import { hostname } from "node:os";
+import type { TokenResource } from "../resources/index.ts";
+import { KEYS } from "./state.ts";
+
+/** The service's TLS certificate lives this long and is re-issued well before. */
+const SERVER_CERT_TTL_MS = 7 * 86_400_000;
+/** The local admin identity lives this long and is re-written while the service runs. */
+const ADMIN_IDENTITY_TTL_MS = 7 * 86_400_000;
+const REFRESH_EVERY_MS = 12 * 3_600_000;
+const JANITOR_EVERY_MS = 60_000;
+/** Expired one-time tokens are kept this long so a late join can be told why it failed. */
+const EXPIRED_TOKEN_GRACE_MS = 86_400_000;
+
+export interface AuthServiceOptions {
+  dataDir: string;
+  listenAddr: string;
+  publicAddr?: string;
+  clusterName?: string;
+  storage?: { type: "sqlite"; path?: string } | { type: "postgres"; connString: string } | { type: "memory" };
+  log: Logger;
+  clock?: Clock;
+  /** Extra routes (install script and downloads, bound keypair joins…). */
+  hooks?: (ctx: AuthContext) => RouteHook[];
+}
+
+export interface RunningAuth {
+  ctx: AuthContext;
+  handler: Handler;
+  listener: Listener;
+  /** `host:port` clients on this host can connect to. */
+  addr: string;
+  adminIdentityPath: string;
+  close(): Promise<void>;
+}
+
+/** Path of the admin identity the service writes into its data directory. */
+export function adminIdentityPath(dataDir: string): string {
+  return join(dataDir, "admin-identity");
+}
+
+/** Writes the local admin identity (a client certificate for `ctl`), 0600. */
+export async function writeAdminIdentity(auth: Authorities, path: string, authServer: string, now: Date): Promise<void> {
+  const kp = generateKeyPair("ecdsa-p256");
+  const ssh = generateKeyPair("ed25519");
+  const { certs } = await issueCerts(auth, {
+    identity: { cluster: auth.cluster, username: "admin", kind: "admin", renewable: false, roles: [], logins: [] },
+    publicTlsKey: kp.publicKey,
+    publicSshKey: ssh.publicKey,
+    notAfter: new Date(now.getTime() + ADMIN_IDENTITY_TTL_MS),
+    now,
+  });
+  const text = formatIdentityFile({
+    cluster: auth.cluster,
+    authServer,
+    keyPem: privateKeyToPem(kp.privateKey),
+    tlsCertPem: certs.tls_cert,
+    tlsCaCertsPem: [auth.host.tlsCertPem, auth.user.tlsCertPem],
+    sshCaLines: [],
+  });
+  await writeFileAtomic(path, text, { mode: 0o600 });
+}
+
+/** A host:port this machine can connect to for a listener bound to `host`. */
+function localAddr(host: string, port: number): string {
+  const h = host === "0.0.0.0" || host === "" ? "127.0.0.1" : host === "::" ? "::1" : host;
+  return h.includes(":") ? `[${h}]:${port}` : `${h}:${port}`;
+}
+
+/** Starts the auth service and returns once it listens. */
+export async function startAuthService(opts: AuthServiceOptions): Promise<RunningAuth> {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log;
+  await ensureDir(opts.dataDir, 0o700);
+  const storageCfg = opts.storage ?? { type: "sqlite" };
+  const backend: Backend = await openBackend(
+    storageCfg.type === "sqlite" ? { type: "sqlite", path: storageCfg.path ?? join(opts.dataDir, "machine-id.db") } : storageCfg,
+    { clock, logger: log.child("storage") },
+  );
+  try {
+    const stored = await storedClusterName(backend);
+    if (stored && opts.clusterName && stored !== opts.clusterName) {
+      throw new Error(
+        `The data directory "${opts.dataDir}" belongs to cluster "${stored}", not "${opts.clusterName}": drop --cluster-name or use another data directory`,
+      );
+    }
+    const cluster = stored ?? opts.clusterName ?? hostname();
+    const authorities = await loadAuthorities(backend, cluster, clock.now());
+    const { host, port } = splitHostPort(opts.listenAddr);
+    if (port === undefined || Number.isNaN(port)) throw new Error(`Invalid listen address "${opts.listenAddr}": expected host:port`);
+    const names = serverNames(opts.listenAddr, opts.publicAddr);
+    const audit = new AuditLog(backend, log.child("audit"));
+    const ctx: AuthContext = { backend, authorities, clock, log, audit, version: VERSION, publicAddr: opts.publicAddr ?? "" };
+    const handler = createHandler(ctx, opts.hooks?.(ctx) ?? []);
+    const serverTls = async () => {
+      const c = await issueServerCertificate(authorities, names, clock.now(), SERVER_CERT_TTL_MS);
+      return { certPem: c.certPem + authorities.host.tlsCertPem, keyPem: c.keyPem, clientCaPem: [authorities.user.tlsCertPem] };
+    };
+    const listener = await listen({ host: host || "0.0.0.0", port, tls: await serverTls(), handler, log: log.child("http") });
+    const addr = localAddr(host, listener.port);
+    if (!ctx.publicAddr) ctx.publicAddr = addr;
+    const adminPath = adminIdentityPath(opts.dataDir);
+    await writeAdminIdentity(authorities, adminPath, addr, clock.now());
+
+    const timers: ReturnType<typeof setInterval>[] = [];
+    timers.push(
+      setInterval(() => {
+        void (async () => {
+          listener.setTls(await serverTls());
+          await writeAdminIdentity(authorities, adminPath, addr, clock.now());
+        })().catch((e) => log.error("Cannot refresh the service certificate or admin identity", { error: e }));
+      }, REFRESH_EVERY_MS),
+    );
+    timers.push(setInterval(() => void janitor(ctx).catch((e) => log.warn("Janitor failed", { error: e })), JANITOR_EVERY_MS));
+    for (const t of timers) t.unref();
+    await audit.emit(EVENT.authStart, clock.now(), { cluster, version: VERSION, addr: `${host}:${listener.port}` });
+    log.info("Auth service started", { cluster, listen: `${host}:${listener.port}`, ca_pin: authorities.caPin, data_dir: opts.dataDir });
+    return {
+      ctx,
+      handler,
+      listener,
+      addr,
+      adminIdentityPath: adminPath,
+      async close() {
+        for (const t of timers) clearInterval(t);
+        await listener.close();
+        await backend.close();
+      },
+    };
+  } catch (e) {
+    await backend.close();
+    throw e;
+  }
+}
+
+/** Removes expired storage items and one-time tokens that expired more than a day ago. */
+async function janitor(ctx: AuthContext): Promise<void> {
+  const now = ctx.clock.now();
+  await ctx.backend.deleteExpired(now);
+  for (const item of await ctx.backend.list<TokenResource>("/tokens/")) {
+    const exp = item.value.metadata.expires;
+    if (exp && new Date(exp).getTime() + EXPIRED_TOKEN_GRACE_MS < now.getTime()) {
+      await ctx.backend.delete(KEYS.token(item.value.metadata.name), item.revision).catch(() => {});
+    }
+  }
+}

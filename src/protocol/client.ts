@@ -1,0 +1,235 @@
+/**
+ * The typed HTTPS client agents and ctl use to talk to the auth service. TLS is
+ * always verified against the cluster's own CA; a client certificate, when given,
+ * is the caller's identity.
+ */
+
+import { z } from "zod";
+import { AppError, connectionProblem, errorMessage, trustFailure } from "../lib/errors.ts";
+import { errorFromBody } from "./errors.ts";
+import {
+  AddBotResponse,
+  AuditEvent,
+  BotCertsResponse,
+  BotInstance,
+  JoinResponse,
+  Lock,
+  PingResponse,
+  RenewResponse,
+  ROUTES,
+  StatusResponse,
+  decode,
+  type AddBotRequest,
+  type AddTokenRequest,
+  type BotCertsRequest,
+  type CAExportType,
+  type JoinRequest,
+  type LockRequest,
+  type RenewRequest,
+} from "./messages.ts";
+
+/**
+ * The DNS name every auth service certificate carries besides its real host names.
+ * Clients verify the server against it: trust comes from the pinned cluster CA, so
+ * agents can reach the service by IP, through NAT or a load balancer, and still
+ * check that the certificate was issued to an auth service of *this* cluster.
+ */
+export const AUTH_SERVER_NAME = "auth.machine-id.cluster.local";
+
+export interface ClientTLS {
+  /** CA certificates (PEM) the server's certificate must chain to. */
+  caCertsPem: string[];
+  /** Client certificate and key (PEM) presented for mTLS. */
+  certPem?: string;
+  keyPem?: string;
+}
+
+export interface AuthClientOptions {
+  /** `host:port` or `https://host:port`. */
+  addr: string;
+  tls: ClientTLS;
+  timeoutMs?: number;
+}
+
+/** Normalises `host:port` / `https://host:port/` to an https base URL without a trailing slash. */
+export function baseUrl(addr: string): string {
+  const a = addr.trim().replace(/\/+$/, "");
+  if (/^https:\/\//i.test(a)) return a;
+  if (/^[a-z]+:\/\//i.test(a)) throw new AppError("BAD_PARAMETER", `Invalid auth server address "${addr}": only https is supported`);
+  return `https://${a}`;
+}
+
+interface RequestOptions<S extends z.ZodType> {
+  body?: unknown;
+  query?: Record<string, string | undefined>;
+  schema?: S;
+  /** Return the raw text instead of decoding JSON. */
+  text?: boolean;
+}
+
+/** A client bound to one address and one TLS identity. */
+export class AuthClient {
+  readonly url: string;
+
+  constructor(private readonly options: AuthClientOptions) {
+    this.url = baseUrl(options.addr);
+  }
+
+  /** The same server, seen with another identity (after a renewal, say). */
+  withTLS(tls: ClientTLS): AuthClient {
+    return new AuthClient({ ...this.options, tls });
+  }
+
+  async request<S extends z.ZodType>(method: string, path: string, opts: RequestOptions<S> = {}): Promise<z.infer<S>> {
+    const url = new URL(this.url + path);
+    for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
+    const { caCertsPem, certPem, keyPem } = this.options.tls;
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method,
+        headers: opts.body === undefined ? {} : { "content-type": "application/json" },
+        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+        signal: AbortSignal.timeout(this.options.timeoutMs ?? 30_000),
+        tls: {
+          ca: caCertsPem,
+          serverName: AUTH_SERVER_NAME,
+          rejectUnauthorized: true,
+          ...(certPem && keyPem ? { cert: certPem, key: keyPem } : {}),
+        },
+      } as RequestInit);
+    } catch (e) {
+      throw networkError(this.options.addr, e);
+    }
+    const text = await res.text().catch((e) => {
+      throw networkError(this.options.addr, e);
+    });
+    if (!res.ok) {
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = undefined;
+      }
+      throw errorFromBody(res.status, body);
+    }
+    if (opts.text) return text as z.infer<S>;
+    let json: unknown;
+    try {
+      json = text === "" ? undefined : JSON.parse(text);
+    } catch {
+      throw connectionProblem(`Unexpected response from auth service at "${this.options.addr}": not JSON`);
+    }
+    return opts.schema ? decode(opts.schema, json, `response from ${path}`) : (json as z.infer<S>);
+  }
+
+  ping(): Promise<PingResponse> {
+    return this.request("GET", ROUTES.ping, { schema: PingResponse });
+  }
+  exportCA(type: CAExportType): Promise<string> {
+    return this.request("GET", ROUTES.exportCA, { query: { type }, text: true });
+  }
+  join(req: JoinRequest): Promise<JoinResponse> {
+    return this.request("POST", ROUTES.join, { body: req, schema: JoinResponse });
+  }
+  renew(req: RenewRequest): Promise<RenewResponse> {
+    return this.request("POST", ROUTES.renew, { body: req, schema: RenewResponse });
+  }
+  botCerts(req: BotCertsRequest): Promise<BotCertsResponse> {
+    return this.request("POST", ROUTES.botCerts, { body: req, schema: BotCertsResponse });
+  }
+  status(): Promise<StatusResponse> {
+    return this.request("GET", ROUTES.status, { schema: StatusResponse });
+  }
+  listResources(kind: string): Promise<unknown[]> {
+    return this.request("GET", `${ROUTES.resources}/${encodeURIComponent(kind)}`, { schema: z.array(z.unknown()) });
+  }
+  getResource(kind: string, name: string): Promise<unknown> {
+    return this.request("GET", `${ROUTES.resources}/${encodeURIComponent(kind)}/${encodeURIComponent(name)}`);
+  }
+  /** Creates the resources all-or-nothing; `force` replaces existing ones. */
+  createResources(resources: unknown[], force = false): Promise<{ created: string[] }> {
+    return this.request("POST", ROUTES.resources, {
+      body: { resources, force },
+      schema: z.object({ created: z.array(z.string()) }),
+    });
+  }
+  deleteResource(kind: string, name: string): Promise<void> {
+    return this.request("DELETE", `${ROUTES.resources}/${encodeURIComponent(kind)}/${encodeURIComponent(name)}`);
+  }
+  addBot(req: AddBotRequest): Promise<AddBotResponse> {
+    return this.request("POST", ROUTES.bots, { body: req, schema: AddBotResponse });
+  }
+  addToken(req: AddTokenRequest): Promise<AddBotResponse> {
+    return this.request("POST", ROUTES.tokens, { body: req, schema: AddBotResponse });
+  }
+  listBotInstances(bot?: string): Promise<BotInstance[]> {
+    return this.request("GET", ROUTES.botInstances, { query: { bot }, schema: z.array(BotInstance) });
+  }
+  lock(req: LockRequest): Promise<Lock> {
+    return this.request("POST", ROUTES.locks, { body: req, schema: Lock });
+  }
+  listLocks(): Promise<Lock[]> {
+    return this.request("GET", ROUTES.locks, { schema: z.array(Lock) });
+  }
+  unlock(name: string): Promise<void> {
+    return this.request("DELETE", `${ROUTES.locks}/${name.split("/").map(encodeURIComponent).join("/")}`);
+  }
+  listEvents(q: { type?: string; since?: string; limit?: number } = {}): Promise<AuditEvent[]> {
+    return this.request("GET", ROUTES.events, {
+      query: { type: q.type, since: q.since, limit: q.limit === undefined ? undefined : String(q.limit) },
+      schema: z.array(AuditEvent),
+    });
+  }
+}
+
+const TLS_ERROR_CODES = new Set([
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "CERT_SIGNATURE_FAILURE",
+]);
+
+function networkError(addr: string, e: unknown): AppError {
+  const code = (e as { code?: string })?.code ?? "";
+  if (TLS_ERROR_CODES.has(code)) {
+    return trustFailure(`Cannot verify auth service at "${addr}": its certificate does not chain to the cluster CA (${code})`, { cause: e });
+  }
+  if ((e as Error)?.name === "TimeoutError") return connectionProblem(`Auth service at "${addr}" did not answer in time`, { cause: e });
+  const reason = code === "ConnectionRefused" || code === "ECONNREFUSED" ? "connection refused" : errorMessage(e);
+  return connectionProblem(`Cannot reach auth service at "${addr}": ${reason}`, { cause: e });
+}
+
+/**
+ * Fetches the cluster's host CA from a server not yet trusted, and returns it only
+ * if it matches one of `pins`. Nothing secret is sent on this connection; every
+ * later request verifies the server against the CA returned here.
+ */
+export async function fetchPinnedCA(addr: string, pins: string[], pinOf: (certPem: string) => string, timeoutMs = 30_000): Promise<string> {
+  let text: string;
+  try {
+    const res = await fetch(`${baseUrl(addr)}${ROUTES.exportCA}?type=tls-host`, {
+      signal: AbortSignal.timeout(timeoutMs),
+      // Deliberately unverified: the answer is checked against the pin below before it is trusted.
+      tls: { rejectUnauthorized: false },
+    } as RequestInit);
+    text = await res.text();
+    if (!res.ok) throw connectionProblem(`Cannot fetch the cluster CA from "${addr}": HTTP status ${res.status}`);
+  } catch (e) {
+    if (e instanceof AppError) throw e;
+    throw networkError(addr, e);
+  }
+  const certs = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/g) ?? [];
+  const want = new Set(pins.map((p) => p.toLowerCase()));
+  const match = certs.find((c) => want.has(pinOf(c).toLowerCase()));
+  if (!match) {
+    const got = certs.map((c) => pinOf(c)).join(", ") || "no certificate";
+    throw trustFailure(`Auth service at "${addr}" is not the expected cluster: its CA pin ${got} matches none of the configured ca_pins`);
+  }
+  return match;
+}

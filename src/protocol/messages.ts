@@ -1,0 +1,193 @@
+/**
+ * The request and response bodies of the auth service's HTTP API, as zod schemas
+ * both sides decode with: the server never trusts a body it has not decoded, and
+ * the client never trusts a response it has not decoded either.
+ */
+
+import { z } from "zod";
+import { badParameter } from "../lib/errors.ts";
+
+/** Routes of the auth service. Paths under /webapi are public; /v1 needs a client certificate or a join secret. */
+export const ROUTES = {
+  ping: "/webapi/ping",
+  exportCA: "/webapi/auth/export",
+  installScript: "/scripts/install.sh",
+  downloads: "/downloads/",
+  join: "/v1/join",
+  boundKeypairBegin: "/v1/join/bound-keypair/begin",
+  boundKeypairSolve: "/v1/join/bound-keypair/solve",
+  renew: "/v1/bot/renew",
+  botCerts: "/v1/bot/certs",
+  status: "/v1/status",
+  resources: "/v1/resources",
+  bots: "/v1/bots",
+  tokens: "/v1/tokens",
+  botInstances: "/v1/bot-instances",
+  locks: "/v1/locks",
+  events: "/v1/events",
+} as const;
+
+/** Largest request body the service reads; anything bigger is refused before parsing. */
+export const MAX_BODY_BYTES = 256 * 1024;
+
+export const JOIN_METHODS = ["token", "bound_keypair", "kubernetes"] as const;
+export type JoinMethod = (typeof JOIN_METHODS)[number];
+
+export const CA_EXPORT_TYPES = ["tls-host", "tls-user", "ssh-host", "ssh-user"] as const;
+export type CAExportType = (typeof CA_EXPORT_TYPES)[number];
+
+const pem = z.string().min(1).max(16 * 1024);
+const sshLine = z.string().min(1).max(16 * 1024);
+
+export const PingResponse = z.object({
+  cluster_name: z.string(),
+  server_version: z.string(),
+  ca_pins: z.array(z.string()),
+  join_methods: z.array(z.string()),
+  public_addr: z.string().optional(),
+});
+export type PingResponse = z.infer<typeof PingResponse>;
+
+/** The public keys an agent wants certified, and for how long. */
+export const KeyRequest = z.object({
+  public_tls_key: pem,
+  public_ssh_key: sshLine,
+  ttl_seconds: z.number().int().positive().max(366 * 86400).optional(),
+});
+export type KeyRequest = z.infer<typeof KeyRequest>;
+
+/** A set of certificates and the CA material needed to use and check them. */
+export const Certs = z.object({
+  tls_cert: pem,
+  ssh_cert: sshLine,
+  /** User CA first (it signed tls_cert), then the host CA (it signed the service's TLS certificate). */
+  tls_ca_certs: z.array(pem),
+  ssh_user_ca_keys: z.array(sshLine),
+  ssh_host_ca_keys: z.array(sshLine),
+  cluster_name: z.string(),
+  valid_after: z.string(),
+  valid_before: z.string(),
+});
+export type Certs = z.infer<typeof Certs>;
+
+export const JoinRequest = KeyRequest.extend({
+  join_method: z.enum(["token", "kubernetes"]),
+  token_name: z.string().min(1).max(1024),
+  /** The Kubernetes service-account JWT, for join_method kubernetes. */
+  id_token: z.string().max(64 * 1024).optional(),
+});
+export type JoinRequest = z.infer<typeof JoinRequest>;
+
+export const JoinResponse = z.object({
+  bot_name: z.string(),
+  bot_instance_id: z.string(),
+  certs: Certs,
+  /** A signed join-state document (bound keypair); the agent stores it and presents it on its next join. */
+  join_state: z.string().optional(),
+});
+export type JoinResponse = z.infer<typeof JoinResponse>;
+
+export const RenewRequest = KeyRequest;
+export type RenewRequest = KeyRequest;
+
+export const RenewResponse = z.object({ certs: Certs, generation: z.number().int() });
+export type RenewResponse = z.infer<typeof RenewResponse>;
+
+export const BotCertsRequest = KeyRequest.extend({
+  /** A subset of the bot's roles; all of them when absent. */
+  roles: z.array(z.string()).optional(),
+  kubernetes_cluster: z.string().optional(),
+});
+export type BotCertsRequest = z.infer<typeof BotCertsRequest>;
+
+export const BotCertsResponse = z.object({ certs: Certs, kubernetes: z.object({ server: z.string(), cluster: z.string() }).optional() });
+export type BotCertsResponse = z.infer<typeof BotCertsResponse>;
+
+export const StatusResponse = z.object({
+  cluster_name: z.string(),
+  server_version: z.string(),
+  ca_pin: z.string(),
+  public_addr: z.string().optional(),
+  counts: z.record(z.string(), z.number()),
+});
+export type StatusResponse = z.infer<typeof StatusResponse>;
+
+export const AddBotRequest = z.object({
+  name: z.string().min(1),
+  roles: z.array(z.string()).default([]),
+  logins: z.array(z.string()).optional(),
+  ttl_seconds: z.number().int().positive().optional(),
+  join_method: z.enum(JOIN_METHODS).optional(),
+  initial_public_key: z.string().optional(),
+  registration_secret: z.string().optional(),
+  recovery_mode: z.enum(["standard", "relaxed", "insecure"]).optional(),
+  recovery_limit: z.number().int().min(0).optional(),
+});
+export type AddBotRequest = z.infer<typeof AddBotRequest>;
+
+export const AddBotResponse = z.object({
+  bot: z.string(),
+  token: z.string(),
+  join_method: z.string(),
+  ca_pins: z.array(z.string()),
+  expires: z.string().optional(),
+  registration_secret: z.string().optional(),
+});
+export type AddBotResponse = z.infer<typeof AddBotResponse>;
+
+export const AddTokenRequest = z.object({
+  bot_name: z.string().min(1),
+  join_method: z.enum(JOIN_METHODS).default("token"),
+  ttl_seconds: z.number().int().positive().optional(),
+  name: z.string().optional(),
+});
+export type AddTokenRequest = z.infer<typeof AddTokenRequest>;
+
+export const BotInstance = z.object({
+  bot_name: z.string(),
+  instance_id: z.string(),
+  created_at: z.string(),
+  join_method: z.string(),
+  token_name: z.string().optional(),
+  generation: z.number().int(),
+  last_renewed_at: z.string().optional(),
+  expires_at: z.string().optional(),
+  locked: z.boolean(),
+  remote_addr: z.string().optional(),
+});
+export type BotInstance = z.infer<typeof BotInstance>;
+
+export const LockRequest = z.object({
+  bot_instance_id: z.string().optional(),
+  bot: z.string().optional(),
+  token: z.string().optional(),
+  message: z.string().max(1024).optional(),
+  ttl_seconds: z.number().int().positive().optional(),
+});
+export type LockRequest = z.infer<typeof LockRequest>;
+
+export const Lock = z.object({
+  name: z.string(),
+  target: z.object({ bot_instance_id: z.string().optional(), bot: z.string().optional(), token: z.string().optional() }),
+  message: z.string().optional(),
+  created_at: z.string(),
+  expires: z.string().optional(),
+});
+export type Lock = z.infer<typeof Lock>;
+
+export const AuditEvent = z.object({
+  id: z.number().int(),
+  type: z.string(),
+  time: z.string(),
+  fields: z.record(z.string(), z.unknown()),
+});
+export type AuditEvent = z.infer<typeof AuditEvent>;
+
+/** Decodes `value` with `schema`; a mismatch is BAD_PARAMETER naming the first bad field. */
+export function decode<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const path = issue.path.map(String).join(".");
+  throw badParameter(`Invalid ${what}: ${path ? `field "${path}": ` : ""}${issue.message}`, path ? { field: path } : {});
+}
