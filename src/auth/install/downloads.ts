@@ -1,0 +1,131 @@
+/**
+ * Serves the install script and the agent binaries: /scripts/install.sh and
+ * /downloads/machine-id-linux-<arch>[.sha256]. Request in, Response out; any other
+ * path returns undefined so the caller's router moves on.
+ */
+
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
+import { readFileIfExists } from "../../lib/fs.ts";
+import { renderInstallScript, type InstallScriptOptions } from "./script.ts";
+
+/** Architectures the script asks for, in Bun's naming (also process.arch's). */
+export const DOWNLOAD_ARCHES = ["x64", "arm64"] as const;
+export type DownloadArch = (typeof DOWNLOAD_ARCHES)[number];
+
+export const INSTALL_SCRIPT_PATH = "/scripts/install.sh";
+// The arch is matched from a closed list, so no request can name another file.
+const DOWNLOAD_ROUTE = /^\/downloads\/machine-id-linux-(x64|arm64)(\.sha256)?$/;
+
+export interface DownloadOptions {
+  /** Directory holding machine-id-linux-<arch> and, from the build, its .sha256. */
+  distDir?: string;
+  /**
+   * Serve the running executable as machine-id-linux-<its arch> when distDir has no
+   * file for that arch, so a compiled auth service can hand out itself. Default true.
+   */
+  serveSelf?: boolean;
+}
+
+/** Serves GET/HEAD /scripts/install.sh, rendered for this cluster; undefined for other paths. */
+export function serveInstallScript(req: Request, options: InstallScriptOptions): Response | undefined {
+  if (new URL(req.url).pathname !== INSTALL_SCRIPT_PATH) return undefined;
+  const bad = checkMethod(req);
+  if (bad) return bad;
+  const body = renderInstallScript(options);
+  return new Response(req.method === "HEAD" ? null : body, {
+    headers: {
+      "content-type": "text/x-shellscript; charset=utf-8",
+      "content-length": String(Buffer.byteLength(body)),
+      // Rendered from the current CA: a cached copy would go stale after a rotation.
+      "cache-control": "no-store",
+      "x-content-type-options": "nosniff",
+    },
+  });
+}
+
+/**
+ * Serves GET/HEAD /downloads/machine-id-linux-<arch> and its `.sha256`; undefined for
+ * other paths, 404 when there is no binary for the arch. The checksum is the build's
+ * `.sha256` file when there is one (so a binary altered after the build is caught by the
+ * script), else computed from the file served.
+ */
+export async function serveDownload(req: Request, options: DownloadOptions = {}): Promise<Response | undefined> {
+  const m = DOWNLOAD_ROUTE.exec(new URL(req.url).pathname);
+  if (!m) return undefined;
+  const bad = checkMethod(req);
+  if (bad) return bad;
+  const arch = m[1] as DownloadArch;
+  const name = `machine-id-linux-${arch}`;
+  const found = await locate(arch, options);
+  if (!found) return text(404, `No machine-id binary for linux-${arch} on this server\n`);
+
+  if (m[2]) {
+    const body = `${await checksumOf(found)}  ${name}\n`;
+    return new Response(req.method === "HEAD" ? null : body, {
+      headers: { "content-type": "text/plain; charset=utf-8", "content-length": String(body.length), "cache-control": "no-cache" },
+    });
+  }
+  const headers = {
+    "content-type": "application/octet-stream",
+    "content-length": String(found.size),
+    "content-disposition": `attachment; filename="${name}"`,
+    "cache-control": "no-cache",
+    "x-content-type-options": "nosniff",
+  };
+  if (req.method === "HEAD") return new Response(null, { headers });
+  // A BunFile body is streamed from disk (the binary is ~100 MB), never read into memory.
+  return new Response(Bun.file(found.path), { headers });
+}
+
+interface Located {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  /** The build's checksum file, when the binary came from distDir. */
+  sumPath?: string;
+}
+
+async function locate(arch: DownloadArch, options: DownloadOptions): Promise<Located | undefined> {
+  if (options.distDir !== undefined) {
+    const path = join(options.distDir, `machine-id-linux-${arch}`);
+    const st = await stat(path).catch(() => undefined);
+    if (st?.isFile()) return { path, size: st.size, mtimeMs: st.mtimeMs, sumPath: `${path}.sha256` };
+  }
+  if ((options.serveSelf ?? true) && Bun.main.startsWith("/$bunfs/") && process.platform === "linux" && process.arch === arch) {
+    const st = await stat(process.execPath);
+    return { path: process.execPath, size: st.size, mtimeMs: st.mtimeMs };
+  }
+  return undefined;
+}
+
+const sumCache = new Map<string, string>();
+
+async function checksumOf(file: Located): Promise<string> {
+  if (file.sumPath !== undefined) {
+    const recorded = (await readFileIfExists(file.sumPath))?.trim().split(/\s+/)[0];
+    if (recorded !== undefined && /^[0-9a-f]{64}$/.test(recorded)) return recorded;
+  }
+  // Keyed by size and mtime so a replaced binary is hashed again.
+  const key = `${file.path}:${file.size}:${file.mtimeMs}`;
+  const cached = sumCache.get(key);
+  if (cached) return cached;
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(file.path)) hash.update(chunk as Buffer);
+  const sum = hash.digest("hex");
+  sumCache.set(key, sum);
+  return sum;
+}
+
+function checkMethod(req: Request): Response | undefined {
+  if (req.method === "GET" || req.method === "HEAD") return undefined;
+  const res = text(405, "Only GET and HEAD are allowed here\n");
+  res.headers.set("allow", "GET, HEAD");
+  return res;
+}
+
+function text(status: number, body: string): Response {
+  return new Response(body, { status, headers: { "content-type": "text/plain; charset=utf-8" } });
+}

@@ -1,0 +1,9 @@
+/**
+ * What the auth service needs to hand out the agent: the rendered install script and
+ * the binaries, as Request → Response handlers the server's router calls in turn.
+ */
+
+export { renderInstallScript, shellQuote, caPinOf } from "./script.ts";
+export type { InstallScriptOptions, DownloadTrust } from "./script.ts";
+export { serveInstallScript, serveDownload, INSTALL_SCRIPT_PATH, DOWNLOAD_ARCHES } from "./downloads.ts";
+export type { DownloadOptions, DownloadArch } from "./downloads.ts";
