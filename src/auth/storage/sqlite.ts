@@ -1,0 +1,365 @@
+/**
+ * The SQLite backend (bun:sqlite), the default: one file in the data directory, safe
+ * for several processes, durable across a crash of the process and a loss of power.
+ * `:memory:` gives the in-memory backend with the very same semantics.
+ */
+
+import { Database, type Statement } from "bun:sqlite";
+import { closeSync, constants, fchmodSync, openSync, statSync } from "node:fs";
+import { resolve } from "node:path";
+import { AppError, accessDenied, badParameter, connectionProblem } from "../../lib/errors.ts";
+import { fsError, formatMode } from "../../lib/fs.ts";
+import type { OpenOptions, StoredEvent } from "./backend.ts";
+import {
+  BaseBackend,
+  checkConditions,
+  newerSchemaError,
+  type Migration,
+  type Row,
+  type WriteMode,
+  type WriteResult,
+} from "./_base.ts";
+import { decodeEvent, type AtomicOp, type EventRow, type NormalizedEventQuery } from "./_validate.ts";
+
+/** Default wait for another process's write lock. */
+export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+
+/**
+ * The schema, oldest first; `PRAGMA user_version` holds the version applied. Never edit
+ * a released migration: append a new one.
+ */
+export const SQLITE_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: "items with revisions and expiry, the revision counter, the event log",
+    sql: `
+      CREATE TABLE items (
+        key      TEXT    NOT NULL PRIMARY KEY,  -- BINARY collation: keys sort by UTF-8 bytes
+        value    TEXT    NOT NULL,              -- JSON
+        revision INTEGER NOT NULL,
+        expires  INTEGER                        -- ms since the epoch; NULL never expires
+      ) STRICT;
+      CREATE INDEX items_expires ON items (expires) WHERE expires IS NOT NULL;
+      -- One row: the last revision handed out. Kept apart from items so that deleting
+      -- the newest item can never make its revision come round again.
+      CREATE TABLE revision_counter (
+        id   INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+        last INTEGER NOT NULL
+      ) STRICT;
+      INSERT INTO revision_counter (id, last) VALUES (1, 0);
+      -- AUTOINCREMENT: ids are never reused, even once old events are pruned.
+      CREATE TABLE events (
+        id     INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+        type   TEXT    NOT NULL,
+        time   INTEGER NOT NULL,                -- ms since the epoch
+        fields TEXT    NOT NULL                 -- JSON object
+      ) STRICT;
+      CREATE INDEX events_type ON events (type, id);
+      CREATE INDEX events_time ON events (time);
+    `,
+  },
+];
+
+interface DbRow {
+  key: string;
+  value: string;
+  revision: number;
+  expires: number | null;
+}
+
+const LIVE = "(expires IS NULL OR expires > $now)";
+
+/** Opens (creating if needed) the SQLite database at `path`, or an in-memory one for `":memory:"`. */
+export function openSqlite(path: string, busyTimeoutMs: number, opts: OpenOptions): SqliteBackend {
+  const memory = path === ":memory:";
+  const abs = memory ? path : resolve(path);
+  const where = memory ? "in memory" : `"${abs}"`;
+  if (!memory) prepareFile(abs);
+  let db: Database;
+  try {
+    // strict: a missing named parameter is an error, not a silent NULL
+    db = new Database(abs, { create: true, readwrite: true, strict: true });
+  } catch (e) {
+    throw sqliteError(e, where, busyTimeoutMs);
+  }
+  try {
+    configure(db, memory, busyTimeoutMs);
+    const applied = migrate(db, where);
+    const backend = new SqliteBackend(db, memory, where, busyTimeoutMs, opts);
+    backend.logger.debug("Opened storage", { path: memory ? ":memory:" : abs, schemaVersion: latestVersion(), migrated: applied });
+    return backend;
+  } catch (e) {
+    db.close(false);
+    throw sqliteError(e, where, busyTimeoutMs);
+  }
+}
+
+/**
+ * Creates the file owner-only before SQLite sees it (SQLite would create it 0644
+ * minus umask), and refuses an existing file others can read: it holds CA keys.
+ * The -wal and -shm files SQLite creates later copy the database file's mode.
+ */
+function prepareFile(path: string): void {
+  try {
+    const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      fchmodSync(fd, 0o600); // the umask may have narrowed it further
+    } finally {
+      closeSync(fd);
+    }
+    return;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw fsError("create storage", path, e);
+  }
+  let st;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    throw fsError("open storage", path, e);
+  }
+  if (!st.isFile()) throw badParameter(`Cannot open storage "${path}": it is not a regular file`);
+  if ((st.mode & 0o077) !== 0) {
+    throw accessDenied(`Cannot open storage "${path}": mode ${formatMode(st.mode)} lets others read it; run chmod 600 "${path}"`);
+  }
+}
+
+function configure(db: Database, memory: boolean, busyTimeoutMs: number): void {
+  // Waits (blocking this thread) when another process holds the write lock; beyond it
+  // the write fails with SQLITE_BUSY, which becomes CONNECTION_PROBLEM.
+  db.run(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
+  if (memory) return;
+  // WAL: readers never block the writer and a commit appends to one file. It needs
+  // shared memory, so the file must be on a local filesystem (not NFS).
+  const mode = db.query<{ journal_mode: string }, []>("PRAGMA journal_mode = WAL").get()?.journal_mode;
+  if (mode !== "wal") throw connectionProblem(`Cannot switch storage to write-ahead logging: SQLite kept journal mode "${mode}"`);
+  // FULL: every commit fsyncs the WAL before it returns. A crash of the process alone
+  // loses nothing even with NORMAL (the WAL is in the OS page cache), but after a power
+  // loss NORMAL may roll back the last commits, and for us such a rollback is a
+  // security event: a consumed single-use join token would be usable again and a
+  // bot's certificate generation counter would step back. FULL costs one fsync per
+  // write (about 7,000 writes/s vs 27,000 on the development VM; see bench/storage.ts),
+  // which is still well above the renewal load. Corruption is impossible either way.
+  db.run("PRAGMA synchronous = FULL");
+}
+
+function latestVersion(): number {
+  return SQLITE_MIGRATIONS[SQLITE_MIGRATIONS.length - 1]?.version ?? 0;
+}
+
+/** Applies the missing migrations in one IMMEDIATE transaction; returns how many. */
+function migrate(db: Database, where: string): number {
+  const latest = latestVersion();
+  const run = db.transaction(() => {
+    // Read inside the write lock: two processes opening a new file migrate once.
+    const current = db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version ?? 0;
+    if (current > latest) throw newerSchemaError(where, current, latest);
+    const pending = SQLITE_MIGRATIONS.filter((m) => m.version > current);
+    for (const m of pending) db.run(m.sql);
+    if (pending.length) db.run(`PRAGMA user_version = ${latest}`);
+    return pending.length;
+  });
+  return run.immediate() as number;
+}
+
+/** Turns a bun:sqlite error into the AppError a caller can act on. */
+function sqliteError(e: unknown, where: string, busyTimeoutMs: number): unknown {
+  if (e instanceof AppError) return e;
+  const code = String((e as { code?: unknown })?.code ?? "");
+  const problem = (reason: string) => connectionProblem(`Cannot use storage ${where}: ${reason}`, { cause: e, details: { sqlite: code } });
+  if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) {
+    return problem(`another process held the database lock for more than ${busyTimeoutMs}ms`);
+  }
+  if (code === "SQLITE_NOTADB") return problem("it is not a SQLite database");
+  if (code.startsWith("SQLITE_CORRUPT")) return problem("the database file is corrupt");
+  if (code === "SQLITE_FULL") return problem("the disk is full");
+  if (code.startsWith("SQLITE_READONLY")) return problem("the database is read-only");
+  if (code.startsWith("SQLITE_CANTOPEN")) return problem("the database file cannot be opened");
+  if (code.startsWith("SQLITE_IOERR")) return problem(`an I/O error occurred (${(e as Error).message})`);
+  if (code === "SQLITE_PERM" || code === "SQLITE_AUTH") return problem("permission denied");
+  return e; // anything else is a bug in this file, not a condition to report
+}
+
+/** A Backend over one bun:sqlite connection. */
+export class SqliteBackend extends BaseBackend {
+  readonly kind: "sqlite" | "memory";
+  private readonly writeTx: { immediate: (fn: () => unknown) => unknown };
+  private readonly eventQueries = new Map<string, Statement>();
+  // Prepared once: every call binds fresh parameters to the same compiled statement.
+  private readonly s: {
+    get: Statement<DbRow>;
+    liveRevision: Statement<{ revision: number }>;
+    bump: Statement<{ last: number }>;
+    upsert: Statement;
+    remove: Statement;
+    list: Statement<DbRow>;
+    count: Statement<{ n: number }>;
+    insertEvent: Statement<{ id: number }>;
+    removeExpired: Statement;
+  };
+
+  constructor(
+    private readonly db: Database,
+    memory: boolean,
+    private readonly where: string,
+    private readonly busyTimeoutMs: number,
+    opts: OpenOptions,
+  ) {
+    super(opts, "storage");
+    this.kind = memory ? "memory" : "sqlite";
+    // BEGIN IMMEDIATE takes the write lock up front, so a read-then-write transaction
+    // can never find its snapshot stale at the write (SQLITE_BUSY_SNAPSHOT): a
+    // competing process waits for the lock and then reads what we committed.
+    this.writeTx = db.transaction((fn: () => unknown) => fn());
+    this.s = {
+      get: db.prepare(`SELECT key, value, revision, expires FROM items WHERE key = $key AND ${LIVE}`),
+      liveRevision: db.prepare(`SELECT revision FROM items WHERE key = $key AND ${LIVE}`),
+      bump: db.prepare("UPDATE revision_counter SET last = last + 1 WHERE id = 1 RETURNING last"),
+      upsert: db.prepare(
+        `INSERT INTO items (key, value, revision, expires) VALUES ($key, $value, $revision, $expires)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, revision = excluded.revision, expires = excluded.expires`,
+      ),
+      remove: db.prepare("DELETE FROM items WHERE key = $key"),
+      list: db.prepare(
+        `SELECT key, value, revision, expires FROM items
+         WHERE key >= $low AND key < $high AND key > $after AND ${LIVE} ORDER BY key LIMIT $limit`,
+      ),
+      count: db.prepare(`SELECT count(*) AS n FROM items WHERE key >= $low AND key < $high AND ${LIVE}`),
+      insertEvent: db.prepare("INSERT INTO events (type, time, fields) VALUES ($type, $time, $fields) RETURNING id"),
+      removeExpired: db.prepare("DELETE FROM items WHERE expires IS NOT NULL AND expires <= $now"),
+    };
+  }
+
+  private read<R>(fn: () => R): R {
+    try {
+      return fn();
+    } catch (e) {
+      throw sqliteError(e, this.where, this.busyTimeoutMs);
+    }
+  }
+
+  private inWrite<R>(fn: () => R): R {
+    return this.read(() => this.writeTx.immediate(fn) as R);
+  }
+
+  private liveRevision(key: string, now: number): number | undefined {
+    return this.s.liveRevision.get({ key, now })?.revision;
+  }
+
+  private nextRevision(): number {
+    const r = this.s.bump.get();
+    if (!r) throw new Error("revision_counter has no row"); // the schema guarantees one
+    return r.last;
+  }
+
+  protected async readRow(key: string, now: number): Promise<Row | undefined> {
+    const r = this.read(() => this.s.get.get({ key, now }));
+    return r ? toRow(r) : undefined;
+  }
+
+  protected async writeRow(key: string, json: string, expires: number | null, mode: WriteMode, now: number): Promise<WriteResult> {
+    return this.inWrite((): WriteResult => {
+      if (mode.kind !== "put") {
+        const current = this.liveRevision(key, now);
+        if (mode.kind === "create" && current !== undefined) return { refused: "exists" };
+        if (mode.kind !== "create" && current === undefined) return { refused: "missing" };
+        if (mode.kind === "cas" && current !== mode.revision) return { refused: "moved" };
+      }
+      const revision = this.nextRevision();
+      // Also replaces an expired row: it counts as absent.
+      this.s.upsert.run({ key, value: json, revision, expires });
+      return { revision: String(revision) };
+    });
+  }
+
+  protected async removeRow(key: string, revision: number | undefined, now: number): Promise<WriteResult> {
+    return this.inWrite((): WriteResult => {
+      const current = this.liveRevision(key, now);
+      if (current === undefined) return { refused: "missing" };
+      if (revision !== undefined && current !== revision) return { refused: "moved" };
+      this.s.remove.run({ key });
+      return { revision: String(current) };
+    });
+  }
+
+  protected async listRows(low: string, high: string, after: string, limit: number | undefined, now: number): Promise<Row[]> {
+    // LIMIT -1 is SQLite for "no limit"
+    return this.read(() => this.s.list.all({ low, high, after, now, limit: limit ?? -1 }).map(toRow));
+  }
+
+  protected async countRows(low: string, high: string, now: number): Promise<number> {
+    return this.read(() => this.s.count.get({ low, high, now })?.n ?? 0);
+  }
+
+  protected async applyAtomic(ops: AtomicOp[], events: EventRow[], now: number): Promise<string | undefined> {
+    return this.inWrite(() => {
+      const live = new Map<string, string>();
+      for (const op of ops) {
+        const r = this.liveRevision(op.key, now);
+        if (r !== undefined) live.set(op.key, String(r));
+      }
+      checkConditions(ops, live); // throws: the transaction rolls back with nothing written
+      const revision = ops.some((op) => op.put) ? this.nextRevision() : undefined;
+      for (const op of ops) {
+        if (op.put) this.s.upsert.run({ key: op.key, value: op.put.json, revision, expires: op.put.expiresMs });
+        else if (op.put === null) this.s.remove.run({ key: op.key });
+      }
+      for (const e of events) this.s.insertEvent.get({ type: e.type, time: e.timeMs, fields: e.fields });
+      return revision === undefined ? undefined : String(revision);
+    });
+  }
+
+  protected async insertEvent(e: EventRow): Promise<number> {
+    return this.inWrite(() => {
+      const r = this.s.insertEvent.get({ type: e.type, time: e.timeMs, fields: e.fields });
+      if (!r) throw new Error("INSERT … RETURNING gave no row");
+      return r.id;
+    });
+  }
+
+  protected async queryEvents(q: NormalizedEventQuery): Promise<StoredEvent[]> {
+    // Only the filters given go into the SQL, so SQLite can use the type and time
+    // indexes; the few shapes are compiled once each.
+    const where: string[] = [];
+    const params: Record<string, string | number> = {};
+    if (q.types !== undefined) {
+      where.push("type IN (SELECT value FROM json_each($types))");
+      params.types = JSON.stringify(q.types);
+    }
+    if (q.sinceMs !== undefined) {
+      where.push("time >= $since");
+      params.since = q.sinceMs;
+    }
+    if (q.untilMs !== undefined) {
+      where.push("time < $until");
+      params.until = q.untilMs;
+    }
+    if (q.afterId !== undefined) {
+      where.push(q.desc ? "id < $after" : "id > $after");
+      params.after = q.afterId;
+    }
+    params.limit = q.limit ?? -1;
+    const sql =
+      "SELECT id, type, time, fields FROM events" +
+      (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
+      ` ORDER BY id ${q.desc ? "DESC" : "ASC"} LIMIT $limit`;
+    return this.read(() => {
+      let stmt = this.eventQueries.get(sql);
+      if (!stmt) this.eventQueries.set(sql, (stmt = this.db.prepare(sql)));
+      const rows = stmt.all(params) as { id: number; type: string; time: number; fields: string }[];
+      return rows.map((r) => decodeEvent(r.id, r.type, r.time, r.fields));
+    });
+  }
+
+  protected async removeExpired(now: number): Promise<number> {
+    return this.inWrite(() => this.s.removeExpired.run({ now }).changes);
+  }
+
+  protected async release(): Promise<void> {
+    // Closing the last connection checkpoints the WAL into the main file.
+    this.read(() => this.db.close(true));
+  }
+}
+
+function toRow(r: DbRow): Row {
+  return { key: r.key, value: r.value, revision: String(r.revision), expiresMs: r.expires };
+}
