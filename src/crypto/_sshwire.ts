@@ -1,0 +1,129 @@
+/**
+ * The SSH wire encoding (RFC 4251 §5): uint32, uint64, string, mpint. Used for public
+ * key blobs, OpenSSH private keys and certificates.
+ */
+
+import { badParameter } from "../lib/errors.ts";
+
+/** Accumulates SSH wire values; `finish()` returns the bytes. */
+export class SshWriter {
+  private readonly chunks: Uint8Array[] = [];
+
+  u32(n: number): this {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, n);
+    this.chunks.push(b);
+    return this;
+  }
+
+  u64(n: bigint): this {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, n);
+    this.chunks.push(b);
+    return this;
+  }
+
+  raw(bytes: Uint8Array): this {
+    this.chunks.push(bytes);
+    return this;
+  }
+
+  /** A length-prefixed byte string; text is encoded as UTF-8. */
+  string(value: Uint8Array | string): this {
+    const bytes = typeof value === "string" ? Buffer.from(value, "utf8") : value;
+    return this.u32(bytes.length).raw(bytes);
+  }
+
+  /** A non-negative mpint from its big-endian magnitude (RFC 4251: minimal, sign byte if needed). */
+  mpint(magnitude: Uint8Array): this {
+    let i = 0;
+    while (i < magnitude.length && magnitude[i] === 0) i++;
+    const m = magnitude.subarray(i);
+    if (m.length > 0 && m[0]! & 0x80) return this.u32(m.length + 1).raw(Uint8Array.of(0)).raw(m);
+    return this.string(m);
+  }
+
+  finish(): Uint8Array {
+    return new Uint8Array(Buffer.concat(this.chunks));
+  }
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Reads SSH wire values; every failure is a BAD_PARAMETER naming `what`. */
+export class SshReader {
+  private pos = 0;
+  private readonly view: DataView;
+
+  constructor(
+    private readonly buf: Uint8Array,
+    private readonly what: string,
+  ) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+
+  fail(reason: string): never {
+    throw badParameter(`Cannot parse ${this.what}: ${reason}`);
+  }
+
+  get remaining(): number {
+    return this.buf.length - this.pos;
+  }
+
+  private need(n: number, field: string): void {
+    if (this.remaining < n) this.fail(`${field} is truncated`);
+  }
+
+  u32(field = "uint32"): number {
+    this.need(4, field);
+    const v = this.view.getUint32(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  u64(field = "uint64"): bigint {
+    this.need(8, field);
+    const v = this.view.getBigUint64(this.pos);
+    this.pos += 8;
+    return v;
+  }
+
+  bytes(n: number, field = "data"): Uint8Array {
+    this.need(n, field);
+    const v = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return v;
+  }
+
+  string(field = "string"): Uint8Array {
+    return this.bytes(this.u32(field), field);
+  }
+
+  /** A string that must be valid UTF-8. */
+  text(field = "string"): string {
+    const bytes = this.string(field);
+    try {
+      return utf8.decode(bytes);
+    } catch {
+      return this.fail(`${field} is not valid UTF-8`);
+    }
+  }
+
+  /** A non-negative mpint, returned as its minimal big-endian magnitude. */
+  mpint(field = "mpint"): Uint8Array {
+    const b = this.string(field);
+    if (b.length === 0) return b;
+    if (b[0]! & 0x80) this.fail(`${field} is negative`);
+    if (b[0] === 0 && (b.length === 1 || !(b[1]! & 0x80))) this.fail(`${field} is not minimally encoded`);
+    return b[0] === 0 ? b.subarray(1) : b;
+  }
+
+  rest(): Uint8Array {
+    return this.bytes(this.remaining);
+  }
+
+  /** Throws unless every byte was consumed. */
+  end(field = "value"): void {
+    if (this.remaining !== 0) this.fail(`unexpected data after ${field}`);
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * The machine-id identity a client certificate carries: JSON in a DER UTF8String inside
+ * a non-critical X.509 extension. Decoding validates the shape, since certificates
+ * arrive from the network.
+ */
+
+import { z } from "zod";
+import { badParameter } from "../lib/errors.ts";
+import { DerReader, utf8String } from "./_der.ts";
+
+/** OID of the identity extension (a private arc; the extension is never critical). */
+export const IDENTITY_OID = "1.3.9999.77.1";
+
+/** Who a client certificate speaks for; trusted only after the chain is verified. */
+export interface CertIdentity {
+  cluster: string;
+  username: string;
+  kind: "bot" | "admin";
+  botName?: string;
+  botInstanceId?: string;
+  /** Renewal counter of a bot instance; increases by one with each renewal. */
+  generation?: number;
+  renewable: boolean;
+  roles: string[];
+  logins: string[];
+  kubernetesUsers?: string[];
+  kubernetesGroups?: string[];
+  kubernetesCluster?: string;
+  joinMethod?: string;
+  tokenName?: string;
+}
+
+/** Caps what a hostile certificate can make the decoder chew on. */
+const MAX_IDENTITY_BYTES = 64 * 1024;
+
+const name = z.string().min(1).max(1024);
+const names = z.array(z.string().max(1024)).max(1024);
+
+// Unknown fields are dropped rather than refused so an older reader accepts a newer writer.
+const IdentitySchema = z.object({
+  cluster: name,
+  username: name,
+  kind: z.enum(["bot", "admin"]),
+  botName: name.optional(),
+  botInstanceId: name.optional(),
+  generation: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  renewable: z.boolean(),
+  roles: names,
+  logins: names,
+  kubernetesUsers: names.optional(),
+  kubernetesGroups: names.optional(),
+  kubernetesCluster: name.optional(),
+  joinMethod: name.optional(),
+  tokenName: name.optional(),
+});
+
+/** Field order of the encoded JSON, so equal identities encode to equal bytes. */
+const FIELD_ORDER = Object.keys(IdentitySchema.shape) as (keyof CertIdentity)[];
+
+function validate(value: unknown, context: string): CertIdentity {
+  const result = IdentitySchema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const path = issue.path.length ? issue.path.join(".") : "value";
+    throw badParameter(`Invalid certificate identity ${context}: ${path}: ${issue.message}`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const k of FIELD_ORDER) if (result.data[k] !== undefined) out[k] = result.data[k];
+  return out as unknown as CertIdentity;
+}
+
+/** The extension value (DER UTF8String of JSON) for `identity`, which is validated first. */
+export function encodeIdentity(identity: CertIdentity): Uint8Array {
+  const json = JSON.stringify(validate(identity, "to encode"));
+  if (json.length > MAX_IDENTITY_BYTES) throw badParameter(`Invalid certificate identity to encode: it exceeds ${MAX_IDENTITY_BYTES} bytes`);
+  return utf8String(json);
+}
+
+/** Decodes and validates an identity extension value; any defect is a BAD_PARAMETER. */
+export function decodeIdentity(value: Uint8Array): CertIdentity {
+  if (value.length > MAX_IDENTITY_BYTES) throw badParameter(`Invalid certificate identity: it exceeds ${MAX_IDENTITY_BYTES} bytes`);
+  const r = new DerReader(value, "certificate identity");
+  const el = r.next(0x0c, "identity");
+  r.end("the identity");
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(el.value));
+  } catch {
+    throw badParameter("Invalid certificate identity: it is not UTF-8 JSON");
+  }
+  return validate(parsed, "in certificate");
+}
