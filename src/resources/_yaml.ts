@@ -1,0 +1,176 @@
+/**
+ * YAML (and JSON) text → plain values that remember where each node came from, so a
+ * validation error about `spec.allow.logins[0]` can point at its line and column.
+ */
+
+import { Alias, LineCounter, isMap, isPair, isScalar, isSeq, parseAllDocuments, type Document, type Node } from "yaml";
+import { badParameter, type SourcePosition } from "../lib/errors.ts";
+
+/** A path into a parsed value: mapping keys and list indexes. */
+export type ValuePath = readonly PropertyKey[];
+
+/** Where an error about a path should point: at the key naming it, or at its value. */
+export type PointAt = "key" | "value";
+
+/** One document of a source file. */
+export interface SourceDocument {
+  /** The plain value: mappings are objects, sequences arrays; `key: null` entries are dropped. */
+  value: unknown;
+  /** 0-based index of the document in its file. */
+  index: number;
+  /** The position of the node at `path`, or of its nearest existing ancestor. */
+  locate(path: ValuePath, at?: PointAt): SourcePosition | undefined;
+}
+
+// A `*alias` may expand to at most this many nodes: stops "billion laughs" documents.
+const MAX_ALIAS_COUNT = 100;
+
+/**
+ * Parses `text` as a stream of YAML documents (JSON is YAML). Empty documents (only
+ * comments, or a stray `---`) are skipped. A syntax error anywhere throws
+ * BAD_PARAMETER with the position of the first one; every error is listed in
+ * `details.errors`.
+ */
+export function parseSource(text: string, file: string): SourceDocument[] {
+  const lineCounter = new LineCounter();
+  const parsed = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const docs = Array.isArray(parsed) ? parsed : [];
+  const position = (offset: number): SourcePosition => {
+    const { line, col } = lineCounter.linePos(offset);
+    return { file, line, column: col };
+  };
+
+  const errors = docs.flatMap((doc) =>
+    doc.errors.map((e) => ({ message: `Invalid YAML: ${describeYamlError(e.code, e.message, text, e.pos[0])}`, position: position(e.pos[0]) })),
+  );
+  if (errors.length > 0) {
+    // JSON that YAML rejects (tabs in odd places, say) is still JSON: accept it without positions.
+    const json = tryJson(text);
+    if (json !== undefined) return [{ value: stripNulls(json.value), index: 0, locate: () => ({ file }) }];
+    const first = errors[0]!;
+    throw badParameter(first.message, { position: first.position, details: { errors: errors.map(flatError) } });
+  }
+
+  const out: SourceDocument[] = [];
+  docs.forEach((doc, index) => {
+    if (doc.contents === null) return;
+    let value: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+    } catch (e) {
+      // toJS fails on an undefined or runaway alias; point at the document.
+      const message = e instanceof Error ? e.message : "";
+      const alias = /^Unresolved alias.*: (.+)$/.exec(message)?.[1];
+      const reason = alias
+        ? `unresolved alias "*${alias}": define the anchor "&${alias}" before using it`
+        : message
+          ? lowerFirst(message)
+          : "cannot resolve the document";
+      throw badParameter(`Invalid YAML: ${reason}`, { position: position(doc.contents.range[0]), cause: e });
+    }
+    out.push({ value: stripNulls(value), index, locate: (path, at = "value") => locateNode(doc, path, at, position) });
+  });
+  return out;
+}
+
+function flatError(e: { message: string; position: SourcePosition }) {
+  return { message: e.message, line: e.position.line, column: e.position.column };
+}
+
+function tryJson(text: string): { value: unknown } | undefined {
+  const t = text.trim();
+  if (!(t.startsWith("{") || t.startsWith("["))) return undefined;
+  try {
+    return { value: JSON.parse(t) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The yaml package's messages, reworded for people who just want to fix their file. */
+function describeYamlError(code: string, message: string, text: string, offset: number): string {
+  switch (code) {
+    case "BLOCK_AS_IMPLICIT_KEY":
+      return `unexpected ":" (a plain value cannot contain ": "; quote it, or start the nested mapping on its own line)`;
+    case "TAB_AS_INDENT":
+      return "tabs are not allowed as indentation (use spaces)";
+    case "DUPLICATE_KEY": {
+      const key = /^[^\s:]+/.exec(text.slice(offset))?.[0];
+      return key ? `duplicate key ${JSON.stringify(key.replace(/^["']|["']$/g, ""))}` : "duplicate key";
+    }
+    case "MISSING_CHAR":
+      return /quote/i.test(message) ? "missing closing quote" : lowerFirst(message);
+    default:
+      return lowerFirst(message);
+  }
+}
+
+function lowerFirst(s: string): string {
+  return s.length > 1 && /^[A-Z][a-z]/.test(s) ? s[0]!.toLowerCase() + s.slice(1) : s;
+}
+
+/**
+ * Drops `key: null` (and `key:` with nothing after it) from mappings, recursively, the
+ * way Go's YAML decoding leaves such fields at their zero value. Nulls inside lists stay,
+ * so `logins: [~]` is still reported as a wrong type.
+ */
+export function stripNulls(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(stripNulls);
+  if (isPlainObject(value)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      if (v === null || v === undefined) continue;
+      // defineProperty: a "__proto__" key stays an ordinary (unknown) field, never a prototype.
+      Object.defineProperty(out, k, { value: stripNulls(v), enumerable: true, writable: true, configurable: true });
+    }
+    return out;
+  }
+  return value;
+}
+
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+function locateNode(
+  doc: Document,
+  path: ValuePath,
+  at: PointAt,
+  position: (offset: number) => SourcePosition,
+): SourcePosition | undefined {
+  const resolve = (n: unknown): unknown => (n instanceof Alias ? n.resolve(doc) : n);
+  let node = resolve(doc.contents) as Node | null | undefined;
+  // The best position found so far: the key that leads to the current node, else the node.
+  let best = node?.range ? position(node.range[0]) : undefined;
+  for (let i = 0; i < path.length; i++) {
+    const seg = path[i];
+    const last = i === path.length - 1;
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isPair(p) && keyText(resolve(p.key)) === String(seg));
+      if (!pair) return best;
+      const key = resolve(pair.key) as Node | null;
+      const value = resolve(pair.value) as Node | null;
+      const keyPos = key?.range ? position(key.range[0]) : best;
+      if (last && at === "key") return keyPos;
+      best = value?.range ? position(value.range[0]) : keyPos;
+      // A nested error is easier to find from its key than from where the mapping starts.
+      if (!last) best = keyPos;
+      node = value;
+    } else if (isSeq(node)) {
+      const item = typeof seg === "number" ? (resolve(node.items[seg]) as Node | null | undefined) : undefined;
+      if (!item) return best;
+      best = item.range ? position(item.range[0]) : best;
+      node = item;
+    } else {
+      return best;
+    }
+  }
+  return best;
+}
+
+function keyText(key: unknown): string | undefined {
+  if (isScalar(key)) return String(key.value);
+  return undefined;
+}

@@ -1,0 +1,201 @@
+/**
+ * The `token` kind (v2): how a bot may join. For join method `token` the name itself
+ * is the secret; `bound_keypair` and `kubernetes` tokens hold the rules the auth
+ * service checks a joining bot against.
+ */
+
+import { z } from "zod";
+import { expecting } from "./_issues.ts";
+import { parseRfc3339, raise, resourceName, timeString } from "./_fields.ts";
+import { metadataSchema } from "./_metadata.ts";
+
+export const TOKEN_VERSIONS = ["v2"] as const;
+
+/** How a bot proves it may join. */
+export const JOIN_METHODS = ["token", "bound_keypair", "kubernetes"] as const;
+export type JoinMethod = (typeof JOIN_METHODS)[number];
+
+/** What a bound-keypair bot may do after its credentials lapse. */
+export const RECOVERY_MODES = ["standard", "relaxed", "insecure"] as const;
+export type RecoveryMode = (typeof RECOVERY_MODES)[number];
+
+/** How the auth service checks a Kubernetes service-account token. */
+export const KUBERNETES_JOIN_TYPES = ["in_cluster", "static_jwks"] as const;
+
+/**
+ * A `token`-method token's name is a bearer secret, so it must be long enough not to
+ * be guessed by trying names against the join endpoint.
+ */
+export const MIN_SECRET_TOKEN_NAME_LENGTH = 16;
+
+const MAX_TOKEN_NAME_LENGTH = 253;
+
+// Printable ASCII without spaces; "/" is refused because names become storage keys.
+const TOKEN_NAME = /^[\x21-\x2e\x30-\x7e]+$/;
+
+const tokenName = () =>
+  z.string().superRefine((s, ctx) => {
+    if (s.length === 0) raise(ctx, [], "invalid", "must not be empty", "name");
+    else if (s.length > MAX_TOKEN_NAME_LENGTH) raise(ctx, [], "invalid", `must be at most ${MAX_TOKEN_NAME_LENGTH} characters long`, "name");
+    else if (!TOKEN_NAME.test(s)) raise(ctx, [], "invalid", `expected printable characters without spaces or "/"`, "name");
+  });
+
+// Only the shape is checked here: the auth service parses the key when the bot joins.
+// Placeholders such as "ssh-ed25519 AAAA... (the public key)" must still load.
+const SSH_KEY_LINE = /^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) \S+/;
+const PEM_PUBLIC_KEY = /^-----BEGIN PUBLIC KEY-----\r?\n[\s\S]*\n-----END PUBLIC KEY-----\s*$/;
+const PUBLIC_KEY_HINT = `expected an SSH public key line such as "ssh-ed25519 AAAA..." or a PEM "PUBLIC KEY" block`;
+
+const publicKeyText = () =>
+  expecting(
+    z.string().superRefine((s, ctx) => {
+      const t = s.trim();
+      const ok = (SSH_KEY_LINE.test(t) && !t.includes("\n")) || PEM_PUBLIC_KEY.test(t);
+      if (!ok) raise(ctx, [], "invalid", PUBLIC_KEY_HINT, "public key");
+    }),
+    "an SSH public key line",
+  );
+
+const serviceAccount = () =>
+  expecting(
+    z.string().superRefine((s, ctx) => {
+      if (!/^[^:\s]+:[^:\s]+$/.test(s)) raise(ctx, [], "invalid", `expected "namespace:name", such as "default:tbot"`);
+    }),
+    `a "namespace:name" string`,
+  );
+
+const boundKeypairSpec = z.strictObject({
+  onboarding: z
+    .strictObject({
+      /** The bot's public key, when the key was made beforehand (`keypair create`). */
+      initial_public_key: publicKeyText().optional(),
+      /** A one-time secret the bot registers its own key with. */
+      registration_secret: z.string().min(1).optional(),
+      must_register_before: timeString().optional(),
+    })
+    .prefault({}),
+  recovery: z.strictObject({
+    limit: z.int().min(0),
+    mode: z.enum(RECOVERY_MODES).default("standard"),
+  }),
+  /** Ask the bot to rotate its key on its next renewal after this time. */
+  rotate_after: timeString().optional(),
+});
+
+const kubernetesSpec = z.strictObject({
+  type: z.enum(KUBERNETES_JOIN_TYPES).default("in_cluster"),
+  static_jwks: z.strictObject({ jwks: z.string().min(1) }).optional(),
+  allow: z.array(z.strictObject({ service_account: serviceAccount() })).min(1),
+});
+
+const boundKeypairStatus = z.strictObject({
+  bound_public_key: z.string().optional(),
+  bound_bot_instance_id: z.string().optional(),
+  recovery_count: z.int().min(0).optional(),
+  last_recovered_at: timeString().optional(),
+  last_rotated_at: timeString().optional(),
+  registration_secret: z.string().optional(),
+});
+
+const tokenSchemaBase = z.strictObject({
+  kind: z.literal("token"),
+  version: z.enum(TOKEN_VERSIONS),
+  metadata: metadataSchema(tokenName()),
+  spec: z.strictObject({
+    /** Always `[Bot]`: the only tokens machine-id issues join bots. */
+    roles: z.array(z.string()),
+    bot_name: resourceName(),
+    join_method: z.enum(JOIN_METHODS),
+    bound_keypair: boundKeypairSpec.optional(),
+    kubernetes: kubernetesSpec.optional(),
+  }),
+  /** Kept by the auth service; accepted on input so `get` output can be created again. */
+  status: z.strictObject({ bound_keypair: boundKeypairStatus.optional() }).optional(),
+});
+
+/** A validated token with its defaults applied. */
+export type TokenResource = z.output<typeof tokenSchemaBase>;
+export type BoundKeypairSpec = z.output<typeof boundKeypairSpec>;
+export type KubernetesJoinSpec = z.output<typeof kubernetesSpec>;
+export type BoundKeypairStatus = z.output<typeof boundKeypairStatus>;
+
+/** The token schema: shape, then the rules that tie fields together. */
+export const tokenSchema = tokenSchemaBase.superRefine(checkTokenRules);
+
+// Each join method's sub-spec, keyed by method.
+const SUB_SPECS = { bound_keypair: "bound_keypair", kubernetes: "kubernetes" } as const;
+
+function checkTokenRules(token: TokenResource, ctx: z.RefinementCtx): void {
+  const { spec } = token;
+  if (spec.roles.length === 0) raise(ctx, ["spec", "roles"], "invalid", `expected [Bot]: only bot tokens are supported`);
+  spec.roles.forEach((r, i) => {
+    if (r !== "Bot") raise(ctx, ["spec", "roles", i], "invalid", `only "Bot" is supported: machine-id tokens join bots`);
+  });
+
+  if (spec.join_method === "token" && token.metadata.name.length < MIN_SECRET_TOKEN_NAME_LENGTH) {
+    raise(
+      ctx,
+      ["metadata", "name"],
+      "invalid",
+      `the name of a "token" join token is its secret and must be at least ${MIN_SECRET_TOKEN_NAME_LENGTH} characters long`,
+      "name",
+    );
+  }
+
+  for (const [method, field] of Object.entries(SUB_SPECS)) {
+    const present = spec[field] !== undefined;
+    if (spec.join_method === method && !present) {
+      raise(ctx, ["spec", field], "missing", `required when spec.join_method is "${method}"`);
+    } else if (spec.join_method !== method && present) {
+      raise(ctx, ["spec", field], "forbidden", `only allowed when spec.join_method is "${method}"`);
+    }
+  }
+
+  const k = spec.kubernetes;
+  if (k) {
+    if (k.type === "static_jwks" && !k.static_jwks) {
+      raise(ctx, ["spec", "kubernetes", "static_jwks"], "missing", `required when spec.kubernetes.type is "static_jwks"`);
+    } else if (k.type !== "static_jwks" && k.static_jwks) {
+      raise(ctx, ["spec", "kubernetes", "static_jwks"], "forbidden", `only allowed when spec.kubernetes.type is "static_jwks"`);
+    }
+    const jwksProblem = k.static_jwks ? checkJwksText(k.static_jwks.jwks) : undefined;
+    if (jwksProblem) raise(ctx, ["spec", "kubernetes", "static_jwks", "jwks"], "invalid", jwksProblem);
+  }
+
+  if (token.status?.bound_keypair && spec.join_method !== "bound_keypair") {
+    raise(ctx, ["status", "bound_keypair"], "forbidden", `only allowed when spec.join_method is "bound_keypair"`);
+  }
+}
+
+/**
+ * Checks a JWKS only when it is JSON: text that does not parse (the documented
+ * placeholder `{"keys":[ ...the data... ]}`, say) is accepted here and refused by the
+ * auth service when a bot tries to join with it, so example files load unchanged.
+ */
+function checkJwksText(text: string): string | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const keys = typeof parsed === "object" && parsed !== null ? (parsed as { keys?: unknown }).keys : undefined;
+  return Array.isArray(keys) ? undefined : `expected a JWKS: a JSON object with a "keys" list`;
+}
+
+/** Whether the path holds a secret that messages must not echo. */
+export function isTokenSecretPath(path: readonly PropertyKey[], joinMethod: unknown): boolean {
+  const p = path.join(".");
+  if (p === "metadata.name") return joinMethod === "token";
+  return p === "spec.bound_keypair.onboarding.registration_secret" || p === "status.bound_keypair.registration_secret";
+}
+
+/** When the token stops being usable, or undefined when it never expires. */
+export function tokenExpires(token: TokenResource): Date | undefined {
+  return token.metadata.expires === undefined ? undefined : parseRfc3339(token.metadata.expires);
+}
+
+/** Shortens a secret for messages and logs: the first four characters and an ellipsis. */
+export function maskSecret(secret: string): string {
+  return secret.length <= 8 ? "********" : `${secret.slice(0, 4)}...`;
+}
