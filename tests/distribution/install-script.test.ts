@@ -172,12 +172,11 @@ describe("install.sh", () => {
         await symlink(where, join(shims.path, t));
       }
       const script = renderInstallScript({ publicAddr: server.addr, caPin: pin, caCertPem: ca.caPem, version: "0.1.0" });
-      const scriptPath = join(shims.path, "..", `${shims.path.split("/").pop()}-install.sh`);
+      const scriptPath = join(dir.path, "wget-install.sh");
       await writeFile(scriptPath, script);
       const r = await run([join(shims.path, "bash"), "-c", `bash < "$SCRIPT"`], {
         env: { PATH: shims.path, DESTDIR: target.path, SCRIPT: scriptPath, HOME: target.path },
       });
-      await Bun.file(scriptPath).delete();
       expect(r.stderr).toContain("openssl is not installed");
       expect(r.code).toBe(0);
       expect(await sha256File(join(target.path, "usr/local/bin/machine-id"))).toBe(await sha256File(binary));
@@ -213,6 +212,52 @@ describe("install.sh", () => {
       TIMEOUT,
     );
   }
+
+  test(
+    "as root on a real root (overlay-isolated): creates the user, owns the state dir, runs systemctl; uninstall --purge undoes it",
+    async () => {
+      serving = { dist: "good" };
+      await using w = await tempDir("machine-id-overlay-");
+      await using shims = await tempDir("machine-id-shims-");
+      // systemctl that records its arguments; nothing is enabled or active yet.
+      await writeFile(
+        join(shims.path, "systemctl"),
+        `#!/bin/sh\necho "$*" >> "${w.path}/systemctl.log"\ncase "$1" in is-enabled|is-active) exit 1;; esac\nexit 0\n`,
+        { mode: 0o755 },
+      );
+      // A private mount namespace whose /etc, /usr/local, /var/lib and /run are overlays:
+      // the script runs for real (useradd, chown, units) and the host sees none of it.
+      const inNamespace = (body: string) =>
+        run(
+          [
+            "unshare", "--mount", "--propagation", "private", "sh", "-c",
+            `set -e; for d in /etc /usr/local /var/lib /run; do mkdir -p "$W$d/upper" "$W$d/work"; mount -t overlay overlay -o "lowerdir=$d,upperdir=$W$d/upper,workdir=$W$d/work" "$d"; done; mkdir -p /run/systemd/system; ${body}`,
+          ],
+          { env: { PATH: `${shims.path}:${process.env.PATH}`, W: w.path, CA: ca.caPath, ADDR: server.addr, HOME: w.path } },
+        );
+      const install = await inNamespace(
+        `curl -fsSL --cacert "$CA" "https://$ADDR/scripts/install.sh" | bash -s -- --token t1; ` +
+          `stat -c '%U:%G %a' /var/lib/machine-id /etc/machine-id.yaml /usr/local/bin/machine-id; getent passwd machine-id | cut -d: -f7`,
+      );
+      expect(install.stderr).toBe("");
+      expect(install.code).toBe(0);
+      const facts = install.stdout.trim().split("\n").slice(-4);
+      expect(facts).toEqual(["machine-id:machine-id 700", "root:machine-id 640", "root:root 755", "/usr/sbin/nologin"]);
+      expect(await readFile(join(w.path, "systemctl.log"), "utf8")).toBe("daemon-reload\nis-enabled --quiet machine-id.service\nenable machine-id.service\nis-active --quiet machine-id.service\n");
+      expect(await readFile(join(w.path, "etc/upper/systemd/system/machine-id.service"), "utf8")).toBe(await readFile(join(ROOT, "systemd/machine-id.service"), "utf8"));
+
+      await writeFile(join(w.path, "systemctl.log"), "");
+      const purge = await inNamespace(
+        `curl -fsSL --cacert "$CA" "https://$ADDR/scripts/install.sh" | bash -s -- --uninstall --purge; ` +
+          `for f in /usr/local/bin/machine-id /etc/machine-id.yaml /var/lib/machine-id /etc/systemd/system/machine-id.service; do test ! -e "$f" || echo "left $f"; done; ` +
+          `getent passwd machine-id || echo "no user"; test -f /etc/machine-id && echo "host machine ID kept"`,
+      );
+      expect(purge.code).toBe(0);
+      expect(purge.stdout).toEndWith("machine-id is uninstalled\nno user\nhost machine ID kept\n");
+      expect(await readFile(join(w.path, "systemctl.log"), "utf8")).toBe("disable --now machine-id.service\nstop machine-id@*.service\ndaemon-reload\n");
+    },
+    TIMEOUT,
+  );
 
   test("refuses to run without root when DESTDIR is unset, before touching anything", async () => {
     const script = join(dir.path, "nonroot-install.sh");

@@ -47,6 +47,8 @@ async function exposure(name: string, text: string): Promise<number> {
 describe("systemd units", () => {
   for (const [file, kind] of Object.entries(FILES)) {
     test(`systemd/${file} is renderUnit({ kind: "${kind}" })`, async () => {
+      // After changing unit.ts: UPDATE_UNITS=1 bun test tests/distribution/units.test.ts
+      if (process.env.UPDATE_UNITS === "1") await writeFile(join(ROOT, "systemd", file), renderUnit({ kind }));
       expect(await readFile(join(ROOT, "systemd", file), "utf8")).toBe(renderUnit({ kind }));
     });
   }
