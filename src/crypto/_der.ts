@@ -31,11 +31,15 @@ export function tlv(tag: number, ...parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
+/** SEQUENCE of already-encoded elements. */
 export const sequence = (...parts: Uint8Array[]) => tlv(0x30, ...parts);
+/** SET of already-encoded elements (callers pass one element, so no DER sorting is needed). */
 export const set = (...parts: Uint8Array[]) => tlv(0x31, ...parts);
+/** OCTET STRING. */
 export const octetString = (bytes: Uint8Array) => tlv(0x04, bytes);
+/** UTF8String. */
 export const utf8String = (text: string) => tlv(0x0c, Buffer.from(text, "utf8"));
-export const ia5String = (text: string) => tlv(0x16, Buffer.from(text, "latin1"));
+/** BOOLEAN (DER: 0xff for true). */
 export const boolean = (value: boolean) => tlv(0x01, Uint8Array.of(value ? 0xff : 0x00));
 /** `[n] EXPLICIT` (constructed context tag). */
 export const explicit = (n: number, ...parts: Uint8Array[]) => tlv(0xa0 | n, ...parts);
@@ -65,6 +69,7 @@ export function unsignedInteger(magnitude: Uint8Array): Uint8Array {
   return trimmed[0]! & 0x80 ? tlv(0x02, Uint8Array.of(0), trimmed) : tlv(0x02, trimmed);
 }
 
+/** INTEGER 0..255. */
 export const smallInteger = (n: number) => unsignedInteger(Uint8Array.of(n));
 
 const oidCache = new Map<string, Uint8Array>();

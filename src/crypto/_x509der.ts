@@ -30,6 +30,7 @@ import { ipFromBytes, ipToBytes } from "./_ip.ts";
 import type { KeyAlgorithm } from "./_keymaterial.ts";
 import { IDENTITY_OID } from "./identity.ts";
 
+/** The object identifiers this code writes or reads. */
 export const OID = {
   ecdsaWithSha256: "1.2.840.10045.4.3.2",
   ed25519: "1.3.101.112",
@@ -72,11 +73,16 @@ export function extension(id: string, critical: boolean, value: Uint8Array): Uin
   return critical ? sequence(oid(id), boolean(true), octetString(value)) : sequence(oid(id), octetString(value));
 }
 
+/** basicConstraints, critical; CA:false is the empty SEQUENCE (the DEFAULT is omitted). */
 export const basicConstraints = (isCA: boolean) =>
   extension(OID.basicConstraints, true, isCA ? sequence(boolean(true)) : sequence());
+/** keyUsage, critical, from KEY_USAGE bit numbers. */
 export const keyUsage = (bits: number[]) => extension(OID.keyUsage, true, namedBits(bits));
+/** extKeyUsage, non-critical. */
 export const extKeyUsage = (oids: string[]) => extension(OID.extKeyUsage, false, sequence(...oids.map(oid)));
+/** subjectKeyIdentifier. */
 export const subjectKeyId = (id: Uint8Array) => extension(OID.subjectKeyId, false, octetString(id));
+/** authorityKeyIdentifier with the keyIdentifier field only. */
 export const authorityKeyId = (id: Uint8Array) => extension(OID.authorityKeyId, false, sequence(implicitPrimitive(0, id)));
 
 const DNS_RE = /^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$/;
@@ -127,6 +133,7 @@ export function verifyTbs(sigOid: string, alg: KeyAlgorithm, key: KeyObject, tbs
   }
 }
 
+/** The parts of a TBSCertificate; names, algorithm and SPKI arrive DER-encoded. */
 export interface TbsFields {
   serial: Uint8Array;
   signatureAlgorithm: Uint8Array;
@@ -152,16 +159,19 @@ export function encodeTbs(f: TbsFields): Uint8Array {
   );
 }
 
+/** Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }. */
 export const encodeCertificate = (tbs: Uint8Array, sigAlg: Uint8Array, signature: Uint8Array) =>
   sequence(tbs, sigAlg, bitString(signature));
 
 // ---------------------------------------------------------------- decoding
 
+/** What machine-id reads from a Name: the first CN and every O. */
 export interface NameParts {
   commonName: string;
   organizations: string[];
 }
 
+/** One extension as found; `value` is the OCTET STRING content. */
 export interface CertExtension {
   oid: string;
   critical: boolean;

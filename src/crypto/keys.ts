@@ -10,6 +10,7 @@ import { algorithmOf, publicOf, spkiOf, unsupportedKeyType, type KeyAlgorithm, t
 import { decodeOpenSshPrivateKey, encodeOpenSshPrivateKey } from "./_openssh.ts";
 import { algorithmOfSshType, SSH_KEY_TYPE, sshPublicKeyBlob, sshPublicKeyFromBlob } from "./_sshkeys.ts";
 
+/** Key algorithm names and the key pair shape (defined with the key material helpers). */
 export type { KeyAlgorithm, KeyPair } from "./_keymaterial.ts";
 
 /** Generates a fresh key pair with node:crypto (synchronous; ~50 µs). */

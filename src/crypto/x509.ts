@@ -209,6 +209,7 @@ export async function issueCertificate(opts: IssueCertificateOptions): Promise<s
   const caName = ca.parsed.subjectCommonName;
   if (!ca.parsed.isCA) throw badParameter(`Cannot issue from "${caName}": it is not a CA certificate`);
   if (opts.caKey?.type !== "private") throw badParameter("Cannot issue a certificate: the CA key is not a private key");
+  const alg = algorithmOf(opts.caKey, "CA key");
   if (!ca.matchedKeys.has(opts.caKey)) {
     // checked once per key: a mixed-up key would sign certificates nobody can verify
     if (!Buffer.from(spkiOf(opts.caKey)).equals(ca.decoded.spki)) {
@@ -216,7 +217,6 @@ export async function issueCertificate(opts: IssueCertificateOptions): Promise<s
     }
     ca.matchedKeys.add(opts.caKey);
   }
-  const alg = ca.algorithm!;
   checkCommonName(opts.commonName);
   checkValidity(opts.notBefore, opts.notAfter);
   if (opts.usage !== "server" && opts.usage !== "client") throw badParameter(`Invalid certificate usage "${opts.usage}": expected "server" or "client"`);

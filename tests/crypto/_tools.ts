@@ -1,11 +1,13 @@
 /**
- * Test helpers for the crypto tests: a self-removing temp dir and a synchronous runner
- * for the real tools (openssl, ssh-keygen) used as oracles.
+ * Test helpers for the crypto tests: a self-removing temp dir, a synchronous runner for
+ * the real tools (openssl, ssh-keygen) used as oracles, and a sample SSH certificate.
  */
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { KeyObject } from "node:crypto";
+import { generateKeyPair, signSshCertificate, type SignSshCertificateOptions } from "../../src/crypto/index.ts";
 import { AppError, type ErrorCode } from "../../src/lib/errors.ts";
 
 /** A temp dir removed on dispose: `using dir = new TempDir()`. */
@@ -92,4 +94,22 @@ export async function expectAppError(f: () => unknown, code: ErrorCode, message?
     if (!ok) throw new Error(`unexpected message: ${e.message}`);
   }
   return e;
+}
+
+/** 2030-01-01T00:00:00Z and 2030-01-02T12:30:15Z: the validity of sample certificates. */
+export const SSH_T0 = new Date(Date.UTC(2030, 0, 1, 0, 0, 0));
+export const SSH_T1 = new Date(Date.UTC(2030, 0, 2, 12, 30, 15));
+
+/** A user certificate for a fresh Ed25519 key, principal "p", valid SSH_T0..SSH_T1; `change` overrides. */
+export function sampleSshCertificate(caKey: KeyObject, change: Partial<SignSshCertificateOptions> = {}): string {
+  return signSshCertificate({
+    caKey,
+    publicKey: generateKeyPair("ed25519").publicKey,
+    certType: "user",
+    keyId: "k",
+    principals: ["p"],
+    validAfter: SSH_T0,
+    validBefore: SSH_T1,
+    ...change,
+  });
 }

@@ -15,10 +15,8 @@ import {
   verifySshCertificate,
   type KeyPair,
 } from "../../src/crypto/index.ts";
-import { expectAppError, run, sshKeygen, TempDir } from "./_tools.ts";
+import { expectAppError, run, sampleSshCertificate, SSH_T0 as T0, SSH_T1 as T1, sshKeygen, TempDir } from "./_tools.ts";
 
-const T0 = new Date(Date.UTC(2030, 0, 1, 0, 0, 0));
-const T1 = new Date(Date.UTC(2030, 0, 2, 12, 30, 15));
 const VALIDITY = "20300101000000:20300102123015"; // T0:T1, read as UTC (run() sets TZ=UTC)
 
 /** The base64 blob of a certificate line. */
@@ -180,15 +178,7 @@ describe("certificates from signSshCertificate() in ssh-keygen -L", () => {
   test("ssh-keygen refuses a certificate whose signature was altered", async () => {
     using dir = new TempDir();
     const ca = generateKeyPair("ed25519");
-    const line = signSshCertificate({
-      caKey: ca.privateKey,
-      publicKey: generateKeyPair("ed25519").publicKey,
-      certType: "user",
-      keyId: "k",
-      principals: ["p"],
-      validAfter: T0,
-      validBefore: T1,
-    });
+    const line = sampleSshCertificate(ca.privateKey);
     const blob = Buffer.from(blobOf(line), "base64");
     blob[blob.length - 5]! ^= 0x01;
     const bad = `ssh-ed25519-cert-v01@openssh.com ${blob.toString("base64")} k`;
@@ -200,15 +190,7 @@ describe("certificates from signSshCertificate() in ssh-keygen -L", () => {
 describe("verifySshCertificate()", () => {
   const ca = generateKeyPair("ed25519");
   const other = generateKeyPair("ed25519");
-  const line = signSshCertificate({
-    caKey: ca.privateKey,
-    publicKey: generateKeyPair("ecdsa-p256").publicKey,
-    certType: "user",
-    keyId: "bot-a",
-    principals: ["a"],
-    validAfter: T0,
-    validBefore: T1,
-  });
+  const line = sampleSshCertificate(ca.privateKey, { publicKey: generateKeyPair("ecdsa-p256").publicKey, keyId: "bot-a" });
 
   test("accepts from validAfter up to one second before validBefore", () => {
     expect(verifySshCertificate(line, [other.publicKey, ca.publicKey], T0).keyId).toBe("bot-a");
@@ -227,15 +209,7 @@ describe("verifySshCertificate()", () => {
 
   test("refuses a certificate re-signed by a CA claiming the trusted CA's key", async () => {
     // swap the embedded signature key for the trusted one, keeping the attacker's signature
-    const forged = signSshCertificate({
-      caKey: other.privateKey,
-      publicKey: generateKeyPair("ed25519").publicKey,
-      certType: "user",
-      keyId: "evil",
-      principals: ["root"],
-      validAfter: T0,
-      validBefore: T1,
-    });
+    const forged = sampleSshCertificate(other.privateKey, { keyId: "evil", principals: ["root"] });
     const blob = Buffer.from(blobOf(forged), "base64");
     const otherBlob = Buffer.from(blobOf(formatSshPublicKey(other.publicKey)), "base64");
     const caBlob = Buffer.from(blobOf(formatSshPublicKey(ca.publicKey)), "base64");
@@ -270,29 +244,11 @@ describe("signSshCertificate() refuses unsafe input", () => {
 
 describe("parseSshCertificate() refuses malformed certificates", () => {
   const ca = generateKeyPair("ed25519");
-  const line = signSshCertificate({
-    caKey: ca.privateKey,
-    publicKey: generateKeyPair("ed25519").publicKey,
-    certType: "user",
-    keyId: "k",
-    principals: ["p"],
-    validAfter: T0,
-    validBefore: T1,
-    extensions: { "permit-pty": "" },
-  });
+  const line = sampleSshCertificate(ca.privateKey, { extensions: { "permit-pty": "" } });
 
   test("extensions out of order, which OpenSSH rejects", async () => {
     // swap the names of two extensions in place: same lengths, wrong order
-    const signed = signSshCertificate({
-      caKey: ca.privateKey,
-      publicKey: generateKeyPair("ed25519").publicKey,
-      certType: "user",
-      keyId: "k",
-      principals: ["p"],
-      validAfter: T0,
-      validBefore: T1,
-      extensions: { "aaa-x": "", "bbb-x": "" },
-    });
+    const signed = sampleSshCertificate(ca.privateKey, { extensions: { "aaa-x": "", "bbb-x": "" } });
     const blob = Buffer.from(blobOf(signed), "base64");
     const a = blob.indexOf(Buffer.from("aaa-x"));
     const b = blob.indexOf(Buffer.from("bbb-x"));
@@ -310,16 +266,7 @@ describe("parseSshCertificate() refuses malformed certificates", () => {
   });
 
   test("keeps the comment and decodes a '__proto__' extension as a plain field", () => {
-    const signed = signSshCertificate({
-      caKey: ca.privateKey,
-      publicKey: generateKeyPair("ed25519").publicKey,
-      certType: "user",
-      keyId: "key id with spaces",
-      principals: ["p"],
-      validAfter: T0,
-      validBefore: T1,
-      extensions: Object.fromEntries([["__proto__", "x"]]),
-    });
+    const signed = sampleSshCertificate(ca.privateKey, { keyId: "key id with spaces", extensions: Object.fromEntries([["__proto__", "x"]]) });
     const p = parseSshCertificate(signed);
     expect(p.comment).toBe("key id with spaces");
     expect(Object.keys(p.extensions)).toEqual(["__proto__"]);
