@@ -13,7 +13,7 @@ import { algorithmOfSshType, SSH_KEY_TYPE, sshPublicKeyBlob, sshPublicKeyFromBlo
 /** Key algorithm names and the key pair shape (defined with the key material helpers). */
 export type { KeyAlgorithm, KeyPair } from "./_keymaterial.ts";
 
-/** Generates a fresh key pair with node:crypto (synchronous; ~50 µs). */
+/** Generates a fresh key pair with node:crypto (synchronous). */
 export function generateKeyPair(alg: KeyAlgorithm): KeyPair {
   let pair: { privateKey: KeyObject; publicKey: KeyObject };
   if (alg === "ed25519") pair = generateKeyPairSync("ed25519");
