@@ -1,0 +1,9 @@
+/**
+ * Outputs: what the agent writes for other programs. Importing this module
+ * registers the built-in output types.
+ */
+
+import "./identity.ts";
+
+export { buildOutput, outputName, registerOutput, type Output, type OutputBuilder, type OutputDeps } from "./output.ts";
+export { IDENTITY_FILES, knownHostsLines, renderIdentityFiles, renderSshConfig, sshConfigPath, type IdentityFilesInput } from "./identity_files.ts";
