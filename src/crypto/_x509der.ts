@@ -311,9 +311,7 @@ export function decodeSubjectAltName(value: Uint8Array): { dnsNames: string[]; i
     if (el.tag === 0x82) out.dnsNames.push(text());
     else if (el.tag === 0x86) out.uris.push(text());
     else if (el.tag === 0x87) {
-      const ip = ipFromBytes(el.value);
-      if (ip === undefined) s.fail("iPAddress is neither 4 nor 16 bytes");
-      out.ipAddresses.push(ip);
+      out.ipAddresses.push(ipFromBytes(el.value) ?? s.fail("iPAddress is neither 4 nor 16 bytes"));
     }
   }
   return out;
