@@ -54,6 +54,9 @@ export function sshConfigPath(path: string): string {
 
 /** An OpenSSH client config that authenticates with the output's key and certificate and trusts only the cluster's host CA. */
 export function renderSshConfig(opts: { dir?: string; botName?: string; cluster: string }): string {
+  if (opts.dir !== undefined && /["\r\n]/.test(opts.dir)) {
+    throw badParameter(`Cannot write an ssh_config for directory "${opts.dir}": the path contains a quote or a line break`);
+  }
   const file = (name: string) => sshConfigPath(opts.dir ? join(opts.dir, name) : name);
   const who = opts.botName ? ` for bot "${opts.botName}"` : "";
   return [
