@@ -57,6 +57,8 @@ export function checkImports(srcDir: string): Violation[] {
       const spec = m[1] ?? m[2] ?? m[3];
       if (!spec || !spec.startsWith(".")) continue;
       const target = resolve(dirname(file), spec);
+      // files outside src that are not code (install.sh, units, package.json) are embedded assets, not layers
+      if (relative(srcDir, target).startsWith("..") && !/\.[cm]?[jt]sx?$/.test(target)) continue;
       deps.push(target);
       const to = layerOf(srcDir, target);
       if (to === from) continue;

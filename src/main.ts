@@ -7,6 +7,9 @@ import "reflect-metadata";
 import { Command, CommanderError } from "commander";
 import { formatError } from "./lib/errors.ts";
 import { VERSION, COMMIT } from "./lib/version.ts";
+import { authCommand } from "./auth/command.ts";
+import { ctlCommand } from "./ctl/index.ts";
+import { installCommand } from "./agent/systemd/index.ts";
 
 const program = new Command("machine-id")
   .description("Machine identity: short-lived X.509 and SSH certificates for bots")
@@ -19,6 +22,15 @@ program
   .action(() => {
     console.log(`machine-id v${VERSION} git:${COMMIT} bun:${Bun.version}`);
   });
+
+for (const cmd of [authCommand(), ctlCommand(), installCommand()]) program.addCommand(cmd);
+
+/** Usage errors exit 2 everywhere: commander sets exitOverride per command, not per tree. */
+function overrideExits(cmd: Command): void {
+  cmd.exitOverride().showHelpAfterError();
+  for (const sub of cmd.commands) overrideExits(sub);
+}
+overrideExits(program);
 
 try {
   await program.parseAsync(process.argv);

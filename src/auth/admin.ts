@@ -171,7 +171,18 @@ export class Admin {
     }) as BotResource;
     if (await this.ctx.backend.get(KEYS.bot(req.name))) throw alreadyExists(`bot "${req.name}" already exists`);
     const method = req.join_method ?? (req.initial_public_key || req.registration_secret ? "bound_keypair" : "token");
-    const { token, registrationSecret } = this.newToken(req.name, method, req, now);
+    const { token, registrationSecret } = this.newToken(
+      req.name,
+      method,
+      {
+        ...(req.ttl_seconds ? { ttl_seconds: req.ttl_seconds } : {}),
+        ...(req.initial_public_key ? { initial_public_key: req.initial_public_key } : {}),
+        ...(req.registration_secret ? { registration_secret: req.registration_secret } : {}),
+        ...(req.recovery_mode ? { recovery_mode: req.recovery_mode } : {}),
+        ...(req.recovery_limit !== undefined ? { recovery_limit: req.recovery_limit } : {}),
+      },
+      now,
+    );
     await this.checkReferences(bot, new Map([[`bot/${req.name}`, bot]]));
     if (req.initial_public_key) parsePublicKey(req.initial_public_key, "--initial-public-key");
     const ops: ConditionalOp[] = [

@@ -14,7 +14,9 @@ import { parseResources, serializeResources, type BotResource, type Resource, ty
 import { connect, type ConnectOptions } from "./connect.ts";
 import { parseFormat, relativeTime, table } from "./format.ts";
 
-const out = (s: string) => process.stdout.write(s.endsWith("\n") ? s : s + "\n");
+const out = (s: string): void => {
+  process.stdout.write(s.endsWith("\n") ? s : s + "\n");
+};
 
 function splitList(v: string | undefined): string[] {
   return (v ?? "")
@@ -54,7 +56,6 @@ function describe(r: Resource): string[] {
       return [t.metadata.name, t.spec.join_method, t.spec.bot_name, t.metadata.expires ? relativeTime(t.metadata.expires) : "never"];
     }
   }
-  return [r.metadata.name];
 }
 
 const HEADERS: Record<string, string[]> = {

@@ -127,7 +127,7 @@ export class AuthClient {
     return this.request("GET", ROUTES.ping, { schema: PingResponse });
   }
   exportCA(type: CAExportType): Promise<string> {
-    return this.request("GET", ROUTES.exportCA, { query: { type }, text: true });
+    return this.request("GET", ROUTES.exportCA, { query: { type }, text: true, schema: z.string() });
   }
   join(req: JoinRequest): Promise<JoinResponse> {
     return this.request("POST", ROUTES.join, { body: req, schema: JoinResponse });
@@ -154,8 +154,8 @@ export class AuthClient {
       schema: z.object({ created: z.array(z.string()) }),
     });
   }
-  deleteResource(kind: string, name: string): Promise<void> {
-    return this.request("DELETE", `${ROUTES.resources}/${encodeURIComponent(kind)}/${encodeURIComponent(name)}`);
+  async deleteResource(kind: string, name: string): Promise<void> {
+    await this.request("DELETE", `${ROUTES.resources}/${encodeURIComponent(kind)}/${encodeURIComponent(name)}`);
   }
   addBot(req: AddBotRequest): Promise<AddBotResponse> {
     return this.request("POST", ROUTES.bots, { body: req, schema: AddBotResponse });
@@ -172,8 +172,8 @@ export class AuthClient {
   listLocks(): Promise<Lock[]> {
     return this.request("GET", ROUTES.locks, { schema: z.array(Lock) });
   }
-  unlock(name: string): Promise<void> {
-    return this.request("DELETE", `${ROUTES.locks}/${name.split("/").map(encodeURIComponent).join("/")}`);
+  async unlock(name: string): Promise<void> {
+    await this.request("DELETE", `${ROUTES.locks}/${name.split("/").map(encodeURIComponent).join("/")}`);
   }
   listEvents(q: { type?: string; since?: string; limit?: number } = {}): Promise<AuditEvent[]> {
     return this.request("GET", ROUTES.events, {

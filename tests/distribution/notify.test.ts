@@ -81,7 +81,7 @@ describe("createNotifier()", () => {
     const address = join(d.path, "notify.sock");
     await using r = await receiver(address, 1);
     const script = join(d.path, "notify-from-binary.ts");
-    await Bun.write(script, `import { createNotifier } from ${JSON.stringify(join(ROOT, "src/agent/systemd/notify.ts"))};\ncreateNotifier().ready("from the binary");\n`);
+    await Bun.write(script, `import { createNotifier } from ${JSON.stringify(join(ROOT, "src/lib/sd_notify.ts"))};\ncreateNotifier().ready("from the binary");\n`);
     // BUN_BE_BUN makes the compiled executable act as the bun CLI, on the same embedded runtime.
     await runOk([bin, script], { env: { BUN_BE_BUN: "1", NOTIFY_SOCKET: address, PATH: "/nonexistent" } });
     expect(await r.next()).toBe("READY=1\nSTATUS=from the binary");

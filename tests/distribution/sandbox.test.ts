@@ -16,7 +16,7 @@ const WORKLOAD = (dir: string) => `
 import { generateKeyPairSync } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { writeFileAtomic } from ${JSON.stringify(join(ROOT, "src/lib/fs.ts"))};
-import { createNotifier } from ${JSON.stringify(join(ROOT, "src/agent/systemd/notify.ts"))};
+import { createNotifier } from ${JSON.stringify(join(ROOT, "src/lib/sd_notify.ts"))};
 const server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response("ok") });
 const body = await (await fetch(server.url)).text();
 server.stop(true);

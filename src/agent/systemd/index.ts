@@ -7,5 +7,5 @@ export { renderUnit, escapeArg, DEFAULT_CONFIG, DEFAULT_EXEC_PATH, DEFAULT_STATE
 export type { UnitKind, UnitOptions } from "./unit.ts";
 export { installSystemd, installSystemdCommand, installCommand } from "./install.ts";
 export type { InstallSystemdOptions, InstallSystemdResult, CommandIO } from "./install.ts";
-export { createNotifier, runWatchdog } from "./notify.ts";
-export type { Notifier, NotifierOptions, NotifyTransport } from "./notify.ts";
+export { createNotifier, runWatchdog } from "../../lib/sd_notify.ts";
+export type { Notifier, NotifierOptions, NotifyTransport } from "../../lib/sd_notify.ts";

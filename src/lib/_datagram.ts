@@ -5,7 +5,7 @@
  */
 
 import { dlopen, FFIType, ptr, read } from "bun:ffi";
-import { AppError, badParameter } from "../../lib/errors.ts";
+import { AppError, badParameter } from "./errors.ts";
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;

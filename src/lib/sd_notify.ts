@@ -3,9 +3,9 @@
  * or stopping, and pings the watchdog. A no-op outside systemd (no `$NOTIFY_SOCKET`).
  */
 
-import { systemClock, type Clock } from "../../lib/clock.ts";
-import { badParameter, errorMessage } from "../../lib/errors.ts";
-import { silentLogger, type Logger } from "../../lib/log.ts";
+import { systemClock, type Clock } from "./clock.ts";
+import { badParameter, errorMessage } from "./errors.ts";
+import { silentLogger, type Logger } from "./log.ts";
 import { UnixDatagramSender } from "./_datagram.ts";
 
 /** Where notifications go; the real one is a unix datagram socket, tests may pass their own. */

@@ -1,0 +1,104 @@
+/**
+ * `machine-id auth start`: reads the config and flags, starts the service, tells
+ * systemd when it is ready, and stops cleanly on SIGTERM/SIGINT.
+ */
+
+import { dirname } from "node:path";
+import { Command, Option } from "commander";
+import { parse as parseYaml } from "yaml";
+import { applyAuthFlags, checkAuthConfig, defaultAuthConfig, loadAuthConfig, type AuthConfig } from "../config/index.ts";
+import { Logger, type LogFormat, type LogLevel } from "../lib/log.ts";
+import { createNotifier } from "../lib/sd_notify.ts";
+import { VERSION } from "../lib/version.ts";
+import { readFileIfExists } from "../lib/fs.ts";
+import { serveDownload, serveInstallScript } from "./install/index.ts";
+import { startAuthService } from "./service.ts";
+
+interface StartFlags {
+  config?: string;
+  dataDir?: string;
+  listenAddr?: string;
+  publicAddr?: string;
+  clusterName?: string;
+  distDir?: string;
+  debug?: boolean;
+  logFormat?: LogFormat;
+}
+
+/** Which of cluster_name / public_addr the config file itself sets (defaults are not choices). */
+async function explicitInFile(path: string | undefined): Promise<{ clusterName: boolean; publicAddr: boolean }> {
+  if (!path) return { clusterName: false, publicAddr: false };
+  const raw = parseYaml((await readFileIfExists(path)) ?? "") as Record<string, unknown> | null;
+  return { clusterName: raw?.cluster_name !== undefined, publicAddr: raw?.public_addr !== undefined };
+}
+
+async function resolveConfig(flags: StartFlags): Promise<{ cfg: AuthConfig; clusterName?: string; publicAddr?: string }> {
+  const base = flags.config ? await loadAuthConfig(flags.config) : defaultAuthConfig();
+  const cfg = checkAuthConfig(
+    applyAuthFlags(base, {
+      ...(flags.dataDir ? { dataDir: flags.dataDir } : {}),
+      ...(flags.listenAddr ? { listenAddr: flags.listenAddr } : {}),
+      ...(flags.publicAddr ? { publicAddr: flags.publicAddr } : {}),
+      ...(flags.clusterName ? { clusterName: flags.clusterName } : {}),
+    }),
+  );
+  const inFile = await explicitInFile(flags.config);
+  // A data dir remembers its cluster name; only a name the user chose may contradict it.
+  const clusterName = flags.clusterName ?? (inFile.clusterName ? cfg.clusterName : undefined);
+  const publicAddr = flags.publicAddr ?? (inFile.publicAddr ? cfg.publicAddr : undefined);
+  return { cfg, ...(clusterName ? { clusterName } : {}), ...(publicAddr ? { publicAddr } : {}) };
+}
+
+/** Builds `auth` with its `start` subcommand. */
+export function authCommand(): Command {
+  const auth = new Command("auth").description("Run the auth service: the cluster's CA and source of truth");
+  auth
+    .command("start")
+    .description("Start the auth service")
+    .option("-c, --config <file>", "auth service config file (YAML)")
+    .option("--data-dir <dir>", "where the service keeps its database and admin identity (default /var/lib/machine-id-auth)")
+    .option("--listen-addr <addr>", "address to listen on, host:port (default 0.0.0.0:3025; port 0 picks a free one)")
+    .option("--public-addr <addr>", "address agents and ctl reach the service at, host:port")
+    .option("--cluster-name <name>", "cluster name, fixed on first start (default: this host's name)")
+    .option("--dist-dir <dir>", "directory with machine-id-linux-<arch> binaries to serve at /downloads/ (default: the running binary's directory)")
+    .option("-d, --debug", "debug logging")
+    .addOption(new Option("--log-format <format>", "log format").choices(["text", "json"]))
+    .action(async (flags: StartFlags) => {
+      const { cfg, clusterName, publicAddr } = await resolveConfig(flags);
+      const level: LogLevel = flags.debug ? "debug" : cfg.log.level;
+      const log = new Logger({ level, format: flags.logFormat ?? cfg.log.format, component: "auth" });
+      for (const w of cfg.warnings) log.warn(w);
+      const notifier = createNotifier(process.env, { logger: log });
+      const distDir = flags.distDir ?? dirname(process.execPath);
+      const running = await startAuthService({
+        dataDir: cfg.dataDir,
+        listenAddr: cfg.listenAddr,
+        ...(publicAddr ? { publicAddr } : {}),
+        ...(clusterName ? { clusterName } : {}),
+        storage: cfg.storage,
+        log,
+        hooks: (ctx) => [
+          async (req) =>
+            serveInstallScript(req, {
+              publicAddr: ctx.publicAddr,
+              caPin: ctx.authorities.caPin,
+              caCertPem: ctx.authorities.host.tlsCertPem,
+              version: VERSION,
+            }) ?? (await serveDownload(req, { distDir })),
+        ],
+      });
+      notifier.ready(`Listening on ${running.listener.host}:${running.listener.port}`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => {
+          log.info("Stopping", { signal: sig });
+          notifier.stopping();
+          resolve();
+        };
+        process.once("SIGTERM", () => stop("SIGTERM"));
+        process.once("SIGINT", () => stop("SIGINT"));
+      });
+      await running.close();
+      notifier.close();
+    });
+  return auth;
+}

@@ -1,0 +1,7 @@
+/**
+ * The admin CLI, `machine-id ctl`: talks to the auth service only through
+ * protocol's client.
+ */
+
+export { ctlCommand } from "./commands.ts";
+export { connect, DEFAULT_AUTH_DATA_DIR } from "./connect.ts";
