@@ -286,15 +286,16 @@ function toProblems(issue: Issue, prefix: PropertyKey[], root: unknown, ctx: Val
     missing: field,
   });
   const invalid = (detail: string, what = "value") => {
-    if (path.length === 0) return make(`Invalid ${ctx.subject}: ${detail}, got ${kindOf(value)}`, path, "value");
+    if (path.length === 0) return make(`Invalid ${ctx.subject}: ${detail}`, path, "value");
     const secret = ctx.isSecret?.(path) ?? false;
     const shown = isScalar(value) && !secret ? ` ${formatValue(value)}` : "";
     return make(`Invalid ${what}${shown} for ${field} in ${ctx.subject}: ${detail}`, path, "value");
   };
   const wrongType = (expected: string) => {
     if (value === undefined) return missing();
-    const secret = ctx.isSecret?.(path) ?? false;
-    return invalid(isScalar(value) && !secret ? `expected ${expected}` : `expected ${expected}, got ${kindOf(value)}`);
+    // The value itself is shown when it is a short scalar in a field; otherwise its kind.
+    const shown = isScalar(value) && path.length > 0 && !(ctx.isSecret?.(path) ?? false);
+    return invalid(shown ? `expected ${expected}` : `expected ${expected}, got ${kindOf(value)}`);
   };
 
   switch (issue.code) {

@@ -33,7 +33,8 @@ const MAX_ALIAS_COUNT = 100;
  */
 export function parseSource(text: string, file: string): SourceDocument[] {
   const lineCounter = new LineCounter();
-  const parsed = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  // logLevel "error": the package would otherwise print warnings (odd keys, unknown tags) to stderr.
+  const parsed = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true, logLevel: "error" });
   const docs = Array.isArray(parsed) ? parsed : [];
   const position = (offset: number): SourcePosition => {
     const { line, col } = lineCounter.linePos(offset);
@@ -100,8 +101,12 @@ function describeYamlError(code: string, message: string, text: string, offset: 
     }
     case "MISSING_CHAR":
       return /quote/i.test(message) ? "missing closing quote" : lowerFirst(message);
-    default:
-      return lowerFirst(message);
+    default: {
+      // Some messages end with the offending source text ("…extra characters: >."):
+      // quote it, so it reads as data rather than as the end of a sentence.
+      const m = /^(.*): ([^"\s].*)$/s.exec(message);
+      return lowerFirst(m ? `${m[1]}: ${JSON.stringify(m[2])}` : message);
+    }
   }
 }
 

@@ -3,31 +3,15 @@
 import { describe, expect, test } from "bun:test";
 import { AppError, formatError } from "../../src/lib/errors.ts";
 import { parseResource, parseResources } from "../../src/resources/index.ts";
+import { errorCases, failure, type ErrorCase } from "./_helpers.ts";
 
-function failure(fn: () => unknown): AppError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof AppError) return e;
-    throw e;
-  }
-  throw new Error("expected an AppError, got success");
-}
 
 const ROLE = (spec: string, version = "v6") => `kind: role\nversion: ${version}\nmetadata:\n  name: machine-id-kube-role\nspec:\n${spec}`;
 const TOKEN = (spec: string, name = "example-bot") => `kind: token\nversion: v2\nmetadata:\n  name: ${name}\nspec:\n  roles: [Bot]\n  bot_name: example\n${spec}`;
 const BOT = (spec: string) => `kind: bot\nversion: v1\nmetadata:\n  name: example\nspec:\n${spec}`;
 
-interface Case {
-  name: string;
-  text: string;
-  message: string;
-  line: number;
-  column?: number;
-  field?: string;
-}
 
-const cases: Case[] = [
+const cases: ErrorCase[] = [
   {
     name: "misspelt role field suggests the real one",
     text: ROLE("  allow:\n    logns: [root]\n"),
@@ -357,18 +341,12 @@ const cases: Case[] = [
 ];
 
 describe("parseResources errors", () => {
-  for (const c of cases) {
-    test(c.name, () => {
-      const e = failure(() => parseResources(c.text, "res.yaml"));
-      expect(e.code).toBe("BAD_PARAMETER");
-      expect(e.message).toBe(c.message);
-      expect(e.position?.file).toBe("res.yaml");
-      expect(e.position?.line).toBe(c.line);
-      if (c.column !== undefined) expect(e.position?.column).toBe(c.column);
-      if (c.field !== undefined) expect(e.field).toBe(c.field);
-      expect(formatError(e)).toStartWith(`res.yaml:${c.line}:`);
-    });
-  }
+  errorCases(cases, "res.yaml", parseResources);
+
+  test("formatError() renders file:line:col before the message", () => {
+    const e = failure(() => parseResources(cases[0]!.text, "res.yaml"));
+    expect(formatError(e)).toBe(`res.yaml:7:5: ${cases[0]!.message}`);
+  });
 });
 
 describe("error reporting", () => {

@@ -2,7 +2,7 @@
 // serialized form is pinned by golden files (UPDATE_GOLDEN=1 rewrites them).
 
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   checkAndSetDefaults,
@@ -13,15 +13,11 @@ import {
   type RoleResource,
   type TokenResource,
 } from "../../src/resources/index.ts";
+import { golden } from "./_helpers.ts";
 
 const SCENARIOS = join(import.meta.dir, "../../../shared/scenarios");
 const FIXTURES = join(import.meta.dir, "../fixtures/resources");
 
-function golden(name: string, actual: string): void {
-  const path = join(FIXTURES, name);
-  if (process.env.UPDATE_GOLDEN === "1" || !existsSync(path)) writeFileSync(path, actual);
-  expect(actual).toBe(readFileSync(path, "utf8"));
-}
 
 const inputs = [
   { file: join(SCENARIOS, "bot.yaml"), golden: "bot.golden.yaml" },
@@ -37,7 +33,7 @@ describe("resource round trip", () => {
 
     test(`${name}: serialize is stable against the golden file`, () => {
       const rs = parseResources(readFileSync(input.file, "utf8"), input.file);
-      golden(input.golden, serializeResources(rs, "yaml"));
+      golden(join(FIXTURES, input.golden), serializeResources(rs, "yaml"));
     });
 
     test(`${name}: parse → serialize → parse is the identity (YAML and JSON)`, () => {
@@ -54,7 +50,7 @@ describe("resource round trip", () => {
 
   test("all-kinds.yaml: JSON form is stable against the golden file", () => {
     const file = join(FIXTURES, "all-kinds.yaml");
-    golden("all-kinds.golden.json", serializeResources(parseResources(readFileSync(file, "utf8"), file), "json"));
+    golden(join(FIXTURES, "all-kinds.golden.json"), serializeResources(parseResources(readFileSync(file, "utf8"), file), "json"));
   });
 
   test("serialize writes kind, version, metadata, spec, status in that order", () => {

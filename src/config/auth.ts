@@ -1,0 +1,174 @@
+/**
+ * The auth service config (`machine-id auth start -c auth.yaml`): load, apply flags,
+ * check (which fills in what depends on other fields), and write back.
+ */
+
+import { hostname } from "node:os";
+import { isAbsolute, join, resolve } from "node:path";
+import { stringify } from "yaml";
+import { z } from "zod";
+import { formatValue, nameProblem, problemsError, text, type Problem, type ValuePath } from "../resources/index.ts";
+import { checkDocument, parseConfigDocument, readConfigFile } from "./_document.ts";
+import type { AuthConfig, AuthStorageConfig } from "./types.ts";
+
+export const DEFAULT_AUTH_DATA_DIR = "/var/lib/machine-id-auth";
+export const DEFAULT_AUTH_LISTEN_ADDR = "0.0.0.0:3025";
+/** The SQLite file, relative to the data dir, when the config names none. */
+export const DEFAULT_SQLITE_FILE = "machine-id.db";
+
+const SUBJECT = "auth config";
+const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+const CA_KEY_ALGORITHMS = ["ecdsa-p256", "ed25519"] as const;
+
+const authSchema = z.strictObject({
+  version: z.literal("v1"),
+  cluster_name: text().optional(),
+  data_dir: text().default(DEFAULT_AUTH_DATA_DIR),
+  listen_addr: text().default(DEFAULT_AUTH_LISTEN_ADDR),
+  public_addr: text().optional(),
+  storage: z
+    .discriminatedUnion("type", [
+      z.strictObject({ type: z.literal("sqlite"), path: text().default(DEFAULT_SQLITE_FILE) }),
+      z.strictObject({ type: z.literal("postgres"), conn_string: text() }),
+      z.strictObject({ type: z.literal("memory") }),
+    ])
+    .optional(),
+  log: z
+    .strictObject({
+      level: z.enum(LOG_LEVELS).default("info"),
+      format: z.enum(["text", "json"]).default("text"),
+    })
+    .prefault({}),
+  ca_key_algorithm: z.enum(CA_KEY_ALGORITHMS).default("ecdsa-p256"),
+});
+
+// A Postgres connection string carries a password.
+const isSecret = (p: ValuePath) => p.join(".") === "storage.conn_string";
+
+/** The host name as a cluster name: lowercased, since cluster names follow the resource name rule. */
+function defaultClusterName(): string {
+  return hostname().toLowerCase();
+}
+
+/**
+ * Parses auth config text. `version: v1` is required; everything else has a default
+ * (the cluster name is the host name). Run `checkAuthConfig` after applying flags.
+ */
+export function parseAuthConfig(text: string, file: string): AuthConfig {
+  const doc = parseConfigDocument(text, file);
+  const r = checkDocument(authSchema, doc, { subject: SUBJECT, isSecret });
+  if (!r.ok) throw problemsError(r.problems);
+  const f = r.value;
+  const s = f.storage;
+  const storage: AuthStorageConfig =
+    s === undefined || s.type === "sqlite"
+      ? { type: "sqlite", path: s?.path ?? DEFAULT_SQLITE_FILE }
+      : s.type === "postgres"
+        ? { type: "postgres", connString: s.conn_string }
+        : { type: "memory" };
+  return {
+    clusterName: f.cluster_name ?? defaultClusterName(),
+    dataDir: f.data_dir,
+    listenAddr: f.listen_addr,
+    ...(f.public_addr !== undefined ? { publicAddr: f.public_addr } : {}),
+    storage,
+    log: { level: f.log.level, format: f.log.format },
+    caKeyAlgorithm: f.ca_key_algorithm,
+    warnings: [],
+  };
+}
+
+/** The config used when `auth start` is given no file: every default. */
+export function defaultAuthConfig(): AuthConfig {
+  return parseAuthConfig("version: v1\n", "<defaults>");
+}
+
+/** Reads and parses the auth config at `path`. */
+export async function loadAuthConfig(path: string): Promise<AuthConfig> {
+  return parseAuthConfig(await readConfigFile(path), path);
+}
+
+/** Flag values for `auth start`; absent means "not given". */
+export interface AuthFlags {
+  dataDir?: string;
+  listenAddr?: string;
+  publicAddr?: string;
+  clusterName?: string;
+}
+
+/** Returns `cfg` with the flags applied; never changes `cfg`. */
+export function applyAuthFlags(cfg: AuthConfig, f: AuthFlags): AuthConfig {
+  return {
+    ...cfg,
+    ...(f.dataDir !== undefined ? { dataDir: f.dataDir } : {}),
+    ...(f.listenAddr !== undefined ? { listenAddr: f.listenAddr } : {}),
+    ...(f.publicAddr !== undefined ? { publicAddr: f.publicAddr } : {}),
+    ...(f.clusterName !== undefined ? { clusterName: f.clusterName } : {}),
+  };
+}
+
+/** Splits "host:port" (IPv6 hosts in brackets); undefined when it is not that shape. */
+export function splitHostPort(addr: string): { host: string; port: number } | undefined {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^\s:[\]/]+):(\d{1,5})$/.exec(addr);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  return port <= 65535 ? { host: m[1]!, port } : undefined;
+}
+
+/**
+ * Checks the config after flags and fills in what depends on other fields: the SQLite
+ * path is made absolute under the data dir (itself made absolute against the working
+ * directory), and the public address defaults to this
+ * host's name with the listen port. Idempotent; never changes its argument.
+ */
+export function checkAuthConfig(cfg: AuthConfig): AuthConfig {
+  const problems: Problem[] = [];
+  const invalid = (field: string, value: string, detail: string) =>
+    problems.push({ field, message: `Invalid value ${formatValue(value)} for ${field} in ${SUBJECT}: ${detail}` });
+
+  // The cluster name ends up in certificate subjects and machine-id:// URIs.
+  const nameIssue = nameProblem(cfg.clusterName);
+  if (nameIssue) invalid("cluster_name", cfg.clusterName, nameIssue);
+  const listen = splitHostPort(cfg.listenAddr);
+  if (!listen) invalid("listen_addr", cfg.listenAddr, `expected "host:port", such as "0.0.0.0:3025"`);
+  if (cfg.publicAddr !== undefined && !splitHostPort(cfg.publicAddr)) {
+    invalid("public_addr", cfg.publicAddr, `expected "host:port", such as "auth.example.com:3025"`);
+  }
+  if (problems.length > 0) throw problemsError(problems);
+
+  const dataDir = resolve(cfg.dataDir);
+  const storage: AuthStorageConfig =
+    cfg.storage.type === "sqlite" && !isAbsolute(cfg.storage.path)
+      ? { type: "sqlite", path: join(dataDir, cfg.storage.path) }
+      : cfg.storage;
+  const publicAddr = cfg.publicAddr ?? `${hostname().toLowerCase()}:${listen!.port}`;
+  const warnings = [...cfg.warnings];
+  if (storage.type === "memory") {
+    const w = `storage type "memory" keeps nothing across restarts: every bot must join again`;
+    if (!warnings.includes(w)) warnings.push(w);
+  }
+  return { ...cfg, dataDir, storage, publicAddr, warnings };
+}
+
+/** Writes the config as YAML; `parseAuthConfig` reads back an equal config (warnings aside). */
+export function serializeAuthConfig(cfg: AuthConfig): string {
+  const storage =
+    cfg.storage.type === "sqlite"
+      ? { type: "sqlite", path: cfg.storage.path }
+      : cfg.storage.type === "postgres"
+        ? { type: "postgres", conn_string: cfg.storage.connString }
+        : { type: "memory" };
+  return stringify(
+    {
+      version: "v1",
+      cluster_name: cfg.clusterName,
+      data_dir: cfg.dataDir,
+      listen_addr: cfg.listenAddr,
+      ...(cfg.publicAddr !== undefined ? { public_addr: cfg.publicAddr } : {}),
+      storage,
+      log: cfg.log,
+      ca_key_algorithm: cfg.caKeyAlgorithm,
+    },
+    { lineWidth: 0 },
+  );
+}

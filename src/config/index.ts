@@ -1,0 +1,42 @@
+/**
+ * YAML → typed agent and auth configs (tbot v1 and v2 agent files), with the same
+ * precise, positioned errors as resources.
+ */
+
+export type {
+  AgentConfig,
+  OnboardingConfig,
+  DestinationConfig,
+  OutputConfig,
+  SymlinksMode,
+  AclsMode,
+  AuthConfig,
+  AuthStorageConfig,
+  CaKeyAlgorithm,
+} from "./types.ts";
+export {
+  parseAgentConfig,
+  loadAgentConfig,
+  applyAgentFlags,
+  checkAgentConfig,
+  serializeAgentConfig,
+  parseStorageFlag,
+  MAX_CREDENTIAL_TTL_MS,
+  DEFAULT_CREDENTIAL_TTL_MS,
+  DEFAULT_RENEWAL_INTERVAL_MS,
+  DEFAULT_STORAGE_PATH,
+  type AgentFlags,
+} from "./agent.ts";
+export {
+  parseAuthConfig,
+  loadAuthConfig,
+  defaultAuthConfig,
+  applyAuthFlags,
+  checkAuthConfig,
+  serializeAuthConfig,
+  splitHostPort,
+  DEFAULT_AUTH_DATA_DIR,
+  DEFAULT_AUTH_LISTEN_ADDR,
+  DEFAULT_SQLITE_FILE,
+  type AuthFlags,
+} from "./auth.ts";

@@ -1,0 +1,90 @@
+/**
+ * The internal form of the agent and auth configs: camelCase, durations in
+ * milliseconds, every default explicit. Both config file versions load into these.
+ */
+
+import type { LogFormat, LogLevel } from "../lib/log.ts";
+import type { JoinMethod } from "../resources/index.ts";
+
+/** How a directory destination treats symlinks in its path. */
+export type SymlinksMode = "secure" | "try-secure" | "insecure";
+/** Whether a directory destination sets POSIX ACLs for reader users. */
+export type AclsMode = "off" | "try" | "required";
+
+/** Where credentials are written (outputs) or kept (the agent's own storage). */
+export type DestinationConfig =
+  | { type: "directory"; path: string; symlinks: SymlinksMode; acls: AclsMode }
+  | { type: "memory" }
+  /** `namespace` absent: the pod's own namespace ($POD_NAMESPACE) at run time. */
+  | { type: "kubernetes_secret"; name: string; namespace?: string };
+
+/** One thing the agent writes on every renewal. */
+export type OutputConfig =
+  /** Identity files (certificates, keys, CA bundles), and an SSH config when `sshConfig`. */
+  | { type: "identity"; destination: DestinationConfig; roles: string[]; sshConfig: boolean }
+  /** A kubeconfig for one cluster, plus the identity files it refers to. */
+  | { type: "kubernetes"; destination: DestinationConfig; kubernetesCluster: string; roles: string[] };
+
+/** How the agent joins the first time. */
+export interface OnboardingConfig {
+  joinMethod: JoinMethod;
+  /** The token value; read from `tokenPath` at load time when the config names a file. */
+  token?: string;
+  /** The file the token came from, kept so the config can be written back unchanged. */
+  tokenPath?: string;
+  /** `sha256:<hex>` pins of the auth service's CA; checked before any secret is sent. */
+  caPins: string[];
+  /** A PEM file with the auth service's CA, instead of or besides pins. */
+  caPath?: string;
+  boundKeypair: {
+    /** A fixed private key (`keypair create --static`); else $TBOT_BOUND_KEYPAIR_STATIC_KEY may hold it. */
+    staticPrivateKeyPath?: string;
+    registrationSecret?: string;
+    registrationSecretPath?: string;
+  };
+}
+
+/** The agent's whole configuration after loading (and, later, flags and checks). */
+export interface AgentConfig {
+  /** Exactly one of authServer and proxyServer is set once `checkAgentConfig` passes. */
+  authServer?: string;
+  proxyServer?: string;
+  onboarding: OnboardingConfig;
+  storage: DestinationConfig;
+  outputs: OutputConfig[];
+  /** `services` from a v2 file; only output types are supported, so they work like outputs. */
+  services: OutputConfig[];
+  credentialTtlMs: number;
+  renewalIntervalMs: number;
+  oneshot: boolean;
+  debug: boolean;
+  diagAddr?: string;
+  insecure: boolean;
+  logFormat: LogFormat;
+  /** Things that work but are probably not what the user wants, to log at startup. */
+  warnings: string[];
+}
+
+/** Where the auth service keeps its state; the shape `openBackend` takes. */
+export type AuthStorageConfig =
+  /** `path` relative to the data dir until `checkAuthConfig` resolves it. */
+  | { type: "sqlite"; path: string }
+  | { type: "postgres"; connString: string }
+  /** Nothing survives a restart: for tests and demos. */
+  | { type: "memory" };
+
+/** Key algorithms the auth service can create its certificate authorities with. */
+export type CaKeyAlgorithm = "ecdsa-p256" | "ed25519";
+
+/** The auth service's configuration. */
+export interface AuthConfig {
+  clusterName: string;
+  dataDir: string;
+  listenAddr: string;
+  /** The address agents are told to reach; derived from the host name and listen port when unset. */
+  publicAddr?: string;
+  storage: AuthStorageConfig;
+  log: { level: LogLevel; format: LogFormat };
+  caKeyAlgorithm: CaKeyAlgorithm;
+  warnings: string[];
+}

@@ -1,0 +1,140 @@
+// The auth config: defaults, flags, the check step, golden round trip, error messages.
+
+import { describe, expect, test } from "bun:test";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import {
+  applyAuthFlags,
+  checkAuthConfig,
+  defaultAuthConfig,
+  loadAuthConfig,
+  parseAuthConfig,
+  serializeAuthConfig,
+  splitHostPort,
+} from "../../src/config/index.ts";
+import { errorCases, failure, golden, type ErrorCase } from "../resources/_helpers.ts";
+
+const FIXTURES = join(import.meta.dir, "fixtures");
+
+
+describe("auth config", () => {
+  test("defaults: host name as cluster name, sqlite in the data dir, 0.0.0.0:3025", () => {
+    const cfg = defaultAuthConfig();
+    expect(cfg).toEqual({
+      clusterName: hostname().toLowerCase(),
+      dataDir: "/var/lib/machine-id-auth",
+      listenAddr: "0.0.0.0:3025",
+      storage: { type: "sqlite", path: "machine-id.db" },
+      log: { level: "info", format: "text" },
+      caKeyAlgorithm: "ecdsa-p256",
+      warnings: [],
+    });
+    const checked = checkAuthConfig(cfg);
+    expect(checked.storage).toEqual({ type: "sqlite", path: "/var/lib/machine-id-auth/machine-id.db" });
+    expect(checked.publicAddr).toBe(`${hostname().toLowerCase()}:3025`);
+  });
+
+  test("flags override the file, and the sqlite file follows the data dir", () => {
+    const cfg = applyAuthFlags(parseAuthConfig("version: v1\ncluster_name: file-name\n", "a.yaml"), {
+      dataDir: "/tmp/auth-data",
+      listenAddr: "127.0.0.1:0",
+      publicAddr: "localhost:3025",
+      clusterName: "flag-name",
+    });
+    const checked = checkAuthConfig(cfg);
+    expect(checked).toMatchObject({ clusterName: "flag-name", dataDir: "/tmp/auth-data", listenAddr: "127.0.0.1:0", publicAddr: "localhost:3025" });
+    expect(checked.storage).toEqual({ type: "sqlite", path: "/tmp/auth-data/machine-id.db" });
+    expect(checkAuthConfig(checked)).toEqual(checked);
+  });
+
+  test("a relative data dir is made absolute against the working directory", () => {
+    const checked = checkAuthConfig(applyAuthFlags(defaultAuthConfig(), { dataDir: "state" }));
+    expect(checked.dataDir).toBe(join(process.cwd(), "state"));
+  });
+
+  test("auth-full.yaml: serialize is stable and round-trips", async () => {
+    const cfg = await loadAuthConfig(join(FIXTURES, "auth-full.yaml"));
+    expect(cfg.storage).toEqual({ type: "postgres", connString: "postgres://machine-id@db.example.com/machine_id?sslmode=verify-full" });
+    expect(cfg.caKeyAlgorithm).toBe("ed25519");
+    const out = serializeAuthConfig(cfg);
+    golden(join(FIXTURES, "auth-full.golden.yaml"), out);
+    expect(parseAuthConfig(out, "again.yaml")).toEqual(cfg);
+    expect(checkAuthConfig(cfg).listenAddr).toBe("[::]:3025");
+  });
+
+  test("memory storage is allowed with a warning", () => {
+    const cfg = checkAuthConfig(parseAuthConfig("version: v1\ncluster_name: c\nstorage: {type: memory}\n", "m.yaml"));
+    expect(cfg.warnings).toEqual([`storage type "memory" keeps nothing across restarts: every bot must join again`]);
+  });
+
+  test("splitHostPort()", () => {
+    expect(splitHostPort("0.0.0.0:3025")).toEqual({ host: "0.0.0.0", port: 3025 });
+    expect(splitHostPort("[::1]:443")).toEqual({ host: "[::1]", port: 443 });
+    expect(splitHostPort("auth.example.com")).toBeUndefined();
+    expect(splitHostPort("auth:99999")).toBeUndefined();
+    expect(splitHostPort("http://a:1")).toBeUndefined();
+  });
+
+  const fileCases: ErrorCase[] = [
+    {
+      name: "version is required",
+      text: "cluster_name: c\n",
+      message: `Missing required field "version" in auth config: expected "v1"`,
+      line: 1,
+    },
+    {
+      name: "a misspelt field",
+      text: "version: v1\nlisten_adr: 0.0.0.0:3025\n",
+      message: `Unknown field "listen_adr" in auth config: did you mean "listen_addr"?`,
+      line: 2,
+    },
+    {
+      name: "an unknown storage type",
+      text: "version: v1\nstorage:\n  type: etcd\n",
+      message: `Invalid value "etcd" for storage.type in auth config: allowed values are "sqlite", "postgres", "memory"`,
+      line: 3,
+    },
+    {
+      name: "postgres without a connection string",
+      text: "version: v1\nstorage:\n  type: postgres\n",
+      message: `Missing required field "storage.conn_string" in auth config`,
+      line: 2,
+    },
+    {
+      name: "a log level that does not exist",
+      text: "version: v1\nlog:\n  level: verbose\n",
+      message: `Invalid value "verbose" for log.level in auth config: allowed values are "debug", "info", "warn", "error"`,
+      line: 3,
+    },
+    {
+      name: "an unsupported CA key algorithm",
+      text: "version: v1\nca_key_algorithm: rsa-2048\n",
+      message: `Invalid value "rsa-2048" for ca_key_algorithm in auth config: allowed values are "ecdsa-p256", "ed25519"`,
+      line: 2,
+    },
+  ];
+  errorCases(fileCases, "auth.yaml", parseAuthConfig);
+
+  const checkCases: { name: string; flags: Parameters<typeof applyAuthFlags>[1]; message: string }[] = [
+    {
+      name: "a cluster name that cannot go in a certificate URI",
+      flags: { clusterName: "My Cluster" },
+      message: `Invalid value "My Cluster" for cluster_name in auth config: expected lowercase letters, digits, "-", "_" and ".", starting and ending with a letter or digit`,
+    },
+    {
+      name: "a listen address without a port",
+      flags: { listenAddr: "0.0.0.0" },
+      message: `Invalid value "0.0.0.0" for listen_addr in auth config: expected "host:port", such as "0.0.0.0:3025"`,
+    },
+    {
+      name: "a public address with a scheme",
+      flags: { publicAddr: "https://auth.example.com:443" },
+      message: `Invalid value "https://auth.example.com:443" for public_addr in auth config: expected "host:port", such as "auth.example.com:3025"`,
+    },
+  ];
+  for (const c of checkCases) {
+    test(`check: ${c.name}`, () => {
+      expect(failure(() => checkAuthConfig(applyAuthFlags(defaultAuthConfig(), c.flags))).message).toBe(c.message);
+    });
+  }
+});
