@@ -9,7 +9,7 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import type { Backend, ConditionalOp, OpenOptions, StoredEvent } from "../../src/auth/storage/index.ts";
 import { FakeClock } from "../../src/lib/clock.ts";
 import { AppError, isAppError } from "../../src/lib/errors.ts";
-import { captureLogger, rejectsWith, waitFor } from "./helpers.ts";
+import { captureLogger, incrementByCas, rejectsWith, waitFor } from "./helpers.ts";
 
 /** Opens an empty backend; the suite always passes a clock and turns the sweeper off unless it tests it. */
 export type OpenBackend = (opts: OpenOptions) => Promise<Backend>;
@@ -651,6 +651,30 @@ export function runBackendConformance(name: string, open: OpenBackend, cleanup: 
         expect((await b.listEvents({ afterId: mid, order: "desc", types: ["b"] })).map((e) => e.fields.i)).toEqual([3, 0]);
       });
 
+      test("a reader tailing by afterId while writers append concurrently sees every event once", async () => {
+        const { b } = await fresh();
+        let writing = true;
+        const writers = (async () => {
+          const jobs = [];
+          for (let i = 0; i < 60; i++) {
+            jobs.push(i % 2 ? b.appendEvent(ev("w", T0, { i })) : b.atomicWrite([], [ev("w", T0, { i })]));
+          }
+          await Promise.all(jobs);
+          writing = false;
+        })();
+        const seen: number[] = [];
+        let last = 0;
+        for (;;) {
+          const done = !writing; // read the flag before the page: a last page after the writers finished
+          const page = await b.listEvents({ afterId: last });
+          for (const e of page) seen.push(e.fields.i as number);
+          if (page.length) last = page[page.length - 1]!.id;
+          if (done && page.length === 0) break;
+        }
+        await writers;
+        expect([...seen].sort((x, y) => x - y)).toEqual(Array.from({ length: 60 }, (_, i) => i));
+      });
+
       test("malformed events and queries are BAD_PARAMETER", async () => {
         const { b } = await fresh();
         await rejectsWith(b.appendEvent(ev("", T0)), "BAD_PARAMETER");
@@ -684,22 +708,9 @@ export function runBackendConformance(name: string, open: OpenBackend, cleanup: 
       test("many parallel read-modify-CAS increments: successes equal the final counter", async () => {
         const { b } = await fresh();
         await b.put("/counter", 0);
-        let conflicts = 0;
-        const worker = async () => {
-          let wins = 0;
-          for (let i = 0; i < 25; i++) {
-            const cur = (await b.get<number>("/counter"))!;
-            try {
-              await b.compareAndSwap("/counter", cur.revision, cur.value + 1);
-              wins++;
-            } catch (e) {
-              if (!isAppError(e, "COMPARE_FAILED")) throw e;
-              conflicts++;
-            }
-          }
-          return wins;
-        };
-        const wins = (await Promise.all(Array.from({ length: 8 }, worker))).reduce((x, y) => x + y, 0);
+        const results = await Promise.all(Array.from({ length: 8 }, () => incrementByCas(b, "/counter", 25)));
+        const wins = results.reduce((n, r) => n + r.wins, 0);
+        const conflicts = results.reduce((n, r) => n + r.conflicts, 0);
         expect((await b.get<number>("/counter"))!.value).toBe(wins);
         expect(conflicts).toBeGreaterThan(0); // the race really happened
         expect(wins + conflicts).toBe(200);

@@ -7,7 +7,8 @@ import { expect } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AppError, type ErrorCode } from "../../src/lib/errors.ts";
+import type { Backend } from "../../src/auth/storage/index.ts";
+import { AppError, isAppError, type ErrorCode } from "../../src/lib/errors.ts";
 import { Logger } from "../../src/lib/log.ts";
 
 /** Awaits `p`, expects it to reject with an AppError of `code`, and returns the error. */
@@ -96,4 +97,25 @@ export function spawnBun(script: string, args: string[]): {
       await proc.exited;
     },
   };
+}
+
+/**
+ * Read-modify-write `attempts` times: read the counter at `key`, compareAndSwap it to
+ * value + 1. Counts the wins and the COMPARE_FAILED losses; any other error throws.
+ */
+export async function incrementByCas(b: Backend, key: string, attempts: number): Promise<{ wins: number; conflicts: number }> {
+  let wins = 0;
+  let conflicts = 0;
+  for (let i = 0; i < attempts; i++) {
+    const cur = await b.get<number>(key);
+    if (!cur) throw new Error(`${key} is missing`);
+    try {
+      await b.compareAndSwap(key, cur.revision, cur.value + 1);
+      wins++;
+    } catch (e) {
+      if (!isAppError(e, "COMPARE_FAILED")) throw e;
+      conflicts++;
+    }
+  }
+  return { wins, conflicts };
 }

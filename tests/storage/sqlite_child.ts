@@ -10,6 +10,7 @@
 
 import { openBackend } from "../../src/auth/storage/index.ts";
 import { isAppError } from "../../src/lib/errors.ts";
+import { incrementByCas } from "./helpers.ts";
 
 const [mode, path, ...args] = process.argv.slice(2);
 if (!mode || !path) throw new Error("usage: sqlite_child.ts <mode> <db> …");
@@ -46,20 +47,7 @@ if (mode === "cas-once") {
 } else if (mode === "increment") {
   const [key, attempts] = args as [string, string];
   await barrier();
-  let wins = 0;
-  let conflicts = 0;
-  for (let i = 0; i < Number(attempts); i++) {
-    const cur = await b.get<number>(key);
-    if (!cur) throw new Error(`${key} is missing`);
-    try {
-      await b.compareAndSwap(key, cur.revision, cur.value + 1);
-      wins++;
-    } catch (e) {
-      if (!isAppError(e, "COMPARE_FAILED")) throw e;
-      conflicts++;
-    }
-  }
-  say({ wins, conflicts });
+  say(await incrementByCas(b, key, Number(attempts)));
 } else if (mode === "write-loop") {
   for (let i = 0; ; i++) {
     await b.put(`/crash/${String(i).padStart(8, "0")}`, { i });

@@ -82,6 +82,11 @@ export function newerSchemaError(where: string, found: number, supported: number
   );
 }
 
+/** The COMPARE_FAILED of an atomic write whose condition on `key` does not hold. */
+export function conditionFailed(key: string, reason: string): AppError {
+  return compareFailed(`Cannot apply the atomic write: "${key}" ${reason}`, { details: { key } });
+}
+
 /**
  * Throws COMPARE_FAILED for the first op (in order) whose condition does not hold,
  * given the live revision of each key (absent = no live item).
@@ -94,7 +99,7 @@ export function checkConditions(ops: AtomicOp[], live: ReadonlyMap<string, strin
     else if (c.kind === "notExists" && current !== undefined) reason = "already exists";
     else if (c.kind === "revision" && current === undefined) reason = "does not exist";
     else if (c.kind === "revision" && current !== c.revision) reason = `is no longer at revision "${c.revision}"`;
-    if (reason) throw compareFailed(`Cannot apply the atomic write: "${key}" ${reason}`, { details: { key } });
+    if (reason) throw conditionFailed(key, reason);
   }
 }
 

@@ -2,9 +2,10 @@
  * Chooses and opens a storage backend from its config, and starts its expiry sweeper.
  */
 
-import { AppError, badParameter } from "../../lib/errors.ts";
+import { badParameter } from "../../lib/errors.ts";
 import type { Backend, BackendConfig, OpenOptions } from "./backend.ts";
 import { DEFAULT_SWEEP_INTERVAL_MS } from "./_base.ts";
+import { DEFAULT_POOL_SIZE, openPostgres } from "./postgres.ts";
 import { DEFAULT_BUSY_TIMEOUT_MS, openSqlite } from "./sqlite.ts";
 
 /**
@@ -31,8 +32,11 @@ export async function openBackend(cfg: BackendConfig, opts: OpenOptions = {}): P
       b.startSweeper(sweep);
       return b;
     }
-    case "postgres":
-      throw new AppError("NOT_IMPLEMENTED", "Cannot open PostgreSQL storage: this build has no PostgreSQL backend yet");
+    case "postgres": {
+      const b = await openPostgres(cfg.connString, cfg.poolSize ?? DEFAULT_POOL_SIZE, opts);
+      b.startSweeper(sweep);
+      return b;
+    }
     default:
       throw badParameter(`Cannot open storage of type ${JSON.stringify(type)}: use "sqlite", "postgres" or "memory"`, { field: "type" });
   }
