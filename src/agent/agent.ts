@@ -76,7 +76,11 @@ export class Agent {
       log: this.log.child("identity"),
       ...(options.client ? { client: options.client } : {}),
     });
-    this.metrics = new AgentMetrics({ clock: this.clock, identityExpiry: () => this.bot.identity?.validBefore });
+    this.metrics = new AgentMetrics({ clock: this.clock, identityExpiry: () => {
+        const id = this.bot.identity;
+        return id ? { bot: id.botName, expires: id.validBefore } : undefined;
+      },
+    });
     this.health.set(IDENTITY_TASK, "initializing");
     this.setOutputs(this.config);
   }

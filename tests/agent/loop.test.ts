@@ -73,7 +73,7 @@ describe("agent loop", () => {
     await waitFor("recovery", async () => idle() && agent.health.snapshot().status === "healthy");
     expect(agent.bot.identity!.generation).toBe(3);
     expect(await readFile(join(out, "tlscert"), "utf8")).not.toBe(cert2);
-    const expiresIn = await metrics("machine_id_identity_expires_in_seconds");
+    const expiresIn = await metrics('machine_id_identity_expires_in_seconds{bot="ci"}');
     expect(expiresIn).toBe((agent.bot.identity!.validBefore.getTime() - clock.now().getTime()) / 1000);
 
     stop.abort();

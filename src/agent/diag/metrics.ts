@@ -9,8 +9,8 @@ import type { Clock } from "../../lib/clock.ts";
 
 export interface AgentMetricsOptions {
   clock: Clock;
-  /** Expiry of the current renewable identity, read at scrape time. */
-  identityExpiry: () => Date | undefined;
+  /** The bot and expiry of the current renewable identity, read at scrape time. */
+  identityExpiry: () => { bot: string; expires: Date } | undefined;
 }
 
 /** The agent's metrics; one registry per agent so tests stay independent. */
@@ -44,11 +44,13 @@ export class AgentMetrics {
     new Gauge({
       name: "machine_id_identity_expires_in_seconds",
       help: "Seconds until the bot's current renewable identity expires (negative once expired; absent before the first join)",
+      // A label, so that before the first join there is no sample at all rather than a misleading 0.
+      labelNames: ["bot"],
       registers,
       collect() {
-        const at = options.identityExpiry();
+        const id = options.identityExpiry();
         this.reset();
-        if (at) this.set((at.getTime() - options.clock.now().getTime()) / 1000);
+        if (id) this.set({ bot: id.bot }, (id.expires.getTime() - options.clock.now().getTime()) / 1000);
       },
     });
   }
