@@ -11,6 +11,8 @@ import {
   AddBotRequest,
   AddTokenRequest,
   BotCertsRequest,
+  BoundKeypairBeginRequest,
+  BoundKeypairSolveRequest,
   CA_EXPORT_TYPES,
   JoinRequest,
   LockRequest,
@@ -29,6 +31,7 @@ import { Admin } from "./admin.ts";
 import type { Actor } from "./audit.ts";
 import { exportAuthority } from "./authorities.ts";
 import { botCerts, joinWithToken, renew, type BotCaller } from "./bots.ts";
+import { beginBoundKeypair, solveBoundKeypair } from "./bound_keypair.ts";
 import type { AuthContext } from "./context.ts";
 
 /** What the transport knows about a connection. */
@@ -112,6 +115,16 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = []): Handle
     const req = await body(c, JoinRequest, "join request");
     if (req.join_method !== "token") throw badParameter(`Join method "${req.join_method}" is not served at ${ROUTES.join}`);
     return c.json(await joinWithToken(ctx, req, { remoteAddr: c.env.conn.remoteAddr }));
+  });
+
+  app.post(ROUTES.boundKeypairBegin, async (c) => {
+    const req = await body(c, BoundKeypairBeginRequest, "bound keypair join request");
+    return c.json(await beginBoundKeypair(ctx, req, { remoteAddr: c.env.conn.remoteAddr }));
+  });
+
+  app.post(ROUTES.boundKeypairSolve, async (c) => {
+    const req = await body(c, BoundKeypairSolveRequest, "bound keypair challenge response");
+    return c.json(await solveBoundKeypair(ctx, req, { remoteAddr: c.env.conn.remoteAddr }));
   });
 
   app.post(ROUTES.renew, async (c) => {

@@ -12,6 +12,7 @@ import {
   AuditEvent,
   BotCertsResponse,
   BotInstance,
+  BoundKeypairBeginResponse,
   JoinResponse,
   Lock,
   PingResponse,
@@ -22,6 +23,8 @@ import {
   type AddBotRequest,
   type AddTokenRequest,
   type BotCertsRequest,
+  type BoundKeypairBeginRequest,
+  type BoundKeypairSolveRequest,
   type CAExportType,
   type JoinRequest,
   type LockRequest,
@@ -131,6 +134,12 @@ export class AuthClient {
   }
   join(req: JoinRequest): Promise<JoinResponse> {
     return this.request("POST", ROUTES.join, { body: req, schema: JoinResponse });
+  }
+  boundKeypairBegin(req: BoundKeypairBeginRequest): Promise<BoundKeypairBeginResponse> {
+    return this.request("POST", ROUTES.boundKeypairBegin, { body: req, schema: BoundKeypairBeginResponse });
+  }
+  boundKeypairSolve(req: BoundKeypairSolveRequest): Promise<JoinResponse> {
+    return this.request("POST", ROUTES.boundKeypairSolve, { body: req, schema: JoinResponse });
   }
   renew(req: RenewRequest): Promise<RenewResponse> {
     return this.request("POST", ROUTES.renew, { body: req, schema: RenewResponse });

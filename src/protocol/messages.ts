@@ -87,6 +87,50 @@ export const JoinResponse = z.object({
 });
 export type JoinResponse = z.infer<typeof JoinResponse>;
 
+/** The claims of a bound-keypair challenge; the agent signs exactly these as a compact JWS. */
+export const ChallengeClaims = z.object({
+  iss: z.string(),
+  aud: z.string(),
+  /** keyId (base64url SHA-256 of the SPKI DER) of the key that must sign. */
+  sub: z.string(),
+  nbf: z.number().int(),
+  iat: z.number().int(),
+  exp: z.number().int(),
+  nonce: z.string(),
+});
+export type ChallengeClaims = z.infer<typeof ChallengeClaims>;
+
+export const BoundKeypairBeginRequest = KeyRequest.extend({
+  token_name: z.string().min(1).max(1024),
+  /** The bound public key the agent holds (authorized_keys line or SPKI PEM). */
+  public_key: z.string().min(1).max(16 * 1024).optional(),
+  /** With registration-secret onboarding: the one-time secret. */
+  registration_secret: z.string().min(1).max(1024).optional(),
+  /** The join-state document returned by the previous join, if any. */
+  join_state: z.string().min(1).max(16 * 1024).optional(),
+});
+export type BoundKeypairBeginRequest = z.infer<typeof BoundKeypairBeginRequest>;
+
+export const BoundKeypairBeginResponse = z.object({
+  challenge_id: z.string(),
+  challenge: ChallengeClaims,
+  /** The token asks for a new key: sign the challenge with the new key too (new_key_solution). */
+  rotate: z.boolean(),
+  /** The token's recovery mode, so an agent with a static key can say why it cannot join. */
+  recovery_mode: z.enum(["standard", "relaxed", "insecure"]),
+});
+export type BoundKeypairBeginResponse = z.infer<typeof BoundKeypairBeginResponse>;
+
+export const BoundKeypairSolveRequest = z.object({
+  challenge_id: z.string().min(1).max(256),
+  /** The challenge claims as a compact JWS signed with the bound key (EdDSA or ES256). */
+  solution: z.string().min(1).max(16 * 1024),
+  /** When rotating: the new public key, and the same claims signed with it. */
+  new_public_key: z.string().min(1).max(16 * 1024).optional(),
+  new_key_solution: z.string().min(1).max(16 * 1024).optional(),
+});
+export type BoundKeypairSolveRequest = z.infer<typeof BoundKeypairSolveRequest>;
+
 export const RenewRequest = KeyRequest;
 export type RenewRequest = KeyRequest;
 

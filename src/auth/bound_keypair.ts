@@ -1,0 +1,349 @@
+/**
+ * Bound keypair joining, the auth side: a challenge the agent signs with the key
+ * bound to its token, recovery limits, the signed join state that catches cloned
+ * keypairs, and key rotation. Every state change of one join is a single
+ * compare-and-swap on the token, committed with the new bot instance.
+ */
+
+import { randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
+import { compactVerify, jwtVerify, SignJWT } from "jose";
+import { formatSshPublicKey, keyAlgorithmOf, keyId, parsePublicKey } from "../crypto/index.ts";
+import { AppError, accessDenied, badParameter, expired, isAppError, limitExceeded, locked } from "../lib/errors.ts";
+import type {
+  BoundKeypairBeginRequest,
+  BoundKeypairBeginResponse,
+  BoundKeypairSolveRequest,
+  ChallengeClaims,
+  JoinResponse,
+  KeyRequest,
+} from "../protocol/index.ts";
+import type { BoundKeypairStatus, TokenResource } from "../resources/index.ts";
+import { event, EVENT } from "./audit.ts";
+import { checkLocks, joinFailed, startInstance, type Caller } from "./bots.ts";
+import type { AuthContext } from "./context.ts";
+import { randomId, requestKeys } from "./issuer.ts";
+import { KEYS, getBot, lockName, type LockRecord, type LockTarget } from "./state.ts";
+import type { ConditionalOp } from "./storage/index.ts";
+
+/** A challenge must be answered within this long. */
+const CHALLENGE_TTL_MS = 60_000;
+/** Backdating of `nbf`, for agents whose clock runs a little behind. */
+const CHALLENGE_SKEW_MS = 10_000;
+const ALGORITHMS = ["EdDSA", "ES256"];
+
+/** What the service remembers about an issued challenge until it is answered or expires. */
+interface StoredChallenge {
+  token_name: string;
+  claims: ChallengeClaims;
+  /** The public key (authorized_keys form) whose signature answers this challenge. */
+  expected_key: string;
+  /** Registration-secret onboarding: bind expected_key when the answer checks out. */
+  registering: boolean;
+  rotate: boolean;
+  request: KeyRequest;
+  join_state?: string;
+}
+
+/** Claims of the join-state document handed to the agent after each join. */
+interface JoinStateClaims {
+  bot_instance_id: string;
+  recovery_sequence: number;
+  recovery_limit: number;
+  recovery_mode: string;
+}
+
+function keyText(k: KeyObject): string {
+  return formatSshPublicKey(k);
+}
+
+function sameKey(a: string, b: string): boolean {
+  return keyId(parsePublicKey(a)) === keyId(parsePublicKey(b));
+}
+
+function constantTimeEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+interface Loaded {
+  token: TokenResource;
+  revision: string;
+  status: BoundKeypairStatus;
+}
+
+/** Loads the token and runs the checks that change nothing: method, lock, bot. */
+async function loadToken(ctx: AuthContext, name: string, fail: Fail): Promise<Loaded> {
+  const item = await ctx.backend.get<TokenResource>(KEYS.token(name));
+  if (!item) throw await fail(accessDenied(`Join token "${name}" not found`), "token not found");
+  const token = item.value;
+  if (token.spec.join_method !== "bound_keypair" || !token.spec.bound_keypair) {
+    throw await fail(accessDenied(`Join token "${name}" is for join method "${token.spec.join_method}", not "bound_keypair"`), "wrong join method", token.spec.bot_name);
+  }
+  try {
+    await checkLocks(ctx, [
+      { kind: "token", name },
+      { kind: "bot", name: token.spec.bot_name },
+    ]);
+  } catch (e) {
+    throw await fail(e as AppError, "locked", token.spec.bot_name);
+  }
+  if (!(await getBot(ctx.backend, token.spec.bot_name))) {
+    throw await fail(accessDenied(`The join token's bot "${token.spec.bot_name}" no longer exists`), "bot not found", token.spec.bot_name);
+  }
+  return { token, revision: item.revision, status: token.status?.bound_keypair ?? {} };
+}
+
+type Fail = (err: AppError, reason: string, bot?: string) => Promise<AppError>;
+
+function failer(ctx: AuthContext, tokenName: string, caller: Caller): Fail {
+  return (err, reason, bot) =>
+    joinFailed(ctx, err, { reason, join_method: "bound_keypair", remote_addr: caller.remoteAddr, token: tokenName, ...(bot ? { bot } : {}) });
+}
+
+/** Refuses when standard recovery has no joins left. */
+function checkRecoveryLimit(t: TokenResource, status: BoundKeypairStatus): void {
+  const { mode, limit } = t.spec.bound_keypair!.recovery;
+  const count = status.recovery_count ?? 0;
+  if (mode === "standard" && count >= limit) {
+    throw limitExceeded(
+      `Recovery limit reached for token "${t.metadata.name}": ${count} of ${limit} joins used; raise spec.bound_keypair.recovery.limit to allow another`,
+      { details: { recovery_count: count, recovery_limit: limit } },
+    );
+  }
+}
+
+function mustRegisterBefore(t: TokenResource, now: Date): void {
+  const before = t.spec.bound_keypair!.onboarding.must_register_before;
+  if (before && new Date(before).getTime() <= now.getTime()) {
+    throw expired(`Join token "${t.metadata.name}" had to be registered before ${before}: ask an admin for a new token`);
+  }
+}
+
+/** Step 1: checks the request and issues a challenge for the key that must answer it. */
+export async function beginBoundKeypair(ctx: AuthContext, req: BoundKeypairBeginRequest, caller: Caller): Promise<BoundKeypairBeginResponse> {
+  const fail = failer(ctx, req.token_name, caller);
+  requestKeys(req);
+  const presented = req.public_key ? keyText(parsePublicKey(req.public_key, "public_key")) : undefined;
+  const { token, status } = await loadToken(ctx, req.token_name, fail);
+  const bot = token.spec.bot_name;
+  const bk = token.spec.bound_keypair!;
+  const now = ctx.clock.now();
+
+  let expectedKey: string;
+  let registering = false;
+  try {
+    if (status.bound_public_key) {
+      expectedKey = status.bound_public_key;
+    } else if (bk.onboarding.initial_public_key) {
+      mustRegisterBefore(token, now);
+      expectedKey = keyText(parsePublicKey(bk.onboarding.initial_public_key, "spec.bound_keypair.onboarding.initial_public_key"));
+      registering = true;
+    } else {
+      mustRegisterBefore(token, now);
+      const secret = status.registration_secret ?? bk.onboarding.registration_secret;
+      if (!secret) throw accessDenied(`Join token "${token.metadata.name}" has no key bound and no registration secret left: ask an admin for a new token`);
+      if (!req.registration_secret) {
+        throw badParameter(`Join token "${token.metadata.name}" needs its registration secret: set onboarding.bound_keypair.registration_secret`);
+      }
+      if (!constantTimeEqual(req.registration_secret, secret)) throw accessDenied(`Wrong registration secret for join token "${token.metadata.name}"`);
+      if (!presented) throw badParameter("Registering with a secret needs the new public key (public_key)");
+      expectedKey = presented;
+      registering = true;
+    }
+    if (presented && !sameKey(presented, expectedKey)) {
+      throw accessDenied(`The key presented does not match the public key bound to join token "${token.metadata.name}"`);
+    }
+    checkRecoveryLimit(token, status);
+  } catch (e) {
+    if (e instanceof AppError) throw await fail(e, e.message, bot);
+    throw e;
+  }
+
+  const rotate =
+    bk.rotate_after !== undefined &&
+    new Date(bk.rotate_after).getTime() <= now.getTime() &&
+    (!status.last_rotated_at || new Date(status.last_rotated_at).getTime() < new Date(bk.rotate_after).getTime());
+  const secs = (ms: number) => Math.floor(ms / 1000);
+  const claims: ChallengeClaims = {
+    iss: ctx.authorities.cluster,
+    aud: ctx.authorities.cluster,
+    sub: keyId(parsePublicKey(expectedKey)),
+    nbf: secs(now.getTime() - CHALLENGE_SKEW_MS),
+    iat: secs(now.getTime()),
+    exp: secs(now.getTime() + CHALLENGE_TTL_MS),
+    nonce: randomBytes(32).toString("base64url"),
+  };
+  const id = randomId(16);
+  const challenge: StoredChallenge = {
+    token_name: req.token_name,
+    claims,
+    expected_key: expectedKey,
+    registering,
+    rotate,
+    request: {
+      public_tls_key: req.public_tls_key,
+      public_ssh_key: req.public_ssh_key,
+      ...(req.ttl_seconds ? { ttl_seconds: req.ttl_seconds } : {}),
+    },
+    ...(req.join_state ? { join_state: req.join_state } : {}),
+  };
+  await ctx.backend.create(KEYS.challenge(id), challenge, { expires: new Date(now.getTime() + CHALLENGE_TTL_MS) });
+  return { challenge_id: id, challenge: claims, rotate, recovery_mode: bk.recovery.mode };
+}
+
+/** Verifies a compact JWS over exactly the issued claims, signed by `key`. */
+async function verifySolution(jws: string, key: KeyObject, claims: ChallengeClaims, now: Date): Promise<void> {
+  const alg = keyAlgorithmOf(key) === "ed25519" ? "EdDSA" : "ES256";
+  let payload: Record<string, unknown>;
+  try {
+    const r = await compactVerify(jws, key, { algorithms: [alg] });
+    payload = JSON.parse(new TextDecoder().decode(r.payload)) as Record<string, unknown>;
+  } catch {
+    throw accessDenied("The challenge response is not a valid signature by the bound key");
+  }
+  if (payload === null || typeof payload !== "object") throw accessDenied("The challenge response does not carry the challenge");
+  const keys = Object.keys(claims) as (keyof ChallengeClaims)[];
+  if (Object.keys(payload).length !== keys.length) throw accessDenied("The challenge response does not match the challenge");
+  for (const k of keys) {
+    const want = claims[k];
+    const got = payload[k];
+    const same = k === "nonce" ? typeof got === "string" && constantTimeEqual(got, want as string) : got === want;
+    if (!same) throw accessDenied(`The challenge response does not match the challenge (claim "${k}")`);
+  }
+  const t = now.getTime() / 1000;
+  if (t < claims.nbf || t >= claims.exp) throw expired("The challenge expired before it was answered: start the join again");
+}
+
+async function lockToken(ctx: AuthContext, token: TokenResource, why: string, caller: Caller): Promise<AppError> {
+  const now = ctx.clock.now();
+  const target: LockTarget = { kind: "token", name: token.metadata.name };
+  const lock: LockRecord = { target, created_at: now.toISOString(), message: why, created_by: "machine-id-auth" };
+  const ev = [
+    event(EVENT.tokenLocked, now, { token: token.metadata.name, bot: token.spec.bot_name, reason: why, remote_addr: caller.remoteAddr }),
+    event(EVENT.lockCreate, now, { target: lockName(target), message: why, user: "machine-id-auth" }),
+    event(EVENT.joinFailed, now, { reason: why, join_method: "bound_keypair", token: token.metadata.name, bot: token.spec.bot_name, remote_addr: caller.remoteAddr, error: "LOCKED" }),
+  ];
+  await ctx.backend.atomicWrite([{ key: KEYS.lock(target), condition: { kind: "whatever" }, action: { kind: "put", value: lock } }], ev);
+  ctx.audit.logged(ev);
+  return locked(`Join token "${token.metadata.name}" is now locked: ${why}. An admin must check the bot's hosts, then "ctl unlock token/${token.metadata.name}"`);
+}
+
+/** Checks the join state the agent presented against the token's status. */
+async function checkJoinState(ctx: AuthContext, token: TokenResource, status: BoundKeypairStatus, presented: string | undefined): Promise<string | undefined> {
+  if (!presented) return "a join without the join state of the previous join: the keypair is in use on another host, or its state was lost";
+  let claims: JoinStateClaims;
+  try {
+    const r = await jwtVerify(presented, ctx.authorities.jwt.publicKey, {
+      issuer: ctx.authorities.cluster,
+      audience: ctx.authorities.cluster,
+      subject: token.spec.bot_name,
+      algorithms: ["EdDSA"],
+    });
+    claims = r.payload as unknown as JoinStateClaims;
+  } catch {
+    return "a join state this cluster did not issue for this bot";
+  }
+  if (claims.bot_instance_id !== status.bound_bot_instance_id || claims.recovery_sequence !== (status.recovery_count ?? 0)) {
+    return `a stale join state (sequence ${claims.recovery_sequence}, expected ${status.recovery_count ?? 0}): another host with a copy of the keypair joined since`;
+  }
+  return undefined;
+}
+
+/** Step 2: checks the signed challenge, applies the recovery rules and joins. */
+export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolveRequest, caller: Caller): Promise<JoinResponse> {
+  const item = await ctx.backend.get<StoredChallenge>(KEYS.challenge(req.challenge_id));
+  if (!item) {
+    await ctx.audit.emit(EVENT.joinFailed, ctx.clock.now(), { reason: "unknown, expired or used challenge", join_method: "bound_keypair", remote_addr: caller.remoteAddr, error: "ACCESS_DENIED" });
+    throw accessDenied("Unknown, expired or already used challenge: start the join again");
+  }
+  const c = item.value;
+  const fail = failer(ctx, c.token_name, caller);
+  const now = ctx.clock.now();
+  try {
+    await verifySolution(req.solution, parsePublicKey(c.expected_key), c.claims, now);
+  } catch (e) {
+    // a challenge gets one answer: a wrong one burns it
+    await ctx.backend.delete(item.key, item.revision).catch(() => {});
+    if (e instanceof AppError) throw await fail(e, e.message);
+    throw e;
+  }
+
+  const { token, revision, status } = await loadToken(ctx, c.token_name, fail);
+  const bk = token.spec.bound_keypair!;
+  const botName = token.spec.bot_name;
+  const count = status.recovery_count ?? 0;
+  let boundKey = c.expected_key;
+  try {
+    const current = status.bound_public_key ?? (c.registering ? c.expected_key : undefined);
+    if (!current || !sameKey(current, c.expected_key)) throw accessDenied("The key bound to the token changed during this join: start the join again");
+    checkRecoveryLimit(token, status);
+    if (c.rotate) {
+      if (!req.new_public_key || !req.new_key_solution) {
+        throw badParameter(`Join token "${token.metadata.name}" asks for key rotation (rotate_after): the agent must send a new key`);
+      }
+      const next = parsePublicKey(req.new_public_key, "new_public_key");
+      if (keyId(next) === c.claims.sub) throw badParameter("The rotated key must differ from the current key");
+      await verifySolution(req.new_key_solution, next, c.claims, now);
+      boundKey = keyText(next);
+    }
+  } catch (e) {
+    if (e instanceof AppError) throw await fail(e, e.message, botName);
+    throw e;
+  }
+  if (bk.recovery.mode !== "insecure" && status.bound_bot_instance_id) {
+    const why = await checkJoinState(ctx, token, status, c.join_state);
+    if (why) throw await lockToken(ctx, token, why, caller);
+  }
+
+  const bot = await getBot(ctx.backend, botName);
+  if (!bot) throw await fail(accessDenied(`The join token's bot "${botName}" no longer exists`), "bot not found", botName);
+  const outcome = await startInstance(ctx, bot.value, c.request, {
+    method: "bound_keypair",
+    tokenName: token.metadata.name,
+    remoteAddr: caller.remoteAddr,
+    boundPublicKey: boundKey,
+  });
+  const instanceId = outcome.instance.instance_id;
+  const sequence = count + 1;
+  const { registration_secret: _used, ...rest } = status;
+  const newStatus: BoundKeypairStatus = {
+    ...rest,
+    bound_public_key: boundKey,
+    bound_bot_instance_id: instanceId,
+    recovery_count: sequence,
+    last_recovered_at: now.toISOString(),
+    ...(c.rotate ? { last_rotated_at: now.toISOString() } : {}),
+  };
+  const updated: TokenResource = { ...token, status: { bound_keypair: newStatus } };
+  const joinState = await new SignJWT({
+    bot_instance_id: instanceId,
+    recovery_sequence: sequence,
+    recovery_limit: bk.recovery.limit,
+    recovery_mode: bk.recovery.mode,
+  } satisfies JoinStateClaims as unknown as Record<string, unknown>)
+    .setProtectedHeader({ alg: "EdDSA", typ: "JWT" })
+    .setIssuer(ctx.authorities.cluster)
+    .setAudience(ctx.authorities.cluster)
+    .setSubject(botName)
+    .setIssuedAt(Math.floor(now.getTime() / 1000))
+    .sign(ctx.authorities.jwt.privateKey);
+
+  const events = [...outcome.events];
+  events[0] = { ...events[0]!, fields: { ...events[0]!.fields, recovery_count: sequence, recovery_mode: bk.recovery.mode, ...(c.rotate ? { rotated: true } : {}) } };
+  const ops: ConditionalOp[] = [
+    { key: KEYS.token(token.metadata.name), condition: { kind: "revision", revision }, action: { kind: "put", value: updated } },
+    { key: item.key, condition: { kind: "revision", revision: item.revision }, action: { kind: "delete" } },
+    { key: KEYS.instance(botName, instanceId), condition: { kind: "notExists" }, action: { kind: "put", value: outcome.instance } },
+  ];
+  try {
+    await ctx.backend.atomicWrite(ops, events);
+  } catch (e) {
+    if (isAppError(e, "COMPARE_FAILED")) {
+      throw await fail(accessDenied("Another join with this token completed at the same time: start the join again"), "lost a race with a concurrent join", botName);
+    }
+    throw e;
+  }
+  ctx.audit.logged(events);
+  return { ...outcome.response, join_state: joinState };
+}

@@ -1,0 +1,325 @@
+/**
+ * Bound keypair joining, auth side, in process: the challenge and its checks,
+ * recovery limits and modes, join state, cloned keypairs, rotation, registration
+ * secrets, races, and hostile challenge responses (fast-check).
+ */
+
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import fc from "fast-check";
+import { CompactSign } from "jose";
+import { formatSshPublicKey, generateKeyPair, type KeyPair } from "../../src/crypto/index.ts";
+import { identityOf, keyRequest, startHarness, type Harness } from "./harness.ts";
+
+let h: Harness;
+beforeEach(async () => {
+  h = await startHarness();
+  await h.call(h.admin, "POST", "/v1/resources", { resources: [{ kind: "bot", version: "v1", metadata: { name: "edge" }, spec: { roles: [] } }] });
+});
+afterEach(async () => {
+  await h.close();
+});
+
+function token(name: string, bk: Record<string, unknown>) {
+  return { kind: "token", version: "v2", metadata: { name }, spec: { roles: ["Bot"], bot_name: "edge", join_method: "bound_keypair", bound_keypair: bk } };
+}
+
+async function createToken(name: string, bk: Record<string, unknown>) {
+  const r = await h.call(h.admin, "POST", "/v1/resources", { resources: [token(name, bk)], force: true });
+  expect(r.status).toBe(200);
+}
+
+async function sign(claims: unknown, key: KeyPair): Promise<string> {
+  const alg = key.algorithm === "ed25519" ? "EdDSA" : "ES256";
+  return new CompactSign(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({ alg }).sign(key.privateKey);
+}
+
+interface JoinOpts {
+  joinState?: string;
+  registrationSecret?: string;
+  newKey?: KeyPair;
+  presentKey?: boolean;
+}
+
+async function begin(name: string, key: KeyPair, o: JoinOpts = {}) {
+  return h.call(h.anon, "POST", "/v1/join/bound-keypair/begin", {
+    ...keyRequest().body,
+    token_name: name,
+    ...(o.presentKey === false ? {} : { public_key: formatSshPublicKey(key.publicKey) }),
+    ...(o.joinState ? { join_state: o.joinState } : {}),
+    ...(o.registrationSecret ? { registration_secret: o.registrationSecret } : {}),
+  });
+}
+
+async function join(name: string, key: KeyPair, o: JoinOpts = {}) {
+  const b = await begin(name, key, o);
+  if (b.status !== 200) return b;
+  const body: Record<string, unknown> = { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) };
+  if (o.newKey) {
+    body.new_public_key = formatSshPublicKey(o.newKey.publicKey);
+    body.new_key_solution = await sign(b.json.challenge, o.newKey);
+  }
+  return h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", body);
+}
+
+async function status(name: string) {
+  return (await h.call(h.admin, "GET", `/v1/resources/token/${name}`)).json.status.bound_keypair;
+}
+
+async function events(type: string) {
+  return (await h.call(h.admin, "GET", `/v1/events?type=${type}`)).json as { fields: Record<string, unknown> }[];
+}
+
+describe("challenge", () => {
+  test("the challenge names the cluster, the key id and a one-minute window", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-a", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 1, mode: "standard" } });
+    const b = await begin("bkp-a", key);
+    expect(b.status).toBe(200);
+    const c = b.json.challenge;
+    expect(c.iss).toBe("test.example");
+    expect(c.aud).toBe("test.example");
+    expect(c.exp - c.iat).toBe(60);
+    expect(c.iat - c.nbf).toBe(10);
+    expect(c.nonce.length).toBeGreaterThanOrEqual(43);
+    expect(b.json.recovery_mode).toBe("standard");
+  });
+
+  test("first join binds the key, consumes a recovery and returns a join state", async () => {
+    const key = generateKeyPair("ecdsa-p256");
+    await createToken("bkp-b", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 1, mode: "standard" } });
+    const r = await join("bkp-b", key);
+    expect(r.status).toBe(200);
+    expect(r.json.join_state).toMatch(/^ey/);
+    expect(identityOf(r.json.certs)).toMatchObject({ botName: "edge", generation: 1, renewable: true, joinMethod: "bound_keypair" });
+    const s = await status("bkp-b");
+    expect(s).toMatchObject({ recovery_count: 1, bound_bot_instance_id: r.json.bot_instance_id });
+    expect(s.bound_public_key).toBe(formatSshPublicKey(key.publicKey));
+  });
+
+  test("a challenge is accepted at most once", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-c", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 5, mode: "standard" } });
+    const b = await begin("bkp-c", key);
+    const body = { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) };
+    expect((await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", body)).status).toBe(200);
+    const again = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", body);
+    expect(again.status).toBe(403);
+    expect(again.json.error.message).toContain("already used");
+  });
+
+  test("an answer after the challenge expired is refused", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-d", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 5, mode: "standard" } });
+    const b = await begin("bkp-d", key);
+    h.clock.advance(61_000);
+    const r = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) });
+    expect(r.status).toBeGreaterThanOrEqual(400);
+    expect(r.status).toBeLessThan(500);
+  });
+
+  test("a key that does not match the bound key is refused and audited with the address", async () => {
+    const key = generateKeyPair("ed25519");
+    const other = generateKeyPair("ed25519");
+    await createToken("bkp-e", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 1, mode: "standard" } });
+    const r = await join("bkp-e", other);
+    expect(r.status).toBe(403);
+    expect(r.json.error.message).toContain("does not match the public key bound");
+    const f = await events("join.failed");
+    expect(f.at(-1)!.fields).toMatchObject({ remote_addr: "10.0.0.9", token: "bkp-e", join_method: "bound_keypair" });
+    // signing with another key while claiming the right one fails too
+    const b = await begin("bkp-e", key);
+    const s = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, other) });
+    expect(s.status).toBe(403);
+    expect((await status("bkp-e")).recovery_count).toBe(0);
+  });
+});
+
+describe("recovery", () => {
+  test("standard mode: the limit is enforced with the count in the message", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-f", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 2, mode: "standard" } });
+    const first = await join("bkp-f", key);
+    const second = await join("bkp-f", key, { joinState: first.json.join_state });
+    expect(second.status).toBe(200);
+    const third = await join("bkp-f", key, { joinState: second.json.join_state });
+    expect(third.status).toBe(429);
+    expect(third.json.error.message).toContain("2 of 2");
+    // raising the limit allows one more
+    await createToken("bkp-f", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 3, mode: "standard" } });
+    expect((await status("bkp-f")).recovery_count).toBe(2);
+    expect((await join("bkp-f", key, { joinState: second.json.join_state })).status).toBe(200);
+  });
+
+  test("relaxed mode ignores the limit but not the join state", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-g", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 0, mode: "relaxed" } });
+    const first = await join("bkp-g", key);
+    expect(first.status).toBe(200);
+    expect((await join("bkp-g", key, { joinState: first.json.join_state })).status).toBe(200);
+    expect((await join("bkp-g", key)).status).toBe(423);
+  });
+
+  test("insecure mode ignores the limit and the join state (static keys on ephemeral hosts)", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-h", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 0, mode: "insecure" } });
+    for (let i = 0; i < 4; i++) expect((await join("bkp-h", key)).status).toBe(200);
+    expect((await status("bkp-h")).recovery_count).toBe(4);
+  });
+
+  test("a cloned keypair with an old join state locks the token for both copies", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-i", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 10, mode: "standard" } });
+    const first = await join("bkp-i", key);
+    const original = await join("bkp-i", key, { joinState: first.json.join_state });
+    expect(original.status).toBe(200);
+    // a second host copied id_bkp and the join state from after the first join
+    const clone = await join("bkp-i", key, { joinState: first.json.join_state });
+    expect(clone.status).toBe(423);
+    expect(clone.json.error.message).toContain("stale join state");
+    // the rightful host is locked out too until an admin looks
+    const rightful = await join("bkp-i", key, { joinState: original.json.join_state });
+    expect(rightful.status).toBe(423);
+    expect(await events("token.locked")).toHaveLength(1);
+    expect((await h.call(h.admin, "DELETE", "/v1/locks/token/bkp-i")).status).toBe(200);
+    expect((await join("bkp-i", key, { joinState: original.json.join_state })).status).toBe(200);
+  });
+
+  test("a join state from another cluster is refused", async () => {
+    const other = await startHarness();
+    try {
+      const key = generateKeyPair("ed25519");
+      const mk = async (hh: Harness) => {
+        await hh.call(hh.admin, "POST", "/v1/resources", {
+          resources: [{ kind: "bot", version: "v1", metadata: { name: "edge" }, spec: { roles: [] } }, token("bkp-j", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 9, mode: "standard" } })],
+          force: true,
+        });
+      };
+      await mk(other);
+      await createToken("bkp-j", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 9, mode: "standard" } });
+      await join("bkp-j", key);
+      const b = await other.call(other.anon, "POST", "/v1/join/bound-keypair/begin", { ...keyRequest().body, token_name: "bkp-j", public_key: formatSshPublicKey(key.publicKey) });
+      const s = await other.call(other.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) });
+      const r = await join("bkp-j", key, { joinState: s.json.join_state });
+      expect(r.status).toBe(423);
+      expect(r.json.error.message).toContain("did not issue");
+    } finally {
+      await other.close();
+    }
+  });
+
+  test("two agents racing with the same key cannot both win", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-k", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 10, mode: "insecure" } });
+    const bs = await Promise.all([begin("bkp-k", key), begin("bkp-k", key)]);
+    const rs = await Promise.all(
+      bs.map(async (b) => h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) })),
+    );
+    expect(rs.map((r) => r.status).sort()).toEqual([200, 403]);
+    expect((await status("bkp-k")).recovery_count).toBe(1);
+  });
+});
+
+describe("onboarding", () => {
+  test("must_register_before in the past refuses the first join", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-l", {
+      onboarding: { initial_public_key: formatSshPublicKey(key.publicKey), must_register_before: "2026-11-22T09:00:00Z" },
+      recovery: { limit: 1, mode: "standard" },
+    });
+    const r = await join("bkp-l", key);
+    expect(r.status).toBe(401);
+    expect(r.json.error.message).toContain("2026-11-22T09:00:00Z");
+  });
+
+  test("registration secret: the agent proves the secret, the service binds the agent's new key", async () => {
+    await createToken("bkp-m", { onboarding: {}, recovery: { limit: 2, mode: "standard" } });
+    const secret = (await status("bkp-m")).registration_secret;
+    expect(secret).toMatch(/^[0-9a-f]{32}$/);
+    const key = generateKeyPair("ed25519");
+    expect((await join("bkp-m", key, { registrationSecret: "wrong-secret" })).status).toBe(403);
+    const r = await join("bkp-m", key, { registrationSecret: secret });
+    expect(r.status).toBe(200);
+    const s = await status("bkp-m");
+    expect(s.bound_public_key).toBe(formatSshPublicKey(key.publicKey));
+    expect(s.registration_secret).toBeUndefined();
+    // the secret is single use: another key cannot register with it
+    expect((await join("bkp-m", generateKeyPair("ed25519"), { registrationSecret: secret })).status).toBe(403);
+    expect((await join("bkp-m", key, { joinState: r.json.join_state })).status).toBe(200);
+  });
+
+  test("bots add with --initial-public-key creates the bot and its token in one step", async () => {
+    const key = generateKeyPair("ed25519");
+    const r = await h.call(h.admin, "POST", "/v1/bots", { name: "edge2", roles: [], initial_public_key: formatSshPublicKey(key.publicKey), recovery_mode: "insecure", recovery_limit: 0 });
+    expect(r.status).toBe(200);
+    expect(r.json.join_method).toBe("bound_keypair");
+    expect((await join(r.json.token, key)).status).toBe(200);
+  });
+});
+
+describe("rotation", () => {
+  test("rotate_after in the past: the join binds the new key and the old one stops working", async () => {
+    const key = generateKeyPair("ed25519");
+    const spec = { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 10, mode: "standard" } };
+    await createToken("bkp-n", spec);
+    const first = await join("bkp-n", key);
+    await createToken("bkp-n", { ...spec, rotate_after: "2026-11-22T09:59:00Z" });
+    const b = await begin("bkp-n", key, { joinState: first.json.join_state });
+    expect(b.json.rotate).toBe(true);
+    // without a new key the join is refused, saying why
+    const noKey = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) });
+    expect(noKey.status).toBe(400);
+    expect(noKey.json.error.message).toContain("rotation");
+    const next = generateKeyPair("ecdsa-p256");
+    const rotated = await join("bkp-n", key, { joinState: first.json.join_state, newKey: next });
+    expect(rotated.status).toBe(200);
+    const s = await status("bkp-n");
+    expect(s.bound_public_key).toBe(formatSshPublicKey(next.publicKey));
+    expect(s.last_rotated_at).toBeString();
+    expect((await join("bkp-n", key, { joinState: rotated.json.join_state })).status).toBe(403);
+    const again = await begin("bkp-n", next, { joinState: rotated.json.join_state });
+    expect(again.json.rotate).toBe(false);
+  });
+});
+
+describe("hostile input", () => {
+  test("mutated challenge responses and join requests are refused with 4xx, never 5xx", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-p", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 0, mode: "insecure" } });
+    const mutate = (s: string, i: number, c: string) => s.slice(0, i % s.length) + c + s.slice((i % s.length) + 1);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.record({ kind: fc.constant("bytes" as const), i: fc.nat(), c: fc.constantFrom("A", "_", "-", ".", "x", "") }),
+          fc.record({ kind: fc.constant("claim" as const), k: fc.constantFrom("iss", "aud", "sub", "nbf", "iat", "exp", "nonce", "extra"), v: fc.oneof(fc.string(), fc.integer(), fc.constant(null)) }),
+          fc.record({ kind: fc.constant("any" as const), v: fc.anything() }),
+        ),
+        async (m) => {
+          // every case answers a fresh challenge, so each mutation meets the full verification
+          const b = await begin("bkp-p", key);
+          const good = await sign(b.json.challenge, key);
+          const body =
+            m.kind === "bytes"
+              ? { challenge_id: b.json.challenge_id, solution: mutate(good, m.i, m.c) }
+              : m.kind === "claim"
+                ? { challenge_id: b.json.challenge_id, solution: await sign({ ...b.json.challenge, [m.k]: m.v }, key) }
+                : m.v;
+          const r = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", body);
+          if (m.kind === "bytes" && body && (body as { solution: string }).solution === good) return; // a no-op mutation
+          expect(r.status).toBeGreaterThanOrEqual(400);
+          expect(r.status).toBeLessThan(500);
+        },
+      ),
+      { numRuns: 300 },
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.dictionary(fc.constantFrom("token_name", "public_key", "public_tls_key", "public_ssh_key", "join_state", "registration_secret", "ttl_seconds", "x"), fc.anything()), async (body) => {
+        const r = await h.call(h.anon, "POST", "/v1/join/bound-keypair/begin", body);
+        expect(r.status).toBeGreaterThanOrEqual(400);
+        expect(r.status).toBeLessThan(500);
+      }),
+      { numRuns: 300 },
+    );
+    // the service still works afterwards
+    expect((await join("bkp-p", key)).status).toBe(200);
+  }, 60_000);
+});
