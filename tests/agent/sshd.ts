@@ -54,9 +54,9 @@ export interface SshdOptions {
   dir: string;
   /** `TrustedUserCAKeys` content (one OpenSSH public key line). */
   userCaLine: string;
-  /** Host private key file (OpenSSH format) and its certificate line, signed by the host CA. */
+  /** Host private key file (OpenSSH format) and, when the host CA signed it, its certificate line. */
   hostKeyPath: string;
-  hostCertLine: string;
+  hostCertLine?: string;
 }
 
 /** Starts sshd; dispose kills and reaps it. */
@@ -64,12 +64,12 @@ export async function startSshd(o: SshdOptions): Promise<TestSshd> {
   await mkdir("/run/sshd", { recursive: true, mode: 0o755 }); // privilege separation directory
   const port = await freePort();
   await writeFile(join(o.dir, "user_ca.pub"), o.userCaLine.trim() + "\n", { mode: 0o644 });
-  await writeFile(join(o.dir, "host-cert.pub"), o.hostCertLine.trim() + "\n", { mode: 0o644 });
+  if (o.hostCertLine) await writeFile(join(o.dir, "host-cert.pub"), o.hostCertLine.trim() + "\n", { mode: 0o644 });
   const config = [
     `Port ${port}`,
     "ListenAddress 127.0.0.1",
     `HostKey ${o.hostKeyPath}`,
-    `HostCertificate ${join(o.dir, "host-cert.pub")}`,
+    ...(o.hostCertLine ? [`HostCertificate ${join(o.dir, "host-cert.pub")}`] : []),
     `TrustedUserCAKeys ${join(o.dir, "user_ca.pub")}`,
     "AuthorizedKeysFile none",
     "PasswordAuthentication no",
