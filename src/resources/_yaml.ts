@@ -69,6 +69,8 @@ export function parseSource(text: string, file: string): SourceDocument[] {
           : "cannot resolve the document";
       throw badParameter(`Invalid YAML: ${reason}`, { position: position(doc.contents.range[0]), cause: e });
     }
+    // `---` with nothing after it (a trailing separator, a comment-only document) is no document.
+    if (value === null || value === undefined) return;
     out.push({ value: stripNulls(value), index, locate: (path, at = "value") => locateNode(doc, path, at, position) });
   });
   return out;
@@ -102,10 +104,11 @@ function describeYamlError(code: string, message: string, text: string, offset: 
     case "MISSING_CHAR":
       return /quote/i.test(message) ? "missing closing quote" : lowerFirst(message);
     default: {
-      // Some messages end with the offending source text ("…extra characters: >."):
-      // quote it, so it reads as data rather than as the end of a sentence.
-      const m = /^(.*): ([^"\s].*)$/s.exec(message);
-      return lowerFirst(m ? `${m[1]}: ${JSON.stringify(m[2])}` : message);
+      // Some messages end with the offending source text ("…extra characters: >.",
+      // "Invalid escape sequence \."): quote it, so it reads as data, not as a full stop.
+      const m = /^(.*): ([^"\s].*)$/s.exec(message) ?? (message.endsWith(".") ? /^(.*) (\S+)$/s.exec(message) : null);
+      if (!m) return lowerFirst(message);
+      return lowerFirst(`${m[1]}${message.startsWith(`${m[1]}: `) ? ":" : ""} ${JSON.stringify(m[2])}`);
     }
   }
 }

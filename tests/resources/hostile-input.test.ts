@@ -30,7 +30,7 @@ const FRAGMENTS = [
   "kubernetes_resources", "join_method", "bound_keypair", "recovery", "limit", "__proto__", "constructor",
   ":", ": ", "- ", "\n", "  ", "    ", "\t", "'", '"', "{", "}", "[", "]", ",", "*", "&a ", "*a", "!!binary ",
   "!!str ", "---", "...", "#", "?", "|", ">", "~", "null", "-1", "1e999", ".nan", "0x1F", "2025-02-30T00:00:00Z",
-  "\u0000", "\uFEFF", "\u2028", "é",
+  "\u0000", "\uFEFF", "\u2028", "é", "\\", "%YAML 1.1\n", "%TAG ! tag:x,2000:\n", "!local ", "<<: ",
 ];
 
 const yamlish = fc.array(fc.oneof(fc.constantFrom(...FRAGMENTS), fc.string({ maxLength: 6 })), { maxLength: 60 }).map((parts) => parts.join(""));

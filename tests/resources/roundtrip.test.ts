@@ -143,3 +143,13 @@ describe("defaults", () => {
     expect(bot.spec).toEqual({ roles: [], traits: [], max_session_ttl: "12h" });
   });
 });
+
+describe("document separators", () => {
+  test("leading, trailing and doubled --- add no documents", () => {
+    const bot = readFileSync(join(SCENARIOS, "bot.yaml"), "utf8");
+    expect(parseResources(`---\n${bot}---\n---\n${bot.replace("example", "other")}---\n`, "seps.yaml").map((r) => r.metadata.name)).toEqual([
+      "example",
+      "other",
+    ]);
+  });
+});
