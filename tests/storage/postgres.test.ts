@@ -6,12 +6,15 @@
  */
 
 import { SQL } from "bun";
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { openBackend, type Backend } from "../../src/auth/storage/index.ts";
 import { isAppError } from "../../src/lib/errors.ts";
 import { runBackendConformance } from "./conformance.ts";
 import { incrementByCas, rejectsWith } from "./helpers.ts";
 import { findPostgresBin, startPostgres, type PostgresServer } from "./postgres_server.ts";
+
+// Every test creates a database on a real server: give it room on a busy machine.
+setDefaultTimeout(20_000);
 
 let pg: PostgresServer | undefined;
 let startError: unknown;
@@ -116,6 +119,41 @@ if (!pg) {
         "BAD_PARAMETER",
         `Cannot open storage ${where}: its schema version 99 is newer than this release supports (1); run a newer machine-id`,
       );
+    });
+
+    test("openBackend() refuses a database that another program's tables occupy, and leaves it as it was", async () => {
+      const url = await freshDb();
+      const db = new SQL({ url, max: 1 });
+      await db`CREATE TABLE items (id integer PRIMARY KEY)`;
+      const where = `"127.0.0.1:${server.port}/${new URL(url).pathname.slice(1)}"`;
+      await rejectsWith(open(url), "BAD_PARAMETER", `Cannot open storage ${where}: applying schema version 1 failed: relation "items" already exists`);
+      const tables = await db`SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename`;
+      expect(tables.map((t: { tablename: string }) => t.tablename)).toEqual(["items"]);
+      await db.close();
+    });
+
+    test("a role without CREATE rights can use a database the owner migrated", async () => {
+      const url = await freshDb();
+      await (await open(url)).close();
+      const name = new URL(url).pathname.slice(1);
+      const role = `app_${name}`;
+      const db = new SQL({ url, max: 1 });
+      await db.unsafe(`CREATE ROLE ${role} LOGIN`);
+      await db.unsafe(`REVOKE CREATE ON SCHEMA public FROM PUBLIC`);
+      await db.unsafe(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
+      await db.unsafe(`GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO ${role}`);
+      await db.close();
+      const b = await open(`postgres://${role}@127.0.0.1:${server.port}/${name}`);
+      try {
+        await b.put("/k", 1);
+        await b.atomicWrite([{ key: "/j", condition: { kind: "notExists" }, action: { kind: "put", value: 2 } }], [
+          { type: "t", time: new Date(), fields: {} },
+        ]);
+        expect(await b.count("/")).toBe(2);
+        expect((await b.listEvents()).length).toBe(1);
+      } finally {
+        await b.close();
+      }
     });
 
     test("reopening keeps items, expiry, revisions and events, and revisions keep growing", async () => {

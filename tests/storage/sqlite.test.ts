@@ -106,6 +106,27 @@ describe("sqlite file", () => {
     );
   });
 
+  test("openBackend() refuses a SQLite database that another program's tables occupy", async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "other.db");
+    const raw = new Database(path);
+    raw.run("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)");
+    raw.close();
+    chmodSync(path, 0o600);
+    await rejectsWith(
+      open(path),
+      "BAD_PARAMETER",
+      `Cannot open storage "${path}": applying schema version 1 failed: table items already exists`,
+    );
+    const check = new Database(path, { readonly: true });
+    try {
+      // the failed migration left nothing behind
+      expect(check.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all()).toEqual([{ name: "items" }]);
+    } finally {
+      check.close();
+    }
+  });
+
   test("reopening the file keeps items, expiry, revisions and events, and revisions keep growing", async () => {
     using dir = tempDir();
     const path = join(dir.path, "auth.db");

@@ -87,6 +87,12 @@ export function conditionFailed(key: string, reason: string): AppError {
   return compareFailed(`Cannot apply the atomic write: "${key}" ${reason}`, { details: { key } });
 }
 
+/** The error for a migration the database refused (say, a table of that name exists already). */
+export function migrationFailed(where: string, m: Migration, cause: unknown): AppError {
+  if (cause instanceof AppError) return cause;
+  return badParameter(`Cannot open storage ${where}: applying schema version ${m.version} failed: ${errorMessage(cause)}`, { cause });
+}
+
 /**
  * Throws COMPARE_FAILED for the first op (in order) whose condition does not hold,
  * given the live revision of each key (absent = no live item).

@@ -11,6 +11,7 @@ import {
   checkConditions,
   conditionFailed,
   isLive,
+  migrationFailed,
   newerSchemaError,
   type Migration,
   type Row,
@@ -114,14 +115,27 @@ async function migrate(sql: SQL, where: string): Promise<number> {
   return sql.begin(async (tx) => {
     // Concurrent openers queue here, so exactly one of them creates the schema.
     await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`;
-    await tx.unsafe(
-      "CREATE TABLE IF NOT EXISTS schema_version (id integer PRIMARY KEY CHECK (id = 1), version integer NOT NULL)",
-    );
-    const [row] = await tx`SELECT version FROM schema_version WHERE id = 1`;
-    const current = (row as { version: number } | undefined)?.version ?? 0;
+    // Look before creating: once migrated, a role without CREATE on the schema must be
+    // able to open the database, and CREATE TABLE IF NOT EXISTS would need that right.
+    const [found] = await tx`SELECT to_regclass('schema_version') IS NOT NULL AS present`;
+    let current = 0;
+    if ((found as { present: boolean }).present) {
+      const [row] = await tx`SELECT version FROM schema_version WHERE id = 1`;
+      current = (row as { version: number } | undefined)?.version ?? 0;
+    } else {
+      await tx.unsafe("CREATE TABLE schema_version (id integer PRIMARY KEY CHECK (id = 1), version integer NOT NULL)");
+    }
     if (current > latest) throw newerSchemaError(where, current, latest);
     const pending = POSTGRES_MIGRATIONS.filter((m) => m.version > current);
-    for (const m of pending) await tx.unsafe(m.sql);
+    for (const m of pending) {
+      try {
+        await tx.unsafe(m.sql);
+      } catch (e) {
+        // Connection trouble is reported as such; anything else means the schema is not ours.
+        const mapped = pgError(e, where);
+        throw mapped === e ? migrationFailed(where, m, e) : mapped;
+      }
+    }
     if (pending.length) {
       await tx`INSERT INTO schema_version (id, version) VALUES (1, ${latest})
                ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version`;

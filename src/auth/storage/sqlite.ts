@@ -13,6 +13,7 @@ import type { OpenOptions, StoredEvent } from "./backend.ts";
 import {
   BaseBackend,
   checkConditions,
+  migrationFailed,
   newerSchemaError,
   type Migration,
   type Row,
@@ -84,7 +85,7 @@ export function openSqlite(path: string, busyTimeoutMs: number, opts: OpenOption
   }
   try {
     configure(db, memory, busyTimeoutMs);
-    const applied = migrate(db, where);
+    const applied = migrate(db, where, busyTimeoutMs);
     const backend = new SqliteBackend(db, memory, where, busyTimeoutMs, opts);
     backend.logger.debug("Opened storage", { path: memory ? ":memory:" : abs, schemaVersion: latestVersion(), migrated: applied });
     return backend;
@@ -147,14 +148,22 @@ function latestVersion(): number {
 }
 
 /** Applies the missing migrations in one IMMEDIATE transaction; returns how many. */
-function migrate(db: Database, where: string): number {
+function migrate(db: Database, where: string, busyTimeoutMs: number): number {
   const latest = latestVersion();
   const run = db.transaction(() => {
     // Read inside the write lock: two processes opening a new file migrate once.
     const current = db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version ?? 0;
     if (current > latest) throw newerSchemaError(where, current, latest);
     const pending = SQLITE_MIGRATIONS.filter((m) => m.version > current);
-    for (const m of pending) db.run(m.sql);
+    for (const m of pending) {
+      try {
+        db.run(m.sql);
+      } catch (e) {
+        // Busy or I/O trouble is reported as such; anything else means the schema is not ours.
+        const mapped = sqliteError(e, where, busyTimeoutMs);
+        throw mapped === e ? migrationFailed(where, m, e) : mapped;
+      }
+    }
     if (pending.length) db.run(`PRAGMA user_version = ${latest}`);
     return pending.length;
   });
