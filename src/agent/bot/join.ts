@@ -12,6 +12,7 @@ import type { OnboardingConfig } from "../../config/index.ts";
 import type { AuthClient, JoinResponse } from "../../protocol/index.ts";
 import { publicKeys } from "./identity.ts";
 import type { BotStore } from "./store.ts";
+import { Registry } from "../registry.ts";
 
 /** Everything a join method may use. The client already verifies the auth service. */
 export interface JoinContext {
@@ -38,21 +39,16 @@ export interface JoinMethod {
   join(ctx: JoinContext): Promise<JoinResponse>;
 }
 
-const methods = new Map<string, JoinMethod>();
+const methods = new Registry<JoinMethod>("Join method");
 
-/** Registers a join method; a later registration of the same name replaces the earlier one. */
-export function registerJoinMethod(method: JoinMethod): void {
-  methods.set(method.name, method);
+/** Registers a join method, replacing an earlier one of the same name; returns the undo (for tests). */
+export function registerJoinMethod(method: JoinMethod): () => void {
+  return methods.register(method.name, method);
 }
 
 /** The join method called `name`; NOT_IMPLEMENTED when this build has none by that name. */
 export function joinMethod(name: string): JoinMethod {
-  const m = methods.get(name);
-  if (!m) {
-    const known = [...methods.keys()].map((n) => `"${n}"`).join(", ");
-    throw new AppError("NOT_IMPLEMENTED", `Join method "${name}" is not available in this agent: use one of ${known}`);
-  }
-  return m;
+  return methods.get(name);
 }
 
 /** The one-time token join: the token is consumed by the auth service together with creating the instance. */

@@ -4,9 +4,10 @@
  * Secret, say) never touches the code that writes.
  */
 
-import { AppError, badParameter } from "../../lib/errors.ts";
+import { badParameter } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { DestinationConfig } from "../../config/index.ts";
+import { Registry } from "../registry.ts";
 
 /** File contents a destination stores. */
 export type FileData = string | Uint8Array;
@@ -44,21 +45,16 @@ export interface DestinationDeps {
 /** Builds a destination of one type from its config. */
 export type DestinationFactory = (config: DestinationConfig, deps: DestinationDeps) => Destination;
 
-const factories = new Map<string, DestinationFactory>();
+const factories = new Registry<DestinationFactory>("Destination type");
 
-/** Registers the factory for destination `type`; a later registration replaces an earlier one. */
-export function registerDestination(type: DestinationConfig["type"], factory: DestinationFactory): void {
-  factories.set(type, factory);
+/** Registers the factory for destination `type`, replacing an earlier one; returns the undo (for tests). */
+export function registerDestination(type: DestinationConfig["type"], factory: DestinationFactory): () => void {
+  return factories.register(type, factory);
 }
 
 /** Builds the destination a config describes; NOT_IMPLEMENTED for a type this build does not provide. */
 export function createDestination(config: DestinationConfig, deps: DestinationDeps): Destination {
-  const factory = factories.get(config.type);
-  if (!factory) {
-    const known = [...factories.keys()].map((t) => `"${t}"`).join(", ");
-    throw new AppError("NOT_IMPLEMENTED", `Destination type "${config.type}" is not available in this build: use one of ${known}`);
-  }
-  return factory(config, deps);
+  return factories.get(config.type)(config, deps);
 }
 
 /** Refuses anything but a plain file name, so a name can never climb out of its destination. */

@@ -4,13 +4,13 @@
  * handing each the same dependencies object.
  */
 
-import { AppError } from "../../lib/errors.ts";
 import type { Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { DestinationConfig, OutputConfig } from "../../config/index.ts";
 import type { BotCertsRequest, BotCertsResponse } from "../../protocol/index.ts";
 import type { BotIdentity } from "../bot/index.ts";
 import type { Destination } from "../destinations/index.ts";
+import { Registry } from "../registry.ts";
 
 /** What every output may use. */
 export interface OutputDeps {
@@ -43,21 +43,19 @@ export interface OutputBuilder<T extends OutputConfig["type"] = OutputConfig["ty
   build(config: Extract<OutputConfig, { type: T }>, deps: OutputDeps, index: number): Output;
 }
 
-const builders = new Map<string, OutputBuilder>();
+const builders = new Registry<OutputBuilder>("Output type");
 
-/** Registers the builder for one output type; a later registration replaces an earlier one. */
-export function registerOutput<T extends OutputConfig["type"]>(builder: OutputBuilder<T>): void {
-  builders.set(builder.type, builder as unknown as OutputBuilder);
+/**
+ * Registers the builder for one output type; a later registration replaces an earlier
+ * one. Returns a function that puts back what was registered before (for tests).
+ */
+export function registerOutput<T extends OutputConfig["type"]>(builder: OutputBuilder<T>): () => void {
+  return builders.register(builder.type, builder as unknown as OutputBuilder);
 }
 
 /** Builds the output a config describes; NOT_IMPLEMENTED when no builder is registered for its type. */
 export function buildOutput(config: OutputConfig, deps: OutputDeps, index: number): Output {
-  const builder = builders.get(config.type);
-  if (!builder) {
-    const known = [...builders.keys()].map((t) => `"${t}"`).join(", ");
-    throw new AppError("NOT_IMPLEMENTED", `Output type "${config.type}" is not available in this build: use one of ${known}`);
-  }
-  return builder.build(config as never, deps, index);
+  return builders.get(config.type).build(config as never, deps, index);
 }
 
 /** A readable, unique name for an output: its type and where it writes. */
