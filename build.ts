@@ -1,10 +1,15 @@
 /**
  * Compiles the one executable: `bun build --compile` of src/main.ts into
- * dist/machine-id, with the version and git commit embedded, plus its SHA-256.
+ * dist/machine-id-linux-<arch> for the host (and the other Linux arch when Bun can
+ * fetch that runtime), with the version and git commit embedded, a `.sha256` next
+ * to each, and dist/machine-id pointing at the host's build.
+ *
+ * `--bytecode` precompiles the JavaScript: cold start drops from ~110 ms to ~35 ms
+ * for ~10% more size. MACHINE_ID_ARCHES=x64 (or arm64, or "x64 arm64") picks arches.
  */
 
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "./package.json" with { type: "json" };
 
@@ -19,30 +24,54 @@ function gitCommit(): string {
   return r.stdout.toString().trim() + (dirty ? "-dirty" : "");
 }
 
+const hostArch = process.arch === "arm64" ? "arm64" : "x64";
+const otherArch = hostArch === "x64" ? "arm64" : "x64";
+const arches = (process.env.MACHINE_ID_ARCHES ?? `${hostArch} ${otherArch}`).split(/[\s,]+/).filter(Boolean);
 const commit = process.env.MACHINE_ID_COMMIT ?? gitCommit();
-const outfile = join(dist, "machine-id");
-const args = [
-  process.execPath,
-  "build",
-  "--compile",
-  "--minify",
-  "--sourcemap",
-  `--define`,
-  `MACHINE_ID_VERSION=${JSON.stringify(pkg.version)}`,
-  `--define`,
-  `MACHINE_ID_COMMIT=${JSON.stringify(commit)}`,
-  join(root, "src/main.ts"),
-  "--outfile",
-  outfile,
-];
-const r = Bun.spawnSync(args, { cwd: root, stdout: "inherit", stderr: "inherit" });
-if (r.exitCode !== 0) {
-  console.error(`build: bun build --compile failed with exit code ${r.exitCode}`);
-  process.exit(1);
+
+function compile(arch: string): boolean {
+  const name = `machine-id-linux-${arch}`;
+  const outfile = join(dist, name);
+  const args = [
+    process.execPath,
+    "build",
+    "--compile",
+    `--target=bun-linux-${arch}`,
+    "--minify",
+    "--bytecode",
+    "--sourcemap",
+    "--define",
+    `MACHINE_ID_VERSION=${JSON.stringify(pkg.version)}`,
+    "--define",
+    `MACHINE_ID_COMMIT=${JSON.stringify(commit)}`,
+    join(root, "src/main.ts"),
+    "--outfile",
+    outfile,
+  ];
+  const r = Bun.spawnSync(args, { cwd: root, stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) {
+    const why = (r.stderr.toString() + r.stdout.toString()).trim().split("\n").slice(-3).join(" ");
+    if (arch === hostArch) {
+      console.error(`build: bun build --compile for linux-${arch} failed:\n${why}`);
+      process.exit(1);
+    }
+    console.log(`build: skipped linux-${arch}: the Bun runtime for it is not available (${why})`);
+    return false;
+  }
+  const sum = createHash("sha256").update(readFileSync(outfile)).digest("hex");
+  writeFileSync(`${outfile}.sha256`, `${sum}  ${name}\n`);
+  const mib = (statSync(outfile).size / 1024 / 1024).toFixed(1);
+  console.log(`built dist/${name} (${mib} MiB) sha256 ${sum}`);
+  return true;
 }
-const bin = readFileSync(outfile);
-const sum = createHash("sha256").update(bin).digest("hex");
-writeFileSync(`${outfile}.sha256`, `${sum}  machine-id\n`);
-const mb = (statSync(outfile).size / 1024 / 1024).toFixed(1);
-console.log(`built ${outfile} (${mb} MiB) version ${pkg.version} commit ${commit}`);
-console.log(`sha256 ${sum}`);
+
+const builtHost = arches.map((a) => compile(a) && a === hostArch).some(Boolean);
+if (!builtHost) process.exit(0);
+
+// dist/machine-id: the host's build, under the name the README and tests use
+const link = join(dist, "machine-id");
+rmSync(link, { force: true });
+rmSync(`${link}.sha256`, { force: true });
+rmSync(`${link}.map`, { force: true });
+symlinkSync(`machine-id-linux-${hostArch}`, link);
+console.log(`version ${pkg.version} commit ${commit}; dist/machine-id -> machine-id-linux-${hostArch}`);

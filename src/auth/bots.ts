@@ -316,7 +316,8 @@ export async function botCerts(ctx: AuthContext, req: BotCertsRequest, caller: B
   const now = ctx.clock.now();
   const roleNames = checkRoleSubset(bot, req.roles);
   const roles = await loadRoles(ctx, roleNames);
-  const g = grants(bot, roles);
+  // Kubernetes clusters carry no labels yet: a role reaches them only through a '*' selector.
+  const g = grants(bot, roles, req.kubernetes_cluster ? {} : undefined);
   // outputs never outlive the renewable identity that asked for them
   const cap = Math.min(maxTtlMs(bot, roles), caller.notAfter.getTime() - now.getTime());
   const ttl = effectiveTtlMs(req.ttl_seconds, cap);
