@@ -13,6 +13,7 @@ export const EVENT = {
   botJoin: "bot.join",
   joinFailed: "join.failed",
   certCreate: "cert.create",
+  hostCertCreate: "cert.host_create",
   generationMismatch: "cert.generation_mismatch",
   generationRollback: "cert.generation_rollback",
   renewFailed: "cert.renew_failed",

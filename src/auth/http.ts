@@ -5,7 +5,7 @@
  */
 
 import { Hono, type Context } from "hono";
-import { verifyCertificate, type CertIdentity } from "../crypto/index.ts";
+import { parsePublicKey, verifyCertificate, type CertIdentity } from "../crypto/index.ts";
 import { AppError, accessDenied, badParameter, errorMessage } from "../lib/errors.ts";
 import {
   AddBotRequest,
@@ -19,6 +19,7 @@ import {
   MAX_BODY_BYTES,
   RenewRequest,
   ROUTES,
+  SignHostRequest,
   STATUS_BY_CODE,
   decode,
   errorBody,
@@ -28,11 +29,12 @@ import {
 } from "../protocol/index.ts";
 import { z } from "zod";
 import { Admin } from "./admin.ts";
-import type { Actor } from "./audit.ts";
+import { actorFields, EVENT, type Actor } from "./audit.ts";
 import { exportAuthority } from "./authorities.ts";
 import { botCerts, joinWithToken, renew, type BotCaller } from "./bots.ts";
 import { beginBoundKeypair, solveBoundKeypair } from "./bound_keypair.ts";
 import type { AuthContext } from "./context.ts";
+import { DEFAULT_HOST_CERT_TTL_MS, signHostKey } from "./issuer.ts";
 
 /** What the transport knows about a connection. */
 export interface ConnInfo {
@@ -193,6 +195,16 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = []): Handle
     await admin.unlock(`${c.req.param("kind")}/${c.req.param("name")}`, actor);
     return c.json({});
   });
+  app.post(ROUTES.signHost, async (c) => {
+    const actor = await requireAdmin(c);
+    const req = await body(c, SignHostRequest, "host signing request");
+    const now = ctx.clock.now();
+    const notAfter = new Date(now.getTime() + (req.ttl_seconds ? req.ttl_seconds * 1000 : DEFAULT_HOST_CERT_TTL_MS));
+    const certificate = signHostKey(ctx.authorities, parsePublicKey(req.public_key, "public_key"), req.principals, now, notAfter);
+    await ctx.audit.emit(EVENT.hostCertCreate, now, { principals: req.principals, not_after: notAfter.toISOString(), ...actorFields(actor) });
+    return c.json({ certificate, valid_before: notAfter.toISOString() });
+  });
+
   app.get(ROUTES.events, async (c) => {
     await requireAdmin(c);
     const limit = c.req.query("limit");

@@ -97,3 +97,20 @@ export async function issueCerts(auth: Authorities, req: IssueRequest): Promise<
 export function randomId(bytes = 16): string {
   return randomBytes(bytes).toString("hex");
 }
+
+/** Default lifetime of a host certificate: hosts are re-certified by whoever runs sshd. */
+export const DEFAULT_HOST_CERT_TTL_MS = 30 * 86_400_000;
+
+/** Certifies an SSH host key with the host CA for `principals` (host names or addresses). */
+export function signHostKey(auth: Authorities, publicKey: KeyObject, principals: string[], now: Date, notAfter: Date): string {
+  return signSshCertificate({
+    caKey: auth.host.sshKey.privateKey,
+    publicKey,
+    certType: "host",
+    keyId: `host/${principals[0]}`,
+    principals,
+    validAfter: new Date(now.getTime() - CLOCK_SKEW_MS),
+    validBefore: notAfter,
+    serial: newSerial(),
+  });
+}

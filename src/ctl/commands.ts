@@ -8,7 +8,7 @@ import { Command, Option } from "commander";
 import { stringify } from "yaml";
 import { parseDuration } from "../lib/duration.ts";
 import { badParameter } from "../lib/errors.ts";
-import { fsError } from "../lib/fs.ts";
+import { fsError, writeFileAtomic } from "../lib/fs.ts";
 import { CA_EXPORT_TYPES, type AddBotResponse, type AuthClient, type CAExportType } from "../protocol/index.ts";
 import { parseResources, serializeResources, type BotResource, type Resource, type RoleResource, type TokenResource } from "../resources/index.ts";
 import { connect, type ConnectOptions } from "./connect.ts";
@@ -325,6 +325,29 @@ export function ctlCommand(): Command {
     .description("Print public CA material: PEM for TLS, OpenSSH lines for SSH")
     .addOption(new Option("--type <type>", "which CA").choices([...CA_EXPORT_TYPES]).makeOptionMandatory())
     .action(run(async ({ client }, o: { type: CAExportType }) => out(await client.exportCA(o.type))));
+
+  auth
+    .command("sign-host")
+    .description("Certify an sshd host key with the host CA, so agents' known_hosts trust the host")
+    .requiredOption("--key <file>", "the host's public key file, e.g. /etc/ssh/ssh_host_ed25519_key.pub")
+    .requiredOption("--principals <names>", "comma-separated host names and addresses the certificate is valid for")
+    .option("--ttl <duration>", "validity", "720h")
+    .option("--out <file>", "write the certificate here instead of printing it (e.g. /etc/ssh/ssh_host_ed25519_key-cert.pub)")
+    .action(
+      run(async ({ client }, o: { key: string; principals: string; ttl: string; out?: string }) => {
+        let publicKey: string;
+        try {
+          publicKey = (await readFile(o.key, "utf8")).trim();
+        } catch (e) {
+          throw fsError("read", o.key, e);
+        }
+        const res = await client.signHost({ public_key: publicKey, principals: splitList(o.principals), ttl_seconds: ttlSeconds(o.ttl, "--ttl")! });
+        if (o.out) {
+          await writeFileAtomic(o.out, res.certificate + "\n", { mode: 0o644 });
+          out(`Wrote host certificate to ${o.out} (valid until ${res.valid_before}); add "HostCertificate ${o.out}" to sshd_config`);
+        } else out(res.certificate);
+      }),
+    );
 
   const events = ctl.command("events").description("The audit log");
   events

@@ -18,6 +18,7 @@ import {
   PingResponse,
   RenewResponse,
   ROUTES,
+  SignHostResponse,
   StatusResponse,
   decode,
   type AddBotRequest,
@@ -29,6 +30,7 @@ import {
   type JoinRequest,
   type LockRequest,
   type RenewRequest,
+  type SignHostRequest,
 } from "./messages.ts";
 
 /**
@@ -183,6 +185,9 @@ export class AuthClient {
   }
   async unlock(name: string): Promise<void> {
     await this.request("DELETE", `${ROUTES.locks}/${name.split("/").map(encodeURIComponent).join("/")}`);
+  }
+  signHost(req: SignHostRequest): Promise<SignHostResponse> {
+    return this.request("POST", ROUTES.signHost, { body: req, schema: SignHostResponse });
   }
   listEvents(q: { type?: string; since?: string; limit?: number } = {}): Promise<AuditEvent[]> {
     return this.request("GET", ROUTES.events, {

@@ -25,6 +25,7 @@ export const ROUTES = {
   botInstances: "/v1/bot-instances",
   locks: "/v1/locks",
   events: "/v1/events",
+  signHost: "/v1/auth/sign-host",
 } as const;
 
 /** Largest request body the service reads; anything bigger is refused before parsing. */
@@ -218,6 +219,17 @@ export const Lock = z.object({
   expires: z.string().optional(),
 });
 export type Lock = z.infer<typeof Lock>;
+
+/** Certify an SSH host key with the host CA, so agents' known_hosts (@cert-authority) trust the host. */
+export const SignHostRequest = z.object({
+  public_key: sshLine,
+  principals: z.array(z.string().min(1).max(255)).min(1).max(64),
+  ttl_seconds: z.number().int().positive().max(366 * 86400).optional(),
+});
+export type SignHostRequest = z.infer<typeof SignHostRequest>;
+
+export const SignHostResponse = z.object({ certificate: sshLine, valid_before: z.string() });
+export type SignHostResponse = z.infer<typeof SignHostResponse>;
 
 export const AuditEvent = z.object({
   id: z.number().int(),

@@ -5,7 +5,7 @@
  */
 
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { parseSshCertificate } from "../../src/crypto/index.ts";
+import { formatSshPublicKey, parseSshCertificate } from "../../src/crypto/index.ts";
 import { identityOf, keyRequest, startHarness, type Harness } from "./harness.ts";
 
 let h: Harness;
@@ -279,5 +279,21 @@ describe("hostile requests", () => {
     const big = await h.call(h.anon, "POST", "/v1/join", "x".repeat(300 * 1024));
     expect(big.status).toBe(413);
     expect((await h.call(h.anon, "GET", "/nope")).status).toBe(404);
+  });
+});
+
+describe("host certificates", () => {
+  test("sign-host certifies a host key with the host CA; only admins may ask", async () => {
+    const hostKey = keyRequest().body.public_ssh_key;
+    const r = await h.call(h.admin, "POST", "/v1/auth/sign-host", { public_key: hostKey, principals: ["node1.example", "127.0.0.1"], ttl_seconds: 3600 });
+    expect(r.status).toBe(200);
+    const cert = parseSshCertificate(r.json.certificate);
+    expect(cert.certType).toBe("host");
+    expect(cert.principals).toEqual(["node1.example", "127.0.0.1"]);
+    const hostCa = (await h.call(h.anon, "GET", "/webapi/auth/export?type=ssh-host")).text;
+    expect(hostCa).toContain(formatSshPublicKey(cert.signatureKey).split(" ")[1]!);
+    expect((await events(h, "cert.host_create"))[0]!.fields.principals).toEqual(["node1.example", "127.0.0.1"]);
+    expect((await h.call(h.anon, "POST", "/v1/auth/sign-host", { public_key: hostKey, principals: ["x"] })).status).toBe(403);
+    expect((await h.call(h.admin, "POST", "/v1/auth/sign-host", { public_key: hostKey, principals: [] })).status).toBe(400);
   });
 });
