@@ -295,6 +295,8 @@ export function runBackendConformance(name: string, open: OpenBackend, cleanup: 
         for (const v of [undefined, () => 1, Symbol("s"), 10n, circular]) {
           await rejectsWith(b.put("/k", v), "BAD_PARAMETER");
         }
+        await rejectsWith(b.create("/k", undefined), "BAD_PARAMETER", 'Cannot create "/k": its value is undefined, which JSON cannot hold');
+        await rejectsWith(b.put("/k", 10n), "BAD_PARAMETER", /^Cannot store "\/k": its value cannot be written as JSON/);
         expect(await b.get("/k")).toBeUndefined();
       });
 

@@ -33,7 +33,7 @@ import {
   checkKey,
   checkLimit,
   checkOps,
-  encodeValue,
+  encodeJson,
   expiryMs,
   prefixRange,
   revisionNumber,
@@ -221,7 +221,7 @@ export abstract class BaseBackend implements Backend {
     this.checkOpen();
     checkKey(key);
     const mode: WriteMode = kind === "cas" ? { kind, revision: revisionNumber(expected) } : { kind };
-    const json = encodeValue(key, value);
+    const json = encodeJson(value, `${verb} "${key}"`);
     const exp = expiryMs(key, opts?.expires);
     const r = await this.writeRow(key, json, exp, mode, this.now());
     if ("refused" in r) throw refusal(r.refused, verb, key, expected);

@@ -3,7 +3,7 @@
  * value or an event query means the same thing in SQLite and in PostgreSQL.
  */
 
-import { badParameter } from "../../lib/errors.ts";
+import { badParameter, errorMessage } from "../../lib/errors.ts";
 import type { Condition, ConditionalOp, EventQuery, StoredEvent } from "./backend.ts";
 
 const MAX_KEY_BYTES = 1024;
@@ -48,15 +48,18 @@ export function prefixRange(prefix: unknown): { low: string; high: string } {
   return { low: dir + "/", high: dir + "0" };
 }
 
-/** The JSON text of a value, or BAD_PARAMETER when JSON cannot represent it. */
-export function encodeValue(key: string, value: unknown): string {
+/**
+ * The JSON text of a value, or BAD_PARAMETER when JSON cannot represent it. `doing`
+ * completes "Cannot …" in the message, `noun` names the value there.
+ */
+export function encodeJson(value: unknown, doing: string, noun = "its value"): string {
   let text: string | undefined;
   try {
     text = JSON.stringify(value);
   } catch (e) {
-    throw badParameter(`Cannot store "${key}": its value cannot be written as JSON`, { cause: e });
+    throw badParameter(`Cannot ${doing}: ${noun} cannot be written as JSON (${errorMessage(e)})`, { cause: e });
   }
-  if (text === undefined) throw badParameter(`Cannot store "${key}": its value is ${describe(value)}, which JSON cannot hold`);
+  if (text === undefined) throw badParameter(`Cannot ${doing}: ${noun} is ${describe(value)}, which JSON cannot hold`);
   return text;
 }
 
@@ -114,7 +117,7 @@ export function checkEvent(e: Omit<StoredEvent, "id">): EventRow {
   if (typeof e.fields !== "object" || e.fields === null || Array.isArray(e.fields)) {
     throw badParameter(`Cannot append a "${e.type}" event: its fields are not an object`, { field: "fields" });
   }
-  return { type: e.type, timeMs: e.time.getTime(), fields: encodeValue(`event ${e.type}`, e.fields) };
+  return { type: e.type, timeMs: e.time.getTime(), fields: encodeJson(e.fields, `append a "${e.type}" event`, "its fields") };
 }
 
 /** Turns a stored event row back into a StoredEvent. */
@@ -180,7 +183,7 @@ export function checkOps(ops: ConditionalOp[]): AtomicOp[] {
       throw badParameter(`Cannot apply the atomic write: "${key}" has an unknown condition ${describe((c as { kind?: unknown } | undefined)?.kind)}`, { field: "condition" });
     }
     const a = op.action;
-    if (a?.kind === "put") return { key, condition: c, put: { json: encodeValue(key, a.value), expiresMs: expiryMs(key, a.expires) } };
+    if (a?.kind === "put") return { key, condition: c, put: { json: encodeJson(a.value, `store "${key}"`), expiresMs: expiryMs(key, a.expires) } };
     if (a?.kind === "delete") return { key, condition: c, put: null };
     if (a?.kind === "nop") return { key, condition: c, put: undefined };
     throw badParameter(`Cannot apply the atomic write: "${key}" has an unknown action ${describe((a as { kind?: unknown } | undefined)?.kind)}`, { field: "action" });
