@@ -102,7 +102,8 @@ export class DirectoryDestination implements Destination {
     }
     if (!st.isDirectory()) throw badParameter(`Cannot use ${this.description}: it is not a directory`);
     const uid = process.getuid?.();
-    if (uid !== undefined && uid !== 0 && st.uid !== uid) {
+    // With an ACL (init --bot-user for a directory someone else owns) the ACL grants access.
+    if (uid !== undefined && uid !== 0 && st.uid !== uid && !this.hasAcl) {
       throw new AppError("ACCESS_DENIED", `Cannot use ${this.description}: it belongs to uid ${st.uid}, not to this user (uid ${uid})`);
     }
     if (!this.hasAcl && (st.mode & 0o077) !== 0) {
