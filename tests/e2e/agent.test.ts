@@ -107,14 +107,17 @@ describe("agent, compiled", () => {
     const hostKey = join(work.path, "sshd_host_key");
     expect(sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey]).code).toBe(0);
     const userCa = await ctl("auth", "export", "--type", "ssh-user");
-    await using sshd = await startSshd({ dir: work.path, userCaLine: userCa, hostKeyPath: hostKey });
-    // Until the auth service can sign host keys, the test trusts this host key directly;
-    // everything else (key, certificate, principals, options) comes from ssh_config.
-    const knownHosts = join(work.path, "test_known_hosts");
-    await writeFile(knownHosts, `[127.0.0.1]:${sshd.port} ${(await readFile(hostKey + ".pub", "utf8")).trim()}\n`);
-    const ssh = runSsh(["-F", join(out, "ssh_config"), "-o", `UserKnownHostsFile=${knownHosts}`, "-p", String(sshd.port), "root@127.0.0.1", "echo", "ok"]);
+    // The host key is certified by the cluster's host CA, so ssh trusts it only through the
+    // output's known_hosts @cert-authority line (StrictHostKeyChecking yes in ssh_config).
+    const hostCert = (await ctl("auth", "sign-host", "--key", hostKey + ".pub", "--principals", "127.0.0.1,localhost", "--ttl", "1h")).trim();
+    await using sshd = await startSshd({ dir: work.path, userCaLine: userCa, hostKeyPath: hostKey, hostCertLine: hostCert });
+    const ssh = runSsh(["-F", join(out, "ssh_config"), "-p", String(sshd.port), "root@127.0.0.1", "echo", "ok"]);
     if (ssh.code !== 0) console.error(ssh.stderr, sshd.log());
     expect(ssh.stdout.trim()).toBe("ok");
+    expect(ssh.code).toBe(0);
+    // a login the role does not grant is refused
+    const denied = runSsh(["-F", join(out, "ssh_config"), "-p", String(sshd.port), "nobody@127.0.0.1", "true"]);
+    expect(denied.code).not.toBe(0);
   }, 60_000);
 
   test("daemon: renews every 2s, keeps outputs while auth is down (503), resumes when it is back (200), exits 0 on SIGTERM", async () => {
