@@ -19,6 +19,7 @@ need /usr/lib/postgresql postgresql
 need cfssl golang-cfssl
 need kubectl kubernetes-client
 need python3 python3
+need setfacl acl
 
 if [ "${#want[@]}" -eq 0 ]; then
   echo "test dependencies: all present"

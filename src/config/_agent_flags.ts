@@ -6,9 +6,9 @@
 import { parseDuration } from "../lib/duration.ts";
 import { badParameter } from "../lib/errors.ts";
 import { JOIN_METHODS, durationProblem, formatValue, type JoinMethod } from "../resources/index.ts";
-import { LOG_FORMATS } from "./_agent_schema.ts";
+import { LOG_FORMATS, OUTPUT_DEFAULT_ACLS, STORAGE_DEFAULT_ACLS } from "./_agent_schema.ts";
 import { resolveToken } from "./_token.ts";
-import type { AgentConfig, DestinationConfig, OutputConfig } from "./types.ts";
+import type { AclsMode, AgentConfig, DestinationConfig, OutputConfig } from "./types.ts";
 
 /** Flag values as the command line gives them; absent means "not given". */
 export interface AgentFlags {
@@ -45,8 +45,8 @@ function duration(flag: string, value: string): number {
   return parseDuration(value);
 }
 
-function directory(path: string): DestinationConfig {
-  return { type: "directory", path, symlinks: "try-secure", acls: "off" };
+function directory(path: string, acls: AclsMode): DestinationConfig {
+  return { type: "directory", path, symlinks: "try-secure", acls };
 }
 
 /** Parses `--storage`: `memory://`, `file:///var/lib/x`, or a plain path. */
@@ -54,9 +54,9 @@ export function parseStorageFlag(value: string): DestinationConfig {
   if (value === "memory://" || value === "memory") return { type: "memory" };
   if (value.startsWith("file://")) {
     const path = value.slice("file://".length);
-    if (path.startsWith("/")) return directory(path);
+    if (path.startsWith("/")) return directory(path, STORAGE_DEFAULT_ACLS);
   } else if (value !== "" && !value.includes("://")) {
-    return directory(value);
+    return directory(value, STORAGE_DEFAULT_ACLS);
   }
   throw badParameter(`Invalid value ${formatValue(value)} for --storage: expected "memory://", "file:///path" or a directory path`, {
     field: "--storage",
@@ -65,7 +65,7 @@ export function parseStorageFlag(value: string): DestinationConfig {
 
 function withDestinationDir(outputs: OutputConfig[], dir: string): OutputConfig[] {
   const i = outputs.findIndex((o) => o.type === "identity" && o.destination.type === "directory");
-  if (i < 0) return [...outputs, { type: "identity", destination: directory(dir), roles: [], sshConfig: true }];
+  if (i < 0) return [...outputs, { type: "identity", destination: directory(dir, OUTPUT_DEFAULT_ACLS), roles: [], sshConfig: true }];
   return outputs.map((o, j) => (j === i && o.destination.type === "directory" ? { ...o, destination: { ...o.destination, path: dir } } : o));
 }
 

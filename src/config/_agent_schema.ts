@@ -27,24 +27,32 @@ export const onboardingSchema = z.strictObject({
     .optional(),
 });
 
-const directoryFields = {
+/**
+ * Output directories default to acls "try": a directory prepared by `init
+ * --reader-user` then lets its readers in. The agent's own storage defaults to "off":
+ * its renewable identity is for the agent alone.
+ */
+export const OUTPUT_DEFAULT_ACLS = "try" as const;
+export const STORAGE_DEFAULT_ACLS = "off" as const;
+
+const directoryFields = (acls: (typeof ACLS_MODES)[number]) => ({
   symlinks: z.enum(SYMLINKS_MODES).default("try-secure"),
-  acls: z.enum(ACLS_MODES).default("off"),
-};
+  acls: z.enum(ACLS_MODES).default(acls),
+});
 
 const memoryDestination = z.strictObject({ type: z.literal("memory") });
 const secretDestination = z.strictObject({ type: z.literal("kubernetes_secret"), name: text(), namespace: text().optional() });
 
 /** Where an output is written (v2). */
 export const destinationSchema = z.discriminatedUnion("type", [
-  z.strictObject({ type: z.literal("directory"), path: text(), ...directoryFields }),
+  z.strictObject({ type: z.literal("directory"), path: text(), ...directoryFields(OUTPUT_DEFAULT_ACLS) }),
   memoryDestination,
   secretDestination,
 ]);
 
 /** Where the agent keeps its own identity (v2): a destination whose directory has a default. */
 export const storageSchema = z.discriminatedUnion("type", [
-  z.strictObject({ type: z.literal("directory"), path: text().default(DEFAULT_STORAGE_PATH), ...directoryFields }),
+  z.strictObject({ type: z.literal("directory"), path: text().default(DEFAULT_STORAGE_PATH), ...directoryFields(STORAGE_DEFAULT_ACLS) }),
   memoryDestination,
   secretDestination,
 ]);
@@ -103,7 +111,8 @@ export type AgentV2File = z.output<typeof agentV2Schema>;
 export const V1_TEMPLATES = ["ssh_client", "identity", "tls", "tls_cas", "kubernetes"] as const;
 
 const v1Directory = expecting(
-  z.union([text(), z.strictObject({ path: text(), ...directoryFields })]),
+  // acls stays unset here: its default depends on whether this is storage or an output
+  z.union([text(), z.strictObject({ path: text(), symlinks: z.enum(SYMLINKS_MODES).default("try-secure"), acls: z.enum(ACLS_MODES).optional() })]),
   "a path or a mapping with a path",
 );
 

@@ -6,8 +6,8 @@
 import { parseDuration } from "../lib/duration.ts";
 import { formatPath } from "../resources/index.ts";
 import type { AgentV1File, AgentV2File } from "./_agent_schema.ts";
-import { DEFAULT_STORAGE_PATH } from "./_agent_schema.ts";
-import type { AgentConfig, DestinationConfig, OnboardingConfig, OutputConfig } from "./types.ts";
+import { DEFAULT_STORAGE_PATH, OUTPUT_DEFAULT_ACLS, STORAGE_DEFAULT_ACLS } from "./_agent_schema.ts";
+import type { AclsMode, AgentConfig, DestinationConfig, OnboardingConfig, OutputConfig } from "./types.ts";
 
 /** tbot's defaults: credentials live an hour and are renewed every 20 minutes. */
 export const DEFAULT_CREDENTIAL_TTL_MS = 3_600_000;
@@ -78,20 +78,20 @@ export function translateV2(f: AgentV2File): AgentConfig {
 
 /** The storage used when a config names none. */
 export function defaultStorage(): DestinationConfig {
-  return { type: "directory", path: DEFAULT_STORAGE_PATH, symlinks: "try-secure", acls: "off" };
+  return { type: "directory", path: DEFAULT_STORAGE_PATH, symlinks: "try-secure", acls: STORAGE_DEFAULT_ACLS };
 }
 
-function v1Location(l: { directory?: V1Directory; memory?: boolean | undefined }): DestinationConfig {
+function v1Location(l: { directory?: V1Directory; memory?: boolean | undefined }, acls: AclsMode): DestinationConfig {
   if (l.directory === undefined) return { type: "memory" };
-  if (typeof l.directory === "string") return { type: "directory", path: l.directory, symlinks: "try-secure", acls: "off" };
-  return { type: "directory", path: l.directory.path, symlinks: l.directory.symlinks, acls: l.directory.acls };
+  if (typeof l.directory === "string") return { type: "directory", path: l.directory, symlinks: "try-secure", acls };
+  return { type: "directory", path: l.directory.path, symlinks: l.directory.symlinks, acls: l.directory.acls ?? acls };
 }
 
 /** A validated v1 file as `AgentConfig`. */
 export function translateV1(f: AgentV1File): AgentConfig {
   const warnings: string[] = [];
   const outputs = f.destinations.map((d, i): OutputConfig => {
-    const destination = v1Location(d);
+    const destination = v1Location(d, OUTPUT_DEFAULT_ACLS);
     const roles = [...(d.roles ?? [])];
     if (d.kubernetes_cluster !== undefined) {
       return { type: "kubernetes", destination, kubernetesCluster: d.kubernetes_cluster, roles };
@@ -111,7 +111,7 @@ export function translateV1(f: AgentV1File): AgentConfig {
   return {
     ...(f.auth_server !== undefined ? { authServer: f.auth_server } : {}),
     onboarding: translateOnboarding(f.onboarding),
-    storage: f.storage ? v1Location(f.storage) : defaultStorage(),
+    storage: f.storage ? v1Location(f.storage, STORAGE_DEFAULT_ACLS) : defaultStorage(),
     outputs,
     services: [],
     credentialTtlMs: ms(f.certificate_ttl, DEFAULT_CREDENTIAL_TTL_MS),

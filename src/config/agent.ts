@@ -9,10 +9,10 @@ import { formatDuration } from "../lib/duration.ts";
 import { isAppError } from "../lib/errors.ts";
 import { isPlainObject, problemsError, type ValuePath } from "../resources/index.ts";
 import { checkDocument, parseConfigDocument, readConfigFile } from "./_document.ts";
-import { agentV1Schema, agentV2Schema, V2_ONLY_FIELDS } from "./_agent_schema.ts";
+import { agentV1Schema, agentV2Schema, OUTPUT_DEFAULT_ACLS, STORAGE_DEFAULT_ACLS, V2_ONLY_FIELDS } from "./_agent_schema.ts";
 import { translateV1, translateV2 } from "./_agent_translate.ts";
 import { resolveToken } from "./_token.ts";
-import type { AgentConfig, DestinationConfig, OutputConfig } from "./types.ts";
+import type { AclsMode, AgentConfig, DestinationConfig, OutputConfig } from "./types.ts";
 
 export { applyAgentFlags, parseStorageFlag, type AgentFlags } from "./_agent_flags.ts";
 export { checkAgentConfig, MAX_CREDENTIAL_TTL_MS } from "./_agent_check.ts";
@@ -72,7 +72,7 @@ export async function loadAgentConfig(path: string): Promise<AgentConfig> {
   return parseAgentConfig(await readConfigFile(path), path);
 }
 
-function destinationYaml(d: DestinationConfig): Record<string, unknown> {
+function destinationYaml(d: DestinationConfig, defaultAcls: AclsMode): Record<string, unknown> {
   switch (d.type) {
     case "directory":
       // Only what differs from the defaults, so printed configs stay short.
@@ -80,7 +80,7 @@ function destinationYaml(d: DestinationConfig): Record<string, unknown> {
         type: "directory",
         path: d.path,
         ...(d.symlinks !== "try-secure" ? { symlinks: d.symlinks } : {}),
-        ...(d.acls !== "off" ? { acls: d.acls } : {}),
+        ...(d.acls !== defaultAcls ? { acls: d.acls } : {}),
       };
     case "memory":
       return { type: "memory" };
@@ -92,9 +92,9 @@ function destinationYaml(d: DestinationConfig): Record<string, unknown> {
 function outputYaml(o: OutputConfig): Record<string, unknown> {
   const roles = o.roles.length > 0 ? { roles: o.roles } : {};
   if (o.type === "identity") {
-    return { type: "identity", destination: destinationYaml(o.destination), ...roles, ...(o.sshConfig ? {} : { ssh_config: "off" }) };
+    return { type: "identity", destination: destinationYaml(o.destination, OUTPUT_DEFAULT_ACLS), ...roles, ...(o.sshConfig ? {} : { ssh_config: "off" }) };
   }
-  return { type: "kubernetes", destination: destinationYaml(o.destination), kubernetes_cluster: o.kubernetesCluster, ...roles };
+  return { type: "kubernetes", destination: destinationYaml(o.destination, OUTPUT_DEFAULT_ACLS), kubernetes_cluster: o.kubernetesCluster, ...roles };
 }
 
 /**
@@ -122,7 +122,7 @@ export function serializeAgentConfig(cfg: AgentConfig): string {
       ...(o.caPath !== undefined ? { ca_path: o.caPath } : {}),
       ...(Object.keys(boundKeypair).length > 0 ? { bound_keypair: boundKeypair } : {}),
     },
-    storage: destinationYaml(cfg.storage),
+    storage: destinationYaml(cfg.storage, STORAGE_DEFAULT_ACLS),
     outputs: cfg.outputs.map(outputYaml),
     ...(cfg.services.length > 0 ? { services: cfg.services.map(outputYaml) } : {}),
     credential_ttl: formatDuration(cfg.credentialTtlMs),

@@ -76,7 +76,7 @@ describe("start's config", () => {
     expect(cfg.outputs).toEqual([
       {
         type: "kubernetes",
-        destination: { type: "directory", path: "/opt/machine-id", symlinks: "try-secure", acls: "off" },
+        destination: { type: "directory", path: "/opt/machine-id", symlinks: "try-secure", acls: "try" },
         kubernetesCluster: "example-k8s-cluster",
         roles: [],
       },

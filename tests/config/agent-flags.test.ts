@@ -79,7 +79,7 @@ describe("applyAgentFlags()", () => {
     expect(added.outputs).toHaveLength(2);
     expect(added.outputs[1]).toEqual({
       type: "identity",
-      destination: { type: "directory", path: "/tmp/out", symlinks: "try-secure", acls: "off" },
+      destination: { type: "directory", path: "/tmp/out", symlinks: "try-secure", acls: "try" },
       roles: [],
       sshConfig: true,
     });

@@ -14,7 +14,9 @@ const FIXTURES = join(import.meta.dir, "fixtures");
 
 const withoutWarnings = (c: AgentConfig) => ({ ...c, warnings: [] });
 
+// the agent's storage defaults to acls "off", output directories to "try"
 const dir = (path: string) => ({ type: "directory" as const, path, symlinks: "try-secure" as const, acls: "off" as const });
+const outDir = (path: string) => ({ ...dir(path), acls: "try" as const });
 
 describe("scenario agent configs", () => {
   test("tbot-v1.yaml: a v1 destination with a cluster becomes a kubernetes output", async () => {
@@ -28,7 +30,7 @@ describe("scenario agent configs", () => {
         boundKeypair: {},
       },
       storage: dir("/var/lib/teleport/bot"),
-      outputs: [{ type: "kubernetes", destination: dir("/opt/machine-id"), kubernetesCluster: "example-k8s-cluster", roles: [] }],
+      outputs: [{ type: "kubernetes", destination: outDir("/opt/machine-id"), kubernetesCluster: "example-k8s-cluster", roles: [] }],
       services: [],
       credentialTtlMs: 3_600_000,
       renewalIntervalMs: 1_200_000,
@@ -88,8 +90,8 @@ describe("agent config round trip", () => {
     const cfg = await loadAgentConfig(join(FIXTURES, "agent-v1-full.yaml"));
     expect(cfg.storage).toEqual({ type: "memory" });
     expect(cfg.outputs).toEqual([
-      { type: "identity", destination: { type: "directory", path: "/opt/one", symlinks: "insecure", acls: "off" }, roles: ["ops"], sshConfig: false },
-      { type: "identity", destination: dir("/opt/two"), roles: [], sshConfig: true },
+      { type: "identity", destination: { type: "directory", path: "/opt/one", symlinks: "insecure", acls: "try" }, roles: ["ops"], sshConfig: false },
+      { type: "identity", destination: outDir("/opt/two"), roles: [], sshConfig: true },
       { type: "identity", destination: { type: "memory" }, roles: [], sshConfig: true },
     ]);
     expect(cfg.credentialTtlMs).toBe(90 * 60_000);
