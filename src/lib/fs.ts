@@ -54,7 +54,8 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, o
   await fsyncDir(dir);
 }
 
-async function fsyncDir(dir: string): Promise<void> {
+/** Fsyncs a directory so a rename into it survives a crash; filesystems that refuse are tolerated. */
+export async function fsyncDir(dir: string): Promise<void> {
   try {
     const dh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
     try {
@@ -70,9 +71,10 @@ async function fsyncDir(dir: string): Promise<void> {
 /** Creates `dir` (and parents) and makes sure the leaf has exactly `mode` (default 0700). */
 export async function ensureDir(dir: string, mode = 0o700): Promise<void> {
   try {
+    const before = await stat(dir).catch(() => undefined);
+    if (before && !before.isDirectory()) throw badParameter(`Cannot use "${dir}" as a directory: it is a file`);
     await mkdir(dir, { recursive: true, mode });
     const st = await stat(dir);
-    if (!st.isDirectory()) throw badParameter(`Cannot use "${dir}" as a directory: it is a file`);
     if ((st.mode & 0o7777) !== mode) await chmod(dir, mode);
   } catch (e) {
     if (e instanceof AppError) throw e;

@@ -49,6 +49,8 @@ export function backoffDelay(attempt: number, options: BackoffOptions = {}, rand
  */
 export class IntervalLoop {
   private wake: AbortController | undefined;
+  /** A trigger() that arrived while the task ran: the next wait ends at once. */
+  private triggered = false;
   private readonly clock: Clock;
   private readonly random: () => number;
 
@@ -59,7 +61,8 @@ export class IntervalLoop {
 
   /** Runs the task as soon as the current attempt (if any) is done. */
   trigger(): void {
-    this.wake?.abort();
+    if (this.wake) this.wake.abort();
+    else this.triggered = true;
   }
 
   async run(): Promise<void> {
@@ -94,6 +97,10 @@ export class IntervalLoop {
   private async wait(ms: number): Promise<boolean> {
     const { signal } = this.options;
     if (signal.aborted) return false;
+    if (this.triggered) {
+      this.triggered = false;
+      return true;
+    }
     this.wake = new AbortController();
     try {
       await this.clock.sleep(ms, AbortSignal.any([signal, this.wake.signal]));
