@@ -1,10 +1,15 @@
 /**
  * The one file that binds a port. In Bun it is `node:http2.createSecureServer`
  * with `allowHTTP1` that exposes the client certificate (`node:https` and
- * `Bun.serve` do not), for HTTP/1.1 and h2 clients alike.
+ * `Bun.serve` do not), for HTTP/1.1 and h2 clients alike. It also keeps slow and
+ * greedy clients from starving well-behaved ones: connection caps (in total and
+ * per address) and deadlines for the handshake, the headers, each request and idle
+ * keep-alive connections, enforced here because Bun's HTTP/1 path behind
+ * `allowHTTP1` ignores `headersTimeout`, `requestTimeout` and `keepAliveTimeout`.
  */
 
 import http2 from "node:http2";
+import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { AppError, errorMessage } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
@@ -18,16 +23,34 @@ export interface TlsMaterial {
   clientCaPem: string[];
 }
 
-export interface ListenOptions {
+/** Deadlines and caps of the listener; every field has a default fit for production. */
+export interface ConnectionLimits {
+  /** From accept to the first request's complete headers (TLS handshake included); default 10s. */
+  headersTimeoutMs?: number;
+  /** From a request's headers to the end of its response (body upload included); default 30s. */
+  requestTimeoutMs?: number;
+  /** A keep-alive connection with no request in flight is closed after this long; default 30s. */
+  idleTimeoutMs?: number;
+  /** Concurrent connections in total; default 4096. */
+  maxConnections?: number;
+  /** Concurrent connections from one remote address; default 256. */
+  maxConnectionsPerAddress?: number;
+}
+
+export const DEFAULT_LIMITS: Required<ConnectionLimits> = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  idleTimeoutMs: 30_000,
+  maxConnections: 4096,
+  maxConnectionsPerAddress: 256,
+};
+
+export interface ListenOptions extends ConnectionLimits {
   host: string;
   port: number;
   tls: TlsMaterial;
   handler: (req: Request, conn: ConnInfo) => Promise<Response>;
   log: Logger;
-  /** Idle sockets and slow requests are cut after this long; default 30s. */
-  timeoutMs?: number;
-  /** Upper bound on concurrent connections; default 4096. */
-  maxConnections?: number;
 }
 
 export interface Listener {
@@ -35,18 +58,154 @@ export interface Listener {
   port: number;
   /** Swaps the server's certificate (for the periodic refresh) without dropping connections. */
   setTls(tls: TlsMaterial): void;
+  /** Connections open now, and connections refused by a cap since the start. */
+  stats(): { open: number; refused: number; timedOut: number };
   close(): Promise<void>;
 }
 
-function formatRemote(sock: TLSSocket | undefined): string {
+function formatRemote(sock: { remoteAddress?: string | undefined } | undefined): string {
   const a = sock?.remoteAddress ?? "unknown";
   return a.startsWith("::ffff:") ? a.slice(7) : a;
 }
 
+/** Per-connection state, reachable from a request through its socket (h2 hands out a proxy of it). */
+const TRACKED = Symbol("machine-id.connection");
+
+interface Tracked {
+  /** The socket itself: h2 requests only see a proxy of it, whose destroy() does not close it. */
+  sock: Socket;
+  addr: string;
+  /** Requests in flight on this connection (h2 multiplexes several). */
+  active: number;
+  /** The headers or idle deadline, armed while no request is in flight. */
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/**
+ * Counts connections and enforces the deadlines. A connection has `headersTimeoutMs`
+ * to complete its handshake and send a request, each request `requestTimeoutMs` to be
+ * read and answered, and a connection between requests `idleTimeoutMs` before its next
+ * request's headers are complete — so a client trickling bytes (slowloris) is cut
+ * after a bounded time however steadily it sends.
+ */
+class ConnectionGuard {
+  private open = 0;
+  private readonly perAddress = new Map<string, number>();
+  private refused = 0;
+  private timedOut = 0;
+  private lastRefusalLog = 0;
+  private refusedSinceLog = 0;
+
+  constructor(
+    private readonly limits: Required<ConnectionLimits>,
+    private readonly log: Logger,
+  ) {}
+
+  stats() {
+    return { open: this.open, refused: this.refused, timedOut: this.timedOut };
+  }
+
+  onConnection(sock: Socket): void {
+    const addr = formatRemote(sock);
+    const fromAddr = this.perAddress.get(addr) ?? 0;
+    if (this.open >= this.limits.maxConnections || fromAddr >= this.limits.maxConnectionsPerAddress) {
+      this.refuse(addr, this.open >= this.limits.maxConnections ? "total" : "per-address");
+      sock.destroy();
+      return;
+    }
+    this.open++;
+    this.perAddress.set(addr, fromAddr + 1);
+    const t: Tracked = { sock, addr, active: 0, timer: undefined };
+    (sock as unknown as Record<symbol, Tracked>)[TRACKED] = t;
+    this.arm(t, sock, this.limits.headersTimeoutMs);
+    sock.once("close", () => {
+      if (t.timer) clearTimeout(t.timer);
+      this.open--;
+      const n = (this.perAddress.get(addr) ?? 1) - 1;
+      if (n <= 0) this.perAddress.delete(addr);
+      else this.perAddress.set(addr, n);
+    });
+  }
+
+  onRequest(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
+    // For h2, req.socket is a proxy of the TLS socket: property reads reach the real one.
+    const t = (req.socket as unknown as Record<symbol, Tracked | undefined>)[TRACKED];
+    if (!t) return;
+    const sock = t.sock;
+    t.active++;
+    if (t.timer) clearTimeout(t.timer);
+    t.timer = undefined;
+    const deadline = setTimeout(() => this.expire(sock, "request not completed in time"), this.limits.requestTimeoutMs);
+    let done = false;
+    const finished = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(deadline);
+      t.active--;
+      if (t.active === 0 && !sock.destroyed) this.arm(t, sock, this.limits.idleTimeoutMs);
+    };
+    res.once("finish", finished);
+    res.once("close", finished);
+  }
+
+  private arm(t: Tracked, sock: Socket, ms: number): void {
+    if (t.timer) clearTimeout(t.timer);
+    t.timer = setTimeout(() => this.expire(sock, t.active === 0 ? "no complete request in time" : "request not completed in time"), ms);
+    t.timer.unref?.();
+  }
+
+  private expire(sock: Socket, why: string): void {
+    if (sock.destroyed) return;
+    this.timedOut++;
+    this.log.debug("Closing a slow connection", { remote_addr: formatRemote(sock), reason: why });
+    sock.destroy();
+  }
+
+  /** Counts a refusal; logs at most one warning every 10s so a flood cannot flood the log too. */
+  private refuse(addr: string, cap: string): void {
+    this.refused++;
+    this.refusedSinceLog++;
+    const now = Date.now();
+    if (now - this.lastRefusalLog >= 10_000) {
+      this.log.warn("Refusing connections: connection cap reached", {
+        cap,
+        remote_addr: addr,
+        refused: this.refusedSinceLog,
+        max_connections: this.limits.maxConnections,
+        max_per_address: this.limits.maxConnectionsPerAddress,
+      });
+      this.lastRefusalLog = now;
+      this.refusedSinceLog = 0;
+    }
+  }
+}
+
+/** The answer to a request Bun's HTTP/1 parser rejected, in place of a silent close. */
+function clientErrorResponse(code: string | undefined): string {
+  const [status, reason] = code === "HPE_HEADER_OVERFLOW" ? [431, "Request Header Fields Too Large"] : [400, "Bad Request"];
+  const body = JSON.stringify(
+    errorBody(
+      status === 431
+        ? new AppError("TOO_LARGE", "Request headers too large")
+        : new AppError("BAD_PARAMETER", "Malformed HTTP request"),
+    ),
+  );
+  return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+}
+
 /** Starts listening; resolves once the port is bound. */
 export async function listen(opts: ListenOptions): Promise<Listener> {
+  const limits: Required<ConnectionLimits> = {
+    headersTimeoutMs: opts.headersTimeoutMs ?? DEFAULT_LIMITS.headersTimeoutMs,
+    requestTimeoutMs: opts.requestTimeoutMs ?? DEFAULT_LIMITS.requestTimeoutMs,
+    idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_LIMITS.idleTimeoutMs,
+    maxConnections: opts.maxConnections ?? DEFAULT_LIMITS.maxConnections,
+    maxConnectionsPerAddress: opts.maxConnectionsPerAddress ?? DEFAULT_LIMITS.maxConnectionsPerAddress,
+  };
   const server = http2.createSecureServer({
     allowHTTP1: true,
+    // Bun honours this one natively; ConnectionGuard covers the same span and what follows.
+    handshakeTimeout: limits.headersTimeoutMs,
     // The certificate is optional at the TLS layer; handlers that need one verify it themselves.
     requestCert: true,
     rejectUnauthorized: false,
@@ -55,10 +214,20 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
     ca: opts.tls.clientCaPem,
     minVersion: "TLSv1.2",
   });
-  server.maxConnections = opts.maxConnections ?? 4096;
-  server.setTimeout(opts.timeoutMs ?? 30_000);
+  const guard = new ConnectionGuard(limits, opts.log);
+  server.on("connection", (sock: Socket) => guard.onConnection(sock));
+  server.on("clientError", (e: Error & { code?: string }, sock: Socket) => {
+    opts.log.debug("Malformed HTTP request", { remote_addr: formatRemote(sock), error: e.code ?? e.message });
+    if (sock.destroyed) return;
+    try {
+      sock.end(clientErrorResponse(e.code));
+    } catch {
+      sock.destroy();
+    }
+  });
 
   server.on("request", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+    guard.onRequest(req, res);
     void serve(req, res, opts).catch((e) => {
       opts.log.error("Cannot answer request", { error: errorMessage(e) });
       try {
@@ -69,7 +238,6 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
       }
     });
   });
-  server.on("timeout", (sock: { destroy?: () => void }) => sock?.destroy?.());
   server.on("tlsClientError", (e: Error) => opts.log.debug("TLS handshake failed", { error: e.message }));
 
   await new Promise<void>((resolve, reject) => {
@@ -87,6 +255,7 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
     setTls(tls) {
       server.setSecureContext({ cert: tls.certPem, key: tls.keyPem, ca: tls.clientCaPem });
     },
+    stats: () => guard.stats(),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

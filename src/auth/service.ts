@@ -16,6 +16,7 @@ import { issueServerCertificate, loadAuthorities, serverNames, splitHostPort, st
 import type { AuthContext } from "./context.ts";
 import { createHandler, type Handler, type RouteHook } from "./http.ts";
 import { issueCerts } from "./issuer.ts";
+import { limitFailedJoins } from "./ratelimit.ts";
 import { listen, type Listener } from "./server.ts";
 import { openBackend, type Backend } from "./storage/index.ts";
 import { hostname } from "node:os";
@@ -110,7 +111,7 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
     const names = serverNames(opts.listenAddr, opts.publicAddr);
     const audit = new AuditLog(backend, log.child("audit"));
     const ctx: AuthContext = { backend, authorities, clock, log, audit, version: VERSION, publicAddr: opts.publicAddr ?? "" };
-    const handler = createHandler(ctx, opts.hooks?.(ctx) ?? []);
+    const handler = limitFailedJoins(createHandler(ctx, opts.hooks?.(ctx) ?? []), ctx);
     const serverTls = async () => {
       const c = await issueServerCertificate(authorities, names, clock.now(), SERVER_CERT_TTL_MS);
       return { certPem: c.certPem + authorities.host.tlsCertPem, keyPem: c.keyPem, clientCaPem: [authorities.user.tlsCertPem] };

@@ -1,0 +1,241 @@
+/**
+ * The listener's protections in process, with short deadlines: slow handshakes,
+ * trickled headers, slow bodies and idle keep-alive connections are cut; the caps
+ * refuse connections beyond the total and per-address limits while other clients
+ * are served; malformed HTTP gets an answer. And the failed-join limiter on a
+ * FakeClock, alone and wrapped around the real handler.
+ */
+
+import "reflect-metadata";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import http2 from "node:http2";
+import { loadAuthorities, issueServerCertificate } from "../../src/auth/authorities.ts";
+import { FailureLimiter, limitFailedJoins } from "../../src/auth/ratelimit.ts";
+import type { ConnInfo } from "../../src/auth/http.ts";
+import { listen, type Listener } from "../../src/auth/server.ts";
+import { openBackend } from "../../src/auth/storage/index.ts";
+import { FakeClock } from "../../src/lib/clock.ts";
+import { silentLogger } from "../../src/lib/log.ts";
+import type { Certs } from "../../src/protocol/index.ts";
+import { Http1Connection } from "../../bench/_http1.ts";
+import { keyRequest, startHarness, type Harness } from "../auth/harness.ts";
+import { waitFor } from "../agent/wait.ts";
+import { closedWithin, tcpConnect, tlsConnect } from "./_helpers.ts";
+
+const LIMITS = { headersTimeoutMs: 400, requestTimeoutMs: 600, idleTimeoutMs: 500, maxConnections: 40, maxConnectionsPerAddress: 10 };
+
+let listener: Listener;
+beforeAll(async () => {
+  const backend = await openBackend({ type: "memory" }, { logger: silentLogger });
+  const auth = await loadAuthorities(backend, "limits.test", new Date());
+  const c = await issueServerCertificate(auth, { dns: ["localhost"], ips: ["127.0.0.1"] }, new Date(), 3_600_000);
+  listener = await listen({
+    host: "127.0.0.1",
+    port: 0,
+    tls: { certPem: c.certPem, keyPem: c.keyPem, clientCaPem: [auth.user.tlsCertPem] },
+    log: silentLogger,
+    ...LIMITS,
+    handler: async (req) => {
+      // read the whole body, as the real handler does, before answering
+      const body = req.method === "POST" ? await req.text() : "";
+      return Response.json({ ok: true, got: body.length });
+    },
+  });
+  await backend.close();
+});
+afterAll(async () => {
+  await listener?.close();
+});
+
+/** Waits until the server counts exactly `n` open connections (closes and accepts are asynchronous). */
+const openIs = (n: number) => waitFor(`${n} open connections on the server`, () => listener.stats().open === n, 3000);
+
+const conn = (localAddress?: string) =>
+  Http1Connection.connect({ host: "127.0.0.1", port: listener.port, tls: { rejectUnauthorized: false }, ...(localAddress ? { localAddress } : {}) });
+
+describe("deadlines", () => {
+  test("a connection that never starts TLS is closed after the headers deadline", async () => {
+    const s = await tcpConnect(listener.port);
+    const ms = await closedWithin(s, 3000);
+    expect(ms).toBeGreaterThan(LIMITS.headersTimeoutMs * 0.8);
+  });
+
+  test("headers trickled a byte at a time (slowloris) are cut at the headers deadline, however steady", async () => {
+    const s = await tlsConnect(listener.port);
+    s.write("POST /v1/join HTTP/1.1\r\nhost: x\r\n");
+    let n = 0;
+    const trickle = setInterval(() => !s.destroyed && s.write(`x-${n++}: y\r\n`), 50);
+    try {
+      const ms = await closedWithin(s, 3000);
+      expect(ms).toBeLessThan(LIMITS.headersTimeoutMs + 500);
+      expect(n).toBeGreaterThan(3); // it was sending all along
+    } finally {
+      clearInterval(trickle);
+    }
+  });
+
+  test("a body that never arrives in full is cut at the request deadline", async () => {
+    const s = await tlsConnect(listener.port);
+    s.write("POST /v1/join HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{");
+    const trickle = setInterval(() => !s.destroyed && s.write(" "), 50);
+    try {
+      const ms = await closedWithin(s, 3000);
+      expect(ms).toBeGreaterThan(LIMITS.requestTimeoutMs * 0.8);
+    } finally {
+      clearInterval(trickle);
+    }
+  });
+
+  test("a keep-alive connection serves request after request, then closes when idle", async () => {
+    const c = await conn();
+    for (let i = 0; i < 3; i++) expect((await c.request("POST", "/x", { body: "abc" })).status).toBe(200);
+    const ms = await closedWithin(c.socket, 3000);
+    expect(ms).toBeGreaterThan(LIMITS.idleTimeoutMs * 0.8);
+  });
+
+  test("an h2 session is tracked like an HTTP/1.1 connection and closed when idle", async () => {
+    const session = http2.connect(`https://127.0.0.1:${listener.port}`, { rejectUnauthorized: false });
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        const st = session.request({ ":path": "/x", ":method": "GET" });
+        st.on("response", (h) => resolve(Number(h[":status"])));
+        st.on("error", reject);
+        st.resume();
+      });
+      expect(status).toBe(200);
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error("the idle h2 session stayed open")), 3000);
+        session.once("close", () => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    } finally {
+      session.destroy();
+    }
+  });
+});
+
+describe("caps", () => {
+  test("one address holding its share is refused more; another address is still served", async () => {
+    const held = await Promise.all(Array.from({ length: LIMITS.maxConnectionsPerAddress }, () => tcpConnect(listener.port, "127.0.0.2")));
+    try {
+      const extra = await tcpConnect(listener.port, "127.0.0.2");
+      expect(await closedWithin(extra, 1000)).toBeLessThan(LIMITS.headersTimeoutMs);
+      const other = await conn("127.0.0.1");
+      expect((await other.request("GET", "/ping")).status).toBe(200);
+      other.close();
+      expect(listener.stats().refused).toBeGreaterThan(0);
+    } finally {
+      for (const s of held) s.destroy();
+      await openIs(0);
+    }
+  });
+
+  test("past the total cap new connections are refused until old ones go", async () => {
+    const addrs = ["127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"];
+    const held = (await Promise.all(addrs.map((a) => Promise.all(Array.from({ length: LIMITS.maxConnectionsPerAddress }, () => tcpConnect(listener.port, a)))))).flat();
+    await openIs(LIMITS.maxConnections);
+    try {
+      await expect(conn("127.0.0.7").then((c) => c.request("GET", "/ping"))).rejects.toThrow();
+    } finally {
+      for (const s of held) s.destroy();
+    }
+    // the slots are freed as the held sockets close: a new client gets in
+    for (let i = 0; ; i++) {
+      const ok = await conn("127.0.0.7").then((c) => c.request("GET", "/ping").finally(() => c.close())).catch(() => undefined);
+      if (ok?.status === 200) break;
+      if (i > 200) throw new Error("the total cap never freed up");
+    }
+  });
+});
+
+describe("malformed HTTP gets an answer, not a silent close", () => {
+  test("headers over Bun's limit: 431", async () => {
+    const c = await conn();
+    const r = await c.send(Buffer.from(`GET / HTTP/1.1\r\nhost: x\r\nx-big: ${"a".repeat(100_000)}\r\n\r\n`));
+    expect(r.status).toBe(431);
+    expect(JSON.parse(r.body.toString()).error.code).toBe("TOO_LARGE");
+  });
+
+  test("garbage instead of a request line: 400", async () => {
+    const c = await conn();
+    const r = await c.send(Buffer.from("\x00\x01garbage\r\n\r\n"));
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body.toString()).error.code).toBe("BAD_PARAMETER");
+  });
+});
+
+describe("FailureLimiter", () => {
+  test("allows a burst of failures, then limits with the time to the next allowance", () => {
+    const clock = new FakeClock();
+    const l = new FailureLimiter({ clock, burst: 3, refillMs: 1000 });
+    expect(l.recordFailure("a")).toBe(false);
+    expect(l.recordFailure("a")).toBe(false);
+    expect(l.retryAfterMs("a")).toBe(0);
+    expect(l.recordFailure("a")).toBe(true);
+    expect(l.retryAfterMs("a")).toBe(1000);
+    expect(l.retryAfterMs("b")).toBe(0);
+    clock.advance(400);
+    expect(l.retryAfterMs("a")).toBe(600);
+    clock.advance(600);
+    expect(l.retryAfterMs("a")).toBe(0);
+    expect(l.recordFailure("a")).toBe(true); // one allowance back, spent at once
+  });
+
+  test("forgets an address once it has fully recovered, and never holds more than maxAddresses", () => {
+    const clock = new FakeClock();
+    const l = new FailureLimiter({ clock, burst: 2, refillMs: 1000, maxAddresses: 100 });
+    for (let i = 0; i < 500; i++) l.recordFailure(`10.0.${i >> 8}.${i & 255}`);
+    expect(l.size).toBe(100);
+    clock.advance(2000);
+    l.recordFailure("x");
+    expect(l.retryAfterMs("10.0.1.243")).toBe(0);
+    expect(l.size).toBeLessThanOrEqual(100);
+  });
+});
+
+describe("limitFailedJoins around the real handler", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness();
+    await h.call(h.admin, "POST", "/v1/resources", { resources: [{ kind: "bot", version: "v1", metadata: { name: "rl" }, spec: { roles: [] } }] });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  test("ten failed joins from one address: 429 with Retry-After, audited once; others and renewals unaffected", async () => {
+    const handler = limitFailedJoins(h.handler, h.ctx, new FailureLimiter({ clock: h.clock }));
+    const post = (path: string, body: unknown, conn: ConnInfo) =>
+      handler(new Request(`https://auth.test${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }), conn);
+    const join = (addr: string, token: string, key = keyRequest()) =>
+      post("/v1/join", { ...key.body, join_method: "token", token_name: token }, { remoteAddr: addr });
+    for (let i = 0; i < 10; i++) expect((await join("192.0.2.1", `guess-${i}`)).status).toBe(403);
+    const limited = await join("192.0.2.1", "guess-x");
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers.get("retry-after"))).toBe(6);
+    expect(((await limited.json()) as { error: { code: string } }).error.code).toBe("LIMIT_EXCEEDED");
+
+    // a real token from another address joins at once, and its renewal is never limited
+    const added = await h.call(h.admin, "POST", "/v1/bots", { name: "rl2", roles: [] });
+    expect(added.status).toBe(200);
+    const key = keyRequest();
+    const ok = await join("192.0.2.2", added.json.token, key);
+    expect(ok.status).toBe(200);
+    const certs = ((await ok.json()) as { certs: Certs }).certs;
+    const renewed = await post("/v1/bot/renew", keyRequest().body, h.as(certs, key.key, "192.0.2.1").conn);
+    expect(renewed.status).toBe(200);
+
+    const events = (await h.call(h.admin, "GET", "/v1/events?type=join.failed")).json as { fields: Record<string, unknown> }[];
+    const limitEvents = events.filter((e) => e.fields.error === "LIMIT_EXCEEDED");
+    expect(limitEvents.length).toBe(1);
+    expect(limitEvents[0]!.fields).toMatchObject({ remote_addr: "192.0.2.1", retry_after_seconds: 6 });
+    // refused requests are not audited one by one
+    expect(events.filter((e) => e.fields.remote_addr === "192.0.2.1").length).toBe(11);
+
+    h.clock.advance(6000);
+    expect((await join("192.0.2.1", "guess-y")).status).toBe(403);
+    expect((await join("192.0.2.1", "guess-z")).status).toBe(429);
+  });
+});
