@@ -9,7 +9,7 @@ import { lstat, open, rename, rm, stat, chmod } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { join, resolve } from "node:path";
 import { AppError, badParameter } from "../../lib/errors.ts";
-import { assertNoSymlinks, ensureDir, formatMode, fsError, readFileIfExists, writeFileAtomic } from "../../lib/fs.ts";
+import { assertNoSymlinks, ensureDir, formatMode, fsError, fsyncDir, readFileIfExists, writeFileAtomic } from "../../lib/fs.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { AclsMode, SymlinksMode } from "../../config/index.ts";
 import { aclGrantsNamedReaders, getAcl, isExtendedAcl } from "./acl.ts";
@@ -191,19 +191,6 @@ async function writeTemp(tmp: string, file: string, data: FileData, mode: number
     throw fsError("write", file, e);
   } finally {
     await fh.close().catch(() => {});
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  try {
-    const dh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-    try {
-      await dh.sync();
-    } finally {
-      await dh.close();
-    }
-  } catch {
-    // Some file systems refuse fsync on directories; the renames are still atomic.
   }
 }
 
