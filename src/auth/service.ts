@@ -153,10 +153,12 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
   }
 }
 
-/** Removes expired storage items and one-time tokens that expired more than a day ago. */
+/**
+ * Removes one-time tokens that expired more than a day ago (expired storage items,
+ * such as challenges, the backend sweeps itself).
+ */
 async function janitor(ctx: AuthContext): Promise<void> {
   const now = ctx.clock.now();
-  await ctx.backend.deleteExpired(now);
   for (const item of await ctx.backend.list<TokenResource>("/tokens/")) {
     const exp = item.value.metadata.expires;
     if (exp && new Date(exp).getTime() + EXPIRED_TOKEN_GRACE_MS < now.getTime()) {
