@@ -14,6 +14,8 @@ import { memoryLogger, tempDir } from "./harness.ts";
 const mode = async (p: string) => (await stat(p)).mode & 0o7777;
 const dirDest = (path: string, extra: Partial<ConstructorParameters<typeof DirectoryDestination>[0]> = {}) =>
   new DirectoryDestination({ path, log: silentLogger, ...extra });
+import { requirePrereqs } from "../_prereq.ts";
+
 const hasSetfacl = Bun.which("setfacl") !== null;
 
 describe("directory destination", () => {
@@ -134,7 +136,8 @@ describe("directory destination", () => {
     expect(err.message).toContain("machine-id init --init-dir");
   });
 
-  test.skipIf(!hasSetfacl)("with a reader's default ACL and acls try, files are written 0640 and the ACL survives", async () => {
+  test("with a reader's default ACL and acls try, files are written 0640 and the ACL survives", async () => {
+    requirePrereqs({ setfacl: [hasSetfacl, "apt-get install acl"] });
     await using t = await tempDir();
     const p = join(t.path, "out");
     await mkdir(p, { mode: 0o700 });

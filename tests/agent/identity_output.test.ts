@@ -13,6 +13,7 @@ import { silentLogger } from "../../src/lib/log.ts";
 import { parseIdentityFile } from "../../src/protocol/index.ts";
 import { agentConfig, startTestAuth, tempDir } from "./harness.ts";
 import { canRunSshd, runSsh, startSshd } from "./sshd.ts";
+import { requirePrereqs } from "../_prereq.ts";
 
 const run = (args: string[]) => {
   const r = Bun.spawnSync(args, { stdout: "pipe", stderr: "pipe" });
@@ -55,7 +56,8 @@ describe("identity output", () => {
     expect((await readFile(join(out, "known_hosts"), "utf8")).trim()).toStartWith("@cert-authority * ssh-ed25519 ");
   });
 
-  test.skipIf(!canRunSshd)("a real sshd accepts ssh -F ssh_config and the host is verified through known_hosts", async () => {
+  test("a real sshd accepts ssh -F ssh_config and the host is verified through known_hosts", async () => {
+    requirePrereqs({ "sshd and ssh, run as root": [canRunSshd, "apt-get install openssh-server openssh-client; run as root"] });
     await using auth = await startTestAuth();
     await using t = await tempDir();
     const out = join(t.path, "out");
@@ -97,7 +99,8 @@ describe("ssh_config", () => {
     expect(() => renderSshConfig({ dir: '/opt/a"b', cluster: "c" })).toThrow('Cannot write an ssh_config for directory "/opt/a"b": the path contains a quote or a line break');
   });
 
-  test.skipIf(Bun.which("ssh") === null)("OpenSSH parses the rendered file (ssh -G)", async () => {
+  test("OpenSSH parses the rendered file (ssh -G)", async () => {
+    requirePrereqs({ ssh: [Bun.which("ssh") !== null, "apt-get install openssh-client"] });
     await using t = await tempDir();
     const cfg = join(t.path, "ssh_config");
     await Bun.write(cfg, renderSshConfig({ dir: "/opt/machine-id", cluster: "c" }));

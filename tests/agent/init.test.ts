@@ -12,6 +12,8 @@ import { parseAgentConfig } from "../../src/config/index.ts";
 import { silentLogger } from "../../src/lib/log.ts";
 import { agentConfig, startTestAuth, tempDir } from "./harness.ts";
 
+import { requirePrereqs } from "../_prereq.ts";
+
 const isRoot = process.getuid?.() === 0;
 const hasAclTools = Bun.which("setfacl") !== null && Bun.which("getfacl") !== null;
 const asNobody = (args: string[]) => Bun.spawnSync(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", ...args], { stdout: "pipe", stderr: "pipe" });
@@ -19,9 +21,14 @@ const getfacl = (path: string, def = false) =>
   parseAcl(Bun.spawnSync(["getfacl", "--omit-header", ...(def ? ["--default"] : []), path], { stdout: "pipe" }).stdout.toString());
 
 describe("init", () => {
-  test.skipIf(!isRoot || !hasAclTools || Bun.which("setpriv") === null)(
+  test(
     "grants the reader read access to every file the agent writes later, and nobody else",
     async () => {
+      requirePrereqs({
+        root: [isRoot, "run as root"],
+        "setfacl and getfacl": [hasAclTools, "apt-get install acl"],
+        setpriv: [Bun.which("setpriv") !== null, "apt-get install util-linux"],
+      });
       await using auth = await startTestAuth();
       await using t = await tempDir();
       await chmod(t.path, 0o711); // let the reader traverse the temp directory
@@ -49,7 +56,8 @@ describe("init", () => {
     },
   );
 
-  test.skipIf(!isRoot)("an unknown user is refused before anything is created", async () => {
+  test("an unknown user is refused before anything is created", async () => {
+    requirePrereqs({ root: [isRoot, "run as root"] });
     await using t = await tempDir();
     const dir = join(t.path, "d");
     await expect(initDestinationDir(dir, { botUser: "root", readerUser: "no-such-user-here" }, silentLogger)).rejects.toThrow(
