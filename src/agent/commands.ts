@@ -8,6 +8,7 @@ import { loadAgentConfig, type AgentConfig } from "../config/index.ts";
 import { Logger } from "../lib/log.ts";
 import { initDestinationDir, initDirectory } from "./init.ts";
 import { start, type StartFlags } from "./start.ts";
+import { keypairCommand } from "./keypair/index.ts";
 
 const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
 
@@ -87,5 +88,5 @@ export function initCommand(): Command {
 
 /** The agent's commands, for the entry point to register. */
 export function agentCommands(): Command[] {
-  return [startCommand(), initCommand()];
+  return [startCommand(), initCommand(), keypairCommand()];
 }

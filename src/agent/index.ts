@@ -3,6 +3,8 @@
  * writes credentials other programs use. The entry point registers `agentCommands()`.
  */
 
+import "./bound_keypair/index.ts";
+
 export { agentCommands, startCommand, initCommand } from "./commands.ts";
 export { Agent, botSettings, IDENTITY_TASK, type AgentOptions, type Service } from "./agent.ts";
 export { start, loadStartConfig, runServices, type StartFlags } from "./start.ts";

@@ -103,8 +103,10 @@ export class Bot {
       return "renewed";
     } catch (e) {
       // The service's clock may be ahead of ours: it says expired before we do.
-      if (isAppError(e, "EXPIRED") && !joinMethod(onboarding.joinMethod).rejoinable) throw this.expiredError(id, e);
-      throw e;
+      if (!isAppError(e, "EXPIRED")) throw e;
+      if (!joinMethod(onboarding.joinMethod).rejoinable) throw this.expiredError(id, e);
+      this.log.info("The auth service says the bot identity expired: joining again", { instance: id.instanceId, join_method: onboarding.joinMethod });
+      return this.join();
     }
   }
 
