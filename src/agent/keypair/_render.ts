@@ -44,7 +44,9 @@ export function renderText(r: KeypairCreateResult, isStatic: boolean): string {
   const pub = formatSshPublicKey(r.key.publicKey);
   const lines: string[] = [];
   if (r.cluster) {
-    lines.push(`Cluster "${r.cluster.cluster_name}" answered (machine-id ${r.cluster.server_version}).`);
+    lines.push(
+      `Cluster "${r.cluster.cluster_name}" answered (machine-id ${r.cluster.server_version}). This answer is not verified: the agent checks the CA pin when it joins.`,
+    );
     if (!r.cluster.join_methods.includes("bound_keypair")) lines.push(`Warning: it does not list the bound_keypair join method.`);
     lines.push("");
   }
