@@ -27,6 +27,8 @@ export const EVENT = {
   lockDelete: "lock.delete",
   tokenLocked: "token.locked",
   authStart: "auth.start",
+  /** A request through the Kubernetes proxy, allowed or denied. */
+  kubeRequest: "kube.request",
 } as const;
 
 export type EventType = (typeof EVENT)[keyof typeof EVENT];

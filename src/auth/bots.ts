@@ -6,7 +6,7 @@
 
 import { randomUUID } from "node:crypto";
 import { keyId, type CertIdentity } from "../crypto/index.ts";
-import { AppError, accessDenied, expired, isAppError, locked } from "../lib/errors.ts";
+import { AppError, accessDenied, expired, isAppError, locked, notFound } from "../lib/errors.ts";
 import type { BotCertsRequest, BotCertsResponse, JoinRequest, JoinResponse, RenewRequest, RenewResponse } from "../protocol/index.ts";
 import type { BotResource, RoleResource, TokenResource } from "../resources/index.ts";
 import { checkRoleSubset, effectiveTtlMs, grants, maxTtlMs } from "./access.ts";
@@ -308,16 +308,24 @@ export async function renew(ctx: AuthContext, req: RenewRequest, caller: BotCall
   return { certs, generation };
 }
 
+/** The proxied Kubernetes clusters, as issuance sees them (KubernetesClusters in auth/kubernetes). */
+export interface KubernetesLabels {
+  /** Labels of `cluster` for a bot with `roles`: NOT_FOUND when it is not proxied, ACCESS_DENIED when no role reaches it. */
+  labelsFor(cluster: string, roles: readonly RoleResource[], bot: string): Record<string, string>;
+}
+
 /** Issues non-renewable certificates for (a subset of) the bot's roles, for outputs. */
-export async function botCerts(ctx: AuthContext, req: BotCertsRequest, caller: BotCaller): Promise<BotCertsResponse> {
+export async function botCerts(ctx: AuthContext, req: BotCertsRequest, caller: BotCaller, kubernetes?: KubernetesLabels): Promise<BotCertsResponse> {
   const keys = requestKeys(req);
   const { who, bot, gen } = await authorizeBot(ctx, caller);
   if (gen.retry) throw accessDenied("This identity was renewed since: use the newest renewable identity");
   const now = ctx.clock.now();
   const roleNames = checkRoleSubset(bot, req.roles);
   const roles = await loadRoles(ctx, roleNames);
-  // Kubernetes clusters carry no labels yet: a role reaches them only through a '*' selector.
-  const g = grants(bot, roles, req.kubernetes_cluster ? {} : undefined);
+  const cluster = req.kubernetes_cluster;
+  if (cluster !== undefined && !kubernetes) throw notFound(`Kubernetes cluster "${cluster}" is not served by this auth service`);
+  const clusterLabels = cluster === undefined ? undefined : kubernetes!.labelsFor(cluster, roles, who.bot);
+  const g = grants(bot, roles, clusterLabels);
   // outputs never outlive the renewable identity that asked for them
   const cap = Math.min(maxTtlMs(bot, roles), caller.notAfter.getTime() - now.getTime());
   const ttl = effectiveTtlMs(req.ttl_seconds, cap);

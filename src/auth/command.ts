@@ -76,6 +76,7 @@ export function authCommand(): Command {
         ...(publicAddr ? { publicAddr } : {}),
         ...(clusterName ? { clusterName } : {}),
         storage: cfg.storage,
+        ...(cfg.kubernetesClusters ? { kubernetesClusters: cfg.kubernetesClusters } : {}),
         log,
         hooks: (ctx) => [
           async (req) =>

@@ -35,6 +35,7 @@ import { botCerts, joinWithToken, renew, type BotCaller } from "./bots.ts";
 import { beginBoundKeypair, solveBoundKeypair } from "./bound_keypair.ts";
 import type { AuthContext } from "./context.ts";
 import { DEFAULT_HOST_CERT_TTL_MS, signHostKey } from "./issuer.ts";
+import { KubernetesClusters, joinWithKubernetes, kubernetesProxy } from "./kubernetes/index.ts";
 
 /** What the transport knows about a connection. */
 export interface ConnInfo {
@@ -62,8 +63,8 @@ export interface Handler {
   admin: Admin;
 }
 
-/** Builds the request handler for one auth service. */
-export function createHandler(ctx: AuthContext, hooks: RouteHook[] = []): Handler {
+/** Builds the request handler for one auth service; `kubernetes` are the clusters it proxies (none by default). */
+export function createHandler(ctx: AuthContext, hooks: RouteHook[] = [], kubernetes: KubernetesClusters = KubernetesClusters.none()): Handler {
   const admin = new Admin(ctx);
   const app = new Hono<Env>();
 
@@ -101,6 +102,7 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = []): Handle
       ca_pins: [ctx.authorities.caPin],
       join_methods: SUPPORTED_JOIN_METHODS,
       public_addr: ctx.publicAddr,
+      ...(kubernetes.names().length > 0 ? { kubernetes_clusters: kubernetes.names() } : {}),
     };
     return c.json(res);
   });
@@ -115,8 +117,10 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = []): Handle
 
   app.post(ROUTES.join, async (c) => {
     const req = await body(c, JoinRequest, "join request");
+    const caller = { remoteAddr: c.env.conn.remoteAddr };
+    if (req.join_method === "kubernetes") return c.json(await joinWithKubernetes(ctx, req, caller, kubernetes));
     if (req.join_method !== "token") throw badParameter(`Join method "${req.join_method}" is not served at ${ROUTES.join}`);
-    return c.json(await joinWithToken(ctx, req, { remoteAddr: c.env.conn.remoteAddr }));
+    return c.json(await joinWithToken(ctx, req, caller));
   });
 
   app.post(ROUTES.boundKeypairBegin, async (c) => {
@@ -136,7 +140,7 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = []): Handle
 
   app.post(ROUTES.botCerts, async (c) => {
     const caller = await botCaller(c);
-    return c.json(await botCerts(ctx, await body(c, BotCertsRequest, "certificate request"), caller));
+    return c.json(await botCerts(ctx, await body(c, BotCertsRequest, "certificate request"), caller, kubernetes));
   });
 
   app.get(ROUTES.status, async (c) => {
@@ -230,8 +234,9 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = []): Handle
     return c.json(errorBody(new AppError("INTERNAL", "Internal error: the auth service logged the details")), 500);
   });
 
+  const allHooks: RouteHook[] = [kubernetesProxy(ctx, kubernetes), ...hooks];
   const handler = (async (req: Request, conn: ConnInfo) => {
-    for (const hook of hooks) {
+    for (const hook of allHooks) {
       const res = await hook(req, conn).catch((e: unknown) => errorResponse(e, ctx));
       if (res) return res;
     }

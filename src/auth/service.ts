@@ -22,6 +22,8 @@ import { openBackend, type Backend } from "./storage/index.ts";
 import { hostname } from "node:os";
 import type { TokenResource } from "../resources/index.ts";
 import { KEYS } from "./state.ts";
+import { KubernetesClusters } from "./kubernetes/index.ts";
+import type { KubernetesClusterConfig } from "../config/index.ts";
 
 /** The service's TLS certificate lives this long and is re-issued well before. */
 const SERVER_CERT_TTL_MS = 7 * 86_400_000;
@@ -42,6 +44,10 @@ export interface AuthServiceOptions {
   clock?: Clock;
   /** Extra routes (install script and downloads, bound keypair joins…). */
   hooks?: (ctx: AuthContext) => RouteHook[];
+  /** The Kubernetes API servers to proxy (`kubernetes_clusters` in the config). */
+  kubernetesClusters?: KubernetesClusterConfig[];
+  /** Where in-cluster settings are read (KUBERNETES_SERVICE_HOST…); default process.env. */
+  env?: Record<string, string | undefined>;
 }
 
 export interface RunningAuth {
@@ -111,7 +117,8 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
     const names = serverNames(opts.listenAddr, opts.publicAddr);
     const audit = new AuditLog(backend, log.child("audit"));
     const ctx: AuthContext = { backend, authorities, clock, log, audit, version: VERSION, publicAddr: opts.publicAddr ?? "" };
-    const handler = limitFailedJoins(createHandler(ctx, opts.hooks?.(ctx) ?? []), ctx);
+    const kubernetes = await KubernetesClusters.load(opts.kubernetesClusters, opts.env);
+    const handler = limitFailedJoins(createHandler(ctx, opts.hooks?.(ctx) ?? [], kubernetes), ctx);
     const serverTls = async () => {
       const c = await issueServerCertificate(authorities, names, clock.now(), SERVER_CERT_TTL_MS);
       return { certPem: c.certPem + authorities.host.tlsCertPem, keyPem: c.keyPem, clientCaPem: [authorities.user.tlsCertPem] };
@@ -144,6 +151,7 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
       async close() {
         for (const t of timers) clearInterval(t);
         await listener.close();
+        kubernetes.close();
         await backend.close();
       },
     };

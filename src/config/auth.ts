@@ -7,9 +7,9 @@ import { hostname } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { z } from "zod";
-import { formatValue, nameProblem, problemsError, text, type Problem, type ValuePath } from "../resources/index.ts";
+import { formatValue, labelMap, nameProblem, problemsError, raise, resourceName, text, type Problem, type ValuePath } from "../resources/index.ts";
 import { checkDocument, parseConfigDocument, readConfigFile } from "./_document.ts";
-import type { AuthConfig, AuthStorageConfig } from "./types.ts";
+import type { AuthConfig, AuthStorageConfig, KubernetesClusterConfig } from "./types.ts";
 
 export const DEFAULT_AUTH_DATA_DIR = "/var/lib/machine-id-auth";
 export const DEFAULT_AUTH_LISTEN_ADDR = "0.0.0.0:3025";
@@ -19,6 +19,98 @@ export const DEFAULT_SQLITE_FILE = "machine-id.db";
 const SUBJECT = "auth config";
 const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 const CA_KEY_ALGORITHMS = ["ecdsa-p256", "ed25519"] as const;
+
+const SERVER_HINT = `expected an https:// URL such as "https://10.0.0.1:6443"`;
+
+/** Why `server` cannot be a Kubernetes API server URL, or undefined. */
+function serverProblem(server: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch {
+    return SERVER_HINT;
+  }
+  // The proxy sends impersonation headers upstream: never over plain HTTP.
+  if (url.protocol !== "https:") return `${SERVER_HINT}: the proxy only talks to API servers over TLS`;
+  if (url.search || url.hash || url.username || url.password) return `${SERVER_HINT}, without a query, fragment or credentials`;
+  return undefined;
+}
+
+const kubernetesClusterSchema = z
+  .strictObject({
+    name: resourceName(),
+    server: text(),
+    ca_path: text().optional(),
+    insecure_skip_tls_verify: z.boolean().default(false),
+    token_path: text().optional(),
+    client_cert_path: text().optional(),
+    client_key_path: text().optional(),
+    labels: labelMap().default({}),
+  })
+  .superRefine((c, ctx) => {
+    const bad = serverProblem(c.server);
+    if (bad) raise(ctx, ["server"], "invalid", bad, "URL");
+    if (c.ca_path !== undefined && c.insecure_skip_tls_verify) {
+      raise(ctx, ["insecure_skip_tls_verify"], "forbidden", "ca_path is set: verify the API server with it or skip verification, not both");
+    }
+    const certAuth = c.client_cert_path !== undefined || c.client_key_path !== undefined;
+    if (c.token_path !== undefined && certAuth) {
+      raise(ctx, [c.client_cert_path !== undefined ? "client_cert_path" : "client_key_path"], "forbidden", "token_path is set: use a token or a client certificate, not both");
+    } else if (certAuth && c.client_key_path === undefined) {
+      raise(ctx, ["client_key_path"], "missing", "required with client_cert_path");
+    } else if (certAuth && c.client_cert_path === undefined) {
+      raise(ctx, ["client_cert_path"], "missing", "required with client_key_path");
+    } else if (!certAuth && c.token_path === undefined) {
+      raise(ctx, ["token_path"], "missing", "the proxy needs an identity allowed to impersonate: set token_path, or client_cert_path and client_key_path");
+    }
+  });
+
+const kubernetesClustersSchema = z.array(kubernetesClusterSchema).superRefine((list, ctx) => {
+  const seen = new Set<string>();
+  list.forEach((c, i) => {
+    if (seen.has(c.name)) raise(ctx, [i, "name"], "invalid", "another cluster has this name already", "name");
+    seen.add(c.name);
+  });
+});
+
+type KubernetesClusterFile = z.output<typeof kubernetesClusterSchema>;
+
+function translateCluster(c: KubernetesClusterFile): KubernetesClusterConfig {
+  return {
+    name: c.name,
+    server: c.server,
+    ...(c.ca_path !== undefined ? { caPath: c.ca_path } : {}),
+    insecureSkipTlsVerify: c.insecure_skip_tls_verify,
+    ...(c.token_path !== undefined ? { tokenPath: c.token_path } : {}),
+    ...(c.client_cert_path !== undefined ? { clientCertPath: c.client_cert_path } : {}),
+    ...(c.client_key_path !== undefined ? { clientKeyPath: c.client_key_path } : {}),
+    labels: { ...c.labels },
+  };
+}
+
+function serializeCluster(c: KubernetesClusterConfig): Record<string, unknown> {
+  return {
+    name: c.name,
+    server: c.server,
+    ...(c.caPath !== undefined ? { ca_path: c.caPath } : {}),
+    ...(c.insecureSkipTlsVerify ? { insecure_skip_tls_verify: true } : {}),
+    ...(c.tokenPath !== undefined ? { token_path: c.tokenPath } : {}),
+    ...(c.clientCertPath !== undefined ? { client_cert_path: c.clientCertPath } : {}),
+    ...(c.clientKeyPath !== undefined ? { client_key_path: c.clientKeyPath } : {}),
+    labels: c.labels,
+  };
+}
+
+/** The cluster with its file paths made absolute against the working directory, as the data dir is. */
+function resolveClusterPaths(c: KubernetesClusterConfig): KubernetesClusterConfig {
+  return {
+    ...c,
+    ...(c.caPath !== undefined ? { caPath: resolve(c.caPath) } : {}),
+    ...(c.tokenPath !== undefined ? { tokenPath: resolve(c.tokenPath) } : {}),
+    ...(c.clientCertPath !== undefined ? { clientCertPath: resolve(c.clientCertPath) } : {}),
+    ...(c.clientKeyPath !== undefined ? { clientKeyPath: resolve(c.clientKeyPath) } : {}),
+  };
+}
 
 const authSchema = z.strictObject({
   version: z.literal("v1"),
@@ -40,6 +132,7 @@ const authSchema = z.strictObject({
     })
     .prefault({}),
   ca_key_algorithm: z.enum(CA_KEY_ALGORITHMS).default("ecdsa-p256"),
+  kubernetes_clusters: kubernetesClustersSchema.default([]),
 });
 
 // A Postgres connection string carries a password.
@@ -74,6 +167,7 @@ export function parseAuthConfig(text: string, file: string): AuthConfig {
     storage,
     log: { level: f.log.level, format: f.log.format },
     caKeyAlgorithm: f.ca_key_algorithm,
+    ...(f.kubernetes_clusters.length > 0 ? { kubernetesClusters: f.kubernetes_clusters.map(translateCluster) } : {}),
     warnings: [],
   };
 }
@@ -147,7 +241,14 @@ export function checkAuthConfig(cfg: AuthConfig): AuthConfig {
     const w = `storage type "memory" keeps nothing across restarts: every bot must join again`;
     if (!warnings.includes(w)) warnings.push(w);
   }
-  return { ...cfg, dataDir, storage, publicAddr, warnings };
+  const kube = cfg.kubernetesClusters;
+  for (const c of kube ?? []) {
+    if (c.insecureSkipTlsVerify) {
+      const w = `kubernetes_clusters "${c.name}": insecure_skip_tls_verify is set, so anyone on the path to "${c.server}" can read what the proxy forwards`;
+      if (!warnings.includes(w)) warnings.push(w);
+    }
+  }
+  return { ...cfg, dataDir, storage, publicAddr, ...(kube ? { kubernetesClusters: kube.map(resolveClusterPaths) } : {}), warnings };
 }
 
 /** Writes the config as YAML; `parseAuthConfig` reads back an equal config (warnings aside). */
@@ -168,6 +269,7 @@ export function serializeAuthConfig(cfg: AuthConfig): string {
       storage,
       log: cfg.log,
       ca_key_algorithm: cfg.caKeyAlgorithm,
+      ...(cfg.kubernetesClusters?.length ? { kubernetes_clusters: cfg.kubernetesClusters.map(serializeCluster) } : {}),
     },
     { lineWidth: 0 },
   );

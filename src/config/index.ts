@@ -13,6 +13,7 @@ export type {
   AuthConfig,
   AuthStorageConfig,
   CaKeyAlgorithm,
+  KubernetesClusterConfig,
 } from "./types.ts";
 export {
   parseAgentConfig,

@@ -76,6 +76,29 @@ export type AuthStorageConfig =
 /** Key algorithms the auth service can create its certificate authorities with. */
 export type CaKeyAlgorithm = "ecdsa-p256" | "ed25519";
 
+/**
+ * One Kubernetes API server the auth service fronts with its proxy. The service talks
+ * to it as an identity allowed to impersonate (a bearer token or a client
+ * certificate) and passes each bot's Kubernetes users and groups as impersonation.
+ */
+export interface KubernetesClusterConfig {
+  /** What bots name in `kubernetes_cluster`; also the proxy path `/v1/kubernetes/<name>`. */
+  name: string;
+  /** The API server's `https://` URL (a path is kept, as kubectl does). */
+  server: string;
+  /** PEM CA bundle the API server's certificate must chain to; without it the system roots. */
+  caPath?: string;
+  /** Skip verifying the API server's certificate (never with caPath). */
+  insecureSkipTlsVerify: boolean;
+  /** File holding a bearer token; re-read while the service runs, as projected tokens rotate. */
+  tokenPath?: string;
+  /** Client certificate and key (PEM) instead of a token; both or neither. */
+  clientCertPath?: string;
+  clientKeyPath?: string;
+  /** Matched against roles' kubernetes_labels. */
+  labels: Record<string, string>;
+}
+
 /** The auth service's configuration. */
 export interface AuthConfig {
   clusterName: string;
@@ -86,5 +109,7 @@ export interface AuthConfig {
   storage: AuthStorageConfig;
   log: { level: LogLevel; format: LogFormat };
   caKeyAlgorithm: CaKeyAlgorithm;
+  /** The Kubernetes clusters the service proxies; absent when the file lists none. */
+  kubernetesClusters?: KubernetesClusterConfig[];
   warnings: string[];
 }

@@ -26,7 +26,18 @@ export const ROUTES = {
   locks: "/v1/locks",
   events: "/v1/events",
   signHost: "/v1/auth/sign-host",
+  /** Prefix of the Kubernetes proxy: `/v1/kubernetes/<cluster>/api/v1/…` reaches that cluster's API. */
+  kubernetes: "/v1/kubernetes/",
 } as const;
+
+/**
+ * The path a kubeconfig's `server:` URL ends with to reach Kubernetes cluster
+ * `cluster` through the auth service (kubectl keeps a path in `server:` and appends
+ * the API path to it).
+ */
+export function kubernetesProxyPath(cluster: string): string {
+  return `${ROUTES.kubernetes}${encodeURIComponent(cluster)}`;
+}
 
 /** Largest request body the service reads; anything bigger is refused before parsing. */
 export const MAX_BODY_BYTES = 256 * 1024;
@@ -46,6 +57,8 @@ export const PingResponse = z.object({
   ca_pins: z.array(z.string()),
   join_methods: z.array(z.string()),
   public_addr: z.string().optional(),
+  /** Names of the Kubernetes clusters the service proxies (absent when none). */
+  kubernetes_clusters: z.array(z.string()).optional(),
 });
 export type PingResponse = z.infer<typeof PingResponse>;
 

@@ -1,0 +1,12 @@
+/**
+ * Kubernetes in the auth service: the clusters it proxies, the proxy itself, and
+ * the `kubernetes` join method (static JWKS or in-cluster TokenReview).
+ */
+
+export { KubernetesClusters } from "./clusters.ts";
+export { kubernetesProxy, type ProxyConn } from "./proxy.ts";
+export { joinWithKubernetes } from "./join.ts";
+export { parseKubeApiRequest, roleKind, type KubeApiRequest, type ResourceRequest, type NonResourceRequest } from "./_apipath.ts";
+export { authorizeRequest, allowObject, clusterAccess, type ProxyDecision } from "./_access.ts";
+export { filterObject, filterListText, filterWatchStream, type ObjectCheck } from "./_filter.ts";
+export { SERVICE_ACCOUNT_DIR_ENV, DEFAULT_SERVICE_ACCOUNT_DIR } from "./_upstream.ts";

@@ -1,0 +1,237 @@
+/**
+ * The `kubernetes` join method, auth side: a pod proves which service account it runs
+ * as with a service-account JWT, checked against the token's static JWKS or, for
+ * `in_cluster` tokens, by the API server of the cluster the auth service runs in (a
+ * TokenReview). The token is a set of rules, never consumed: every join creates a
+ * new bot instance, so a pod with memory storage joins again at each start.
+ */
+
+import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet, type JWTPayload } from "jose";
+import { z } from "zod";
+import { AppError, accessDenied, errorMessage, expired, isAppError } from "../../lib/errors.ts";
+import type { JoinRequest, JoinResponse } from "../../protocol/index.ts";
+import type { TokenResource } from "../../resources/index.ts";
+import { EVENT, tokenFingerprint } from "../audit.ts";
+import { checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
+import type { AuthContext } from "../context.ts";
+import { requestKeys } from "../issuer.ts";
+import { KEYS, getBot, getToken } from "../state.ts";
+import type { KubernetesClusters } from "./clusters.ts";
+
+/** Signature algorithms a service-account token may use: asymmetric only, so a JWKS can never hold a shared secret. */
+const JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
+/** Clock skew tolerated between the cluster that signed a token and this service. */
+const CLOCK_TOLERANCE_S = 30;
+const SA_SUBJECT = /^system:serviceaccount:([^:\s]+):([^:\s]+)$/;
+const TOKEN_REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+/** A refused join: the error for the caller and the reason for the audit log. */
+class Refusal extends Error {
+  constructor(
+    readonly error: AppError,
+    readonly reason: string,
+  ) {
+    super(error.message);
+  }
+}
+
+const refuse = (error: AppError, reason: string) => new Refusal(error, reason);
+
+/** The service account a token speaks for, as `namespace:name`, from its subject. */
+function serviceAccountOf(subject: unknown, where: string): string {
+  const m = typeof subject === "string" ? SA_SUBJECT.exec(subject) : null;
+  if (!m) {
+    throw refuse(
+      accessDenied(`The ${where} is not a service account's: expected "system:serviceaccount:<namespace>:<name>", got ${JSON.stringify(String(subject))}`),
+      "subject is not a service account",
+    );
+  }
+  return `${m[1]}:${m[2]}`;
+}
+
+/** The `kubernetes.io` claim must name the same service account as the subject when present. */
+function checkKubernetesClaim(payload: JWTPayload, serviceAccount: string): void {
+  const k = payload["kubernetes.io"];
+  if (k === undefined) return;
+  const claim = z.object({ namespace: z.string(), serviceaccount: z.object({ name: z.string() }) }).safeParse(k);
+  if (!claim.success || `${claim.data.namespace}:${claim.data.serviceaccount.name}` !== serviceAccount) {
+    throw refuse(accessDenied("The service account token's kubernetes.io claim does not match its subject"), "kubernetes.io claim contradicts the subject");
+  }
+}
+
+function parseJwks(token: TokenResource): JSONWebKeySet {
+  const name = token.metadata.name;
+  const hint = `paste the output of "kubectl get --raw /openid/v1/jwks" into spec.kubernetes.static_jwks.jwks of join token "${name}"`;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(token.spec.kubernetes?.static_jwks?.jwks ?? "");
+  } catch {
+    throw refuse(accessDenied(`Cannot check the service account token: the JWKS of join token "${name}" is not valid JSON; ${hint}`), "static JWKS is not JSON");
+  }
+  try {
+    createLocalJWKSet(parsed as JSONWebKeySet);
+  } catch {
+    throw refuse(accessDenied(`Cannot check the service account token: the JWKS of join token "${name}" is not a JSON Web Key Set; ${hint}`), "static JWKS is malformed");
+  }
+  return parsed as JSONWebKeySet;
+}
+
+/** Checks the JWT against the token's static JWKS: signature, expiry, audience (the cluster name). */
+async function verifyWithJwks(ctx: AuthContext, token: TokenResource, idToken: string): Promise<string> {
+  const keys = createLocalJWKSet(parseJwks(token));
+  const audience = ctx.authorities.cluster;
+  let payload: JWTPayload;
+  try {
+    ({ payload } = await jwtVerify(idToken, keys, {
+      audience,
+      algorithms: JWT_ALGORITHMS,
+      currentDate: ctx.clock.now(),
+      clockTolerance: CLOCK_TOLERANCE_S,
+      // A token without expiry is a legacy secret-based one: only projected tokens, which expire, may join.
+      requiredClaims: ["exp", "sub"],
+    }));
+  } catch (e) {
+    throw joseRefusal(e, token, audience);
+  }
+  const sa = serviceAccountOf(payload.sub, "service account token's subject");
+  checkKubernetesClaim(payload, sa);
+  return sa;
+}
+
+function joseRefusal(e: unknown, token: TokenResource, audience: string): Refusal {
+  const code = (e as { code?: string }).code;
+  const claim = (e as { claim?: string }).claim;
+  const payload = (e as { payload?: JWTPayload }).payload;
+  if (code === "ERR_JWT_EXPIRED") {
+    const at = typeof payload?.exp === "number" ? new Date(payload.exp * 1000).toISOString() : "an earlier time";
+    return refuse(expired(`The service account token expired at ${at}: mount a projected token, which the kubelet keeps fresh`), "service account token expired");
+  }
+  if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED" && claim === "aud") {
+    const aud = payload?.aud === undefined ? "none" : JSON.stringify(payload.aud);
+    return refuse(
+      accessDenied(`The service account token is for audience ${aud}, not this cluster: project it with audience "${audience}"`),
+      `audience ${aud} is not "${audience}"`,
+    );
+  }
+  if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED" && claim === "exp") {
+    return refuse(accessDenied("The service account token never expires: only projected service account tokens may join"), "service account token has no expiry");
+  }
+  if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED" && claim === "nbf") {
+    return refuse(accessDenied("The service account token is not valid yet: check the clocks of the cluster and the auth service"), "service account token not valid yet");
+  }
+  if (code === "ERR_JWKS_NO_MATCHING_KEY" || code === "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" || code === "ERR_JWKS_MULTIPLE_MATCHING_KEYS") {
+    return refuse(
+      accessDenied(`The service account token is not signed by a key in the JWKS of join token "${token.metadata.name}"`),
+      "signature does not verify with the static JWKS",
+    );
+  }
+  if (code === "ERR_JOSE_ALG_NOT_ALLOWED" || code === "ERR_JOSE_NOT_SUPPORTED") {
+    return refuse(accessDenied("The service account token uses a signature algorithm the auth service does not accept"), "signature algorithm not accepted");
+  }
+  return refuse(accessDenied("The service account token is not a valid JWT"), `malformed service account token (${errorMessage(e)})`);
+}
+
+const TokenReviewAnswer = z.object({
+  status: z
+    .object({
+      authenticated: z.boolean().optional(),
+      user: z.object({ username: z.string().optional() }).optional(),
+      audiences: z.array(z.string()).optional(),
+      error: z.string().optional(),
+    })
+    .optional(),
+});
+
+/**
+ * Asks the API server of the cluster this service runs in whether the token is valid
+ * (a TokenReview). A token projected for this cluster's name is reviewed for that
+ * audience; any other is reviewed for the API server's own, as a pod's default
+ * service-account token is.
+ */
+async function verifyInCluster(ctx: AuthContext, clusters: KubernetesClusters, idToken: string): Promise<string> {
+  let aud: string[];
+  try {
+    const claims = decodeJwt(idToken);
+    aud = typeof claims.aud === "string" ? [claims.aud] : (claims.aud ?? []);
+  } catch {
+    throw refuse(accessDenied("The service account token is not a valid JWT"), "malformed service account token");
+  }
+  const audiences = aud.includes(ctx.authorities.cluster) ? [ctx.authorities.cluster] : undefined;
+  let answer: { status: number; json: unknown };
+  try {
+    const upstream = await clusters.inClusterUpstream();
+    answer = await upstream.json("POST", TOKEN_REVIEW_PATH, {
+      apiVersion: "authentication.k8s.io/v1",
+      kind: "TokenReview",
+      spec: { token: idToken, ...(audiences ? { audiences } : {}) },
+    });
+  } catch (e) {
+    ctx.log.error("Cannot review a Kubernetes service account token", { error: e });
+    throw refuse(
+      new AppError("CONNECTION_PROBLEM", `Cannot check the service account token with this cluster's TokenReview API: ${errorMessage(e)}`),
+      "TokenReview failed",
+    );
+  }
+  if (answer.status !== 200 && answer.status !== 201) {
+    const why = answer.status === 403 ? ": grant the auth service's service account the system:auth-delegator cluster role" : "";
+    throw refuse(
+      new AppError("CONNECTION_PROBLEM", `Cannot check the service account token: the Kubernetes API server refused the TokenReview with HTTP ${answer.status}${why}`),
+      `TokenReview answered HTTP ${answer.status}`,
+    );
+  }
+  const review = TokenReviewAnswer.safeParse(answer.json);
+  const status = review.success ? review.data.status : undefined;
+  if (status?.authenticated !== true) {
+    const why = status?.error ? `: ${status.error}` : "";
+    throw refuse(accessDenied(`The Kubernetes API server did not accept the service account token${why}`), `TokenReview did not authenticate the token${why}`);
+  }
+  if (audiences && !(status.audiences ?? []).includes(ctx.authorities.cluster)) {
+    throw refuse(accessDenied(`The Kubernetes API server did not confirm the token's audience "${ctx.authorities.cluster}"`), "TokenReview did not confirm the audience");
+  }
+  return serviceAccountOf(status.user?.username, "reviewed token's user");
+}
+
+/**
+ * Joins a bot with the `kubernetes` method. Failures are audited as `join.failed`
+ * with the reason and the caller's address; the token's name is shown only when it is
+ * a kubernetes token (a `token`-method token's name is its secret).
+ */
+export async function joinWithKubernetes(ctx: AuthContext, req: JoinRequest, caller: Caller, clusters: KubernetesClusters): Promise<JoinResponse> {
+  requestKeys(req); // a malformed key is the caller's error, found before the token is looked at
+  const item = await getToken(ctx.backend, req.token_name);
+  const token = item?.value.spec.join_method === "kubernetes" ? item.value : undefined;
+  const botName = token?.spec.bot_name;
+  const fields = { join_method: "kubernetes", remote_addr: caller.remoteAddr, token: token ? req.token_name : tokenFingerprint(req.token_name), ...(botName ? { bot: botName } : {}) };
+  try {
+    if (!token) throw refuse(accessDenied("There is no kubernetes join token by this name"), item ? `token is for join method ${item.value.spec.join_method}` : "token not found");
+    const now = ctx.clock.now();
+    if (token.metadata.expires && new Date(token.metadata.expires).getTime() <= now.getTime()) {
+      throw refuse(expired(`The join token "${req.token_name}" expired at ${token.metadata.expires}`), `token expired at ${token.metadata.expires}`);
+    }
+    await checkLocks(ctx, [{ kind: "token", name: req.token_name }, { kind: "bot", name: token.spec.bot_name }]).catch((e: unknown) => {
+      throw isAppError(e) ? refuse(e, "locked") : e;
+    });
+    if (!req.id_token) throw refuse(accessDenied("A kubernetes join needs the pod's service account token (id_token)"), "no service account token");
+    const spec = token.spec.kubernetes!;
+    const sa = spec.type === "static_jwks" ? await verifyWithJwks(ctx, token, req.id_token) : await verifyInCluster(ctx, clusters, req.id_token);
+    if (!spec.allow.some((rule) => rule.service_account === sa)) {
+      throw refuse(
+        accessDenied(`Service account "${sa}" may not join with token "${req.token_name}": its allow rules name ${spec.allow.map((r) => `"${r.service_account}"`).join(", ")}`),
+        `service account ${sa} matches no allow rule`,
+      );
+    }
+    const bot = await getBot(ctx.backend, token.spec.bot_name);
+    if (!bot) throw refuse(accessDenied(`The join token's bot "${token.spec.bot_name}" no longer exists`), "bot not found");
+    const outcome = await startInstance(ctx, bot.value, req, { method: "kubernetes", tokenName: req.token_name, remoteAddr: caller.remoteAddr });
+    const events = outcome.events.map((e) => (e.type === EVENT.botJoin ? { ...e, fields: { ...e.fields, service_account: sa } } : e));
+    await ctx.backend.atomicWrite(
+      [{ key: KEYS.instance(bot.value.metadata.name, outcome.instance.instance_id), condition: { kind: "notExists" }, action: { kind: "put", value: outcome.instance } }],
+      events,
+    );
+    ctx.audit.logged(events);
+    return outcome.response;
+  } catch (e) {
+    if (e instanceof Refusal) throw await joinFailed(ctx, e.error, { ...fields, reason: e.reason });
+    throw e;
+  }
+}

@@ -1,0 +1,267 @@
+/**
+ * The Kubernetes proxy of the auth service, served under `/v1/kubernetes/<cluster>/`
+ * on its HTTPS listener: the client certificate says which bot calls and for which
+ * cluster, the bot's roles decide the request, and an allowed request goes on to the
+ * cluster's API server as the bot's Kubernetes user and groups (impersonation), with
+ * the answer streamed back (lists and watches filtered to what the roles allow).
+ * Every decision on an identified bot's request is audited as `kube.request`.
+ */
+
+import { verifyCertificate, type CertIdentity } from "../../crypto/index.ts";
+import { AppError, accessDenied, errorMessage } from "../../lib/errors.ts";
+import { ROUTES } from "../../protocol/index.ts";
+import type { BotResource, RoleResource } from "../../resources/index.ts";
+import { grants } from "../access.ts";
+import { EVENT } from "../audit.ts";
+import { checkLocks, loadRoles } from "../bots.ts";
+import type { AuthContext } from "../context.ts";
+import { getBot } from "../state.ts";
+import { allowObject, authorizeRequest } from "./_access.ts";
+import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
+import { filterListText, filterWatchStream } from "./_filter.ts";
+import { statusOf, statusResponse } from "./_status.ts";
+import { readCapped, type HeaderMap } from "./_upstream.ts";
+import type { KubernetesClusters } from "./clusters.ts";
+
+/** What the listener knows about the connection (the shape of the service's ConnInfo). */
+export interface ProxyConn {
+  remoteAddr: string;
+  peerCertDer?: Uint8Array;
+}
+
+/** A list answer is read whole to be filtered; beyond this it is refused (page with `limit`). */
+const MAX_LIST_BYTES = 64 << 20;
+
+/** Request headers never forwarded: hop-by-hop ones, the caller's credentials and its own impersonation. */
+const DROPPED_REQUEST_HEADERS = new Set([
+  "host",
+  "authorization",
+  "connection",
+  "keep-alive",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "content-length",
+  // Answers must come uncompressed: lists and watches are read to be filtered.
+  "accept-encoding",
+  "cookie",
+]);
+const DROPPED_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-encoding", "trailer", "upgrade", "content-length", "set-cookie"]);
+
+/** The Kubernetes users and groups a request is forwarded as. */
+interface Principals {
+  user: string;
+  groups: string[];
+}
+
+/** A refusal of an identified bot's request: audited, then answered as a Status. */
+class Denied extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly reason: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The route hook serving the proxy; undefined for every path outside `/v1/kubernetes/`. */
+export function kubernetesProxy(ctx: AuthContext, clusters: KubernetesClusters): (req: Request, conn: ProxyConn) => Promise<Response | undefined> {
+  return async (req, conn) => {
+    const url = new URL(req.url);
+    if (!url.pathname.startsWith(ROUTES.kubernetes)) return undefined;
+    try {
+      return await serve(ctx, clusters, req, url, conn);
+    } catch (e) {
+      if (e instanceof AppError) return statusResponse(statusOf(e), e.message);
+      ctx.log.error("Kubernetes proxy failed", { path: url.pathname, error: errorMessage(e), stack: (e as Error)?.stack });
+      return statusResponse(500, "Internal error: the auth service logged the details");
+    }
+  };
+}
+
+/** The caller's certificate, verified against the user CA, must be a bot's output certificate for `cluster`. */
+async function authenticate(ctx: AuthContext, conn: ProxyConn, cluster: string): Promise<CertIdentity> {
+  if (!conn.peerCertDer?.length) {
+    throw accessDenied("The Kubernetes proxy needs a client certificate: use the kubeconfig a machine-id kubernetes output writes");
+  }
+  const cert = await verifyCertificate(conn.peerCertDer, [ctx.authorities.user.tlsCertPem], ctx.clock.now(), { usage: "client" });
+  const id = cert.identity;
+  if (!id || id.cluster !== ctx.authorities.cluster) throw accessDenied("The client certificate carries no identity of this cluster");
+  if (id.kind !== "bot" || !id.botName) throw accessDenied(`"${id.username}" is not a bot: the Kubernetes proxy serves bots' kubernetes outputs`);
+  return id;
+}
+
+/** The roles the certificate names that the bot still holds, loaded now: a role edit applies at once. */
+async function currentRoles(ctx: AuthContext, id: CertIdentity): Promise<{ roles: RoleResource[]; bot: BotResource }> {
+  await checkLocks(ctx, [
+    ...(id.botInstanceId ? [{ kind: "bot_instance" as const, name: id.botInstanceId }] : []),
+    { kind: "bot", name: id.botName! },
+  ]);
+  const bot = await getBot(ctx.backend, id.botName!);
+  if (!bot) throw accessDenied(`Bot "${id.botName}" no longer exists`);
+  const held = new Set(bot.value.spec.roles);
+  return { bot: bot.value, roles: await loadRoles(ctx, id.roles.filter((r) => held.has(r))) };
+}
+
+/** Header values the client sent, split the way the API server reads repeated headers. */
+function headerList(req: Request, name: string): string[] {
+  const v = req.headers.get(name);
+  return v === null ? [] : v.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * The user and groups to impersonate: what the roles grant on this cluster, narrowed by
+ * the client's own `Impersonate-User`/`Impersonate-Group` (kubectl --as/--as-group) when
+ * it sends them. Roles that grant groups but no user act as the bot's own user name.
+ */
+function choosePrincipals(req: Request, id: CertIdentity, granted: { kubernetesUsers: string[]; kubernetesGroups: string[] }, cluster: string): Principals {
+  for (const h of req.headers.keys()) {
+    if (h === "impersonate-uid" || h.startsWith("impersonate-extra-")) {
+      throw new Denied(403, `The Kubernetes proxy does not forward the "${h}" header`, `client sent ${h}`);
+    }
+  }
+  const users = granted.kubernetesUsers;
+  const groups = granted.kubernetesGroups;
+  if (users.length === 0 && groups.length === 0) {
+    throw new Denied(403, `The bot's roles grant no kubernetes_users or kubernetes_groups on Kubernetes cluster "${cluster}"`, "no Kubernetes principals");
+  }
+  const candidates = users.length > 0 ? users : [id.username];
+  const asUser = req.headers.get("impersonate-user") ?? undefined;
+  if (asUser !== undefined && !candidates.includes(asUser)) {
+    throw new Denied(403, `The bot may not act as Kubernetes user "${asUser}": its roles allow ${candidates.map((u) => `"${u}"`).join(", ")}`, `user ${asUser} not granted`);
+  }
+  if (asUser === undefined && candidates.length > 1) {
+    throw new Denied(
+      403,
+      `The bot's roles grant several Kubernetes users (${candidates.map((u) => `"${u}"`).join(", ")}): choose one with kubectl --as`,
+      "several Kubernetes users and none chosen",
+    );
+  }
+  const asGroups = headerList(req, "impersonate-group");
+  const extra = asGroups.filter((g) => !groups.includes(g));
+  if (extra.length > 0) {
+    throw new Denied(403, `The bot may not act as Kubernetes group "${extra[0]}": its roles allow ${groups.map((g) => `"${g}"`).join(", ") || "none"}`, `group ${extra[0]} not granted`);
+  }
+  return { user: asUser ?? candidates[0]!, groups: asGroups.length > 0 ? asGroups : groups };
+}
+
+/** The object name in a create request's JSON body, if it has one. */
+function nameInBody(body: Uint8Array | undefined): string | undefined {
+  if (!body?.length) return undefined;
+  try {
+    const name = (JSON.parse(Buffer.from(body).toString("utf8")) as { metadata?: { name?: unknown } })?.metadata?.name;
+    return typeof name === "string" && name !== "" ? name : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Prefers JSON: protobuf answers could not be filtered. */
+function jsonAccept(accept: string | null): string {
+  const kept = (accept ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "" && !s.includes("protobuf"));
+  return kept.length > 0 ? kept.join(",") : "application/json";
+}
+
+function upstreamHeaders(req: Request, who: Principals, filtered: boolean): HeaderMap {
+  const out: HeaderMap = {};
+  req.headers.forEach((value, key) => {
+    if (DROPPED_REQUEST_HEADERS.has(key) || key.startsWith("impersonate-") || key.startsWith("proxy-")) return;
+    out[key] = value;
+  });
+  if (filtered) out.accept = jsonAccept(req.headers.get("accept"));
+  out["impersonate-user"] = who.user;
+  // one header line per group: the API server reads each line as one group
+  if (who.groups.length > 0) out["impersonate-group"] = who.groups;
+  return out;
+}
+
+function describe(api: KubeApiRequest | undefined): Record<string, unknown> {
+  if (!api) return {};
+  if (api.type === "nonresource") return { verb: api.verb, path: api.path };
+  return {
+    verb: api.verb,
+    path: api.path,
+    kind: api.kind,
+    resource: api.apiGroup ? `${api.resource}.${api.apiGroup}` : api.resource,
+    ...(api.subresource ? { subresource: api.subresource } : {}),
+    ...(api.namespace !== undefined ? { namespace: api.namespace } : {}),
+    ...(api.name !== undefined ? { name: api.name } : {}),
+  };
+}
+
+async function serve(ctx: AuthContext, clusters: KubernetesClusters, req: Request, url: URL, conn: ProxyConn): Promise<Response> {
+  const rest = url.pathname.slice(ROUTES.kubernetes.length);
+  const slash = rest.indexOf("/");
+  let cluster: string;
+  try {
+    cluster = decodeURIComponent(slash < 0 ? rest : rest.slice(0, slash));
+  } catch {
+    throw new AppError("BAD_PARAMETER", "The Kubernetes cluster name in the path is not valid percent-encoding");
+  }
+  const apiPath = slash < 0 ? "/" : rest.slice(slash);
+  const upstream = clusters.upstream(cluster);
+  if (!upstream) clusters.requireLabels(cluster);
+  const id = await authenticate(ctx, conn, cluster);
+
+  const base = {
+    bot: id.botName,
+    ...(id.botInstanceId ? { bot_instance_id: id.botInstanceId } : {}),
+    kubernetes_cluster: cluster,
+    method: req.method,
+    remote_addr: conn.remoteAddr,
+  };
+  let api: KubeApiRequest | undefined;
+  try {
+    if (id.kubernetesCluster !== cluster) {
+      const issued = id.kubernetesCluster ? `Kubernetes cluster "${id.kubernetesCluster}"` : "no Kubernetes cluster";
+      throw new Denied(403, `The client certificate was issued for ${issued}, not "${cluster}"`, `certificate is for ${issued}`);
+    }
+    const { bot, roles } = await currentRoles(ctx, id).catch((e: unknown) => {
+      throw e instanceof AppError ? new Denied(403, e.message, e.code === "LOCKED" ? "locked" : e.message) : e;
+    });
+    api = parseKubeApiRequest(req.method, apiPath, url.searchParams);
+    const body = req.body ? new Uint8Array(await req.arrayBuffer()) : undefined;
+    const labels = upstream!.config.labels;
+    const createName = api.type === "resource" && api.verb === "create" && api.name === undefined ? nameInBody(body) : undefined;
+    const decision = authorizeRequest(roles, labels, api, createName);
+    if (!decision.allowed) throw new Denied(403, `Access denied to Kubernetes cluster "${cluster}": ${decision.reason}`, decision.reason);
+    const who = choosePrincipals(req, id, grants(bot, roles, labels), cluster);
+    const streaming = api.type === "resource" && (api.verb === "exec" || api.verb === "portforward" || req.headers.has("upgrade"));
+    if (streaming) throw new Denied(501, "The Kubernetes proxy does not forward streaming connections (exec, attach, port-forward) yet", "streaming connection");
+
+    const allowed = { ...base, ...describe(api), allowed: true, reason: decision.reason, kubernetes_user: who.user, kubernetes_groups: who.groups };
+    let res;
+    try {
+      res = await upstream!.request({
+        method: req.method,
+        path: api.path + url.search,
+        headers: upstreamHeaders(req, who, decision.filter),
+        ...(body?.length ? { body } : {}),
+        signal: req.signal,
+      });
+    } catch (e) {
+      await ctx.audit.emit(EVENT.kubeRequest, ctx.clock.now(), { ...allowed, status: 502, error: errorMessage(e) });
+      throw e;
+    }
+    await ctx.audit.emit(EVENT.kubeRequest, ctx.clock.now(), { ...allowed, status: res.status });
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(res.headers)) {
+      if (DROPPED_RESPONSE_HEADERS.has(k)) continue;
+      for (const one of Array.isArray(v) ? v : [v]) headers.append(k, one);
+    }
+    const resource = api.type === "resource" ? api : undefined;
+    if (!decision.filter || !resource || res.status < 200 || res.status >= 300) return new Response(res.body, { status: res.status, headers });
+    const check = (o: { name: string; namespace?: string }) => allowObject(roles, labels, resource, o);
+    if (resource.verb === "watch") return new Response(filterWatchStream(res.body, check), { status: res.status, headers });
+    const text = await readCapped(res.body, MAX_LIST_BYTES, `the list from Kubernetes cluster "${cluster}"`);
+    return new Response(filterListText(text, check), { status: res.status, headers });
+  } catch (e) {
+    if (!(e instanceof Denied)) throw e;
+    await ctx.audit.emit(EVENT.kubeRequest, ctx.clock.now(), { ...base, ...describe(api), ...(api ? {} : { path: apiPath }), allowed: false, reason: e.reason });
+    return statusResponse(e.status, e.message);
+  }
+}
