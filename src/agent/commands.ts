@@ -1,5 +1,5 @@
 /**
- * The agent's command-line: `start` and `init`, as commander commands the entry
+ * The agent's command-line: `start`, `init` and `keypair`, as commander commands the entry
  * point registers. Flags override the config file; the config layer merges and checks.
  */
 

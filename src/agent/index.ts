@@ -1,9 +1,10 @@
 /**
- * The agent (`machine-id start|init`): joins, keeps the bot's identity renewed and
+ * The agent (`machine-id start|init|keypair`): joins, keeps the bot's identity renewed and
  * writes credentials other programs use. The entry point registers `agentCommands()`.
  */
 
 import "./bound_keypair/index.ts";
+import "./kubernetes/index.ts";
 
 export { agentCommands, startCommand, initCommand } from "./commands.ts";
 export { Agent, botSettings, IDENTITY_TASK, type AgentOptions, type Service } from "./agent.ts";

@@ -6,7 +6,7 @@
 import { registerJoinMethod } from "../bot/index.ts";
 import { boundKeypairJoin } from "./join.ts";
 
-export { boundKeypairJoin, boundKeypairJoinMethod, registrationSecret, signChallenge, BOUND_KEY_ALGORITHM, type BoundKeypairJoinOptions } from "./join.ts";
+export { boundKeypairJoin, boundKeypairJoinMethod, signChallenge, BOUND_KEY_ALGORITHM, type BoundKeypairJoinOptions } from "./join.ts";
 export { STATIC_KEY_ENV, checkStaticKeyMode, decodeStaticKeyEnv, loadStaticKey, readStaticKeyFile, type StaticKey } from "./_static_key.ts";
 export {
   BoundKeyStore,

@@ -26,7 +26,7 @@ export async function signChallenge(claims: ChallengeClaims, key: KeyPair): Prom
 }
 
 /** The registration secret from the config value or its file (trimmed), if any. */
-export async function registrationSecret(bk: OnboardingConfig["boundKeypair"]): Promise<string | undefined> {
+async function registrationSecret(bk: OnboardingConfig["boundKeypair"]): Promise<string | undefined> {
   if (bk.registrationSecret !== undefined) return bk.registrationSecret;
   if (bk.registrationSecretPath === undefined) return undefined;
   let text: string;
@@ -81,7 +81,12 @@ function beginRequest(ctx: JoinContext, token: string, state: BoundKeypairState,
   };
 }
 
-/** Adds which key was refused to a "does not match" answer from the service. */
+/**
+ * Adds which key was refused to a "does not match" answer from the service. The
+ * service's code alone (ACCESS_DENIED) also covers a wrong registration secret, where
+ * a key fingerprint would mislead; if its wording ever changes, the answer passes
+ * through unchanged, which is still correct.
+ */
 function explainMismatch(e: unknown, key: KeyPair, source: string): unknown {
   if (e instanceof AppError && e.code === "ACCESS_DENIED" && /does not match the public key bound/.test(e.message)) {
     return accessDenied(`${e.message}: the ${source} is ${sshFingerprint(key.publicKey)}`, { cause: e });
