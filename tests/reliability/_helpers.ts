@@ -5,6 +5,7 @@
  */
 
 import { mkdirSync, writeFileSync } from "node:fs";
+export { freePort } from "../../bench/_lib.ts";
 import net from "node:net";
 import { join } from "node:path";
 import tls from "node:tls";
@@ -94,18 +95,6 @@ export function writeAgentConfig(dir: string, o: AgentConfigOptions): string {
     ].join("\n"),
   );
   return path;
-}
-
-/** A free TCP port on loopback (bound and released). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** The agent's diagnostics endpoint, polled by tests. */

@@ -1,0 +1,266 @@
+/**
+ * The load generator, run as its own process (pinned to a core of its own by
+ * bench/issuance.ts): N clients, each one request at a time, for a warm-up and then a
+ * measured window; prints one JSON line with requests/s and latency percentiles.
+ *
+ *   bun bench/load.ts --mode sign  --clients 16 --url 127.0.0.1:8888 --csr-dir DIR --ca FILE [--cert F --key F]
+ *   bun bench/load.ts --mode renew|certs|bkp --clients 16 --addr 127.0.0.1:3025 --admin-identity FILE
+ *
+ * sign:  cfssl `POST /api/v1/cfssl/sign` with a P-256 CSR, one keep-alive TLS connection per client.
+ * renew: `POST /v1/bot/renew` as an agent does it: each renewal returns a new identity and the old
+ *        one may not be used again, so every renewal opens a new mTLS connection with the newest
+ *        certificate (handshake included in the latency).
+ * certs: `POST /v1/bot/certs` (output certificates) on one keep-alive mTLS connection per client.
+ * bkp:   bound-keypair join, `begin` + signing the challenge + `solve`, one keep-alive connection
+ *        per client, each client with its own token (recovery mode insecure, so it may join again).
+ */
+
+import "reflect-metadata";
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { CompactSign } from "jose";
+import { formatSshPublicKey, privateKeyToPem, publicKeyToPem } from "../src/crypto/index.ts";
+import { AUTH_SERVER_NAME, AuthClient, parseIdentityFile } from "../src/protocol/index.ts";
+import { Http1Connection, type RawResponse } from "./_http1.ts";
+import { cpuSeconds, percentile } from "./_lib.ts";
+
+const { values: flags } = parseArgs({
+  options: {
+    mode: { type: "string" },
+    clients: { type: "string", default: "1" },
+    seconds: { type: "string", default: "5" },
+    warmup: { type: "string", default: "1" },
+    url: { type: "string" },
+    addr: { type: "string" },
+    "admin-identity": { type: "string" },
+    "csr-dir": { type: "string" },
+    ca: { type: "string" },
+    cert: { type: "string" },
+    key: { type: "string" },
+    tag: { type: "string", default: String(Date.now()) },
+    /** The server's pid: its CPU time over the measured window is reported as service_cpu (cores). */
+    "service-pid": { type: "string" },
+  },
+});
+
+const mode = flags.mode as "sign" | "renew" | "certs" | "bkp";
+const clients = Number(flags.clients);
+const warmupMs = Number(flags.warmup) * 1000;
+const measureMs = Number(flags.seconds) * 1000;
+
+/** A key the server certifies: PEM and SSH forms prepared once, so the generator's CPU goes to requests. */
+interface PreparedKey {
+  privatePem: string;
+  body: { public_tls_key: string; public_ssh_key: string };
+}
+
+function prepareKeys(n: number): PreparedKey[] {
+  return Array.from({ length: n }, () => {
+    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    return {
+      privatePem: privateKeyToPem(privateKey),
+      body: { public_tls_key: publicKeyToPem(publicKey), public_ssh_key: formatSshPublicKey(publicKey) },
+    };
+  });
+}
+
+/** One simulated client: `step` performs one request (or one join round trip) and throws on failure. */
+interface Client {
+  step(): Promise<void>;
+  close(): void;
+}
+
+function expectOk(r: RawResponse, what: string): unknown {
+  if (r.status !== 200) throw new Error(`${what}: HTTP ${r.status} ${r.body.toString().slice(0, 300)}`);
+  return JSON.parse(r.body.toString());
+}
+
+const target = (flags.addr ?? flags.url ?? "").replace(/^https?:\/\//, "");
+const host = target.slice(0, target.lastIndexOf(":"));
+const port = Number(target.slice(target.lastIndexOf(":") + 1));
+
+async function ourSetup(): Promise<{ admin: AuthClient; caPem: string[] }> {
+  const idText = readFileSync(flags["admin-identity"]!, "utf8");
+  const id = parseIdentityFile(idText);
+  const admin = new AuthClient({ addr: flags.addr!, tls: { caCertsPem: id.tlsCaCertsPem, certPem: id.tlsCertPem, keyPem: id.keyPem } });
+  return { admin, caPem: id.tlsCaCertsPem };
+}
+
+/** Joins `n` fresh bot instances with one-time tokens; returns each one's renewable identity. */
+async function joinInstances(admin: AuthClient, caPem: string[], n: number): Promise<{ certPem: string; keyPem: string }[]> {
+  const bot = `bench-${flags.tag}`;
+  await admin.addBot({ name: bot, roles: [] });
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const { token } = await admin.addToken({ bot_name: bot, join_method: "token" });
+    const key = prepareKeys(1)[0]!;
+    const c = await Http1Connection.connect({ host, port, tls: { ca: caPem, servername: AUTH_SERVER_NAME } });
+    const r = expectOk(await c.request("POST", "/v1/join", { headers: { "content-type": "application/json" }, body: JSON.stringify({ ...key.body, join_method: "token", token_name: token }) }), "join") as {
+      certs: { tls_cert: string };
+    };
+    c.close();
+    out.push({ certPem: r.certs.tls_cert, keyPem: key.privatePem });
+  }
+  return out;
+}
+
+async function makeClients(): Promise<Client[]> {
+  const json = { "content-type": "application/json" };
+  if (mode === "sign") {
+    const tlsOpts = {
+      ca: readFileSync(flags.ca!, "utf8"),
+      servername: "localhost",
+      ...(flags.cert && flags.key ? { cert: readFileSync(flags.cert, "utf8"), key: readFileSync(flags.key, "utf8") } : {}),
+    };
+    return Promise.all(
+      Array.from({ length: clients }, async (_, i) => {
+        const body = JSON.stringify({ certificate_request: readFileSync(join(flags["csr-dir"]!, `csr-${i % 64}.pem`), "utf8") });
+        const c = await Http1Connection.connect({ host, port, tls: tlsOpts });
+        return {
+          async step() {
+            const r = expectOk(await c.request("POST", "/api/v1/cfssl/sign", { headers: json, body }), "cfssl sign") as { success: boolean };
+            if (!r.success) throw new Error("cfssl sign: success false");
+          },
+          close: () => c.close(),
+        };
+      }),
+    );
+  }
+  const { admin, caPem } = await ourSetup();
+  if (mode === "renew" || mode === "certs") {
+    const ids = await joinInstances(admin, caPem, clients);
+    return Promise.all(
+      ids.map(async (id) => {
+        const keys = prepareKeys(4);
+        let n = 0;
+        const connect = () => Http1Connection.connect({ host, port, tls: { ca: caPem, servername: AUTH_SERVER_NAME, cert: id.certPem, key: id.keyPem } });
+        if (mode === "renew") {
+          return {
+            async step() {
+              const key = keys[n++ % keys.length]!;
+              const c = await connect();
+              try {
+                const r = expectOk(await c.request("POST", "/v1/bot/renew", { headers: json, body: JSON.stringify(key.body) }), "renew") as { certs: { tls_cert: string } };
+                id.certPem = r.certs.tls_cert;
+                id.keyPem = key.privatePem;
+              } finally {
+                c.close();
+              }
+            },
+            close() {},
+          };
+        }
+        const c = await connect();
+        return {
+          async step() {
+            expectOk(await c.request("POST", "/v1/bot/certs", { headers: json, body: JSON.stringify(keys[n++ % keys.length]!.body) }), "certs");
+          },
+          close: () => c.close(),
+        };
+      }),
+    );
+  }
+  // bkp: a bound keypair per client, its token created by the admin
+  const bot = `bench-bkp-${flags.tag}`;
+  await admin.addBot({ name: bot, roles: [] });
+  const bound = Array.from({ length: clients }, () => generateKeyPairSync("ed25519"));
+  await admin.createResources(
+    bound.map((k, i) => ({
+      kind: "token",
+      version: "v2",
+      metadata: { name: `${bot}-${i}` },
+      spec: {
+        roles: ["Bot"],
+        bot_name: bot,
+        join_method: "bound_keypair",
+        bound_keypair: { onboarding: { initial_public_key: formatSshPublicKey(k.publicKey) }, recovery: { mode: "insecure", limit: 1 } },
+      },
+    })),
+  );
+  return Promise.all(
+    bound.map(async (k, i) => {
+      const keys = prepareKeys(4);
+      const publicKey = formatSshPublicKey(k.publicKey);
+      const c = await Http1Connection.connect({ host, port, tls: { ca: caPem, servername: AUTH_SERVER_NAME } });
+      let n = 0;
+      return {
+        async step() {
+          const begin = expectOk(
+            await c.request("POST", "/v1/join/bound-keypair/begin", {
+              headers: json,
+              body: JSON.stringify({ ...keys[n++ % keys.length]!.body, token_name: `${bot}-${i}`, public_key: publicKey }),
+            }),
+            "bound keypair begin",
+          ) as { challenge_id: string; challenge: unknown };
+          const solution = await sign(begin.challenge, k.privateKey);
+          expectOk(await c.request("POST", "/v1/join/bound-keypair/solve", { headers: json, body: JSON.stringify({ challenge_id: begin.challenge_id, solution }) }), "bound keypair solve");
+        },
+        close: () => c.close(),
+      };
+    }),
+  );
+}
+
+function sign(claims: unknown, key: KeyObject): Promise<string> {
+  return new CompactSign(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({ alg: "EdDSA" }).sign(key);
+}
+
+const all = await makeClients();
+const latencies: number[] = [];
+let errors = 0;
+let firstError: string | undefined;
+const start = performance.now();
+const measureFrom = start + warmupMs;
+const measureTo = measureFrom + measureMs;
+const servicePid = flags["service-pid"] ? Number(flags["service-pid"]) : undefined;
+let cpuAtStart = 0;
+let serviceCpuAtStart = 0;
+let serviceCpuAtEnd = NaN;
+const cpuTimer = setTimeout(() => {
+  cpuAtStart = cpuSeconds(process.pid);
+  if (servicePid) serviceCpuAtStart = cpuSeconds(servicePid);
+}, warmupMs);
+const endTimer = setTimeout(() => {
+  if (servicePid) serviceCpuAtEnd = cpuSeconds(servicePid);
+}, warmupMs + measureMs);
+
+await Promise.all(
+  all.map(async (c) => {
+    while (performance.now() < measureTo) {
+      const t0 = performance.now();
+      try {
+        await c.step();
+        const t1 = performance.now();
+        if (t1 >= measureFrom && t1 <= measureTo) latencies.push(t1 - t0);
+      } catch (e) {
+        if (performance.now() >= measureFrom) errors++;
+        firstError ??= (e as Error).message;
+        if (errors > 1000) throw new Error(`too many errors, first: ${firstError}`);
+      }
+    }
+  }),
+);
+clearTimeout(cpuTimer);
+clearTimeout(endTimer);
+const generatorCpu = (cpuSeconds(process.pid) - cpuAtStart) / (measureMs / 1000);
+for (const c of all) c.close();
+const sorted = Float64Array.from(latencies).sort();
+console.log(
+  JSON.stringify({
+    mode,
+    clients,
+    seconds: measureMs / 1000,
+    requests: latencies.length,
+    errors,
+    ...(firstError ? { first_error: firstError } : {}),
+    rps: latencies.length / (measureMs / 1000),
+    p50_ms: percentile(sorted, 50),
+    p99_ms: percentile(sorted, 99),
+    max_ms: sorted[sorted.length - 1] ?? NaN,
+    generator_cpu: generatorCpu,
+    ...(servicePid ? { service_cpu: (serviceCpuAtEnd - serviceCpuAtStart) / (measureMs / 1000) } : {}),
+  }),
+);
+process.exit(0);

@@ -1,0 +1,109 @@
+/**
+ * `bun run bench`: every benchmark in one run on this machine — issuance against cfssl,
+ * the agent, and scale — with the machine described, printed as markdown and written
+ * into bench/RESULTS.md between its `bench:begin`/`bench:end` markers (the analysis
+ * around them is kept). Never part of `bun test`.
+ *
+ *   bun bench/run.ts [--quick] [--only issuance,agent,scale] [--no-write]
+ */
+
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { agentBench, agentTable } from "./agent.ts";
+import { issuance, issuanceTable } from "./issuance.ts";
+import { ROOT, machine, privateBinary, tempDir } from "./_lib.ts";
+import { scaleBench, scaleTable } from "./scale.ts";
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    only: { type: "string", default: "issuance,agent,scale" },
+    "no-write": { type: "boolean", default: false },
+  },
+});
+const only = new Set(flags.only.split(","));
+const quick = flags.quick;
+const log = (l: string) => console.error(l);
+
+// The machine may be shared (other test runs): wait a while for it to go quiet, and say how busy it was.
+const loadavg = () => Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+for (const until = Date.now() + (quick ? 0 : 300_000); loadavg() > 0.5 && Date.now() < until; ) await Bun.sleep(5000);
+const loadBefore = loadavg();
+const m = machine();
+const command = `bun run bench${process.argv.length > 2 ? " -- " + process.argv.slice(2).join(" ") : ""}`;
+const sections: string[] = [
+  `Measured ${m.date} with \`${command}\` (build, then \`bun bench/run.ts\`).`,
+  "",
+  `Machine: ${m.nproc} cores (\`nproc\`), ${m.cpu}, ${m.ramGiB} GiB RAM, Linux ${m.kernel}, Bun ${m.bun}; peer: cfssl ${m.cfssl} (Debian golang-cfssl).`,
+];
+
+using dir = tempDir("bench-run-");
+const bin = privateBinary(dir.path);
+const sub = (name: string) => {
+  const p = join(dir.path, name);
+  Bun.spawnSync(["mkdir", "-p", p]);
+  return p;
+};
+
+if (only.has("issuance")) {
+  const runs = quick ? 1 : 3;
+  const seconds = quick ? 2 : 5;
+  log(`issuance vs cfssl: ${runs} run(s) of ${seconds}s per cell`);
+  const cells = await issuance({ bin, dir: sub("issuance"), runs, seconds, clients: [1, 16, 64], log });
+  sections.push(
+    "",
+    "### Issuance against cfssl",
+    "",
+    `Servers pinned to core 0 (\`taskset -c 0\`), the load generator (bench/load.ts, a separate process) to core 1; ` +
+      `keep-alive HTTPS on both sides; medians of ${runs} interleaved run(s) of ${seconds} s after 1 s of warm-up. ` +
+      "cfssl: `POST /api/v1/cfssl/sign` with a P-256 CSR, ECDSA P-256 CA, TLS listener. Ours: `renew` = mTLS renewal " +
+      "(X.509 + SSH certificate + storage write, one new TLS session per renewal because each renewal replaces the client " +
+      "certificate), `certs` = `/v1/bot/certs` output certificates on one keep-alive mTLS connection per client, " +
+      "`bkp join` = bound-keypair begin + signed challenge + solve. Server CPU is the server's CPU time over the window " +
+      "(1.00 = the whole core).",
+    "",
+    issuanceTable(cells),
+  );
+}
+
+if (only.has("agent")) {
+  const runs = quick ? 5 : 10;
+  const renewals = quick ? 400 : 2000;
+  log(`agent: ${runs} runs of version and oneshot, a daemon to ${renewals} renewals`);
+  const f = await agentBench({ bin, dir: sub("agent"), runs, renewals, log });
+  sections.push(
+    "",
+    "### Agent (compiled binary)",
+    "",
+    `Auth service pinned to core 0, agent to core 1, loopback. ${runs} runs each for \`version\` and \`start --oneshot\` ` +
+      `(fresh token and storage each run); then \`start -c\` with \`renewal_interval: 50ms\` to ${renewals} renewals.`,
+    "",
+    agentTable(f),
+    "",
+    `RSS by renewal (MiB): ${f.rss.map(([n, r]) => `${n}: ${r.toFixed(1)}`).join(", ")}.`,
+  );
+}
+
+if (only.has("scale")) {
+  const bots = quick ? 10_000 : 100_000;
+  const runs = quick ? 1 : 3;
+  log(`scale: ${bots} bots, ${runs} renewal runs before and after`);
+  const f = await scaleBench({ bin, dir: sub("scale"), bots, runs, seconds: quick ? 3 : 5, log });
+  sections.push("", "### Scale", "", `Same service before and after ${bots.toLocaleString("en-US")} bots were written into its SQLite database; auth pinned to core 0.`, "", scaleTable(f));
+}
+
+sections.splice(3, 0, "", `1-minute load average before the run ${loadBefore.toFixed(2)}, after ${loadavg().toFixed(2)} (the benchmark itself keeps up to 2 cores busy).`);
+const text = sections.join("\n");
+console.log(text);
+if (!flags["no-write"]) {
+  const path = join(ROOT, "bench", "RESULTS.md");
+  const begin = "<!-- bench:begin -->";
+  const end = "<!-- bench:end -->";
+  const old = existsSync(path) ? readFileSync(path, "utf8") : `# Benchmark results\n\n${begin}\n${end}\n`;
+  const i = old.indexOf(begin);
+  const j = old.indexOf(end);
+  const next = i >= 0 && j > i ? old.slice(0, i + begin.length) + "\n" + text + "\n" + old.slice(j) : old + `\n${begin}\n${text}\n${end}\n`;
+  writeFileSync(path, next);
+  log(`wrote ${path}`);
+}
