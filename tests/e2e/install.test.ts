@@ -124,6 +124,96 @@ describe("curl | bash from the auth service", () => {
     }
   }, 120_000);
 
+  test(
+    "installed for real (overlay-isolated), the agent started as the unit's ExecStart joins with a static key and writes outputs",
+    async () => {
+      const keys = JSON.parse(sh([BIN, "keypair", "create", "--static", "--format", "json"]).stdout) as { public_key: string; private_key: string };
+      const tokenFile = join(dir.path, "edge.yaml");
+      writeFileSync(
+        tokenFile,
+        [
+          "kind: bot",
+          "version: v1",
+          "metadata:",
+          "  name: edge",
+          "spec:",
+          "  roles: []",
+          "---",
+          "kind: token",
+          "version: v2",
+          "metadata:",
+          "  name: edge-token",
+          "spec:",
+          "  roles: [Bot]",
+          "  bot_name: edge",
+          "  join_method: bound_keypair",
+          "  bound_keypair:",
+          "    onboarding:",
+          `      initial_public_key: "${keys.public_key.trim()}"`,
+          "    recovery:",
+          "      limit: 0",
+          "      mode: insecure",
+          "",
+        ].join("\n"),
+      );
+      await auth.ctlOk("create", "-f", tokenFile);
+      const w = join(dir.path, "overlay");
+      const shims = join(dir.path, "shims");
+      mkdirSync(w);
+      mkdirSync(shims);
+      writeFileSync(join(shims, "systemctl"), "#!/bin/sh\ncase \"$1\" in is-enabled|is-active) exit 1;; esac\nexit 0\n", { mode: 0o755 });
+      // A private mount namespace whose /etc, /usr/local, /var/lib, /run and /opt are
+      // overlays: install.sh runs as root for real and the host sees none of it.
+      const script = [
+        "set -e",
+        'for d in /etc /usr/local /var/lib /run /opt; do mkdir -p "$W$d/upper" "$W$d/work"; mount -t overlay overlay -o "lowerdir=$d,upperdir=$W$d/upper,workdir=$W$d/work" "$d"; done',
+        "mkdir -p /run/systemd/system",
+        'curl -fsSL --cacert "$CA" "https://$ADDR/scripts/install.sh" | bash -s -- --token edge-token --join-method bound_keypair > "$W/install.log"',
+        // the admin adds an output, and prepares its directory for the service user
+        "printf 'outputs:\\n  - type: identity\\n    destination:\\n      type: directory\\n      path: /opt/machine-id\\n' > /tmp/outputs.yaml",
+        "sed -i '/^outputs: \\[\\]$/d' /etc/machine-id.yaml && cat /tmp/outputs.yaml >> /etc/machine-id.yaml",
+        "/usr/local/bin/machine-id init -c /etc/machine-id.yaml --init-dir /opt/machine-id --bot-user machine-id --owner machine-id:machine-id > /dev/null",
+        // start it the way the unit does: its User=, UMask= and ExecStart= line
+        "UNIT=/etc/systemd/system/machine-id.service",
+        "EXEC=$(sed -n 's/^ExecStart=//p' $UNIT); USR=$(sed -n 's/^User=//p' $UNIT)",
+        "umask $(sed -n 's/^UMask=//p' $UNIT)",
+        'setpriv --reuid="$USR" --regid="$USR" --init-groups env -i PATH=/usr/bin:/bin TBOT_BOUND_KEYPAIR_STATIC_KEY="$KEY" $EXEC > "$W/agent.log" 2>&1 &',
+        "PID=$!",
+        "for i in $(seq 1 300); do [ -s /opt/machine-id/tlscert ] && break; kill -0 $PID 2>/dev/null || break; sleep 0.1; done",
+        "kill -TERM $PID; wait $PID; echo \"exit=$?\"",
+        "echo \"exec=$EXEC user=$USR\"",
+        "stat -c '%n %U %a' /opt/machine-id /opt/machine-id/tlscert /opt/machine-id/key /var/lib/machine-id",
+        "openssl verify -CAfile /opt/machine-id/tlscacerts /opt/machine-id/tlscert",
+      ].join("\n");
+      const r = sh(["unshare", "--mount", "--propagation", "private", "bash", "-c", script], {
+        env: {
+          PATH: `${shims}:${process.env.PATH}`,
+          W: w,
+          CA: caFile,
+          ADDR: auth.addr,
+          HOME: w,
+          KEY: Buffer.from(keys.private_key).toString("base64"),
+        },
+      });
+      if (r.code !== 0) console.error(r.stdout, r.stderr, sh(["cat", join(w, "agent.log"), join(w, "install.log")]).stdout);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain("exit=0");
+      expect(r.stdout).toContain("exec=/usr/local/bin/machine-id start -c /etc/machine-id.yaml user=machine-id");
+      expect(r.stdout).toContain("/opt/machine-id machine-id 700");
+      expect(r.stdout).toContain("/opt/machine-id/tlscert machine-id 600");
+      expect(r.stdout).toContain("/opt/machine-id/key machine-id 600");
+      expect(r.stdout).toContain("/var/lib/machine-id machine-id 700");
+      expect(r.stdout).toContain("/opt/machine-id/tlscert: OK");
+      const inst = JSON.parse(await auth.ctlOk("bots", "instances", "ls", "edge", "--format", "json"));
+      expect(inst).toHaveLength(1);
+      expect(inst[0].join_method).toBe("bound_keypair");
+      // the host itself was not touched
+      expect(existsSync("/etc/machine-id.yaml")).toBe(false);
+      expect(existsSync("/opt/machine-id")).toBe(false);
+    },
+    120_000,
+  );
+
   test("the served script refuses an unknown download architecture path", async () => {
     const res = await fetch(`https://${auth.addr}/downloads/machine-id-linux-mips`, { tls: { ca: readFileSync(caFile, "utf8"), serverName: "localhost" } } as RequestInit);
     expect(res.status).toBe(404);
