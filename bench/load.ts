@@ -16,14 +16,14 @@
  */
 
 import "reflect-metadata";
-import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import { generateKeyPairSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { CompactSign } from "jose";
-import { formatSshPublicKey, privateKeyToPem, publicKeyToPem } from "../src/crypto/index.ts";
-import { AUTH_SERVER_NAME, AuthClient, parseIdentityFile } from "../src/protocol/index.ts";
-import { Http1Connection, type RawResponse } from "./_http1.ts";
+import { formatSshPublicKey } from "../src/crypto/index.ts";
+import { AuthClient, parseIdentityFile } from "../src/protocol/index.ts";
+import { JSON_HEADERS, RenewingBot, connect, expectOk, prepareKeys, type Target } from "./_bot.ts";
+import { Http1Connection } from "./_http1.ts";
 import { cpuSeconds, percentile } from "./_lib.ts";
 
 const { values: flags } = parseArgs({
@@ -50,64 +50,35 @@ const clients = Number(flags.clients);
 const warmupMs = Number(flags.warmup) * 1000;
 const measureMs = Number(flags.seconds) * 1000;
 
-/** A key the server certifies: PEM and SSH forms prepared once, so the generator's CPU goes to requests. */
-interface PreparedKey {
-  privatePem: string;
-  body: { public_tls_key: string; public_ssh_key: string };
-}
-
-function prepareKeys(n: number): PreparedKey[] {
-  return Array.from({ length: n }, () => {
-    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-    return {
-      privatePem: privateKeyToPem(privateKey),
-      body: { public_tls_key: publicKeyToPem(publicKey), public_ssh_key: formatSshPublicKey(publicKey) },
-    };
-  });
-}
-
 /** One simulated client: `step` performs one request (or one join round trip) and throws on failure. */
 interface Client {
   step(): Promise<void>;
   close(): void;
 }
 
-function expectOk(r: RawResponse, what: string): unknown {
-  if (r.status !== 200) throw new Error(`${what}: HTTP ${r.status} ${r.body.toString().slice(0, 300)}`);
-  return JSON.parse(r.body.toString());
-}
+const addr = (flags.addr ?? flags.url ?? "").replace(/^https?:\/\//, "");
+const host = addr.slice(0, addr.lastIndexOf(":"));
+const port = Number(addr.slice(addr.lastIndexOf(":") + 1));
 
-const target = (flags.addr ?? flags.url ?? "").replace(/^https?:\/\//, "");
-const host = target.slice(0, target.lastIndexOf(":"));
-const port = Number(target.slice(target.lastIndexOf(":") + 1));
-
-async function ourSetup(): Promise<{ admin: AuthClient; caPem: string[] }> {
-  const idText = readFileSync(flags["admin-identity"]!, "utf8");
-  const id = parseIdentityFile(idText);
+function ourSetup(): { admin: AuthClient; target: Target } {
+  const id = parseIdentityFile(readFileSync(flags["admin-identity"]!, "utf8"));
   const admin = new AuthClient({ addr: flags.addr!, tls: { caCertsPem: id.tlsCaCertsPem, certPem: id.tlsCertPem, keyPem: id.keyPem } });
-  return { admin, caPem: id.tlsCaCertsPem };
+  return { admin, target: { host, port, caPem: id.tlsCaCertsPem } };
 }
 
-/** Joins `n` fresh bot instances with one-time tokens; returns each one's renewable identity. */
-async function joinInstances(admin: AuthClient, caPem: string[], n: number): Promise<{ certPem: string; keyPem: string }[]> {
+/** Joins `n` fresh bot instances with one-time tokens (setup, not measured). */
+async function joinInstances(admin: AuthClient, target: Target, n: number): Promise<RenewingBot[]> {
   const bot = `bench-${flags.tag}`;
   await admin.addBot({ name: bot, roles: [] });
-  const out = [];
+  const out: RenewingBot[] = [];
   for (let i = 0; i < n; i++) {
     const { token } = await admin.addToken({ bot_name: bot, join_method: "token" });
-    const key = prepareKeys(1)[0]!;
-    const c = await Http1Connection.connect({ host, port, tls: { ca: caPem, servername: AUTH_SERVER_NAME } });
-    const r = expectOk(await c.request("POST", "/v1/join", { headers: { "content-type": "application/json" }, body: JSON.stringify({ ...key.body, join_method: "token", token_name: token }) }), "join") as {
-      certs: { tls_cert: string };
-    };
-    c.close();
-    out.push({ certPem: r.certs.tls_cert, keyPem: key.privatePem });
+    out.push(await RenewingBot.tokenJoin(target, token, prepareKeys(1)[0]!));
   }
   return out;
 }
 
 async function makeClients(): Promise<Client[]> {
-  const json = { "content-type": "application/json" };
   if (mode === "sign") {
     const tlsOpts = {
       ca: readFileSync(flags.ca!, "utf8"),
@@ -120,7 +91,7 @@ async function makeClients(): Promise<Client[]> {
         const c = await Http1Connection.connect({ host, port, tls: tlsOpts });
         return {
           async step() {
-            const r = expectOk(await c.request("POST", "/api/v1/cfssl/sign", { headers: json, body }), "cfssl sign") as { success: boolean };
+            const r = expectOk<{ success: boolean }>(await c.request("POST", "/api/v1/cfssl/sign", { headers: JSON_HEADERS, body }), "cfssl sign");
             if (!r.success) throw new Error("cfssl sign: success false");
           },
           close: () => c.close(),
@@ -128,41 +99,31 @@ async function makeClients(): Promise<Client[]> {
       }),
     );
   }
-  const { admin, caPem } = await ourSetup();
-  if (mode === "renew" || mode === "certs") {
-    const ids = await joinInstances(admin, caPem, clients);
+  const { admin, target } = ourSetup();
+  // keys are prepared ahead and reused in turn, so the generator's core goes to requests
+  if (mode === "renew") {
+    const bots = await joinInstances(admin, target, clients);
+    return bots.map((b) => {
+      const keys = prepareKeys(4);
+      let n = 0;
+      return { step: async () => void (await b.renew(keys[n++ % keys.length]!)), close() {} };
+    });
+  }
+  if (mode === "certs") {
+    const bots = await joinInstances(admin, target, clients);
     return Promise.all(
-      ids.map(async (id) => {
+      bots.map(async (b) => {
         const keys = prepareKeys(4);
         let n = 0;
-        const connect = () => Http1Connection.connect({ host, port, tls: { ca: caPem, servername: AUTH_SERVER_NAME, cert: id.certPem, key: id.keyPem } });
-        if (mode === "renew") {
-          return {
-            async step() {
-              const key = keys[n++ % keys.length]!;
-              const c = await connect();
-              try {
-                const r = expectOk(await c.request("POST", "/v1/bot/renew", { headers: json, body: JSON.stringify(key.body) }), "renew") as { certs: { tls_cert: string } };
-                id.certPem = r.certs.tls_cert;
-                id.keyPem = key.privatePem;
-              } finally {
-                c.close();
-              }
-            },
-            close() {},
-          };
-        }
-        const c = await connect();
+        const c = await connect(target, b);
         return {
-          async step() {
-            expectOk(await c.request("POST", "/v1/bot/certs", { headers: json, body: JSON.stringify(keys[n++ % keys.length]!.body) }), "certs");
-          },
+          step: async () => void expectOk(await c.request("POST", "/v1/bot/certs", { headers: JSON_HEADERS, body: JSON.stringify(keys[n++ % keys.length]!.body) }), "certs"),
           close: () => c.close(),
         };
       }),
     );
   }
-  // bkp: a bound keypair per client, its token created by the admin
+  // bkp: a bound keypair per client, its token (recovery mode insecure: it may join again and again) made by the admin
   const bot = `bench-bkp-${flags.tag}`;
   await admin.addBot({ name: bot, roles: [] });
   const bound = Array.from({ length: clients }, () => generateKeyPairSync("ed25519"));
@@ -182,29 +143,14 @@ async function makeClients(): Promise<Client[]> {
   return Promise.all(
     bound.map(async (k, i) => {
       const keys = prepareKeys(4);
-      const publicKey = formatSshPublicKey(k.publicKey);
-      const c = await Http1Connection.connect({ host, port, tls: { ca: caPem, servername: AUTH_SERVER_NAME } });
+      const c = await connect(target);
       let n = 0;
       return {
-        async step() {
-          const begin = expectOk(
-            await c.request("POST", "/v1/join/bound-keypair/begin", {
-              headers: json,
-              body: JSON.stringify({ ...keys[n++ % keys.length]!.body, token_name: `${bot}-${i}`, public_key: publicKey }),
-            }),
-            "bound keypair begin",
-          ) as { challenge_id: string; challenge: unknown };
-          const solution = await sign(begin.challenge, k.privateKey);
-          expectOk(await c.request("POST", "/v1/join/bound-keypair/solve", { headers: json, body: JSON.stringify({ challenge_id: begin.challenge_id, solution }) }), "bound keypair solve");
-        },
+        step: async () => void (await RenewingBot.boundKeypairJoin(target, `${bot}-${i}`, k.privateKey, keys[n++ % keys.length]!, c)),
         close: () => c.close(),
       };
     }),
   );
-}
-
-function sign(claims: unknown, key: KeyObject): Promise<string> {
-  return new CompactSign(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({ alg: "EdDSA" }).sign(key);
 }
 
 const all = await makeClients();
