@@ -1,0 +1,160 @@
+/**
+ * Outages, with the compiled binary: an agent keeps its outputs while the auth service
+ * is down for three renewal intervals, reports unhealthy, and renews within its backoff
+ * ceiling once the service is back; and a service restored from an older copy of its
+ * database catches the generation counter up (audited as cert.generation_rollback)
+ * instead of locking its bots, while an instance that joined after the backup is
+ * refused as unknown (docs/reliability.md tells the operator what to do).
+ */
+
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { AuthClient } from "../../src/protocol/index.ts";
+import { adminClient } from "../../bench/_lib.ts";
+import { Proc } from "../agent/procs.ts";
+import { waitFor } from "../agent/wait.ts";
+import { startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";
+import { Diag, freePort, writeAgentConfig } from "./_helpers.ts";
+
+const INTERVAL_MS = 1000;
+/** The agent's retry delays: 1, 2, 4, 8, 16 s (src/lib/retry.ts defaults), each ±20 % jitter. */
+const BACKOFF_CEILING_MS = 16_000 * 1.2;
+
+let work: ReturnType<typeof tempDir>;
+let authDir: string;
+let auth: AuthProcess | undefined;
+let admin: AuthClient;
+const agents: Proc[] = [];
+
+beforeEach(async () => {
+  work = tempDir("mid-outage-");
+  authDir = join(work.path, "auth");
+  auth = await startAuth(authDir);
+  admin = adminClient(authDir, auth.addr);
+});
+
+afterEach(async () => {
+  for (const a of agents.splice(0)) await a[Symbol.asyncDispose]();
+  await auth?.[Symbol.asyncDispose]();
+  work[Symbol.dispose]();
+});
+
+/** Starts a daemon agent for a new bot; returns its diagnostics and output directory. */
+async function startAgent(name: string): Promise<{ agent: Proc; diag: Diag; out: string }> {
+  const bot = await admin.addBot({ name, roles: [] });
+  const diagPort = await freePort();
+  const dir = join(work.path, name);
+  const out = join(dir, "out");
+  const cfg = writeAgentConfig(dir, {
+    authAddr: auth!.addr,
+    token: bot.token,
+    caPin: bot.ca_pins[0]!,
+    storageDir: join(dir, "state"),
+    destinationDir: out,
+    diagPort,
+    renewalInterval: `${INTERVAL_MS}ms`,
+    credentialTtl: "10m",
+  });
+  const agent = new Proc(["start", "-c", cfg, "--log-format", "json"]);
+  agents.push(agent);
+  const diag = new Diag(diagPort);
+  await waitFor(`agent ${name} to join`, async () => (await diag.readyz()) === 200, 30_000);
+  return { agent, diag, out };
+}
+
+/** Every output file's content, by name. */
+function snapshot(dir: string): Record<string, string> {
+  return Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), "utf8")]));
+}
+
+async function restartAuth(): Promise<void> {
+  const port = auth!.port;
+  expect(await auth!.stop("SIGTERM")).toBe(0);
+  auth = await startAuth(authDir, { port });
+  admin = adminClient(authDir, auth.addr);
+}
+
+describe("outage", () => {
+  test("outputs stay intact while the service is down for three intervals; /readyz 503; renewal within the backoff ceiling after", async () => {
+    const { diag, out } = await startAgent("outage");
+    await waitFor("two renewals", async () => (await diag.renewals()) >= 3, 30_000);
+
+    const port = auth!.port;
+    expect(await auth!.stop("SIGKILL")).not.toBe(0);
+    auth = undefined;
+    const downAt = Date.now();
+    // an iteration that renewed just before the kill may still be writing: compare from the first failure on
+    await waitFor("/readyz 503", async () => (await diag.readyz()) === 503, 30_000);
+    const before = snapshot(out);
+    expect(Object.keys(before).sort()).toEqual(["identity", "key", "key-cert.pub", "key.pub", "known_hosts", "ssh_config", "sshcacerts", "tlscacerts", "tlscert"]);
+    // three renewal intervals of outage, the files checked all along
+    await waitFor("three renewal intervals to pass", async () => {
+      expect(snapshot(out)).toEqual(before);
+      return Date.now() - downAt >= 3 * INTERVAL_MS;
+    }, 30_000);
+    const body = await diag.readiness();
+    expect(body.services.identity!.status).toBe("unhealthy");
+    expect(body.services.identity!.reason).toContain("Cannot reach auth service");
+    expect(snapshot(out)).toEqual(before);
+
+    const renewed = await diag.renewals();
+    auth = await startAuth(authDir, { port });
+    const backAt = Date.now();
+    await waitFor("a renewal after the service is back", async () => (await diag.renewals()) > renewed && (await diag.readyz()) === 200, BACKOFF_CEILING_MS + 10_000);
+    const took = Date.now() - backAt;
+    console.log(`outage of ${backAt - downAt} ms; renewed ${took} ms after the service came back (ceiling ${BACKOFF_CEILING_MS} ms)`);
+    expect(took).toBeLessThanOrEqual(BACKOFF_CEILING_MS + 2000);
+    await waitFor("fresh files", () => snapshot(out).tlscert !== before.tlscert, 10_000);
+  }, 90_000);
+
+  test("a database restored from an older copy: the generation catches up and is audited; a later instance is refused as unknown", async () => {
+    const early = await startAgent("early");
+    await waitFor("renewals before the backup", async () => (await early.diag.renewals()) >= 3, 30_000);
+
+    // a cold backup: stop, copy the SQLite files, start again
+    const port = auth!.port;
+    expect(await auth!.stop("SIGTERM")).toBe(0);
+    const backup = join(work.path, "backup");
+    const dbFiles = readdirSync(authDir).filter((f) => f.startsWith("machine-id.db"));
+    Bun.spawnSync(["mkdir", "-p", backup]);
+    for (const f of dbFiles) copyFileSync(join(authDir, f), join(backup, f));
+    auth = await startAuth(authDir, { port });
+    admin = adminClient(authDir, auth.addr);
+    const [atBackup] = await admin.listBotInstances("early");
+
+    const late = await startAgent("late");
+    const renewedSince = await early.diag.renewals();
+    await waitFor("renewals after the backup", async () => (await early.diag.renewals()) >= renewedSince + 3, 30_000);
+    const [beforeRestore] = await admin.listBotInstances("early");
+    expect(beforeRestore!.generation).toBeGreaterThan(atBackup!.generation);
+
+    // restore the old copy
+    expect(await auth!.stop("SIGTERM")).toBe(0);
+    for (const f of readdirSync(authDir).filter((f) => f.startsWith("machine-id.db"))) rmSync(join(authDir, f));
+    for (const f of readdirSync(backup)) copyFileSync(join(backup, f), join(authDir, f));
+    auth = await startAuth(authDir, { port });
+    admin = adminClient(authDir, auth.addr);
+    expect((await admin.listBotInstances("early"))[0]!.generation).toBe(atBackup!.generation);
+
+    // the early agent presents a newer generation than the database holds: caught up, audited, not locked
+    const n = await early.diag.renewals();
+    await waitFor("the early agent to renew against the restored database", async () => (await early.diag.renewals()) >= n + 2, 30_000);
+    const [after] = await admin.listBotInstances("early");
+    expect(after!.locked).toBe(false);
+    expect(after!.generation).toBeGreaterThan(beforeRestore!.generation);
+    const rollbacks = await admin.listEvents({ type: "cert.generation_rollback" });
+    expect(rollbacks.length).toBe(1);
+    expect(rollbacks[0]!.fields).toMatchObject({ bot: "early", bot_instance_id: atBackup!.instance_id, stored: atBackup!.generation });
+    expect(Number(rollbacks[0]!.fields.presented)).toBeGreaterThanOrEqual(beforeRestore!.generation);
+    expect(await admin.listEvents({ type: "cert.generation_mismatch" })).toEqual([]);
+
+    // the late agent joined after the backup: its instance is unknown to the restored service
+    await waitFor("the late agent to report the unknown instance", async () => {
+      const r = await late.diag.readiness().catch(() => undefined);
+      return r?.services.identity?.status === "unhealthy" && /not known: it was deleted, join again/.test(r.services.identity.reason ?? "");
+    }, 30_000);
+    expect(existsSync(join(late.out, "tlscert"))).toBe(true); // its last outputs stay in place
+    expect(await admin.listBotInstances("late")).toEqual([]);
+  }, 120_000);
+});
