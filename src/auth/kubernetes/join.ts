@@ -6,7 +6,7 @@
  * new bot instance, so a pod with memory storage joins again at each start.
  */
 
-import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet, type JWTPayload } from "jose";
+import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet, type JWK, type JWTPayload } from "jose";
 import { z } from "zod";
 import { AppError, accessDenied, errorMessage, expired, isAppError } from "../../lib/errors.ts";
 import type { JoinRequest, JoinResponse } from "../../protocol/index.ts";
@@ -68,10 +68,14 @@ function parseJwks(token: TokenResource): JSONWebKeySet {
   } catch {
     throw refuse(accessDenied(`Cannot check the service account token: the JWKS of join token "${name}" is not valid JSON; ${hint}`), "static JWKS is not JSON");
   }
-  try {
-    createLocalJWKSet(parsed as JSONWebKeySet);
-  } catch {
-    throw refuse(accessDenied(`Cannot check the service account token: the JWKS of join token "${name}" is not a JSON Web Key Set; ${hint}`), "static JWKS is malformed");
+  const keys = (parsed as { keys?: unknown } | null)?.keys;
+  // Public signing keys only: a private key pasted by mistake is refused, not used.
+  const usable = (k: unknown) => typeof k === "object" && k !== null && ["RSA", "EC", "OKP"].includes((k as JWK).kty ?? "") && (k as JWK).d === undefined;
+  if (!Array.isArray(keys) || keys.length === 0 || !keys.every(usable)) {
+    throw refuse(
+      accessDenied(`Cannot check the service account token: the JWKS of join token "${name}" is not a JSON Web Key Set of public keys; ${hint}`),
+      "static JWKS is malformed",
+    );
   }
   return parsed as JSONWebKeySet;
 }

@@ -1,0 +1,334 @@
+/**
+ * A small Kubernetes API server for tests (there is no real cluster on the test
+ * machines): TLS with its own CA, legacy discovery enough for kubectl, pods (lists,
+ * Tables, watches), Secrets with resourceVersion conflicts, and TokenReview. It is
+ * built on node:https so it records raw header lines: one `Impersonate-Group` line
+ * per group is exactly what it checks.
+ */
+
+import "reflect-metadata";
+import https from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createCA, generateKeyPair, issueCertificate, privateKeyToPem } from "../../src/crypto/index.ts";
+
+/** One request as the server saw it. */
+export interface SeenRequest {
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  /** Raw header lines, names lowercased, in order. */
+  headerLines: [string, string][];
+  body: string;
+}
+
+export interface TokenReviewResult {
+  authenticated: boolean;
+  username?: string;
+  audiences?: string[];
+  error?: string;
+}
+
+export interface FakeApiServerOptions {
+  /** Requests must carry `Authorization: Bearer <token>`. */
+  token?: string;
+  /** Requests must present a client certificate signed by this CA (PEM) instead. */
+  clientCaPem?: string;
+  /** Answers TokenReviews; default: not authenticated. */
+  review?: (token: string, audiences: string[] | undefined) => TokenReviewResult;
+}
+
+interface Pod {
+  name: string;
+  namespace: string;
+}
+
+interface StoredSecret {
+  resourceVersion: number;
+  data: Record<string, string>;
+  labels: Record<string, string>;
+}
+
+export interface FakeApiServer {
+  url: string;
+  host: string;
+  port: number;
+  /** The CA (PEM) that signed the server's certificate. */
+  caPem: string;
+  /** Its key, for tests that issue client certificates from it. */
+  issueClientCert(commonName: string): Promise<{ certPem: string; keyPem: string }>;
+  requests: SeenRequest[];
+  /** Header values of one name across a request's lines (repeated lines stay separate). */
+  header(r: SeenRequest, name: string): string[];
+  pods: Pod[];
+  secrets: Map<string, StoredSecret>;
+  /** The next N secret replaces answer 409 Conflict (as if someone wrote meanwhile). */
+  injectConflicts(n: number): void;
+  /** Sends a watch event about a pod to every open pod watch. */
+  emitPod(type: "ADDED" | "MODIFIED" | "DELETED", pod: Pod): void;
+  /** Ends every open watch. */
+  endWatches(): void;
+  /** Writes a service account directory (token, ca.crt, namespace) and returns its path and the env that points a client at this server. */
+  serviceAccountDir(namespace: string, token: string): Promise<{ dir: string; env: Record<string, string> }>;
+  close(): Promise<void>;
+}
+
+const json = (res: ServerResponse, status: number, body: unknown, type = "application/json") => {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(text) });
+  res.end(text);
+};
+
+const status = (res: ServerResponse, code: number, reason: string, message: string) =>
+  json(res, code, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", reason, message, code });
+
+const podObject = (p: Pod) => ({
+  kind: "Pod",
+  apiVersion: "v1",
+  metadata: { name: p.name, namespace: p.namespace, uid: `uid-${p.namespace}-${p.name}`, resourceVersion: "1", creationTimestamp: "2026-01-01T00:00:00Z" },
+  spec: { containers: [{ name: "main", image: "busybox" }] },
+  status: { phase: "Running" },
+});
+
+const podRow = (p: Pod) => ({
+  cells: [p.name, "1/1", "Running", 0, "1d"],
+  object: { kind: "PartialObjectMetadata", apiVersion: "meta.k8s.io/v1", metadata: podObject(p).metadata },
+});
+
+const TABLE_COLUMNS = ["Name", "Ready", "Status", "Restarts", "Age"].map((name, i) => ({
+  name,
+  type: i === 3 ? "integer" : "string",
+  format: i === 0 ? "name" : "",
+  description: "",
+  priority: 0,
+}));
+
+const API_RESOURCES = {
+  kind: "APIResourceList",
+  apiVersion: "v1",
+  groupVersion: "v1",
+  resources: [
+    { name: "pods", singularName: "pod", namespaced: true, kind: "Pod", verbs: ["create", "delete", "get", "list", "patch", "update", "watch"], shortNames: ["po"] },
+    { name: "secrets", singularName: "secret", namespaced: true, kind: "Secret", verbs: ["create", "delete", "get", "list", "patch", "update", "watch"] },
+    { name: "configmaps", singularName: "configmap", namespaced: true, kind: "ConfigMap", verbs: ["create", "delete", "get", "list", "patch", "update", "watch"], shortNames: ["cm"] },
+    { name: "namespaces", singularName: "namespace", namespaced: false, kind: "Namespace", verbs: ["create", "delete", "get", "list", "patch", "update", "watch"], shortNames: ["ns"] },
+  ],
+};
+
+/** Starts the server on 127.0.0.1:0. */
+export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promise<FakeApiServer> {
+  const now = new Date();
+  const caKey = generateKeyPair("ecdsa-p256");
+  const caPem = await createCA({
+    commonName: "fake kubernetes CA",
+    keyPair: caKey,
+    notBefore: new Date(now.getTime() - 3_600_000),
+    notAfter: new Date(now.getTime() + 86_400_000),
+  });
+  const serverKey = generateKeyPair("ecdsa-p256");
+  const certPem = await issueCertificate({
+    caCertPem: caPem,
+    caKey: caKey.privateKey,
+    publicKey: serverKey.publicKey,
+    commonName: "kube-apiserver",
+    dnsNames: ["localhost", "kubernetes.default.svc"],
+    ipAddresses: ["127.0.0.1"],
+    notBefore: new Date(now.getTime() - 3_600_000),
+    notAfter: new Date(now.getTime() + 86_400_000),
+    usage: "server",
+  });
+
+  const requests: SeenRequest[] = [];
+  const pods: Pod[] = [];
+  const secrets = new Map<string, StoredSecret>();
+  const watches = new Set<{ res: ServerResponse; namespace?: string; table: boolean }>();
+  const sockets = new Set<Socket>();
+  let conflicts = 0;
+  let version = 100;
+
+  const headerValues = (r: SeenRequest, name: string) => r.headerLines.filter(([k]) => k === name).map(([, v]) => v);
+
+  function authorized(req: IncomingMessage, seen: SeenRequest): boolean {
+    if (opts.token !== undefined) return headerValues(seen, "authorization")[0] === `Bearer ${opts.token}`;
+    if (opts.clientCaPem !== undefined) return (req.socket as unknown as { authorized?: boolean }).authorized === true;
+    return true;
+  }
+
+  function servePods(req: IncomingMessage, res: ServerResponse, seen: SeenRequest, namespace: string | undefined, name: string | undefined) {
+    const table = (req.headers.accept ?? "").includes("as=Table");
+    const inScope = pods.filter((p) => namespace === undefined || p.namespace === namespace);
+    if (name !== undefined) {
+      const pod = inScope.find((p) => p.name === name);
+      return pod ? json(res, 200, podObject(pod)) : status(res, 404, "NotFound", `pods "${name}" not found`);
+    }
+    if (seen.query.get("watch") === "true" || seen.query.get("watch") === "1") {
+      res.writeHead(200, { "content-type": "application/json;stream=watch", "transfer-encoding": "chunked" });
+      const w = { res, ...(namespace !== undefined ? { namespace } : {}), table };
+      watches.add(w);
+      res.on("close", () => watches.delete(w));
+      for (const p of inScope) writeEvent(w, "ADDED", p);
+      return;
+    }
+    if (table) {
+      return json(res, 200, { kind: "Table", apiVersion: "meta.k8s.io/v1", metadata: { resourceVersion: String(version) }, columnDefinitions: TABLE_COLUMNS, rows: inScope.map(podRow) });
+    }
+    json(res, 200, { kind: "PodList", apiVersion: "v1", metadata: { resourceVersion: String(version), remainingItemCount: 0 }, items: inScope.map(podObject) });
+  }
+
+  function writeEvent(w: { res: ServerResponse; namespace?: string; table: boolean }, type: string, p: Pod) {
+    if (w.namespace !== undefined && w.namespace !== p.namespace) return;
+    const object = w.table
+      ? { kind: "Table", apiVersion: "meta.k8s.io/v1", metadata: { resourceVersion: String(++version) }, columnDefinitions: [], rows: [podRow(p)] }
+      : podObject(p);
+    w.res.write(JSON.stringify({ type, object }) + "\n");
+  }
+
+  function secretObject(ns: string, name: string, s: StoredSecret) {
+    return { kind: "Secret", apiVersion: "v1", metadata: { name, namespace: ns, resourceVersion: String(s.resourceVersion), labels: s.labels }, type: "Opaque", data: s.data };
+  }
+
+  function serveSecrets(res: ServerResponse, seen: SeenRequest, ns: string, name: string | undefined) {
+    const key = (n: string) => `${ns}/${n}`;
+    const body = seen.body ? (JSON.parse(seen.body) as { metadata?: { name?: string; resourceVersion?: string; labels?: Record<string, string> }; data?: Record<string, string> }) : {};
+    if (seen.method === "GET" && name !== undefined) {
+      const s = secrets.get(key(name));
+      return s ? json(res, 200, secretObject(ns, name, s)) : status(res, 404, "NotFound", `secrets "${name}" not found`);
+    }
+    if (seen.method === "POST" && name === undefined) {
+      const n = body.metadata?.name ?? "";
+      if (secrets.has(key(n))) return status(res, 409, "AlreadyExists", `secrets "${n}" already exists`);
+      const s = { resourceVersion: ++version, data: body.data ?? {}, labels: body.metadata?.labels ?? {} };
+      secrets.set(key(n), s);
+      return json(res, 201, secretObject(ns, n, s));
+    }
+    if (seen.method === "PUT" && name !== undefined) {
+      const s = secrets.get(key(name));
+      if (!s) return status(res, 404, "NotFound", `secrets "${name}" not found`);
+      if (conflicts > 0) {
+        conflicts--;
+        s.resourceVersion = ++version; // someone else wrote
+        return status(res, 409, "Conflict", `Operation cannot be fulfilled on secrets "${name}": the object has been modified`);
+      }
+      if (body.metadata?.resourceVersion !== String(s.resourceVersion)) {
+        return status(res, 409, "Conflict", `Operation cannot be fulfilled on secrets "${name}": the object has been modified`);
+      }
+      const next = { resourceVersion: ++version, data: body.data ?? {}, labels: body.metadata?.labels ?? {} };
+      secrets.set(key(name), next);
+      return json(res, 200, secretObject(ns, name, next));
+    }
+    status(res, 405, "MethodNotAllowed", `${seen.method} is not supported here`);
+  }
+
+  function route(req: IncomingMessage, res: ServerResponse, seen: SeenRequest) {
+    const p = seen.path;
+    if (p === "/version") return json(res, 200, { major: "1", minor: "32", gitVersion: "v1.32.0-fake", platform: "linux/amd64" });
+    if (p === "/api") return json(res, 200, { kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [{ clientCIDR: "0.0.0.0/0", serverAddress: "127.0.0.1:443" }] });
+    if (p === "/api/v1") return json(res, 200, API_RESOURCES);
+    if (p === "/apis") return json(res, 200, { kind: "APIGroupList", apiVersion: "v1", groups: [] });
+    if (p === "/apis/authentication.k8s.io/v1/tokenreviews" && seen.method === "POST") {
+      const spec = (JSON.parse(seen.body) as { spec: { token: string; audiences?: string[] } }).spec;
+      const r = opts.review?.(spec.token, spec.audiences) ?? { authenticated: false, error: "no reviewer" };
+      return json(res, 201, {
+        kind: "TokenReview",
+        apiVersion: "authentication.k8s.io/v1",
+        spec,
+        status: { authenticated: r.authenticated, ...(r.username ? { user: { username: r.username } } : {}), ...(r.audiences ? { audiences: r.audiences } : {}), ...(r.error ? { error: r.error } : {}) },
+      });
+    }
+    let m = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?pods(?:\/([^/]+))?$/.exec(p);
+    if (m && seen.method === "GET") return servePods(req, res, seen, m[1], m[2]);
+    m = /^\/api\/v1\/namespaces\/([^/]+)\/secrets(?:\/([^/]+))?$/.exec(p);
+    if (m) {
+      if (seen.method === "GET" && m[2] === undefined) {
+        const items = [...secrets.entries()].filter(([k]) => k.startsWith(`${m![1]}/`)).map(([k, s]) => secretObject(m![1]!, k.split("/")[1]!, s));
+        return json(res, 200, { kind: "SecretList", apiVersion: "v1", metadata: { resourceVersion: String(version) }, items });
+      }
+      return serveSecrets(res, seen, m[1]!, m[2]);
+    }
+    status(res, 404, "NotFound", `the server could not find the requested resource (${seen.method} ${p})`);
+  }
+
+  const server = https.createServer(
+    {
+      cert: certPem,
+      key: privateKeyToPem(serverKey.privateKey),
+      ...(opts.clientCaPem ? { ca: opts.clientCaPem, requestCert: true, rejectUnauthorized: false } : {}),
+    },
+    (req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        const url = new URL(req.url ?? "/", "https://fake");
+        const headerLines: [string, string][] = [];
+        for (let i = 0; i < req.rawHeaders.length; i += 2) headerLines.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
+        const seen: SeenRequest = { method: req.method ?? "GET", path: url.pathname, query: url.searchParams, headerLines, body: Buffer.concat(chunks).toString("utf8") };
+        requests.push(seen);
+        if (!authorized(req, seen)) return status(res, 401, "Unauthorized", "Unauthorized");
+        route(req, res, seen);
+      });
+    },
+  );
+  server.on("connection", (s: Socket) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  const port = (server.address() as { port: number }).port;
+  const dirs: string[] = [];
+
+  return {
+    url: `https://127.0.0.1:${port}`,
+    host: "127.0.0.1",
+    port,
+    caPem,
+    async issueClientCert(commonName) {
+      const k = generateKeyPair("ecdsa-p256");
+      const pem = await issueCertificate({
+        caCertPem: caPem,
+        caKey: caKey.privateKey,
+        publicKey: k.publicKey,
+        commonName,
+        notBefore: new Date(Date.now() - 3_600_000),
+        notAfter: new Date(Date.now() + 86_400_000),
+        usage: "client",
+      });
+      return { certPem: pem, keyPem: privateKeyToPem(k.privateKey) };
+    },
+    requests,
+    header: headerValues,
+    pods,
+    secrets,
+    injectConflicts(n) {
+      conflicts = n;
+    },
+    emitPod(type, pod) {
+      for (const w of watches) writeEvent(w, type, pod);
+    },
+    endWatches() {
+      for (const w of watches) w.res.end();
+      watches.clear();
+    },
+    async serviceAccountDir(namespace, token) {
+      const dir = await mkdtemp(join(tmpdir(), "fake-sa-"));
+      dirs.push(dir);
+      await writeFile(join(dir, "token"), token + "\n");
+      await writeFile(join(dir, "ca.crt"), caPem);
+      await writeFile(join(dir, "namespace"), namespace);
+      return {
+        dir,
+        env: { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: String(port), MACHINE_ID_SERVICE_ACCOUNT_DIR: dir },
+      };
+    },
+    async close() {
+      for (const w of watches) w.res.end();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+      for (const d of dirs) await rm(d, { recursive: true, force: true });
+    },
+  };
+}
