@@ -276,10 +276,15 @@ async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerRespon
   const method = req.method ?? "GET";
   let body: Uint8Array | undefined;
   if (method !== "GET" && method !== "HEAD") {
-    const read = await readCapped(req);
+    // A declared length over the cap is refused before reading: waiting for a body that
+    // large (or one the client never sends) would hold the connection for nothing.
+    const declared = Number(req.headers["content-length"] ?? "0");
+    const read = declared > MAX_BODY_BYTES ? "too-large" : await readCapped(req);
     if (read === "too-large") {
       const e = new AppError("TOO_LARGE", `Request body too large: at most ${MAX_BODY_BYTES} bytes`);
-      res.writeHead(STATUS_BY_CODE[e.code], { "content-type": "application/json", connection: "close" });
+      // HTTP/1.1 closes so the unread rest of the body is not parsed as a request; h2 forbids the header
+      const close = req.httpVersionMajor === 1 ? { connection: "close" } : {};
+      res.writeHead(STATUS_BY_CODE[e.code], { "content-type": "application/json", ...close });
       res.end(JSON.stringify(errorBody(e)));
       return;
     }

@@ -166,6 +166,33 @@ describe("malformed HTTP gets an answer, not a silent close", () => {
   });
 });
 
+describe("body size cap", () => {
+  test("a declared length over the cap is refused at once, without waiting for the body", async () => {
+    const c = await conn();
+    const t0 = performance.now();
+    const r = await c.send(Buffer.from("POST /v1/join HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000000\r\n\r\n{"));
+    expect(r.status).toBe(413);
+    expect(r.headers.connection).toBe("close");
+    expect(performance.now() - t0).toBeLessThan(LIMITS.requestTimeoutMs);
+  });
+
+  test("an h2 body over the cap gets 413 too", async () => {
+    const session = http2.connect(`https://127.0.0.1:${listener.port}`, { rejectUnauthorized: false });
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        const st = session.request({ ":path": "/v1/join", ":method": "POST", "content-type": "application/json" });
+        st.on("response", (h) => resolve(Number(h[":status"])));
+        st.on("error", reject);
+        st.end(Buffer.alloc(300 * 1024, 0x20));
+        st.resume();
+      });
+      expect(status).toBe(413);
+    } finally {
+      session.destroy();
+    }
+  });
+});
+
 describe("FailureLimiter", () => {
   test("allows a burst of failures, then limits with the time to the next allowance", () => {
     const clock = new FakeClock();
