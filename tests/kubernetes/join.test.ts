@@ -3,6 +3,7 @@
 // are audited with their reason and the caller's address.
 
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import fc from "fast-check";
 import { keyRequest } from "../auth/harness.ts";
 import { ADMIN, CLUSTER, scenario, startKubeAuth, type KubeAuth } from "./_auth.ts";
 import { clusterKey, serviceAccountToken, tokenYaml, type ClusterKey } from "./_jwt.ts";
@@ -186,6 +187,38 @@ describe("static_jwks", () => {
     expect(r.status).toBe(401);
     expect(r.json.error.message).toStartWith(`The join token "example-bot" expired at `);
   });
+});
+
+describe("hostile service-account tokens (fast-check)", () => {
+  const b64 = (v: unknown) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url");
+
+  test("random and mutated tokens are refused with 400, 401 or 403, never accepted, never a 5xx", async () => {
+    const valid = await serviceAccountToken(key);
+    const parts = valid.split(".");
+    const mutated = fc.tuple(fc.nat({ max: valid.length - 1 }), fc.constantFrom(..."ABCDEFabcdef0123456789-_.")).map(([i, ch]) => valid.slice(0, i) + ch + valid.slice(i + 1));
+    const forged = fc
+      .record({
+        alg: fc.constantFrom("none", "HS256", "RS256", "ES256", "EdDSA", ""),
+        kid: fc.constantFrom(key.kid, "x", ""),
+        sub: fc.constantFrom("system:serviceaccount:default:tbot", "system:serviceaccount:default:tbot:x", "", "system:serviceaccount::tbot"),
+        aud: fc.constantFrom(CLUSTER, [CLUSTER], "other", []),
+        exp: fc.oneof(fc.integer(), fc.constant(Math.floor(Date.now() / 1000) + 600)),
+        sig: fc.constantFrom(parts[2]!, "", "AAAA"),
+      })
+      .map((f) => `${b64({ alg: f.alg, kid: f.kid })}.${b64({ sub: f.sub, aud: f.aud, exp: f.exp, iat: 0, nbf: 0 })}.${f.sig}`);
+    const junk = fc.oneof(fc.string({ maxLength: 200 }), fc.array(fc.base64String({ maxLength: 40 }), { maxLength: 5 }).map((xs) => xs.join(".")));
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(mutated, forged, junk), async (jwt) => {
+        if (jwt === valid) return;
+        n++; // a new address each time: failed joins from one address are rate-limited
+        const r = await join(jwt, "example-bot", `10.77.${n >> 8}.${n & 255}`);
+        expect([400, 401, 403]).toContain(r.status);
+      }),
+      { numRuns: 300 },
+    );
+    expect(await auth.admin.listBotInstances("example")).toEqual([]);
+  }, 60_000);
 });
 
 describe("in_cluster", () => {
