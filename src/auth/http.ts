@@ -260,9 +260,32 @@ export async function readJson(req: Request): Promise<unknown> {
   const text = await req.text();
   if (Buffer.byteLength(text) > MAX_BODY_BYTES) throw new AppError("TOO_LARGE", `Request body too large: at most ${MAX_BODY_BYTES} bytes`);
   if (text.trim() === "") throw badParameter("Request body is empty: expected JSON");
+  // Validators downstream recurse into the value: a body nested thousands deep would
+  // overflow the stack (a 500) however small it is, so it is refused before parsing.
+  if (nestingExceeds(text, MAX_JSON_DEPTH)) throw badParameter(`Request body is nested too deeply: at most ${MAX_JSON_DEPTH} levels`);
   try {
     return JSON.parse(text);
   } catch {
     throw badParameter("Request body is not valid JSON");
   }
+}
+
+/** Deepest nesting of arrays and objects a request body may have; real messages use a handful. */
+export const MAX_JSON_DEPTH = 64;
+
+/** Whether JSON text nests arrays/objects deeper than `max` (strings skipped; no parse, no recursion). */
+function nestingExceeds(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
 }
