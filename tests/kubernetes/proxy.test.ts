@@ -220,6 +220,15 @@ describe("refused requests never reach the cluster", () => {
     });
   });
 
+  test("an answer to HEAD carries no body, allowed or refused", async () => {
+    const refused = await auth.call("HEAD", "/v1/kubernetes/nope/api", { who: example.conn });
+    expect(refused.status).toBe(404);
+    expect(refused.body).toBeNull();
+    const allowed = await kube(example, "HEAD", "/api/v1/namespaces/demo/pods/web-1");
+    expect(allowed.status).toBe(200);
+    expect(await allowed.text()).toBe("");
+  });
+
   test("a lock on the bot cuts its Kubernetes access at once", async () => {
     const bot = await auth.kubeCerts(await auth.joinWithToken(await auth.addBot("soon-locked", ["machine-id-kube-role"])), "example-k8s-cluster");
     expect((await kube(bot, "GET", "/api/v1/namespaces/demo/pods/web-1")).status).toBe(200);

@@ -73,13 +73,22 @@ export function kubernetesProxy(ctx: AuthContext, clusters: KubernetesClusters):
   return async (req, conn) => {
     const url = new URL(req.url);
     if (!url.pathname.startsWith(ROUTES.kubernetes)) return undefined;
+    let res: Response;
     try {
-      return await serve(ctx, clusters, req, url, conn);
+      res = await serve(ctx, clusters, req, url, conn);
     } catch (e) {
-      if (e instanceof AppError) return statusResponse(statusOf(e), e.message);
-      ctx.log.error("Kubernetes proxy failed", { path: url.pathname, error: errorMessage(e), stack: (e as Error)?.stack });
-      return statusResponse(500, "Internal error: the auth service logged the details");
+      if (e instanceof AppError) res = statusResponse(statusOf(e), e.message);
+      else {
+        ctx.log.error("Kubernetes proxy failed", { path: url.pathname, error: errorMessage(e), stack: (e as Error)?.stack });
+        res = statusResponse(500, "Internal error: the auth service logged the details");
+      }
     }
+    // An answer to HEAD has no body: bytes after its headers would be read as the next response.
+    if (req.method === "HEAD" && res.body) {
+      await res.body.cancel().catch(() => {});
+      res = new Response(null, { status: res.status, headers: res.headers });
+    }
+    return res;
   };
 }
 
