@@ -229,6 +229,11 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
   server.on("request", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
     guard.onRequest(req, res);
     void serve(req, res, opts).catch((e) => {
+      // A client that hangs up mid-request is not the service's failure: no error, no 500 to nobody.
+      if (req.aborted || req.socket?.destroyed || (e as { code?: string }).code === "ECONNRESET" || errorMessage(e) === "aborted") {
+        opts.log.debug("The client went away before the answer", { method: req.method, path: req.url, error: errorMessage(e) });
+        return;
+      }
       opts.log.error("Cannot answer request", { error: errorMessage(e) });
       try {
         if (!res.headersSent) res.writeHead(500);
