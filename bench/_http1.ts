@@ -30,6 +30,8 @@ export interface ConnectOptions {
 interface Pending {
   resolve: (r: RawResponse) => void;
   reject: (e: Error) => void;
+  /** A response to HEAD has headers only, whatever its Content-Length says. */
+  head: boolean;
 }
 
 /** One HTTP/1.1 connection; `request` calls are queued so at most one is on the wire. */
@@ -93,16 +95,16 @@ export class Http1Connection {
     for (const [k, v] of Object.entries(opts.headers ?? {})) head += `${k}: ${v}\r\n`;
     if (body) head += `content-length: ${body.length}\r\n`;
     head += "\r\n";
-    return this.send(body ? Buffer.concat([Buffer.from(head), body]) : Buffer.from(head));
+    return this.send(body ? Buffer.concat([Buffer.from(head), body]) : Buffer.from(head), method === "HEAD");
   }
 
   /** Writes `bytes` as they are and reads one response (or rejects when the server closes instead). */
-  send(bytes: Uint8Array): Promise<RawResponse> {
+  send(bytes: Uint8Array, head = false): Promise<RawResponse> {
     const run = () =>
       new Promise<RawResponse>((resolve, reject) => {
         if (this.error) return reject(this.error);
         if (this.closed) return reject(new Error("connection closed"));
-        this.pending = { resolve, reject };
+        this.pending = { resolve, reject, head };
         this.socket.write(bytes);
       });
     const p = this.queue.then(run, run);
@@ -116,7 +118,7 @@ export class Http1Connection {
 
   private tryParse(): void {
     if (!this.pending) return;
-    const r = parseResponse(this.buf, this.ended);
+    const r = parseResponse(this.buf, this.ended, this.pending.head);
     if (!r) return;
     this.buf = this.buf.subarray(r.consumed);
     const p = this.pending;
@@ -126,7 +128,7 @@ export class Http1Connection {
 }
 
 /** Parses one response at the start of `buf`; undefined while incomplete. */
-export function parseResponse(buf: Buffer, ended: boolean): { response: RawResponse; consumed: number } | undefined {
+export function parseResponse(buf: Buffer, ended: boolean, head = false): { response: RawResponse; consumed: number } | undefined {
   const headEnd = buf.indexOf("\r\n\r\n");
   if (headEnd < 0) return undefined;
   const lines = buf.subarray(0, headEnd).toString("latin1").split("\r\n");
@@ -140,6 +142,7 @@ export function parseResponse(buf: Buffer, ended: boolean): { response: RawRespo
     headers[k] = headers[k] === undefined ? v : `${headers[k]}, ${v}`;
   }
   let at = headEnd + 4;
+  if (head) return { response: { status, headers, body: Buffer.alloc(0) }, consumed: at };
   if (headers["transfer-encoding"]?.toLowerCase().includes("chunked")) {
     const parts: Buffer[] = [];
     for (;;) {
