@@ -40,20 +40,10 @@ export class KubernetesClusters {
     return [...this.upstreams.keys()].sort();
   }
 
-  /** The labels of cluster `name`, or undefined when it is not proxied here. */
-  labels(name: string): Record<string, string> | undefined {
-    return this.upstreams.get(name)?.config.labels;
-  }
-
-  /** The upstream of cluster `name`, or undefined. */
-  upstream(name: string): Upstream | undefined {
-    return this.upstreams.get(name);
-  }
-
-  /** Labels of cluster `name`, or NOT_FOUND naming the clusters served here. */
-  requireLabels(name: string): Record<string, string> {
-    const labels = this.labels(name);
-    if (labels) return labels;
+  /** The upstream of cluster `name`, or NOT_FOUND naming the clusters served here. */
+  requireUpstream(name: string): Upstream {
+    const upstream = this.upstreams.get(name);
+    if (upstream) return upstream;
     const known = this.names();
     const list = known.length ? `: it serves ${known.map((n) => `"${n}"`).join(", ")}` : ": it serves none (kubernetes_clusters in the auth config)";
     throw new AppError("NOT_FOUND", `Kubernetes cluster "${name}" is not served by this auth service${list}`);
@@ -64,7 +54,7 @@ export class KubernetesClusters {
    * is not proxied here, ACCESS_DENIED when none of the roles reaches it.
    */
   labelsFor(name: string, roles: readonly RoleResource[], bot: string): Record<string, string> {
-    const labels = this.requireLabels(name);
+    const labels = this.requireUpstream(name).config.labels;
     if (!clusterAccess(roles, labels).allowed) {
       throw accessDenied(`The roles of bot "${bot}" do not reach Kubernetes cluster "${name}": no kubernetes_labels match its labels`);
     }

@@ -212,8 +212,7 @@ async function serve(ctx: AuthContext, clusters: KubernetesClusters, req: Reques
     throw new AppError("BAD_PARAMETER", "The Kubernetes cluster name in the path is not valid percent-encoding");
   }
   const apiPath = slash < 0 ? "/" : rest.slice(slash);
-  const upstream = clusters.upstream(cluster);
-  if (!upstream) clusters.requireLabels(cluster);
+  const upstream = clusters.requireUpstream(cluster);
   const id = await authenticate(ctx, conn, cluster);
 
   const base = {
@@ -234,7 +233,7 @@ async function serve(ctx: AuthContext, clusters: KubernetesClusters, req: Reques
     });
     api = parseKubeApiRequest(req.method, apiPath, url.searchParams);
     const body = req.body ? new Uint8Array(await req.arrayBuffer()) : undefined;
-    const labels = upstream!.config.labels;
+    const labels = upstream.config.labels;
     const createName = api.type === "resource" && api.verb === "create" && api.name === undefined ? nameInBody(body) : undefined;
     const decision = authorizeRequest(roles, labels, api, createName);
     if (!decision.allowed) throw new Denied(403, `Access denied to Kubernetes cluster "${cluster}": ${decision.reason}`, decision.reason);
@@ -245,7 +244,7 @@ async function serve(ctx: AuthContext, clusters: KubernetesClusters, req: Reques
     const allowed = { ...base, ...describe(api), allowed: true, reason: decision.reason, kubernetes_user: who.user, kubernetes_groups: who.groups };
     let res;
     try {
-      res = await upstream!.request({
+      res = await upstream.request({
         method: req.method,
         path: api.path + url.search,
         headers: upstreamHeaders(req, who, decision.filter),
