@@ -210,7 +210,9 @@ describe("hostile service-account tokens (fast-check)", () => {
     let n = 0;
     await fc.assert(
       fc.asyncProperty(fc.oneof(mutated, forged, junk), async (jwt) => {
-        if (jwt === valid) return;
+        // a changed spare bit in a segment's last base64url character decodes to the same token
+        const same = jwt.split(".").length === 3 && jwt.split(".").every((p, i) => Buffer.from(p, "base64url").equals(Buffer.from(parts[i]!, "base64url")));
+        if (same) return;
         n++; // a new address each time: failed joins from one address are rate-limited
         const r = await join(jwt, "example-bot", `10.77.${n >> 8}.${n & 255}`);
         expect([400, 401, 403]).toContain(r.status);
