@@ -70,7 +70,7 @@ describe("start's config", () => {
     expect(err.message).toContain("Missing auth_server or proxy_server in agent config");
   });
 
-  test("the v1 scenario (seed 002) loads; its kubernetes destination needs the kubernetes output type", async () => {
+  test("the v1 scenario (seed 002) loads into a kubernetes output", async () => {
     // the file's pin is a placeholder ("efgh…" is not hex): a real setup pastes the printed one
     const cfg = await loadStartConfig({ config: join(SCENARIOS, "tbot-v1.yaml"), caPins: [PIN] });
     expect(cfg.outputs).toEqual([
@@ -81,15 +81,14 @@ describe("start's config", () => {
         roles: [],
       },
     ]);
-    const err = thrown(() => new Agent({ config: cfg, log: silentLogger }));
-    expect(isAppError(err, "NOT_IMPLEMENTED")).toBe(true);
-    expect(err.message).toBe('Output type "kubernetes" is not available in this build: use one of "identity"');
+    expect(new Agent({ config: cfg, log: silentLogger }).outputNames).toEqual(["kubernetes:/opt/machine-id"]);
   });
 
-  test("the pod scenario (seed 000) needs the kubernetes_secret destination type", async () => {
+  test("the pod scenario (seed 000) loads into an identity output to a kubernetes_secret", async () => {
     const cfg = await loadStartConfig({ config: join(SCENARIOS, "tbot-kubernetes.yaml") });
-    const err = thrown(() => new Agent({ config: cfg, log: silentLogger }));
-    expect(err.message).toStartWith('Destination type "kubernetes_secret" is not available in this build');
+    const names = new Agent({ config: cfg, log: silentLogger }).outputNames;
+    expect(names).toHaveLength(1);
+    expect(names[0]).toMatch(/^identity:kubernetes_secret "([^"/]+\/)?identity-output"#0$/);
   });
 });
 
@@ -127,8 +126,9 @@ describe("registered outputs", () => {
     } finally {
       undo();
     }
-    expect(() => new Agent({ config: { ...agentConfig(auth, "x", undefined, []), outputs: [{ type: "kubernetes", destination: { type: "memory" }, kubernetesCluster: "k", roles: [] }] }, log: silentLogger })).toThrow(
-      'Output type "kubernetes" is not available',
-    );
+    // undo() puts back what was registered before: the real kubernetes output
+    const restored = new Agent({ config: { ...agentConfig(auth, "x", undefined, []), outputs: [{ type: "kubernetes", destination: { type: "memory" }, kubernetesCluster: "k", roles: [] }] }, log: silentLogger });
+    expect(restored.outputNames).not.toContain("kubernetes:k#0");
+    expect(restored.outputNames).toHaveLength(1);
   });
 });
