@@ -5,11 +5,10 @@
  */
 
 import { join } from "node:path";
-import { formatSshPublicKey, generateKeyPair, parseCertificate, privateKeyToPem } from "../../crypto/index.ts";
+import { parseCertificate } from "../../crypto/index.ts";
 import { AppError } from "../../lib/errors.ts";
 import type { Certs } from "../../protocol/index.ts";
-import { AGENT_KEY_ALGORITHM, publicKeys } from "../bot/index.ts";
-import { IDENTITY_FILES, outputName, registerOutput, renderIdentityFiles, type Output } from "../outputs/index.ts";
+import { IDENTITY_FILES, issueIdentityFiles, outputName, registerOutput, type Output } from "../outputs/index.ts";
 import { renderKubeconfig } from "./kubeconfig.ts";
 
 /** The kubeconfig's file name, as tbot writes it. */
@@ -38,29 +37,13 @@ registerOutput({
       async render() {
         const id = deps.identity();
         if (!id) throw new AppError("BAD_PARAMETER", "The bot has no identity yet: it must join before outputs can be written");
-        const key = generateKeyPair(AGENT_KEY_ALGORITHM);
-        const res = await deps.botCerts({
-          ...publicKeys(key),
-          ttl_seconds: Math.max(1, Math.round(deps.credentialTtlMs / 1000)),
-          ...(config.roles.length > 0 ? { roles: config.roles } : {}),
-          kubernetes_cluster: cluster,
-        });
-        const keyPem = privateKeyToPem(key.privateKey);
-        const files: Record<string, string> = renderIdentityFiles({
-          keyPem,
-          publicKeyLine: formatSshPublicKey(key.publicKey),
-          certs: res.certs,
-          ...(destination.path ? { dir: destination.path } : {}),
-          authServer: id.authServer,
-          botName: id.botName,
-          sshConfig: false,
-        });
+        const { files, certs, keyPem } = await issueIdentityFiles(deps, destination, { roles: config.roles, sshConfig: false, kubernetesCluster: cluster });
         // A directory's files are referenced by path, so clients that reload them see renewals;
         // elsewhere (a Secret mounted at an unknown path) the credentials are inline.
         const credentials = destination.path
           ? { certPath: join(destination.path, IDENTITY_FILES.tlsCert), keyPath: join(destination.path, IDENTITY_FILES.key) }
-          : { certPem: res.certs.tls_cert, keyPem };
-        files[KUBECONFIG_FILE] = renderKubeconfig({ cluster, authAddr: id.authServer, caPem: serverCaPem(res.certs), credentials });
+          : { certPem: certs.tls_cert, keyPem };
+        files[KUBECONFIG_FILE] = renderKubeconfig({ cluster, authAddr: id.authServer, caPem: serverCaPem(certs), credentials });
         await destination.writeAll(files);
         deps.log.info("Generated identity for Kubernetes cluster", { kubernetes_cluster: cluster, destination: destination.description });
       },

@@ -5,9 +5,47 @@
  */
 
 import { formatSshPublicKey, generateKeyPair, privateKeyToPem } from "../../crypto/index.ts";
+import type { Certs } from "../../protocol/index.ts";
 import { AGENT_KEY_ALGORITHM, publicKeys } from "../bot/index.ts";
-import { outputName, registerOutput, type Output } from "./output.ts";
+import type { Destination } from "../destinations/index.ts";
+import { outputName, registerOutput, type Output, type OutputDeps } from "./output.ts";
 import { renderIdentityFiles } from "./identity_files.ts";
+
+export interface IssuedIdentity {
+  /** The identity files, by name, ready for `destination.writeAll`. */
+  files: Record<string, string>;
+  certs: Certs;
+  keyPem: string;
+}
+
+/**
+ * What every certificate-bearing output starts with: a new key (an output's key never
+ * outlives its certificates), role certificates for it, and the identity files.
+ */
+export async function issueIdentityFiles(
+  deps: OutputDeps,
+  destination: Destination,
+  opts: { roles: string[]; sshConfig: boolean; kubernetesCluster?: string },
+): Promise<IssuedIdentity> {
+  const key = generateKeyPair(AGENT_KEY_ALGORITHM);
+  const res = await deps.botCerts({
+    ...publicKeys(key),
+    ttl_seconds: Math.max(1, Math.round(deps.credentialTtlMs / 1000)),
+    ...(opts.roles.length > 0 ? { roles: opts.roles } : {}),
+    ...(opts.kubernetesCluster ? { kubernetes_cluster: opts.kubernetesCluster } : {}),
+  });
+  const id = deps.identity();
+  const keyPem = privateKeyToPem(key.privateKey);
+  const files = renderIdentityFiles({
+    keyPem,
+    publicKeyLine: formatSshPublicKey(key.publicKey),
+    certs: res.certs,
+    ...(destination.path ? { dir: destination.path } : {}),
+    ...(id ? { authServer: id.authServer, botName: id.botName } : {}),
+    sshConfig: opts.sshConfig,
+  });
+  return { files, certs: res.certs, keyPem };
+}
 
 registerOutput({
   type: "identity",
@@ -21,22 +59,7 @@ registerOutput({
         await destination.verify();
       },
       async render() {
-        // A new key every time: an output's key never outlives its certificates.
-        const key = generateKeyPair(AGENT_KEY_ALGORITHM);
-        const res = await deps.botCerts({
-          ...publicKeys(key),
-          ttl_seconds: Math.max(1, Math.round(deps.credentialTtlMs / 1000)),
-          ...(config.roles.length > 0 ? { roles: config.roles } : {}),
-        });
-        const id = deps.identity();
-        const files = renderIdentityFiles({
-          keyPem: privateKeyToPem(key.privateKey),
-          publicKeyLine: formatSshPublicKey(key.publicKey),
-          certs: res.certs,
-          ...(destination.path ? { dir: destination.path } : {}),
-          ...(id ? { authServer: id.authServer, botName: id.botName } : {}),
-          sshConfig: config.sshConfig,
-        });
+        const { files } = await issueIdentityFiles(deps, destination, { roles: config.roles, sshConfig: config.sshConfig });
         await destination.writeAll(files);
       },
     };

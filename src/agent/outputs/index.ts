@@ -5,5 +5,6 @@
 
 import "./identity.ts";
 
+export { issueIdentityFiles, type IssuedIdentity } from "./identity.ts";
 export { buildOutput, outputName, registerOutput, type Output, type OutputBuilder, type OutputDeps } from "./output.ts";
 export { IDENTITY_FILES, knownHostsLines, renderIdentityFiles, renderSshConfig, sshConfigPath, type IdentityFilesInput } from "./identity_files.ts";
