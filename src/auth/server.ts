@@ -27,7 +27,10 @@ export interface TlsMaterial {
 export interface ConnectionLimits {
   /** From accept to the first request's complete headers (TLS handshake included); default 10s. */
   headersTimeoutMs?: number;
-  /** From a request's headers to the end of its response (body upload included); default 30s. */
+  /**
+   * From a request's headers to the end of its body; default 30s. The answer is not
+   * bounded here: a Kubernetes watch streams for as long as it lasts.
+   */
   requestTimeoutMs?: number;
   /** A keep-alive connection with no request in flight is closed after this long; default 30s. */
   idleTimeoutMs?: number;
@@ -83,8 +86,8 @@ interface Tracked {
 
 /**
  * Counts connections and enforces the deadlines. A connection has `headersTimeoutMs`
- * to complete its handshake and send a request, each request `requestTimeoutMs` to be
- * read and answered, and a connection between requests `idleTimeoutMs` before its next
+ * to complete its handshake and send a request, each request `requestTimeoutMs` to
+ * deliver its body, and a connection between requests `idleTimeoutMs` before its next
  * request's headers are complete — so a client trickling bytes (slowloris) is cut
  * after a bounded time however steadily it sends.
  */
@@ -95,6 +98,7 @@ class ConnectionGuard {
   private timedOut = 0;
   private lastRefusalLog = 0;
   private refusedSinceLog = 0;
+  private readonly bodyDeadlines = new WeakMap<http2.Http2ServerRequest, ReturnType<typeof setTimeout>>();
 
   constructor(
     private readonly limits: Required<ConnectionLimits>,
@@ -135,7 +139,8 @@ class ConnectionGuard {
     t.active++;
     if (t.timer) clearTimeout(t.timer);
     t.timer = undefined;
-    const deadline = setTimeout(() => this.expire(sock, "request not completed in time"), this.limits.requestTimeoutMs);
+    const deadline = setTimeout(() => this.expire(sock, "request body not received in time"), this.limits.requestTimeoutMs);
+    this.bodyDeadlines.set(req, deadline);
     let done = false;
     const finished = () => {
       if (done) return;
@@ -148,9 +153,15 @@ class ConnectionGuard {
     res.once("close", finished);
   }
 
+  /** The request's body has been read: from here on the handler, not the client, decides how long it takes. */
+  bodyRead(req: http2.Http2ServerRequest): void {
+    clearTimeout(this.bodyDeadlines.get(req));
+    this.bodyDeadlines.delete(req);
+  }
+
   private arm(t: Tracked, sock: Socket, ms: number): void {
     if (t.timer) clearTimeout(t.timer);
-    t.timer = setTimeout(() => this.expire(sock, t.active === 0 ? "no complete request in time" : "request not completed in time"), ms);
+    t.timer = setTimeout(() => this.expire(sock, "no complete request in time"), ms);
     t.timer.unref?.();
   }
 
@@ -228,7 +239,7 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
 
   server.on("request", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
     guard.onRequest(req, res);
-    void serve(req, res, opts).catch((e) => {
+    void serve(req, res, opts, () => guard.bodyRead(req)).catch((e) => {
       // A client that hangs up mid-request is not the service's failure: no error, no 500 to nobody.
       if (req.aborted || req.socket?.destroyed || (e as { code?: string }).code === "ECONNRESET" || errorMessage(e) === "aborted") {
         opts.log.debug("The client went away before the answer", { method: req.method, path: req.url, error: errorMessage(e) });
@@ -271,7 +282,7 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
   };
 }
 
-async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, opts: ListenOptions): Promise<void> {
+async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, opts: ListenOptions, bodyRead: () => void): Promise<void> {
   const sock = req.socket as unknown as TLSSocket;
   const peer = sock.getPeerCertificate?.(false) as { raw?: Buffer } | undefined;
   const conn: ConnInfo = {
@@ -295,6 +306,7 @@ async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerRespon
     }
     body = read;
   }
+  bodyRead();
   const headers = new Headers();
   for (const [k, v] of Object.entries(req.headers)) {
     if (k.startsWith(":") || v === undefined) continue;
@@ -315,8 +327,65 @@ async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerRespon
   response.headers.forEach((v, k) => {
     out[k] = v;
   });
-  res.writeHead(response.status, out);
-  res.end(Buffer.from(await response.arrayBuffer()));
+  await sendResponse(res, response.status, out, response.body);
+}
+
+/**
+ * Writes the answer. A body that is all there at once (every JSON answer) goes out in
+ * one write with its Content-Length; a live stream (a Kubernetes watch, events for
+ * minutes) is written chunk by chunk as it comes, so each event reaches the client
+ * when it happens, and reading stops when the client hangs up.
+ */
+async function sendResponse(res: http2.Http2ServerResponse, status: number, headers: Record<string, string>, body: ReadableStream<Uint8Array> | null): Promise<void> {
+  if (!body) {
+    res.writeHead(status, headers);
+    res.end();
+    return;
+  }
+  const reader = body.getReader();
+  let chunk = await reader.read();
+  let next = chunk.done ? undefined : reader.read();
+  const whole = chunk.done ? { done: true as const, value: undefined } : await settledSoon(next!);
+  if (whole?.done) {
+    const bytes = chunk.value ?? new Uint8Array(0);
+    res.writeHead(status, { ...headers, "content-length": String(bytes.byteLength) });
+    res.end(bytes);
+    return;
+  }
+  res.writeHead(status, headers);
+  const cancel = () => void reader.cancel().catch(() => {});
+  res.once("close", cancel);
+  try {
+    while (!chunk.done) {
+      if (!res.write(chunk.value) && !res.destroyed) {
+        await new Promise<void>((resolve) => {
+          res.once("drain", resolve);
+          res.once("close", resolve);
+        });
+      }
+      if (res.destroyed) return;
+      chunk = await next!;
+      next = chunk.done ? undefined : reader.read();
+    }
+    res.end();
+  } finally {
+    res.off("close", cancel);
+  }
+}
+
+/**
+ * `p`'s value if it settles within a few microtask turns, else undefined. A body that
+ * is already complete (a string, a buffer) reports its end within two turns in Bun;
+ * a live stream does not, and is then written chunk by chunk.
+ */
+async function settledSoon<T>(p: Promise<T>): Promise<T | undefined> {
+  let value: { v: T } | undefined;
+  p.then(
+    (v) => (value = { v }),
+    () => {},
+  );
+  for (let turn = 0; turn < 4 && !value; turn++) await null;
+  return value?.v;
 }
 
 /** Reads the body, stopping as soon as it exceeds MAX_BODY_BYTES. */

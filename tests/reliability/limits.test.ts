@@ -25,6 +25,22 @@ import { closedWithin, tcpConnect, tlsConnect } from "./_helpers.ts";
 const LIMITS = { headersTimeoutMs: 400, requestTimeoutMs: 600, idleTimeoutMs: 500, maxConnections: 40, maxConnectionsPerAddress: 10 };
 
 let listener: Listener;
+/** Releases the second half of the /stream answer. */
+let release: () => void = () => {};
+
+/** An answer in two parts, the second only once the test releases it (a watch, say). */
+function streamed(): Response {
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const body = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      controller.enqueue(new TextEncoder().encode("first\n"));
+      await gate;
+      controller.enqueue(new TextEncoder().encode("second\n"));
+      controller.close();
+    },
+  });
+  return new Response(body, { headers: { "content-type": "text/plain" } });
+}
 beforeAll(async () => {
   const backend = await openBackend({ type: "memory" }, { logger: silentLogger });
   const auth = await loadAuthorities(backend, "limits.test", new Date());
@@ -36,6 +52,7 @@ beforeAll(async () => {
     log: silentLogger,
     ...LIMITS,
     handler: async (req) => {
+      if (new URL(req.url).pathname === "/stream") return streamed();
       // read the whole body, as the real handler does, before answering
       const body = req.method === "POST" ? await req.text() : "";
       return Response.json({ ok: true, got: body.length });
@@ -163,6 +180,23 @@ describe("malformed HTTP gets an answer, not a silent close", () => {
     const r = await c.send(Buffer.from("\x00\x01garbage\r\n\r\n"));
     expect(r.status).toBe(400);
     expect(JSON.parse(r.body.toString()).error.code).toBe("BAD_PARAMETER");
+  });
+});
+
+describe("streamed answers", () => {
+  test("each part reaches the client as it is written, and a long stream outlives the request and idle deadlines", async () => {
+    const s = await tlsConnect(listener.port);
+    let got = "";
+    s.on("data", (d: Buffer) => (got += d.toString()));
+    s.write("GET /stream HTTP/1.1\r\nhost: x\r\n\r\n");
+    await waitFor("the first part", () => got.includes("first"), 3000);
+    expect(got).not.toContain("second");
+    const t0 = Date.now();
+    await waitFor("both deadlines to pass", () => Date.now() - t0 > LIMITS.requestTimeoutMs + LIMITS.idleTimeoutMs, 3000);
+    expect(s.destroyed).toBe(false);
+    release();
+    await waitFor("the second part", () => got.includes("second"), 3000);
+    s.destroy();
   });
 });
 
