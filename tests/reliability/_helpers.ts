@@ -5,10 +5,15 @@
  */
 
 import { mkdirSync, writeFileSync } from "node:fs";
-export { freePort } from "../../bench/_lib.ts";
 import net from "node:net";
 import { join } from "node:path";
 import tls from "node:tls";
+import type { AuthClient } from "../../src/protocol/index.ts";
+import { freePort } from "../../bench/_lib.ts";
+import { Proc } from "../agent/procs.ts";
+import { waitFor } from "../agent/wait.ts";
+
+export { freePort };
 
 /** Full sizes under `bun run soak` (SOAK=1); small ones in CI. */
 export const SOAK = process.env.SOAK === "1";
@@ -120,4 +125,41 @@ export class Diag {
   async renewals(): Promise<number> {
     return (await this.metric('machine_id_task_iterations_total{task="identity"}')) - (await this.metric('machine_id_task_iterations_failed_total{task="identity"}'));
   }
+}
+
+export interface RunningAgent {
+  agent: Proc;
+  diag: Diag;
+  /** The identity output's directory. */
+  out: string;
+}
+
+/**
+ * Adds bot `name` and starts a daemon agent for it (compiled binary) renewing every
+ * `intervalMs`; resolves once /readyz says 200. The caller disposes of `agent`.
+ */
+export async function startAgent(o: { admin: AuthClient; authAddr: string; dir: string; name: string; intervalMs: number; out?: string }): Promise<RunningAgent> {
+  const bot = await o.admin.addBot({ name: o.name, roles: [] });
+  const diagPort = await freePort();
+  const dir = join(o.dir, o.name);
+  const out = o.out ?? join(dir, "out");
+  const cfg = writeAgentConfig(dir, {
+    authAddr: o.authAddr,
+    token: bot.token,
+    caPin: bot.ca_pins[0]!,
+    storageDir: join(dir, "state"),
+    destinationDir: out,
+    diagPort,
+    renewalInterval: `${o.intervalMs}ms`,
+    credentialTtl: "10m",
+  });
+  const agent = new Proc(["start", "-c", cfg, "--log-format", "json"]);
+  const diag = new Diag(diagPort);
+  try {
+    await waitFor(`agent ${o.name} to join`, async () => (await diag.readyz()) === 200, 30_000);
+  } catch (e) {
+    await agent[Symbol.asyncDispose]();
+    throw new Error(`${(e as Error).message}\n${agent.stderr.slice(-3000)}`);
+  }
+  return { agent, diag, out };
 }

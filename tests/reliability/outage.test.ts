@@ -12,10 +12,10 @@ import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync } from "nod
 import { join } from "node:path";
 import type { AuthClient } from "../../src/protocol/index.ts";
 import { adminClient } from "../../bench/_lib.ts";
-import { Proc } from "../agent/procs.ts";
+import type { Proc } from "../agent/procs.ts";
 import { waitFor } from "../agent/wait.ts";
 import { startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";
-import { Diag, freePort, writeAgentConfig } from "./_helpers.ts";
+import { startAgent, type RunningAgent } from "./_helpers.ts";
 
 const INTERVAL_MS = 1000;
 /** The agent's retry delays: 1, 2, 4, 8, 16 s (src/lib/retry.ts defaults), each ±20 % jitter. */
@@ -40,27 +40,10 @@ afterEach(async () => {
   work[Symbol.dispose]();
 });
 
-/** Starts a daemon agent for a new bot; returns its diagnostics and output directory. */
-async function startAgent(name: string): Promise<{ agent: Proc; diag: Diag; out: string }> {
-  const bot = await admin.addBot({ name, roles: [] });
-  const diagPort = await freePort();
-  const dir = join(work.path, name);
-  const out = join(dir, "out");
-  const cfg = writeAgentConfig(dir, {
-    authAddr: auth!.addr,
-    token: bot.token,
-    caPin: bot.ca_pins[0]!,
-    storageDir: join(dir, "state"),
-    destinationDir: out,
-    diagPort,
-    renewalInterval: `${INTERVAL_MS}ms`,
-    credentialTtl: "10m",
-  });
-  const agent = new Proc(["start", "-c", cfg, "--log-format", "json"]);
-  agents.push(agent);
-  const diag = new Diag(diagPort);
-  await waitFor(`agent ${name} to join`, async () => (await diag.readyz()) === 200, 30_000);
-  return { agent, diag, out };
+async function agentFor(name: string): Promise<RunningAgent> {
+  const a = await startAgent({ admin, authAddr: auth!.addr, dir: work.path, name, intervalMs: INTERVAL_MS });
+  agents.push(a.agent);
+  return a;
 }
 
 /** Every output file's content, by name. */
@@ -68,16 +51,9 @@ function snapshot(dir: string): Record<string, string> {
   return Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), "utf8")]));
 }
 
-async function restartAuth(): Promise<void> {
-  const port = auth!.port;
-  expect(await auth!.stop("SIGTERM")).toBe(0);
-  auth = await startAuth(authDir, { port });
-  admin = adminClient(authDir, auth.addr);
-}
-
 describe("outage", () => {
   test("outputs stay intact while the service is down for three intervals; /readyz 503; renewal within the backoff ceiling after", async () => {
-    const { diag, out } = await startAgent("outage");
+    const { diag, out } = await agentFor("outage");
     await waitFor("two renewals", async () => (await diag.renewals()) >= 3, 30_000);
 
     const port = auth!.port;
@@ -109,7 +85,7 @@ describe("outage", () => {
   }, 90_000);
 
   test("a database restored from an older copy: the generation catches up and is audited; a later instance is refused as unknown", async () => {
-    const early = await startAgent("early");
+    const early = await agentFor("early");
     await waitFor("renewals before the backup", async () => (await early.diag.renewals()) >= 3, 30_000);
 
     // a cold backup: stop, copy the SQLite files, start again
@@ -123,7 +99,7 @@ describe("outage", () => {
     admin = adminClient(authDir, auth.addr);
     const [atBackup] = await admin.listBotInstances("early");
 
-    const late = await startAgent("late");
+    const late = await agentFor("late");
     const renewedSince = await early.diag.renewals();
     await waitFor("renewals after the backup", async () => (await early.diag.renewals()) >= renewedSince + 3, 30_000);
     const [beforeRestore] = await admin.listBotInstances("early");
