@@ -92,26 +92,35 @@ async function expectKeptWhileBroken(a: RunningAgent, reason: RegExp): Promise<R
   expect(broken?.[1].reason ?? "").toMatch(reason);
   console.log(`/readyz: ${broken?.[0]} unhealthy: ${broken?.[1].reason}`);
   const kept = snapshot(a.out);
-  // the previous files, and nothing else: a write that failed half way leaves no staged files behind
-  expect(readdirSync(a.out).sort()).toEqual(IDENTITY_FILES);
+  expect(Object.keys(kept).sort()).toEqual(IDENTITY_FILES);
   expect(consistent(a.out)).toBe(true);
   const since = Date.now();
   const failedBefore = await a.diag.metric('machine_id_task_iterations_failed_total{task="identity"}');
   await waitFor("three more intervals", async () => {
     expect(snapshot(a.out)).toEqual(kept);
-    expect(readdirSync(a.out).sort()).toEqual(IDENTITY_FILES);
     return Date.now() - since > 3 * INTERVAL_MS;
   }, 30_000);
   // renewal itself still works: only the output fails
   expect(await a.diag.metric('machine_id_task_iterations_failed_total{task="identity"}')).toBe(failedBefore);
   expect(a.agent.stderr).toMatch(/"msg":"Cannot write output"/);
+  await noStagedLeftovers(a.out);
   return kept;
+}
+
+/**
+ * A failed write removes what it staged. Staged files are visible while a write is in
+ * progress, so this waits for a listing without any: a leftover would never go away.
+ */
+async function noStagedLeftovers(dir: string): Promise<void> {
+  await waitFor("a listing without staged files", () => readdirSync(dir).sort().join() === IDENTITY_FILES.join(), 20_000);
 }
 
 async function expectRecovered(a: RunningAgent, kept: Record<string, string>): Promise<void> {
   await waitFor("/readyz 200 again", async () => (await a.diag.readyz()) === 200, 30_000);
   await waitFor("fresh files", () => snapshot(a.out).tlscert !== kept.tlscert, 30_000);
-  expect(consistent(a.out)).toBe(true);
+  // files are renamed into place one after the other: a listing can fall between two renames
+  await waitFor("the new key and certificate to match", () => consistent(a.out), 10_000);
+  await noStagedLeftovers(a.out);
 }
 
 describe("destination filesystem", () => {
@@ -127,8 +136,12 @@ describe("destination filesystem", () => {
     await using a = await startAgent({ admin, authAddr: auth.addr, dir: work.path, name, intervalMs: INTERVAL_MS, out: join(mnt, name) }).then((r) => Object.assign(r, { [Symbol.asyncDispose]: () => r.agent[Symbol.asyncDispose]() }));
     expect(consistent(a.out)).toBe(true);
     const filler = fill(mnt, leavePages);
-    const kept = await expectKeptWhileBroken(a, /space|ENOSPC/i);
-    rmSync(filler);
+    let kept: Record<string, string>;
+    try {
+      kept = await expectKeptWhileBroken(a, /space|ENOSPC/i);
+    } finally {
+      rmSync(filler);
+    }
     await expectRecovered(a, kept);
   }, 120_000);
 
