@@ -96,14 +96,21 @@ export class RenewingBot {
     }
   }
 
-  /** Joins with a bound keypair: begin, sign the challenge with `bound`, solve. */
-  static async boundKeypairJoin(target: Target, tokenName: string, bound: KeyObject, key: PreparedKey, conn?: Http1Connection): Promise<RenewingBot & { joinState?: string }> {
+  /** Joins with a bound keypair: begin (with the previous join's state, if any), sign the challenge with `bound`, solve. */
+  static async boundKeypairJoin(
+    target: Target,
+    tokenName: string,
+    bound: KeyObject,
+    key: PreparedKey,
+    conn?: Http1Connection,
+    joinState?: string,
+  ): Promise<RenewingBot & { joinState?: string }> {
     const c = conn ?? (await connect(target));
     try {
       const begin = expectOk<{ challenge_id: string; challenge: unknown }>(
         await c.request("POST", "/v1/join/bound-keypair/begin", {
           headers: JSON_HEADERS,
-          body: JSON.stringify({ ...key.body, token_name: tokenName, public_key: formatSshPublicKey(bound) }),
+          body: JSON.stringify({ ...key.body, token_name: tokenName, public_key: formatSshPublicKey(bound), ...(joinState ? { join_state: joinState } : {}) }),
         }),
         "bound keypair begin",
       );

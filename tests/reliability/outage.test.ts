@@ -4,13 +4,17 @@
  * ceiling once the service is back; and a service restored from an older copy of its
  * database catches the generation counter up (audited as cert.generation_rollback)
  * instead of locking its bots, while an instance that joined after the backup is
- * refused as unknown (docs/reliability.md tells the operator what to do).
+ * refused as unknown, and a bound-keypair agent that joined again after the backup is
+ * taken for a clone at its next join (docs/reliability.md tells the operator what to do).
  */
 
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { generateKeyPairSync } from "node:crypto";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { formatSshPublicKey } from "../../src/crypto/index.ts";
 import type { AuthClient } from "../../src/protocol/index.ts";
+import { RenewingBot, prepareKeys, type Target } from "../../bench/_bot.ts";
 import { adminClient } from "../../bench/_lib.ts";
 import type { Proc } from "../agent/procs.ts";
 import { waitFor } from "../agent/wait.ts";
@@ -44,6 +48,28 @@ async function agentFor(name: string): Promise<RunningAgent> {
   const a = await startAgent({ admin, authAddr: auth!.addr, dir: work.path, name, intervalMs: INTERVAL_MS });
   agents.push(a.agent);
   return a;
+}
+
+/** A cold backup of the service's SQLite files: stop, copy, start again on the same port. Returns the copy's directory. */
+async function coldBackup(): Promise<string> {
+  const port = auth!.port;
+  expect(await auth!.stop("SIGTERM")).toBe(0);
+  const backup = join(work.path, `backup-${Date.now()}`);
+  mkdirSync(backup);
+  for (const f of readdirSync(authDir).filter((f) => f.startsWith("machine-id.db"))) copyFileSync(join(authDir, f), join(backup, f));
+  auth = await startAuth(authDir, { port });
+  admin = adminClient(authDir, auth.addr);
+  return backup;
+}
+
+/** Stops the service, puts the backup's files in place of the database, starts it again on the same port. */
+async function restore(backup: string): Promise<void> {
+  const port = auth!.port;
+  expect(await auth!.stop("SIGTERM")).toBe(0);
+  for (const f of readdirSync(authDir).filter((f) => f.startsWith("machine-id.db"))) rmSync(join(authDir, f));
+  for (const f of readdirSync(backup)) copyFileSync(join(backup, f), join(authDir, f));
+  auth = await startAuth(authDir, { port });
+  admin = adminClient(authDir, auth.addr);
 }
 
 /** Every output file's content, by name. */
@@ -88,15 +114,7 @@ describe("outage", () => {
     const early = await agentFor("early");
     await waitFor("renewals before the backup", async () => (await early.diag.renewals()) >= 3, 30_000);
 
-    // a cold backup: stop, copy the SQLite files, start again
-    const port = auth!.port;
-    expect(await auth!.stop("SIGTERM")).toBe(0);
-    const backup = join(work.path, "backup");
-    const dbFiles = readdirSync(authDir).filter((f) => f.startsWith("machine-id.db"));
-    Bun.spawnSync(["mkdir", "-p", backup]);
-    for (const f of dbFiles) copyFileSync(join(authDir, f), join(backup, f));
-    auth = await startAuth(authDir, { port });
-    admin = adminClient(authDir, auth.addr);
+    const backup = await coldBackup();
     const [atBackup] = await admin.listBotInstances("early");
 
     const late = await agentFor("late");
@@ -105,12 +123,7 @@ describe("outage", () => {
     const [beforeRestore] = await admin.listBotInstances("early");
     expect(beforeRestore!.generation).toBeGreaterThan(atBackup!.generation);
 
-    // restore the old copy
-    expect(await auth!.stop("SIGTERM")).toBe(0);
-    for (const f of readdirSync(authDir).filter((f) => f.startsWith("machine-id.db"))) rmSync(join(authDir, f));
-    for (const f of readdirSync(backup)) copyFileSync(join(backup, f), join(authDir, f));
-    auth = await startAuth(authDir, { port });
-    admin = adminClient(authDir, auth.addr);
+    await restore(backup);
     expect((await admin.listBotInstances("early"))[0]!.generation).toBe(atBackup!.generation);
 
     // the early agent presents a newer generation than the database holds: caught up, audited, not locked
@@ -133,4 +146,30 @@ describe("outage", () => {
     expect(existsSync(join(late.out, "tlscert"))).toBe(true); // its last outputs stay in place
     expect(await admin.listBotInstances("late")).toEqual([]);
   }, 120_000);
+
+  test("a database restored from an older copy: a bound-keypair agent that joined again since is refused as a clone at its next join", async () => {
+    const target: Target = { host: "127.0.0.1", port: auth!.port, caPem: [await admin.exportCA("tls-host")] };
+    const bound = generateKeyPairSync("ed25519");
+    const keys = prepareKeys(3);
+    await admin.addBot({ name: "edge", roles: [] });
+    await admin.createResources([
+      {
+        kind: "token",
+        version: "v2",
+        metadata: { name: "edge-key" },
+        spec: { roles: ["Bot"], bot_name: "edge", join_method: "bound_keypair", bound_keypair: { onboarding: { initial_public_key: formatSshPublicKey(bound.publicKey) }, recovery: { mode: "standard", limit: 10 } } },
+      },
+    ]);
+    const first = await RenewingBot.boundKeypairJoin(target, "edge-key", bound.privateKey, keys[0]!);
+
+    const backup = await coldBackup();
+    const second = await RenewingBot.boundKeypairJoin(target, "edge-key", bound.privateKey, keys[1]!, undefined, first.joinState);
+    await restore(backup);
+
+    // the restored token expects the first join's state; the agent holds the second's, which only this cluster could have signed
+    const third = RenewingBot.boundKeypairJoin({ ...target, port: auth!.port }, "edge-key", bound.privateKey, keys[2]!, undefined, second.joinState);
+    await expect(third).rejects.toThrow(/HTTP 423 .*stale join state \(sequence 2, expected 1\)/);
+    const locked = await admin.listEvents({ type: "token.locked" });
+    expect(locked.map((e) => e.fields.token)).toEqual(["edge-key"]);
+  }, 60_000);
 });
