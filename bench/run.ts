@@ -4,7 +4,7 @@
  * into bench/RESULTS.md between its `bench:begin`/`bench:end` markers (the analysis
  * around them is kept). Never part of `bun test`.
  *
- *   bun bench/run.ts [--quick] [--only issuance,agent,scale] [--no-write]
+ *   bun bench/run.ts [--quick] [--only issuance,agent,scale,breakdown] [--no-write]
  */
 
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -18,7 +18,7 @@ import { scaleBench, scaleTable } from "./scale.ts";
 const { values: flags } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
-    only: { type: "string", default: "issuance,agent,scale" },
+    only: { type: "string", default: "issuance,agent,scale,breakdown" },
     "no-write": { type: "boolean", default: false },
   },
 });
@@ -91,6 +91,22 @@ if (only.has("scale")) {
   log(`scale: ${bots} bots, ${runs} renewal runs before and after`);
   const f = await scaleBench({ bin, dir: sub("scale"), bots, runs, seconds: quick ? 3 : 5, log });
   sections.push("", "### Scale", "", `Same service before and after ${bots.toLocaleString("en-US")} bots were written into its SQLite database; auth pinned to core 0.`, "", scaleTable(f));
+}
+
+if (only.has("breakdown")) {
+  log("breakdown: the bare listener and the handler in process");
+  const p = Bun.spawn([process.execPath, join(ROOT, "bench", "breakdown.ts"), "--seconds", quick ? "2" : "5"], { stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  if (code !== 0) throw new Error(`bench/breakdown.ts failed: ${err}`);
+  sections.push(
+    "",
+    "### Where the time goes",
+    "",
+    "The same listener (src/auth/server.ts) with a handler that answers `{}`, pinned to core 0 with 16 clients on core 1; " +
+      "and the service's request handler called in process, no sockets, one request at a time on core 0.",
+    "",
+    out.trim(),
+  );
 }
 
 sections.splice(3, 0, "", `1-minute load average before the run ${loadBefore.toFixed(2)}, after ${loadavg().toFixed(2)} (the benchmark itself keeps up to 2 cores busy).`);

@@ -80,6 +80,8 @@ interface Tracked {
   addr: string;
   /** Requests in flight on this connection (h2 multiplexes several). */
   active: number;
+  /** What the handler is told about the connection, read at its first request. */
+  conn?: ConnInfo;
   /** The headers or idle deadline, armed while no request is in flight. */
   timer: ReturnType<typeof setTimeout> | undefined;
 }
@@ -191,6 +193,25 @@ class ConnectionGuard {
   }
 }
 
+/**
+ * The remote address and client certificate of a request's connection. Read once per
+ * connection: getPeerCertificate builds a whole object each call and was a fifth of the
+ * CPU time of a keep-alive request; the certificate cannot change within a connection
+ * (TLS 1.3 has no renegotiation, and the server does not allow it on TLS 1.2).
+ */
+function connInfo(req: http2.Http2ServerRequest): ConnInfo {
+  const t = (req.socket as unknown as Record<symbol, Tracked | undefined>)[TRACKED];
+  if (t?.conn) return t.conn;
+  const sock = req.socket as unknown as TLSSocket;
+  const peer = sock.getPeerCertificate?.(false) as { raw?: Buffer } | undefined;
+  const conn: ConnInfo = {
+    remoteAddr: formatRemote(sock),
+    ...(peer?.raw && peer.raw.length > 0 ? { peerCertDer: new Uint8Array(peer.raw) } : {}),
+  };
+  if (t) t.conn = conn;
+  return conn;
+}
+
 /** The answer to a request Bun's HTTP/1 parser rejected, in place of a silent close. */
 function clientErrorResponse(code: string | undefined): string {
   const [status, reason] = code === "HPE_HEADER_OVERFLOW" ? [431, "Request Header Fields Too Large"] : [400, "Bad Request"];
@@ -283,12 +304,7 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
 }
 
 async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, opts: ListenOptions, bodyRead: () => void): Promise<void> {
-  const sock = req.socket as unknown as TLSSocket;
-  const peer = sock.getPeerCertificate?.(false) as { raw?: Buffer } | undefined;
-  const conn: ConnInfo = {
-    remoteAddr: formatRemote(sock),
-    ...(peer?.raw && peer.raw.length > 0 ? { peerCertDer: new Uint8Array(peer.raw) } : {}),
-  };
+  const conn = connInfo(req);
   const method = req.method ?? "GET";
   let body: Uint8Array | undefined;
   if (method !== "GET" && method !== "HEAD") {
@@ -348,7 +364,10 @@ async function sendResponse(res: http2.Http2ServerResponse, status: number, head
   const whole = chunk.done ? { done: true as const, value: undefined } : await settledSoon(next!);
   if (whole?.done) {
     const bytes = chunk.value ?? new Uint8Array(0);
-    res.writeHead(status, { ...headers, "content-length": String(bytes.byteLength) });
+    // headers set rather than written: Bun then sends them and the body in one write
+    res.statusCode = status;
+    for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+    res.setHeader("content-length", String(bytes.byteLength));
     res.end(bytes);
     return;
   }
