@@ -3,7 +3,8 @@
  * tmpfs remounted read-only: the agent reports the failure (/readyz 503, a log line),
  * the files of its last good identity stay intact and consistent (the key matches the
  * certificate), and it recovers by itself once space returns or the mount is writable.
- * Needs root and mount(8); skipped, saying so, where the machine does not allow it.
+ * Needs root and permission to mount a tmpfs: without them the tests fail saying so
+ * (tests/_prereq.ts: a skipped test proves nothing).
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -12,6 +13,7 @@ import { join } from "node:path";
 import type { AuthClient } from "../../src/protocol/index.ts";
 import { adminClient } from "../../bench/_lib.ts";
 import { waitFor } from "../agent/wait.ts";
+import { isRoot, requirePrereqs } from "../_prereq.ts";
 import { sh, startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";
 import { startAgent, type RunningAgent } from "./_helpers.ts";
 
@@ -24,20 +26,23 @@ let mounted = false;
 let auth: AuthProcess;
 let admin: AuthClient;
 
-/** Whether this process may mount a tmpfs (root in a namespace that allows it). */
-function canMount(dir: string): boolean {
-  if (process.getuid?.() !== 0) return false;
+/** Mounts the small tmpfs when this process may (root in a namespace that allows it); the error when it may not. */
+function mountTmpfs(dir: string): string | undefined {
+  if (!isRoot) return "not root";
   const r = sh(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0755", "tmpfs", dir]);
-  if (r.code !== 0) return false;
+  if (r.code !== 0) return r.stderr.trim() || `mount exited ${r.code}`;
   mounted = true;
-  return true;
+  return undefined;
 }
+
+let mountError: string | undefined;
 
 beforeAll(async () => {
   work = tempDir("mid-fs-");
   mnt = join(work.path, "mnt");
   mkdirSync(mnt);
-  if (!canMount(mnt)) return;
+  mountError = mountTmpfs(mnt);
+  if (mountError) return;
   auth = await startAuth(join(work.path, "auth"));
   admin = adminClient(join(work.path, "auth"), auth.addr);
 }, 60_000);
@@ -124,14 +129,11 @@ async function expectRecovered(a: RunningAgent, kept: Record<string, string>): P
 }
 
 describe("destination filesystem", () => {
-  test.if(process.getuid?.() === 0).each([
+  test.each([
     ["full to the last page", 0],
     ["nearly full (room for some of the files)", 3],
   ])("%s tmpfs: reported, last identity kept intact, recovery when space returns", async (_, leavePages) => {
-    if (!mounted) {
-      console.log("skipped: cannot mount a tmpfs here");
-      return;
-    }
+    requirePrereqs({ "root and a tmpfs mount": [mountError === undefined, `run as root where mount(8) is allowed (${mountError})`] });
     const name = `full-${leavePages}`;
     await using a = await startAgent({ admin, authAddr: auth.addr, dir: work.path, name, intervalMs: INTERVAL_MS, out: join(mnt, name) }).then((r) => Object.assign(r, { [Symbol.asyncDispose]: () => r.agent[Symbol.asyncDispose]() }));
     expect(consistent(a.out)).toBe(true);
@@ -145,11 +147,8 @@ describe("destination filesystem", () => {
     await expectRecovered(a, kept);
   }, 120_000);
 
-  test.if(process.getuid?.() === 0)("read-only remount: reported, last identity kept intact, recovery when writable again", async () => {
-    if (!mounted) {
-      console.log("skipped: cannot mount a tmpfs here");
-      return;
-    }
+  test("read-only remount: reported, last identity kept intact, recovery when writable again", async () => {
+    requirePrereqs({ "root and a tmpfs mount": [mountError === undefined, `run as root where mount(8) is allowed (${mountError})`] });
     await using a = await startAgent({ admin, authAddr: auth.addr, dir: work.path, name: "readonly", intervalMs: INTERVAL_MS, out: join(mnt, "readonly") }).then((r) => Object.assign(r, { [Symbol.asyncDispose]: () => r.agent[Symbol.asyncDispose]() }));
     expect(sh(["mount", "-o", "remount,ro", mnt]).code).toBe(0);
     let kept: Record<string, string>;
