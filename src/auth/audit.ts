@@ -16,6 +16,7 @@ export const EVENT = {
   hostCertCreate: "cert.host_create",
   generationMismatch: "cert.generation_mismatch",
   generationRollback: "cert.generation_rollback",
+  joinStateRollback: "join_state.rollback",
   renewFailed: "cert.renew_failed",
   resourceCreate: "resource.create",
   resourceUpdate: "resource.update",

@@ -252,7 +252,8 @@ async function authorizeBot(ctx: AuthContext, caller: BotCaller, retryKeyId?: st
     { kind: "bot", name: who.bot },
   ]);
   const item = await getInstance(ctx.backend, who.bot, who.instance);
-  if (!item) throw accessDenied(`Bot instance "${who.instance}" of bot "${who.bot}" is not known: it was deleted, join again`);
+  // NOT_FOUND, not ACCESS_DENIED: an agent that can rejoin (bound keypair, Kubernetes) does so
+  if (!item) throw notFound(`Bot instance "${who.instance}" of bot "${who.bot}" is not known (deleted, or the database was restored from before it joined): join again`);
   const bot = await getBot(ctx.backend, who.bot);
   if (!bot) throw accessDenied(`Bot "${who.bot}" no longer exists`);
   const gen = await checkGeneration(ctx, caller, item, who.generation, retryKeyId);

@@ -229,9 +229,21 @@ async function lockToken(ctx: AuthContext, token: TokenResource, why: string, ca
   return locked(`Join token "${token.metadata.name}" is now locked: ${why}. An admin must check the bot's hosts, then "ctl unlock token/${token.metadata.name}"`);
 }
 
-/** Checks the join state the agent presented against the token's status. */
-async function checkJoinState(ctx: AuthContext, token: TokenResource, status: BoundKeypairStatus, presented: string | undefined): Promise<string | undefined> {
-  if (!presented) return "a join without the join state of the previous join: the keypair is in use on another host, or its state was lost";
+/**
+ * Checks the join state the agent presented against the token's status: a reason to
+ * lock the token, or the sequence to continue from. A state this service signed with a
+ * *newer* sequence than the stored one can only mean the database went back in time
+ * (a restored backup): the stored count catches up, as renewal generations do, rather
+ * than locking a bot that did nothing wrong.
+ */
+async function checkJoinState(
+  ctx: AuthContext,
+  token: TokenResource,
+  status: BoundKeypairStatus,
+  presented: string | undefined,
+): Promise<{ why: string } | { sequence: number; rollback: boolean }> {
+  const stored = status.recovery_count ?? 0;
+  if (!presented) return { why: "a join without the join state of the previous join: the keypair is in use on another host, or its state was lost" };
   let claims: JoinStateClaims;
   try {
     const r = await jwtVerify(presented, ctx.authorities.jwt.publicKey, {
@@ -242,12 +254,16 @@ async function checkJoinState(ctx: AuthContext, token: TokenResource, status: Bo
     });
     claims = r.payload as unknown as JoinStateClaims;
   } catch {
-    return "a join state this cluster did not issue for this bot";
+    return { why: "a join state this cluster did not issue for this bot" };
   }
-  if (claims.bot_instance_id !== status.bound_bot_instance_id || claims.recovery_sequence !== (status.recovery_count ?? 0)) {
-    return `a stale join state (sequence ${claims.recovery_sequence}, expected ${status.recovery_count ?? 0}): another host with a copy of the keypair joined since`;
+  if (typeof claims.recovery_sequence !== "number" || !Number.isInteger(claims.recovery_sequence)) {
+    return { why: "a join state this cluster did not issue for this bot" };
   }
-  return undefined;
+  if (claims.recovery_sequence > stored) return { sequence: claims.recovery_sequence, rollback: true };
+  if (claims.bot_instance_id !== status.bound_bot_instance_id || claims.recovery_sequence !== stored) {
+    return { why: `a stale join state (sequence ${claims.recovery_sequence}, expected ${stored}): another host with a copy of the keypair joined since` };
+  }
+  return { sequence: stored, rollback: false };
 }
 
 /** Step 2: checks the signed challenge, applies the recovery rules and joins. */
@@ -272,7 +288,6 @@ export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolve
   const { token, revision, status } = await loadToken(ctx, c.token_name, fail);
   const bk = token.spec.bound_keypair!;
   const botName = token.spec.bot_name;
-  const count = status.recovery_count ?? 0;
   let boundKey = c.expected_key;
   try {
     const current = status.bound_public_key ?? (c.registering ? c.expected_key : undefined);
@@ -291,9 +306,27 @@ export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolve
     if (e instanceof AppError) throw await fail(e, e.message, botName);
     throw e;
   }
+  let count = status.recovery_count ?? 0;
   if (bk.recovery.mode !== "insecure" && status.bound_bot_instance_id) {
-    const why = await checkJoinState(ctx, token, status, c.join_state);
-    if (why) throw await lockToken(ctx, token, why, caller);
+    const js = await checkJoinState(ctx, token, status, c.join_state);
+    if ("why" in js) throw await lockToken(ctx, token, js.why, caller);
+    if (js.rollback) {
+      await ctx.audit.emit(EVENT.joinStateRollback, now, {
+        token: token.metadata.name,
+        bot: botName,
+        presented: js.sequence,
+        stored: count,
+        remote_addr: caller.remoteAddr,
+      });
+      count = js.sequence;
+      // the limit applies to the joins that really happened, not to the restored count
+      try {
+        checkRecoveryLimit(token, { ...status, recovery_count: count });
+      } catch (e) {
+        if (e instanceof AppError) throw await fail(e, e.message, botName);
+        throw e;
+      }
+    }
   }
 
   const bot = await getBot(ctx.backend, botName);

@@ -314,6 +314,35 @@ describe("keypair in storage", () => {
     expect((await tokenStatus(auth, "ci-skew")).recovery_count).toBe(2);
   });
 
+  test("an instance the service no longer knows (deleted, or a restored database) turns into a rejoin", async () => {
+    await using auth = await startTestAuth();
+    await using t = await tempDir();
+    const key = generateKeyPair("ed25519");
+    await storedKeypair(t.path, key);
+    await bkToken(auth, "ci-gone", { onboarding: { initial_public_key: pub(key) }, recovery: { limit: 3, mode: "standard" } });
+    const bot = bkBot(auth, "ci-gone", dir(t.path));
+    await bot.refresh();
+    const first = bot.identity!.instanceId;
+    // the instance record disappears, as a restore from before the join would make it
+    const backend = auth.auth.ctx.backend;
+    for (const i of await backend.list("/bot_instances/")) await backend.delete(i.key);
+    expect(await bot.refresh()).toBe("joined");
+    expect(bot.identity!.instanceId).not.toBe(first);
+  });
+
+  test("with the token join method an unknown instance is reported, not rejoined", async () => {
+    await using auth = await startTestAuth();
+    await using t = await tempDir();
+    const cfg = agentConfig(auth, await auth.addBot(), t.path, []);
+    const bot = new Bot({ settings: botSettings(cfg), store: new BotStore(dir(t.path)), clock: auth.clock, log: silentLogger });
+    await bot.refresh();
+    const backend = auth.auth.ctx.backend;
+    for (const i of await backend.list("/bot_instances/")) await backend.delete(i.key);
+    const e = await errorOf(bot.refresh());
+    expect(isAppError(e, "NOT_FOUND")).toBe(true);
+    expect(e.message).toContain("is not known");
+  });
+
   test("with the token join method the same refusal still asks for a new token", async () => {
     await using auth = await startTestAuth();
     await using t = await tempDir();

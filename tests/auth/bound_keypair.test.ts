@@ -184,6 +184,24 @@ describe("recovery", () => {
     expect((await join("bkp-i", key, { joinState: original.json.join_state })).status).toBe(200);
   });
 
+  test("a join state newer than the stored one (a restored database) catches the token up instead of locking it", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-r", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 3, mode: "standard" } });
+    const first = await join("bkp-r", key);
+    const backup = (await h.ctx.backend.get<any>("/tokens/bkp-r"))!.value;
+    const second = await join("bkp-r", key, { joinState: first.json.join_state });
+    expect(second.status).toBe(200);
+    await h.ctx.backend.put("/tokens/bkp-r", backup); // the restore
+    const third = await join("bkp-r", key, { joinState: second.json.join_state });
+    expect(third.status).toBe(200);
+    expect((await events("join_state.rollback"))[0]!.fields).toMatchObject({ token: "bkp-r", presented: 2, stored: 1 });
+    expect((await status("bkp-r")).recovery_count).toBe(3);
+    // the limit counts the joins that really happened: 3 of 3 are used
+    const fourth = await join("bkp-r", key, { joinState: third.json.join_state });
+    expect(fourth.status).toBe(429);
+    expect(fourth.json.error.message).toContain("3 of 3");
+  });
+
   test("a join state from another cluster is refused", async () => {
     const other = await startHarness();
     try {
@@ -211,11 +229,33 @@ describe("recovery", () => {
     const key = generateKeyPair("ed25519");
     await createToken("bkp-k", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 10, mode: "insecure" } });
     const bs = await Promise.all([begin("bkp-k", key), begin("bkp-k", key)]);
-    const rs = await Promise.all(
-      bs.map(async (b) => h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) })),
-    );
-    expect(rs.map((r) => r.status).sort()).toEqual([200, 403]);
+    const solutions = await Promise.all(bs.map((b) => sign(b.json.challenge, key)));
+    // Force the race: neither solve reads the token until both are about to, so both
+    // decide from the same revision and only the compare-and-swap can stop the second.
+    const backend = h.ctx.backend;
+    const realGet = backend.get.bind(backend);
+    let waiting: (() => void)[] = [];
+    backend.get = (async (k: string) => {
+      if (k === "/tokens/bkp-k") {
+        await new Promise<void>((resolve) => {
+          waiting.push(resolve);
+          if (waiting.length === 2) for (const r of waiting) r();
+        });
+      }
+      return realGet(k);
+    }) as typeof backend.get;
+    try {
+      const rs = await Promise.all(
+        bs.map((b, i) => h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: solutions[i] })),
+      );
+      expect(rs.map((r) => r.status).sort()).toEqual([200, 403]);
+      expect(rs.find((r) => r.status === 403)!.json.error.message).toContain("same time");
+    } finally {
+      backend.get = realGet;
+      waiting = [];
+    }
     expect((await status("bkp-k")).recovery_count).toBe(1);
+    expect((await h.call(h.admin, "GET", "/v1/bot-instances?bot=edge")).json).toHaveLength(1);
   });
 });
 

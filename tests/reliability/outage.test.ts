@@ -141,13 +141,13 @@ describe("outage", () => {
     // the late agent joined after the backup: its instance is unknown to the restored service
     await waitFor("the late agent to report the unknown instance", async () => {
       const r = await late.diag.readiness().catch(() => undefined);
-      return r?.services.identity?.status === "unhealthy" && /not known: it was deleted, join again/.test(r.services.identity.reason ?? "");
+      return r?.services.identity?.status === "unhealthy" && /is not known \(deleted, or the database was restored from before it joined\): join again/.test(r.services.identity.reason ?? "");
     }, 30_000);
     expect(existsSync(join(late.out, "tlscert"))).toBe(true); // its last outputs stay in place
     expect(await admin.listBotInstances("late")).toEqual([]);
   }, 120_000);
 
-  test("a database restored from an older copy: a bound-keypair agent that joined again since is refused as a clone at its next join", async () => {
+  test("a database restored from an older copy: a bound-keypair agent that joined again since catches the token up at its next join; an older state is still a clone", async () => {
     const target: Target = { host: "127.0.0.1", port: auth!.port, caPem: [await admin.exportCA("tls-host")] };
     const bound = generateKeyPairSync("ed25519");
     const keys = prepareKeys(3);
@@ -166,10 +166,16 @@ describe("outage", () => {
     const second = await RenewingBot.boundKeypairJoin(target, "edge-key", bound.privateKey, keys[1]!, undefined, first.joinState);
     await restore(backup);
 
-    // the restored token expects the first join's state; the agent holds the second's, which only this cluster could have signed
-    const third = RenewingBot.boundKeypairJoin({ ...target, port: auth!.port }, "edge-key", bound.privateKey, keys[2]!, undefined, second.joinState);
-    await expect(third).rejects.toThrow(/HTTP 423 .*stale join state \(sequence 2, expected 1\)/);
-    const locked = await admin.listEvents({ type: "token.locked" });
-    expect(locked.map((e) => e.fields.token)).toEqual(["edge-key"]);
+    // the restored token expects the first join's state; the agent holds the second's, which
+    // only this cluster could have signed: the database went back in time, not the agent
+    const third = await RenewingBot.boundKeypairJoin({ ...target, port: auth!.port }, "edge-key", bound.privateKey, keys[2]!, undefined, second.joinState);
+    expect(third.joinState).toBeString();
+    const rollbacks = await admin.listEvents({ type: "join_state.rollback" });
+    expect(rollbacks.map((e) => [e.fields.token, e.fields.presented, e.fields.stored])).toEqual([["edge-key", 2, 1]]);
+    expect(await admin.listEvents({ type: "token.locked" })).toEqual([]);
+    // a copy still holding the first join's state is now stale and locks the token
+    const clone = RenewingBot.boundKeypairJoin({ ...target, port: auth!.port }, "edge-key", bound.privateKey, keys[0]!, undefined, first.joinState);
+    await expect(clone).rejects.toThrow(/HTTP 423 .*stale join state \(sequence 1, expected 3\)/);
+    expect((await admin.listEvents({ type: "token.locked" })).map((e) => e.fields.token)).toEqual(["edge-key"]);
   }, 60_000);
 });

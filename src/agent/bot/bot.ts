@@ -103,10 +103,18 @@ export class Bot {
       return "renewed";
     } catch (e) {
       // The service's clock may be ahead of ours: it says expired before we do.
-      if (!isAppError(e, "EXPIRED")) throw e;
-      if (!joinMethod(onboarding.joinMethod).rejoinable) throw this.expiredError(id, e);
-      this.log.info("The auth service says the bot identity expired: joining again", { instance: id.instanceId, join_method: onboarding.joinMethod });
-      return this.join();
+      if (isAppError(e, "EXPIRED")) {
+        if (!joinMethod(onboarding.joinMethod).rejoinable) throw this.expiredError(id, e);
+        this.log.info("The auth service says the bot identity expired: joining again", { instance: id.instanceId, join_method: onboarding.joinMethod });
+        return this.join();
+      }
+      // The instance is gone (deleted, or the service's database was restored from
+      // before it joined): a method that can rejoin does; a one-time token cannot.
+      if (isAppError(e, "NOT_FOUND") && joinMethod(onboarding.joinMethod).rejoinable) {
+        this.log.warn("The auth service does not know this bot instance: joining again", { instance: id.instanceId, join_method: onboarding.joinMethod });
+        return this.join();
+      }
+      throw e;
     }
   }
 
