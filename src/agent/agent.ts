@@ -202,6 +202,11 @@ export class Agent {
       }
       // A reload that arrived while this ran would lose its trigger: apply it now.
     } while (!signal?.aborted && this.applyPendingConfig());
+    // The agent sleeps for most of its life: hand back what this iteration allocated
+    // (keys, certificates, TLS state) now rather than whenever the heap next grows.
+    // A full collection costs ~10 ms of CPU per iteration — nothing at real renewal
+    // intervals — and keeps the daemon's RSS ~5 MB lower (bench/RESULTS.md).
+    Bun.gc(true);
     if (first !== undefined) throw first;
   }
 

@@ -4,6 +4,7 @@
  * the mapping of errors to statuses live here; the socket lives in server.ts.
  */
 
+import { createHash } from "node:crypto";
 import { Hono, type Context } from "hono";
 import { parsePublicKey, verifyCertificate, type CertIdentity } from "../crypto/index.ts";
 import { AppError, accessDenied, badParameter, errorMessage } from "../lib/errors.ts";
@@ -69,15 +70,22 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = [], kuberne
   const app = new Hono<Env>();
 
   /** Verifies the client certificate, if any, against the user CA. */
+  const verified = new VerifiedCertCache();
+
   async function authenticate(c: Context<Env>): Promise<Authenticated> {
     const der = c.env.conn.peerCertDer;
     if (!der || der.length === 0) throw accessDenied("This request needs a client certificate: use an identity issued by this cluster");
-    const parsed = await verifyCertificate(der, [ctx.authorities.user.tlsCertPem], ctx.clock.now());
+    const now = ctx.clock.now();
+    const cached = verified.get(der, now);
+    if (cached) return cached;
+    const parsed = await verifyCertificate(der, [ctx.authorities.user.tlsCertPem], now);
     if (!parsed.identity) throw accessDenied("The client certificate carries no machine-id identity");
     if (parsed.identity.cluster !== ctx.authorities.cluster) {
       throw accessDenied(`The client certificate is for cluster "${parsed.identity.cluster}", not "${ctx.authorities.cluster}"`);
     }
-    return { identity: parsed.identity, notAfter: parsed.notAfter };
+    const result = { identity: parsed.identity, notAfter: parsed.notAfter };
+    verified.put(der, result, parsed.notBefore);
+    return result;
   }
 
   async function requireAdmin(c: Context<Env>): Promise<Actor> {
@@ -244,6 +252,44 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = [], kuberne
   }) as Handler;
   handler.admin = admin;
   return handler;
+}
+
+/**
+ * Client certificates already verified against the user CA, by the SHA-256 of their
+ * DER. A keep-alive client presents the same certificate on every request; checking
+ * its signature each time was a fifth of such a request's CPU. Only the signature
+ * check is cached: validity is re-checked against the clock on every hit, and locks
+ * and generations are looked up per request as before.
+ */
+export class VerifiedCertCache {
+  private readonly entries = new Map<string, { auth: Authenticated; notBefore: Date }>();
+
+  constructor(private readonly maxEntries = 10_000) {}
+
+  private key(der: Uint8Array): string {
+    return createHash("sha256").update(der).digest("base64");
+  }
+
+  get(der: Uint8Array, now: Date): Authenticated | undefined {
+    const k = this.key(der);
+    const e = this.entries.get(k);
+    if (!e) return undefined;
+    if (now.getTime() >= e.auth.notAfter.getTime() || now.getTime() < e.notBefore.getTime()) {
+      // let the full check give the precise refusal (EXPIRED with the time)
+      this.entries.delete(k);
+      return undefined;
+    }
+    return e.auth;
+  }
+
+  put(der: Uint8Array, auth: Authenticated, notBefore: Date): void {
+    if (this.entries.size >= this.maxEntries) {
+      // Maps iterate in insertion order: drop the oldest
+      const oldest = this.entries.keys().next().value;
+      if (oldest !== undefined) this.entries.delete(oldest);
+    }
+    this.entries.set(this.key(der), { auth, notBefore });
+  }
 }
 
 /** Maps any thrown value to an error response, as `app.onError` does, for hooks outside Hono. */

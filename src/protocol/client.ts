@@ -70,6 +70,8 @@ interface RequestOptions<S extends z.ZodType> {
   schema?: S;
   /** Return the raw text instead of decoding JSON. */
   text?: boolean;
+  /** Close the connection after the answer (default: keep it for the next request). */
+  keepAlive?: boolean;
 }
 
 /** A client bound to one address and one TLS identity. */
@@ -96,6 +98,7 @@ export class AuthClient {
         headers: opts.body === undefined ? {} : { "content-type": "application/json" },
         body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
         signal: AbortSignal.timeout(this.options.timeoutMs ?? 30_000),
+        ...(opts.keepAlive === false ? { keepalive: false } : {}),
         tls: {
           ca: caCertsPem,
           serverName: AUTH_SERVER_NAME,
@@ -144,7 +147,9 @@ export class AuthClient {
     return this.request("POST", ROUTES.boundKeypairSolve, { body: req, schema: JoinResponse });
   }
   renew(req: RenewRequest): Promise<RenewResponse> {
-    return this.request("POST", ROUTES.renew, { body: req, schema: RenewResponse });
+    // The answer replaces the client certificate this connection was opened with, so
+    // nothing can reuse it: an idle pooled connection per renewal would only hold memory.
+    return this.request("POST", ROUTES.renew, { body: req, schema: RenewResponse, keepAlive: false });
   }
   botCerts(req: BotCertsRequest): Promise<BotCertsResponse> {
     return this.request("POST", ROUTES.botCerts, { body: req, schema: BotCertsResponse });
@@ -229,6 +234,7 @@ export async function fetchPinnedCA(addr: string, pins: string[], pinOf: (certPe
   try {
     const res = await fetch(`${baseUrl(addr)}${ROUTES.exportCA}?type=tls-host`, {
       signal: AbortSignal.timeout(timeoutMs),
+      keepalive: false,
       // Deliberately unverified: the answer is checked against the pin below before it is trusted.
       tls: { rejectUnauthorized: false },
     } as RequestInit);

@@ -246,6 +246,17 @@ describe("renewal and generations", () => {
     expect(r.json.error.code).toBe("EXPIRED");
   });
 
+  test("a certificate verified once is still refused once it expires (the verification cache re-checks time)", async () => {
+    const { token } = await setupBot(h);
+    const j = await join(h, token, 600);
+    const me = h.as(j.r.json.certs, j.key);
+    expect((await h.call(me, "POST", "/v1/bot/certs", keyRequest(60).body)).status).toBe(200);
+    h.clock.advance(601_000 + 60_000);
+    const r = await h.call(me, "POST", "/v1/bot/certs", keyRequest(60).body);
+    expect(r.status).toBe(401);
+    expect(r.json.error.code).toBe("EXPIRED");
+  });
+
   test("output certificates carry the roles' logins, expanded from traits, minus denied ones", async () => {
     const { token } = await setupBot(h);
     const j = await join(h, token);
