@@ -16,6 +16,9 @@ import { randomId } from "./issuer.ts";
 import { KEYS, RESOURCE_PREFIX, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./state.ts";
 import type { ConditionalOp, Item, StoredEvent } from "./storage/index.ts";
 
+/** Most resources one list request returns. */
+export const MAX_PAGE = 1000;
+
 /** Default lifetime of a one-time join token made by `bots add` / `tokens add`. */
 export const DEFAULT_TOKEN_TTL_MS = 3_600_000;
 const MAX_TOKEN_TTL_MS = 7 * 86_400_000;
@@ -40,9 +43,20 @@ function forStorage<T extends Resource>(r: T): T {
 export class Admin {
   constructor(private readonly ctx: AuthContext) {}
 
-  async listResources(kind: string): Promise<Resource[]> {
-    const items = await this.ctx.backend.list<Resource>(prefixOf(kind));
-    return items.map(present);
+  /**
+   * One page of resources of `kind`, in name order, after `startAfter`. `next` is set
+   * when there may be more: pages keep the service's memory bounded however many bots
+   * there are.
+   */
+  async listResources(kind: string, page: { limit?: number; startAfter?: string } = {}): Promise<{ items: Resource[]; next?: string }> {
+    const prefix = prefixOf(kind);
+    const limit = Math.min(Math.max(1, page.limit ?? MAX_PAGE), MAX_PAGE);
+    const items = await this.ctx.backend.list<Resource>(prefix, {
+      limit,
+      ...(page.startAfter !== undefined ? { startAfter: prefix + page.startAfter } : {}),
+    });
+    const out = items.map(present);
+    return items.length === limit ? { items: out, next: out[out.length - 1]!.metadata.name } : { items: out };
   }
 
   async getResource(kind: string, name: string): Promise<Resource> {

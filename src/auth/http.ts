@@ -165,7 +165,15 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = [], kuberne
 
   app.get(`${ROUTES.resources}/:kind`, async (c) => {
     await requireAdmin(c);
-    return c.json(await admin.listResources(c.req.param("kind")));
+    const limit = c.req.query("limit");
+    if (limit !== undefined && !/^\d+$/.test(limit)) throw badParameter(`Invalid limit "${limit}": expected a whole number`);
+    const startAfter = c.req.query("start_after");
+    return c.json(
+      await admin.listResources(c.req.param("kind"), {
+        ...(limit !== undefined ? { limit: Number(limit) } : {}),
+        ...(startAfter !== undefined ? { startAfter } : {}),
+      }),
+    );
   });
   app.get(`${ROUTES.resources}/:kind/:name`, async (c) => {
     await requireAdmin(c);

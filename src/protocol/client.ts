@@ -157,8 +157,23 @@ export class AuthClient {
   status(): Promise<StatusResponse> {
     return this.request("GET", ROUTES.status, { schema: StatusResponse });
   }
-  listResources(kind: string): Promise<unknown[]> {
-    return this.request("GET", `${ROUTES.resources}/${encodeURIComponent(kind)}`, { schema: z.array(z.unknown()) });
+  /** One page of resources; `next` names the last one when there may be more. */
+  listResourcesPage(kind: string, page: { limit?: number; startAfter?: string } = {}): Promise<{ items: unknown[]; next?: string | undefined }> {
+    return this.request("GET", `${ROUTES.resources}/${encodeURIComponent(kind)}`, {
+      query: { limit: page.limit === undefined ? undefined : String(page.limit), start_after: page.startAfter },
+      schema: z.object({ items: z.array(z.unknown()), next: z.string().optional() }),
+    });
+  }
+  /** Every resource of `kind`, fetched page by page. */
+  async listResources(kind: string): Promise<unknown[]> {
+    const all: unknown[] = [];
+    let startAfter: string | undefined;
+    do {
+      const page = await this.listResourcesPage(kind, startAfter === undefined ? {} : { startAfter });
+      all.push(...page.items);
+      startAfter = page.next;
+    } while (startAfter !== undefined);
+    return all;
   }
   getResource(kind: string, name: string): Promise<unknown> {
     return this.request("GET", `${ROUTES.resources}/${encodeURIComponent(kind)}/${encodeURIComponent(name)}`);

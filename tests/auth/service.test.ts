@@ -102,13 +102,27 @@ describe("resources", () => {
     expect((await h.call(h.admin, "GET", "/v1/resources/bot/ci")).status).toBe(404);
   });
 
+  test("listing is paged in name order", async () => {
+    const bots = Array.from({ length: 2500 }, (_, i) => ({ kind: "bot", version: "v1", metadata: { name: `b${String(i).padStart(4, "0")}` }, spec: { roles: [] } }));
+    for (let i = 0; i < bots.length; i += 1000) expect((await h.call(h.admin, "POST", "/v1/resources", { resources: bots.slice(i, i + 1000) })).status).toBe(200);
+    const first = await h.call(h.admin, "GET", "/v1/resources/bot");
+    expect(first.json.items).toHaveLength(1000);
+    expect(first.json.next).toBe("b0999");
+    const small = await h.call(h.admin, "GET", "/v1/resources/bot?limit=2&start_after=b0999");
+    expect(small.json.items.map((b: any) => b.metadata.name)).toEqual(["b1000", "b1001"]);
+    const last = await h.call(h.admin, "GET", "/v1/resources/bot?start_after=b1999");
+    expect(last.json.items).toHaveLength(500);
+    expect(last.json.next).toBeUndefined();
+    expect((await h.call(h.admin, "GET", "/v1/resources/bot?limit=x")).status).toBe(400);
+  });
+
   test("an invalid resource in a batch stores nothing", async () => {
     const badToken = { kind: "token", version: "v2", metadata: { name: "t1" }, spec: { roles: ["Bot"], bot_name: "ci", join_method: "tokn" } };
     const r = await h.call(h.admin, "POST", "/v1/resources", { resources: [role, bot, badToken] });
     expect(r.status).toBe(400);
     expect(r.json.error.message).toContain("tokn");
-    expect((await h.call(h.admin, "GET", "/v1/resources/role")).json).toEqual([]);
-    expect((await h.call(h.admin, "GET", "/v1/resources/bot")).json).toEqual([]);
+    expect((await h.call(h.admin, "GET", "/v1/resources/role")).json).toEqual({ items: [] });
+    expect((await h.call(h.admin, "GET", "/v1/resources/bot")).json).toEqual({ items: [] });
   });
 
   test("a bot naming a missing role is refused", async () => {
