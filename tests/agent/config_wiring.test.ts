@@ -12,7 +12,7 @@ import { isAppError } from "../../src/lib/errors.ts";
 import { silentLogger } from "../../src/lib/log.ts";
 import { agentConfig, startTestAuth, tempDir } from "./harness.ts";
 
-const SCENARIOS = join(import.meta.dir, "../../../shared/scenarios");
+import { SCENARIOS } from "../_scenarios.ts";
 const PIN = "sha256:" + "1f".repeat(32);
 
 const thrown = (fn: () => unknown) => {

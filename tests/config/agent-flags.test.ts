@@ -14,7 +14,7 @@ import {
 import { TempDir } from "./_tmp.ts";
 import { failure } from "../resources/_helpers.ts";
 
-const SCENARIOS = join(import.meta.dir, "../../../shared/scenarios");
+import { SCENARIOS } from "../_scenarios.ts";
 const PIN = "sha256:4f1a0b8d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c";
 
 

@@ -7,7 +7,7 @@ import { loadAgentConfig, parseAgentConfig, serializeAgentConfig, type AgentConf
 import { TempDir } from "./_tmp.ts";
 import { errorCases, failure, golden, type ErrorCase } from "../resources/_helpers.ts";
 
-const SCENARIOS = join(import.meta.dir, "../../../shared/scenarios");
+import { SCENARIOS } from "../_scenarios.ts";
 const FIXTURES = join(import.meta.dir, "fixtures");
 
 

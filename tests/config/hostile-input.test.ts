@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { AppError } from "../../src/lib/errors.ts";
 import { parseAgentConfig, parseAuthConfig, serializeAgentConfig, type AgentConfig } from "../../src/config/index.ts";
 
-const SCENARIOS = join(import.meta.dir, "../../../shared/scenarios");
+import { SCENARIOS } from "../_scenarios.ts";
 const SEEDS = ["tbot-v1.yaml", "tbot-static-env.yaml", "tbot-static-file.yaml", "tbot-kubernetes.yaml"].map((f) =>
   readFileSync(join(SCENARIOS, f), "utf8"),
 );

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { ensureBinary, run, sh, startAuth, tempDir, type AuthProcess } from "./_harness.ts";
 
-const SCENARIOS = join(import.meta.dir, "../../../shared/scenarios");
+import { SCENARIOS } from "../_scenarios.ts";
 
 let dir: ReturnType<typeof tempDir>;
 let auth: AuthProcess;

@@ -16,7 +16,7 @@ import { freePort } from "../agent/sshd.ts";
 import { metricValue } from "../agent/wait.ts";
 import { ensureBinary, ROOT, run, sh, startAuth, tempDir, waitFor, type AuthProcess, type RunResult } from "./_harness.ts";
 
-const SCENARIOS = join(ROOT, "../shared/scenarios");
+import { SCENARIOS } from "../_scenarios.ts";
 const ENV = "TBOT_BOUND_KEYPAIR_STATIC_KEY";
 const IDENTITY_FILES = ["identity", "key", "key-cert.pub", "key.pub", "known_hosts", "ssh_config", "sshcacerts", "tlscacerts", "tlscert"];
 

@@ -22,7 +22,7 @@ import { clusterKey, serviceAccountToken, tokenYaml, type ClusterKey } from "../
 import { startFakeApiServer, type FakeApiServer } from "../kubernetes/fake_apiserver.ts";
 import { ensureBinary, run, sh, startAuth, tempDir, type AuthProcess } from "./_harness.ts";
 
-const SCENARIOS = join(import.meta.dir, "../../../shared/scenarios");
+import { SCENARIOS } from "../_scenarios.ts";
 const scenario = (name: string) => join(SCENARIOS, name);
 
 /** A v7 role for the denial case: pods in demo only, read-only. */

@@ -22,7 +22,9 @@ import { pemDecodeOne } from "../../src/lib/pem.ts";
 import type { Certs } from "../../src/protocol/index.ts";
 import { keyRequest } from "../auth/harness.ts";
 
-export const SCENARIOS = join(import.meta.dir, "../../../shared/scenarios");
+import { SCENARIOS } from "../_scenarios.ts";
+
+export { SCENARIOS };
 /** The cluster name seed 000's projected token has as its audience. */
 export const CLUSTER = "example.teleport.sh";
 export const ADMIN: Actor = { user: "admin", remoteAddr: "127.0.0.1" };

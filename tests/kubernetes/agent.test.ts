@@ -15,6 +15,7 @@ import { tempDir } from "../agent/harness.ts";
 import { scenario, startKubeAuth, type KubeAuth } from "./_auth.ts";
 import { clusterKey, serviceAccountToken, tokenYaml } from "./_jwt.ts";
 import { startFakeApiServer, type FakeApiServer } from "./fake_apiserver.ts";
+import { SCENARIOS } from "../_scenarios.ts";
 
 let api: FakeApiServer;
 let auth: KubeAuth;
@@ -107,7 +108,7 @@ describe("seed 000: a pod joins with its service-account token and writes a Secr
       }),
     ];
     try {
-      const cfg = await loadStartConfig({ config: join(import.meta.dir, "../../../shared/scenarios/tbot-kubernetes.yaml"), proxyServer: auth.addr, caPins: [pin()], oneshot: true });
+      const cfg = await loadStartConfig({ config: join(SCENARIOS, "tbot-kubernetes.yaml"), proxyServer: auth.addr, caPins: [pin()], oneshot: true });
       await new Agent({ config: cfg, log: silentLogger }).oneshot();
       // a restarted pod (memory storage) joins again: a second instance
       await new Agent({ config: cfg, log: silentLogger }).oneshot();

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { AppError } from "../../src/lib/errors.ts";
 import { parseResource, parseResources, serializeResources } from "../../src/resources/index.ts";
 
-const SCENARIOS = join(import.meta.dir, "../../../shared/scenarios");
+import { SCENARIOS } from "../_scenarios.ts";
 const SEEDS = ["bot.yaml", "role-kube.yaml", "token-bound-keypair.yaml", "token-kubernetes.yaml"].map((f) =>
   readFileSync(join(SCENARIOS, f), "utf8"),
 );

@@ -15,7 +15,7 @@ import {
 } from "../../src/resources/index.ts";
 import { golden } from "./_helpers.ts";
 
-const SCENARIOS = join(import.meta.dir, "../../../shared/scenarios");
+import { SCENARIOS } from "../_scenarios.ts";
 const FIXTURES = join(import.meta.dir, "../fixtures/resources");
 
 
