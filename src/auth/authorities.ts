@@ -18,6 +18,7 @@ import {
   type KeyPair,
 } from "../crypto/index.ts";
 import { AUTH_SERVER_NAME } from "../protocol/index.ts";
+import { splitHostPort } from "../config/index.ts";
 import { isAppError } from "../lib/errors.ts";
 import type { Backend } from "./storage/index.ts";
 
@@ -136,7 +137,7 @@ export function serverNames(listenAddr: string, publicAddr?: string): { dns: str
   const ips = new Set<string>(["127.0.0.1", "::1"]);
   const add = (addr: string | undefined) => {
     if (!addr) return;
-    const host = splitHostPort(addr).host;
+    const host = hostPort(addr)?.host;
     if (!host || host === "0.0.0.0" || host === "::") return;
     if (/^[\d.]+$/.test(host) || host.includes(":")) ips.add(host);
     else dns.add(host);
@@ -151,14 +152,10 @@ export function serverNames(listenAddr: string, publicAddr?: string): { dns: str
   return { dns: [...dns], ips: [...ips] };
 }
 
-/** Splits `host:port` / `[v6]:port`; the port is undefined when absent. */
-export function splitHostPort(addr: string): { host: string; port?: number } {
-  const a = addr.replace(/^https?:\/\//, "").replace(/\/.*$/, "");
-  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(a);
-  if (v6) return { host: v6[1]!, ...(v6[2] ? { port: Number(v6[2]) } : {}) };
-  const i = a.lastIndexOf(":");
-  if (i > 0 && a.indexOf(":") === i) return { host: a.slice(0, i), port: Number(a.slice(i + 1)) };
-  return { host: a };
+/** `host:port` split, the host without IPv6 brackets (as sockets want it); undefined when it is not that shape. */
+export function hostPort(addr: string): { host: string; port: number } | undefined {
+  const hp = splitHostPort(addr);
+  return hp && { host: hp.host.replace(/^\[(.*)\]$/, "$1"), port: hp.port };
 }
 
 /** Issues the service's own TLS certificate from the host CA. */

@@ -240,20 +240,12 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = [], kuberne
 
   app.notFound((c) => c.json(errorBody(new AppError("NOT_FOUND", `No route for ${c.req.method} ${c.req.path}`)), 404));
 
-  app.onError((err, c) => {
-    if (err instanceof AppError) {
-      if (err.code === "INTERNAL") ctx.log.error("Internal error", { path: c.req.path, error: err });
-      return c.json(errorBody(err), STATUS_BY_CODE[err.code] as 400);
-    }
-    // Internals never reach a client: log the cause, answer with a code and a safe message.
-    ctx.log.error("Unhandled error", { method: c.req.method, path: c.req.path, error: errorMessage(err), stack: (err as Error).stack });
-    return c.json(errorBody(new AppError("INTERNAL", "Internal error: the auth service logged the details")), 500);
-  });
+  app.onError((err, c) => errorResponse(err, ctx, { method: c.req.method, path: c.req.path }));
 
   const allHooks: RouteHook[] = [kubernetesProxy(ctx, kubernetes), ...hooks];
   const handler = (async (req: Request, conn: ConnInfo) => {
     for (const hook of allHooks) {
-      const res = await hook(req, conn).catch((e: unknown) => errorResponse(e, ctx));
+      const res = await hook(req, conn).catch((e: unknown) => errorResponse(e, ctx, { method: req.method, path: new URL(req.url).pathname }));
       if (res) return res;
     }
     return app.fetch(req, { conn });
@@ -300,10 +292,14 @@ export class VerifiedCertCache {
   }
 }
 
-/** Maps any thrown value to an error response, as `app.onError` does, for hooks outside Hono. */
-export function errorResponse(e: unknown, ctx: AuthContext): Response {
-  if (e instanceof AppError) return Response.json(errorBody(e), { status: STATUS_BY_CODE[e.code] });
-  ctx.log.error("Unhandled error", { error: errorMessage(e), stack: (e as Error)?.stack });
+/** Maps any thrown value to an error response, for Hono's routes and the hooks outside it alike. */
+export function errorResponse(e: unknown, ctx: AuthContext, where: { method?: string; path?: string } = {}): Response {
+  if (e instanceof AppError) {
+    if (e.code === "INTERNAL") ctx.log.error("Internal error", { ...where, error: e });
+    return Response.json(errorBody(e), { status: STATUS_BY_CODE[e.code] });
+  }
+  // Internals never reach a client: log the cause, answer with a code and a safe message.
+  ctx.log.error("Unhandled error", { ...where, error: errorMessage(e), stack: (e as Error)?.stack });
   return Response.json(errorBody(new AppError("INTERNAL", "Internal error: the auth service logged the details")), { status: 500 });
 }
 

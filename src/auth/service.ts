@@ -10,9 +10,9 @@ import { systemClock, type Clock } from "../lib/clock.ts";
 import { ensureDir, writeFileAtomic } from "../lib/fs.ts";
 import type { Logger } from "../lib/log.ts";
 import { VERSION } from "../lib/version.ts";
-import { formatIdentityFile } from "../protocol/index.ts";
+import { ADMIN_IDENTITY_FILE, formatIdentityFile } from "../protocol/index.ts";
 import { AuditLog, EVENT } from "./audit.ts";
-import { issueServerCertificate, loadAuthorities, serverNames, splitHostPort, storedClusterName, type Authorities } from "./authorities.ts";
+import { hostPort, issueServerCertificate, loadAuthorities, serverNames, storedClusterName, type Authorities } from "./authorities.ts";
 import type { AuthContext } from "./context.ts";
 import { createHandler, type Handler, type RouteHook } from "./http.ts";
 import { issueCerts } from "./issuer.ts";
@@ -62,7 +62,7 @@ export interface RunningAuth {
 
 /** Path of the admin identity the service writes into its data directory. */
 export function adminIdentityPath(dataDir: string): string {
-  return join(dataDir, "admin-identity");
+  return join(dataDir, ADMIN_IDENTITY_FILE);
 }
 
 /** Writes the local admin identity (a client certificate for `ctl`), 0600. */
@@ -112,8 +112,9 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
     }
     const cluster = stored ?? opts.clusterName ?? hostname();
     const authorities = await loadAuthorities(backend, cluster, clock.now());
-    const { host, port } = splitHostPort(opts.listenAddr);
-    if (port === undefined || Number.isNaN(port)) throw new Error(`Invalid listen address "${opts.listenAddr}": expected host:port`);
+    const listenAt = hostPort(opts.listenAddr);
+    if (!listenAt) throw new Error(`Invalid listen address "${opts.listenAddr}": expected host:port`);
+    const { host, port } = listenAt;
     const names = serverNames(opts.listenAddr, opts.publicAddr);
     const audit = new AuditLog(backend, log.child("audit"));
     const ctx: AuthContext = { backend, authorities, clock, log, audit, version: VERSION, publicAddr: opts.publicAddr ?? "" };

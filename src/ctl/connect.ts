@@ -6,12 +6,11 @@
 
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { DEFAULT_AUTH_DATA_DIR } from "../config/index.ts";
 import { badParameter } from "../lib/errors.ts";
 import { fsError } from "../lib/fs.ts";
-import { AuthClient, parseIdentityFile } from "../protocol/index.ts";
+import { ADMIN_IDENTITY_FILE, AuthClient, parseIdentityFile } from "../protocol/index.ts";
 
-/** Default data directory of the auth service, where the admin identity lives. */
-export const DEFAULT_AUTH_DATA_DIR = "/var/lib/machine-id-auth";
 
 export interface ConnectOptions {
   authServer?: string;
@@ -22,7 +21,7 @@ export interface ConnectOptions {
 /** Opens a client for `opts`, reading the identity file. */
 export async function connect(opts: ConnectOptions): Promise<{ client: AuthClient; cluster?: string; addr: string }> {
   const path =
-    opts.identity ?? process.env.MACHINE_ID_IDENTITY ?? join(opts.dataDir ?? process.env.MACHINE_ID_DATA_DIR ?? DEFAULT_AUTH_DATA_DIR, "admin-identity");
+    opts.identity ?? process.env.MACHINE_ID_IDENTITY ?? join(opts.dataDir ?? process.env.MACHINE_ID_DATA_DIR ?? DEFAULT_AUTH_DATA_DIR, ADMIN_IDENTITY_FILE);
   let text: string;
   try {
     text = await readFile(path, "utf8");

@@ -4,4 +4,4 @@
  */
 
 export { ctlCommand } from "./commands.ts";
-export { connect, DEFAULT_AUTH_DATA_DIR } from "./connect.ts";
+export { connect } from "./connect.ts";

@@ -22,6 +22,9 @@ export interface IdentityFile {
   sshCaLines: string[];
 }
 
+/** The admin identity's file name in the auth service's data directory (ctl looks for it there). */
+export const ADMIN_IDENTITY_FILE = "admin-identity";
+
 const HEADER = "# machine-id identity file: keep it secret (mode 0600)";
 
 /** Serialises an identity file. The output ends with a newline. */
