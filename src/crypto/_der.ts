@@ -7,53 +7,85 @@
 import { badParameter } from "../lib/errors.ts";
 
 // ---------------------------------------------------------------- writer
+//
+// Elements are built as a tree whose nodes know their encoded size, then written once
+// into a single buffer by `encode()`: concatenating at every level allocated and copied
+// each byte once per nesting depth, which was most of an issuance's JavaScript time.
 
-function lengthHeader(tag: number, length: number): Uint8Array {
-  if (length < 0x80) return Uint8Array.of(tag, length);
-  if (length < 0x100) return Uint8Array.of(tag, 0x81, length);
-  if (length < 0x10000) return Uint8Array.of(tag, 0x82, length >> 8, length & 0xff);
-  if (length < 0x1000000) return Uint8Array.of(tag, 0x83, length >> 16, (length >> 8) & 0xff, length & 0xff);
-  return Uint8Array.of(tag, 0x84, length >>> 24, (length >> 16) & 0xff, (length >> 8) & 0xff, length & 0xff);
+/** A constructed or wrapped element, encoded by {@link encode}; its `size` includes the header. */
+export interface DerNode {
+  readonly tag: number;
+  readonly parts: readonly Der[];
+  /** Content length. */
+  readonly length: number;
+  /** Header plus content length. */
+  readonly size: number;
 }
 
-/** One element: `tag`, then the DER length, then the concatenated `parts`. */
-export function tlv(tag: number, ...parts: Uint8Array[]): Uint8Array {
+/** Something DER-encodable: finished bytes (a whole element, or content inside a node) or a node. */
+export type Der = Uint8Array | DerNode;
+
+const sizeOf = (d: Der) => (d instanceof Uint8Array ? d.length : d.size);
+const headerSize = (length: number) => (length < 0x80 ? 2 : length < 0x100 ? 3 : length < 0x10000 ? 4 : length < 0x1000000 ? 5 : 6);
+
+/** One element: `tag`, then the DER length, then the `parts` in order. */
+export function tlv(tag: number, ...parts: Der[]): DerNode {
   let length = 0;
-  for (const p of parts) length += p.length;
-  const header = lengthHeader(tag, length);
-  const out = new Uint8Array(header.length + length);
-  out.set(header, 0);
-  let at = header.length;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
+  for (const p of parts) length += sizeOf(p);
+  return { tag, parts, length, size: headerSize(length) + length };
+}
+
+function writeInto(out: Uint8Array, at: number, d: Der): number {
+  if (d instanceof Uint8Array) {
+    out.set(d, at);
+    return at + d.length;
   }
+  const { length } = d;
+  out[at++] = d.tag;
+  if (length < 0x80) out[at++] = length;
+  else {
+    const n = headerSize(length) - 2;
+    out[at++] = 0x80 | n;
+    for (let i = n - 1; i >= 0; i--) out[at++] = (length / 2 ** (8 * i)) & 0xff;
+  }
+  for (const p of d.parts) at = writeInto(out, at, p);
+  return at;
+}
+
+/** The bytes of `d`, written into one buffer of exactly its size. */
+export function encode(d: Der): Uint8Array {
+  if (d instanceof Uint8Array) return d;
+  const out = new Uint8Array(d.size);
+  writeInto(out, 0, d);
   return out;
 }
 
-/** SEQUENCE of already-encoded elements. */
-export const sequence = (...parts: Uint8Array[]) => tlv(0x30, ...parts);
-/** SET of already-encoded elements (callers pass one element, so no DER sorting is needed). */
-export const set = (...parts: Uint8Array[]) => tlv(0x31, ...parts);
+/** SEQUENCE of elements. */
+export const sequence = (...parts: Der[]) => tlv(0x30, ...parts);
+/** SET of elements (callers pass one element, so no DER sorting is needed). */
+export const set = (...parts: Der[]) => tlv(0x31, ...parts);
 /** OCTET STRING. */
-export const octetString = (bytes: Uint8Array) => tlv(0x04, bytes);
+export const octetString = (content: Der) => tlv(0x04, content);
 /** UTF8String. */
 export const utf8String = (text: string) => tlv(0x0c, Buffer.from(text, "utf8"));
+const TRUE = Uint8Array.of(0x01, 0x01, 0xff);
+const FALSE = Uint8Array.of(0x01, 0x01, 0x00);
 /** BOOLEAN (DER: 0xff for true). */
-export const boolean = (value: boolean) => tlv(0x01, Uint8Array.of(value ? 0xff : 0x00));
+export const boolean = (value: boolean) => (value ? TRUE : FALSE);
 /** `[n] EXPLICIT` (constructed context tag). */
-export const explicit = (n: number, ...parts: Uint8Array[]) => tlv(0xa0 | n, ...parts);
+export const explicit = (n: number, ...parts: Der[]) => tlv(0xa0 | n, ...parts);
 /** `[n] IMPLICIT` over a primitive value. */
-export const implicitPrimitive = (n: number, bytes: Uint8Array) => tlv(0x80 | n, bytes);
+export const implicitPrimitive = (n: number, content: Der) => tlv(0x80 | n, content);
 
+const NO_UNUSED_BITS = Uint8Array.of(0);
 /** A BIT STRING whose content is whole bytes. */
-export const bitString = (bytes: Uint8Array) => tlv(0x03, Uint8Array.of(0), bytes);
+export const bitString = (content: Der) => tlv(0x03, NO_UNUSED_BITS, content);
 
 /**
  * A named-bit BIT STRING (as in KeyUsage) with bit 0 the most significant; DER drops
  * trailing zero bits and records how many bits of the last byte are unused.
  */
-export function namedBits(bits: number[]): Uint8Array {
+export function namedBits(bits: number[]): DerNode {
   const highest = Math.max(...bits);
   const bytes = new Uint8Array((highest >> 3) + 1);
   for (const b of bits) bytes[b >> 3]! |= 0x80 >> (b & 7);
@@ -61,12 +93,12 @@ export function namedBits(bits: number[]): Uint8Array {
 }
 
 /** A non-negative INTEGER from its big-endian magnitude. */
-export function unsignedInteger(magnitude: Uint8Array): Uint8Array {
+export function unsignedInteger(magnitude: Uint8Array): Der {
   let i = 0;
   while (i < magnitude.length - 1 && magnitude[i] === 0) i++;
   const trimmed = magnitude.subarray(i);
   if (trimmed.length === 0) return Uint8Array.of(0x02, 0x01, 0x00);
-  return trimmed[0]! & 0x80 ? tlv(0x02, Uint8Array.of(0), trimmed) : tlv(0x02, trimmed);
+  return trimmed[0]! & 0x80 ? tlv(0x02, NO_UNUSED_BITS, trimmed) : tlv(0x02, trimmed);
 }
 
 /** INTEGER 0..255. */
@@ -87,9 +119,14 @@ export function oid(dotted: string): Uint8Array {
   };
   pushArc(arcs[0]! * 40 + arcs[1]!);
   for (const a of arcs.slice(2)) pushArc(a);
-  const encoded = tlv(0x06, Uint8Array.from(body));
+  const encoded = encode(tlv(0x06, Uint8Array.from(body)));
   oidCache.set(dotted, encoded);
   return encoded;
+}
+
+/** Writes `n` (0..9999) as `width` ASCII digits at `at`. */
+function digits(out: Uint8Array, at: number, n: number, width: number): void {
+  for (let i = width - 1; i >= 0; i--, n = Math.floor(n / 10)) out[at + i] = 0x30 + (n % 10);
 }
 
 const pad = (n: number, width = 2) => String(n).padStart(width, "0");
@@ -97,55 +134,95 @@ const pad = (n: number, width = 2) => String(n).padStart(width, "0");
 /** RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; whole seconds, UTC. */
 export function time(date: Date): Uint8Array {
   const y = date.getUTCFullYear();
-  const rest =
-    pad(date.getUTCMonth() + 1) +
-    pad(date.getUTCDate()) +
-    pad(date.getUTCHours()) +
-    pad(date.getUTCMinutes()) +
-    pad(date.getUTCSeconds()) +
-    "Z";
-  if (y >= 1950 && y < 2050) return tlv(0x17, Buffer.from(pad(y % 100) + rest, "latin1"));
-  return tlv(0x18, Buffer.from(pad(y, 4) + rest, "latin1"));
+  if (y < 0 || y > 9999) {
+    // outside four digits: written as text, as the general form always was
+    const rest = [date.getUTCMonth() + 1, date.getUTCDate(), date.getUTCHours(), date.getUTCMinutes(), date.getUTCSeconds()].map((n) => pad(n)).join("");
+    return encode(tlv(0x18, Buffer.from(pad(y, 4) + rest + "Z", "latin1")));
+  }
+  const utc = y >= 1950 && y < 2050;
+  const yearWidth = utc ? 2 : 4;
+  // tag, length, YY(YY) MM DD hh mm ss Z
+  const out = new Uint8Array(2 + yearWidth + 11);
+  out[0] = utc ? 0x17 : 0x18;
+  out[1] = yearWidth + 11;
+  digits(out, 2, utc ? y % 100 : y, yearWidth);
+  let at = 2 + yearWidth;
+  for (const field of [date.getUTCMonth() + 1, date.getUTCDate(), date.getUTCHours(), date.getUTCMinutes(), date.getUTCSeconds()]) {
+    digits(out, at, field, 2);
+    at += 2;
+  }
+  out[at] = 0x5a; // "Z"
+  return out;
 }
 
 // ---------------------------------------------------------------- reader
+//
+// Readers and elements are offsets into the input; byte views are made only for the
+// fields a caller keeps (a subarray per element was a tenth of a verification).
 
 /** One decoded element: `raw` is the whole TLV, `value` its content. Both view the input. */
-export interface DerElement {
-  tag: number;
-  raw: Uint8Array;
-  value: Uint8Array;
+export class DerElement {
+  constructor(
+    readonly tag: number,
+    /** The whole input the offsets point into. */
+    readonly buf: Uint8Array,
+    /** Offset of the tag byte. */
+    readonly start: number,
+    /** Offset of the content. */
+    readonly valueStart: number,
+    /** Offset just past the content. */
+    readonly end: number,
+  ) {}
+
+  get raw(): Uint8Array {
+    return this.buf.subarray(this.start, this.end);
+  }
+
+  get value(): Uint8Array {
+    return this.buf.subarray(this.valueStart, this.end);
+  }
 }
 
 /**
- * Reads consecutive elements from a buffer. Strict DER only: definite minimal lengths,
- * single-byte tags; anything else is a BAD_PARAMETER naming `what`.
+ * Reads consecutive elements from a buffer (or a range of it). Strict DER only: definite
+ * minimal lengths, single-byte tags; anything else is a BAD_PARAMETER naming `what`.
  */
 export class DerReader {
-  private pos = 0;
+  private pos: number;
+  private readonly limit: number;
+  // the last element's header, set by advance()
+  private tag = 0;
+  private start = 0;
+  private valueStart = 0;
 
   constructor(
     private readonly buf: Uint8Array,
     private readonly what: string,
-  ) {}
+    from = 0,
+    to = buf.length,
+  ) {
+    this.pos = from;
+    this.limit = to;
+  }
 
   fail(reason: string): never {
     throw badParameter(`Cannot parse ${this.what}: ${reason}`);
   }
 
   get done(): boolean {
-    return this.pos >= this.buf.length;
+    return this.pos >= this.limit;
   }
 
   peekTag(): number | undefined {
     return this.done ? undefined : this.buf[this.pos];
   }
 
-  /** The next element; when `tag` is given it must match. */
-  next(tag?: number, field = "element"): DerElement {
+  /** Reads the next element's header and moves past it; its bounds land in tag/start/valueStart/pos. */
+  private advance(tag: number | undefined, field: string): void {
     const buf = this.buf;
+    const limit = this.limit;
     const start = this.pos;
-    if (start + 2 > buf.length) this.fail(`${field} is truncated`);
+    if (start + 2 > limit) this.fail(`${field} is truncated`);
     const t = buf[start]!;
     if ((t & 0x1f) === 0x1f) this.fail(`${field} uses a multi-byte tag`);
     if (tag !== undefined && t !== tag) {
@@ -157,16 +234,29 @@ export class DerReader {
       const n = length & 0x7f;
       if (n === 0) this.fail(`${field} has an indefinite length`);
       if (n > 4) this.fail(`${field} is too long`);
-      if (at + n > buf.length) this.fail(`${field} is truncated`);
+      if (at + n > limit) this.fail(`${field} is truncated`);
       if (buf[at] === 0) this.fail(`${field} has a non-minimal length`);
       length = 0;
       for (let i = 0; i < n; i++) length = length * 256 + buf[at + i]!;
       if (length < 0x80) this.fail(`${field} has a non-minimal length`);
       at += n;
     }
-    if (at + length > buf.length) this.fail(`${field} is truncated`);
+    if (at + length > limit) this.fail(`${field} is truncated`);
+    this.tag = t;
+    this.start = start;
+    this.valueStart = at;
     this.pos = at + length;
-    return { tag: t, raw: buf.subarray(start, this.pos), value: buf.subarray(at, this.pos) };
+  }
+
+  /** The next element; when `tag` is given it must match. */
+  next(tag?: number, field = "element"): DerElement {
+    this.advance(tag, field);
+    return new DerElement(this.tag, this.buf, this.start, this.valueStart, this.pos);
+  }
+
+  /** Skips the next element (checked like {@link next}). */
+  skip(tag?: number, field = "element"): void {
+    this.advance(tag, field);
   }
 
   /** The next element if it has `tag`, else nothing (the position does not move). */
@@ -175,8 +265,15 @@ export class DerReader {
   }
 
   /** A reader over the content of the next constructed element with `tag`. */
-  enter(tag: number, field?: string): DerReader {
-    return new DerReader(this.next(tag, field).value, this.what);
+  enter(tag: number, field = "element"): DerReader {
+    this.advance(tag, field);
+    return new DerReader(this.buf, this.what, this.valueStart, this.pos);
+  }
+
+  /** Reads an OBJECT IDENTIFIER element into dotted form. */
+  oid(field = "object identifier"): string {
+    this.advance(0x06, field);
+    return decodeOidRange(this, this.buf, this.valueStart, this.pos);
   }
 
   /** Throws unless every byte was consumed. */
@@ -185,13 +282,33 @@ export class DerReader {
   }
 }
 
-/** Decodes OBJECT IDENTIFIER content into dotted form. */
-export function decodeOid(r: DerReader, value: Uint8Array): string {
-  if (value.length === 0) r.fail("empty object identifier");
+/**
+ * Decoded OIDs by a hash of their content bytes (entries keep the bytes to compare):
+ * the dozen a certificate holds repeat on every read, and a numeric key allocates nothing.
+ */
+const oidTextCache = new Map<number, { bytes: Uint8Array; dotted: string }[]>();
+let oidCacheSize = 0;
+const OID_CACHE_LIMIT = 512;
+
+function decodeOidRange(r: DerReader, buf: Uint8Array, from: number, to: number): string {
+  if (to === from) r.fail("empty object identifier");
+  let hash = to - from;
+  for (let i = from; i < to; i++) hash = (Math.imul(hash, 31) + buf[i]!) | 0;
+  const bucket = oidTextCache.get(hash);
+  if (bucket) {
+    // only bytes that decoded cleanly are cached
+    for (const e of bucket) {
+      if (e.bytes.length !== to - from) continue;
+      let same = true;
+      for (let i = 0; same && i < e.bytes.length; i++) same = e.bytes[i] === buf[from + i];
+      if (same) return e.dotted;
+    }
+  }
   const arcs: number[] = [];
   let v = 0;
   let digits = 0;
-  for (const byte of value) {
+  for (let i = from; i < to; i++) {
+    const byte = buf[i]!;
     if (digits === 0 && byte === 0x80) r.fail("non-minimal object identifier");
     // 7 digits keep every arc below 2^49, well inside a safe integer
     if (++digits > 7) r.fail("object identifier arc is too large");
@@ -205,11 +322,16 @@ export function decodeOid(r: DerReader, value: Uint8Array): string {
   if (digits !== 0) r.fail("truncated object identifier");
   const first = arcs[0]!;
   const head = first < 40 ? [0, first] : first < 80 ? [1, first - 40] : [2, first - 80];
-  return [...head, ...arcs.slice(1)].join(".");
+  const dotted = [...head, ...arcs.slice(1)].join(".");
+  // bounded: hostile input could otherwise grow it without end
+  if (oidCacheSize < OID_CACHE_LIMIT) {
+    oidCacheSize++;
+    const entry = { bytes: buf.slice(from, to), dotted };
+    if (bucket) bucket.push(entry);
+    else oidTextCache.set(hash, [entry]);
+  }
+  return dotted;
 }
-
-/** Reads an OBJECT IDENTIFIER element. */
-export const readOid = (r: DerReader, field?: string) => decodeOid(r, r.next(0x06, field).value);
 
 /** Decodes a non-negative INTEGER to its minimal big-endian magnitude. */
 export function decodeUnsigned(r: DerReader, value: Uint8Array, field = "integer"): Uint8Array {
@@ -226,17 +348,22 @@ export function readBoolean(r: DerReader, field = "boolean"): boolean {
   return value[0] === 0xff;
 }
 
-const TIME_RE = /^(\d{2}|\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
-
-/** Decodes UTCTime (0x17) or GeneralizedTime (0x18) in the RFC 5280 profile. */
+/** Decodes UTCTime (0x17) or GeneralizedTime (0x18) in the RFC 5280 profile: digits then "Z", whole seconds. */
 export function decodeTime(r: DerReader, el: DerElement, field = "time"): Date {
-  const text = Buffer.from(el.value).toString("latin1");
-  const m = TIME_RE.exec(text);
-  const expectedLength = el.tag === 0x17 ? 13 : el.tag === 0x18 ? 15 : -1;
-  if (!m || text.length !== expectedLength) r.fail(`${field} is not a valid UTCTime or GeneralizedTime`);
-  let year = Number(m[1]);
+  const value = el.value;
+  const yearWidth = el.tag === 0x17 ? 2 : el.tag === 0x18 ? 4 : -1;
+  let ok = yearWidth > 0 && value.length === yearWidth + 11 && value[value.length - 1] === 0x5a;
+  for (let i = 0; ok && i < value.length - 1; i++) ok = value[i]! >= 0x30 && value[i]! <= 0x39;
+  if (!ok) r.fail(`${field} is not a valid UTCTime or GeneralizedTime`);
+  const num = (at: number, width: number) => {
+    let n = 0;
+    for (let i = at; i < at + width; i++) n = n * 10 + value[i]! - 0x30;
+    return n;
+  };
+  let year = num(0, yearWidth);
   if (el.tag === 0x17) year += year >= 50 ? 1900 : 2000;
-  const [mo, d, h, mi, s] = [m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number];
+  const at = yearWidth;
+  const [mo, d, h, mi, s] = [num(at, 2), num(at + 2, 2), num(at + 4, 2), num(at + 6, 2), num(at + 8, 2)];
   const ms = Date.UTC(year, mo - 1, d, h, mi, s);
   const date = new Date(ms);
   // Date.UTC rolls over out-of-range fields (month 13, second 60); refuse those
@@ -248,6 +375,18 @@ export function decodeTime(r: DerReader, el: DerElement, field = "time"): Date {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
+/** A Buffer over the same memory (Buffer.from(uint8Array) would copy). */
+export const bufferView = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** Lowercase hex of `bytes`, without an intermediate Buffer. */
+export function hex(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]!];
+  return s;
+}
+
 /** Decodes the directory-string types names use; other tags yield undefined. */
 export function decodeString(r: DerReader, el: DerElement, field = "string"): string | undefined {
   try {
@@ -257,7 +396,7 @@ export function decodeString(r: DerReader, el: DerElement, field = "string"): st
       case 0x13: // PrintableString
       case 0x16: // IA5String
       case 0x14: // TeletexString, read as Latin-1 as most implementations do
-        return Buffer.from(el.value).toString("latin1");
+        return bufferView(el.value).toString("latin1");
       case 0x1e: // BMPString: UTF-16BE
         if (el.value.length % 2) r.fail(`${field} is an odd-length BMPString`);
         return Buffer.from(el.value).swap16().toString("utf16le");

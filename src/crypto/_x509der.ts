@@ -11,20 +11,23 @@ import {
   decodeString,
   decodeTime,
   decodeUnsigned,
+  DerElement,
   DerReader,
+  encode,
   explicit,
   implicitPrimitive,
   namedBits,
   octetString,
   oid,
   readBoolean,
-  readOid,
   sequence,
   set,
   smallInteger,
   time,
   unsignedInteger,
   utf8String,
+  type Der,
+  type DerNode,
 } from "./_der.ts";
 import { ipFromBytes, ipToBytes } from "./_ip.ts";
 import type { KeyAlgorithm } from "./_keymaterial.ts";
@@ -63,13 +66,13 @@ export const KEY_USAGE = { digitalSignature: 0, keyCertSign: 5, cRLSign: 6 } as 
 // ---------------------------------------------------------------- building
 
 /** A Name of one RDN per attribute, most significant first: O=… then CN=…, all UTF8String. */
-export function encodeName(commonName: string, organizations: string[] = []): Uint8Array {
+export function encodeName(commonName: string, organizations: string[] = []): DerNode {
   const rdn = (type: string, value: string) => set(sequence(oid(type), utf8String(value)));
   return sequence(...organizations.map((o) => rdn(OID.organization, o)), rdn(OID.commonName, commonName));
 }
 
 /** One Extension; `critical` is omitted when false, as DER requires for a DEFAULT. */
-export function extension(id: string, critical: boolean, value: Uint8Array): Uint8Array {
+export function extension(id: string, critical: boolean, value: Der): DerNode {
   return critical ? sequence(oid(id), boolean(true), octetString(value)) : sequence(oid(id), octetString(value));
 }
 
@@ -89,8 +92,8 @@ const DNS_RE = /^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$/;
 const PRINTABLE_ASCII_RE = /^[\x21-\x7e]+$/;
 
 /** The subjectAltName extension, or undefined when there are no names. Invalid names are a BAD_PARAMETER. */
-export function subjectAltName(dnsNames: string[] = [], ipAddresses: string[] = [], uris: string[] = []): Uint8Array | undefined {
-  const names: Uint8Array[] = [];
+export function subjectAltName(dnsNames: string[] = [], ipAddresses: string[] = [], uris: string[] = []): DerNode | undefined {
+  const names: Der[] = [];
   for (const d of dnsNames) {
     if (d.length > 253 || !DNS_RE.test(d)) throw badParameter(`Invalid DNS name "${d}" for a certificate`);
     names.push(implicitPrimitive(2, Buffer.from(d, "latin1")));
@@ -110,58 +113,68 @@ export function subjectAltName(dnsNames: string[] = [], ipAddresses: string[] = 
 /** RFC 5280 §4.2.1.2 method 1: SHA-1 over the subjectPublicKey bits. */
 export function keyIdentifier(spki: Uint8Array): Uint8Array {
   const r = new DerReader(spki, "public key").enter(0x30, "SubjectPublicKeyInfo");
-  r.next(0x30, "algorithm");
+  r.skip(0x30, "algorithm");
   const bits = r.next(0x03, "subjectPublicKey").value;
   return new Uint8Array(createHash("sha1").update(bits.subarray(1)).digest());
 }
 
+const SIGNATURE_ALGORITHMS: Record<KeyAlgorithm, Uint8Array> = {
+  ed25519: encode(sequence(oid(OID.ed25519))),
+  "ecdsa-p256": encode(sequence(oid(OID.ecdsaWithSha256))),
+};
+
 /** AlgorithmIdentifier for a signature by a key of `alg` (no parameters for either). */
-export const signatureAlgorithm = (alg: KeyAlgorithm) => sequence(oid(alg === "ed25519" ? OID.ed25519 : OID.ecdsaWithSha256));
+export const signatureAlgorithm = (alg: KeyAlgorithm) => SIGNATURE_ALGORITHMS[alg];
 
 /** Signs TBS bytes with node:crypto: Ed25519 directly, ECDSA over SHA-256 with a DER signature. */
 export function signTbs(alg: KeyAlgorithm, key: KeyObject, tbs: Uint8Array): Uint8Array {
-  return alg === "ed25519" ? sign(null, tbs, key) : sign("sha256", tbs, { key, dsaEncoding: "der" });
+  // DER is node:crypto's default ECDSA signature encoding, so the key goes in as is
+  return alg === "ed25519" ? sign(null, tbs, key) : sign("sha256", tbs, key);
 }
 
 /** Checks a signature whose AlgorithmIdentifier OID is `sigOid` against `key` of `alg`. */
 export function verifyTbs(sigOid: string, alg: KeyAlgorithm, key: KeyObject, tbs: Uint8Array, signature: Uint8Array): boolean {
   try {
     if (alg === "ed25519") return sigOid === OID.ed25519 && verify(null, tbs, key, signature);
-    return sigOid === OID.ecdsaWithSha256 && verify("sha256", tbs, { key, dsaEncoding: "der" }, signature);
+    return sigOid === OID.ecdsaWithSha256 && verify("sha256", tbs, key, signature);
   } catch {
     return false; // malformed signature encodings are just invalid signatures
   }
 }
 
-/** The parts of a TBSCertificate; names, algorithm and SPKI arrive DER-encoded. */
+/** The parts of a TBSCertificate; names, algorithm and SPKI arrive DER-encoded or as nodes. */
 export interface TbsFields {
   serial: Uint8Array;
-  signatureAlgorithm: Uint8Array;
-  issuer: Uint8Array;
+  signatureAlgorithm: Der;
+  issuer: Der;
   notBefore: Date;
   notAfter: Date;
-  subject: Uint8Array;
-  spki: Uint8Array;
-  extensions: Uint8Array[];
+  subject: Der;
+  spki: Der;
+  extensions: Der[];
 }
 
-/** A v3 TBSCertificate from already-encoded parts. */
+const VERSION_3 = encode(explicit(0, smallInteger(2)));
+
+/** A v3 TBSCertificate from its parts, encoded into one buffer. */
 export function encodeTbs(f: TbsFields): Uint8Array {
-  return sequence(
-    explicit(0, smallInteger(2)),
-    unsignedInteger(f.serial),
-    f.signatureAlgorithm,
-    f.issuer,
-    sequence(time(f.notBefore), time(f.notAfter)),
-    f.subject,
-    f.spki,
-    explicit(3, sequence(...f.extensions)),
+  return encode(
+    sequence(
+      VERSION_3,
+      unsignedInteger(f.serial),
+      f.signatureAlgorithm,
+      f.issuer,
+      sequence(time(f.notBefore), time(f.notAfter)),
+      f.subject,
+      f.spki,
+      explicit(3, sequence(...f.extensions)),
+    ),
   );
 }
 
 /** Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }. */
-export const encodeCertificate = (tbs: Uint8Array, sigAlg: Uint8Array, signature: Uint8Array) =>
-  sequence(tbs, sigAlg, bitString(signature));
+export const encodeCertificate = (tbs: Uint8Array, sigAlg: Der, signature: Uint8Array) =>
+  encode(sequence(tbs, sigAlg, bitString(signature)));
 
 // ---------------------------------------------------------------- decoding
 
@@ -195,26 +208,35 @@ export interface DecodedCertificate {
   extensions: CertExtension[];
 }
 
-function decodeName(raw: Uint8Array, field: string): NameParts {
+/** Byte equality without copying (Buffer.from on a Uint8Array copies it). */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+const NAME_FIELDS = {
+  issuer: { rdn: "issuer RDN", attribute: "issuer attribute", type: "issuer attribute type", value: "issuer attribute value" },
+  subject: { rdn: "subject RDN", attribute: "subject attribute", type: "subject attribute type", value: "subject attribute value" },
+};
+
+function decodeName(name: DerElement, field: "issuer" | "subject"): NameParts {
+  const f = NAME_FIELDS[field];
   const out: NameParts = { commonName: "", organizations: [] };
-  const seq = new DerReader(raw, "certificate").enter(0x30, field);
+  const seq = new DerReader(name.buf, "certificate", name.start, name.end).enter(0x30, field);
   while (!seq.done) {
-    const rdn = seq.enter(0x31, `${field} RDN`);
+    const rdn = seq.enter(0x31, f.rdn);
     while (!rdn.done) {
-      const atv = rdn.enter(0x30, `${field} attribute`);
-      const type = readOid(atv, `${field} attribute type`);
-      const value = decodeString(atv, atv.next(undefined, `${field} attribute value`), `${field} attribute value`);
-      atv.end(`${field} attribute`);
+      const atv = rdn.enter(0x30, f.attribute);
+      const type = atv.oid(f.type);
+      const value = decodeString(atv, atv.next(undefined, f.value), f.value);
+      atv.end(f.attribute);
       if (value === undefined) continue;
       if (type === OID.commonName && !out.commonName) out.commonName = value;
       else if (type === OID.organization) out.organizations.push(value);
     }
   }
   return out;
-}
-
-function decodeAlgorithmOid(raw: Uint8Array, field: string): string {
-  return readOid(new DerReader(raw, "certificate").enter(0x30, field), `${field} OID`);
 }
 
 /** Splits a DER certificate into its parts; any structural defect is a BAD_PARAMETER. */
@@ -226,41 +248,40 @@ export function decodeCertificate(der: Uint8Array): DecodedCertificate {
   const sigAlgEl = c.next(0x30, "signatureAlgorithm");
   const sigEl = c.next(0x03, "signatureValue");
   c.end("the signature");
-  if (sigEl.value[0] !== 0) c.fail("signatureValue has unused bits");
+  if (sigEl.end === sigEl.valueStart || der[sigEl.valueStart] !== 0) c.fail("signatureValue has unused bits");
 
-  const t = new DerReader(tbsEl.value, "certificate");
-  const versionEl = t.optional(0xa0, "version");
-  if (versionEl) {
-    const v = new DerReader(versionEl.value, "certificate");
+  const t = new DerReader(der, "certificate", tbsEl.valueStart, tbsEl.end);
+  if (t.peekTag() === 0xa0) {
+    const v = t.enter(0xa0, "version");
     const version = decodeUnsigned(v, v.next(0x02, "version").value, "version");
     v.end("version");
     if (version.length !== 1 || version[0]! > 2) t.fail("unknown certificate version");
   }
   const serial = decodeUnsigned(t, t.next(0x02, "serialNumber").value, "serialNumber");
   const tbsSigAlg = t.next(0x30, "signature");
-  const issuer = t.next(0x30, "issuer").raw;
+  const issuerEl = t.next(0x30, "issuer");
   const validity = t.enter(0x30, "validity");
   const notBefore = decodeTime(validity, validity.next(undefined, "notBefore"), "notBefore");
   const notAfter = decodeTime(validity, validity.next(undefined, "notAfter"), "notAfter");
   validity.end("validity");
-  const subject = t.next(0x30, "subject").raw;
+  const subjectEl = t.next(0x30, "subject");
   const spki = t.next(0x30, "subjectPublicKeyInfo").raw;
-  t.optional(0x81, "issuerUniqueID");
-  t.optional(0x82, "subjectUniqueID");
+  if (t.peekTag() === 0x81) t.skip(0x81, "issuerUniqueID");
+  if (t.peekTag() === 0x82) t.skip(0x82, "subjectUniqueID");
   const extsEl = t.optional(0xa3, "extensions");
   t.end("the TBSCertificate");
 
   // RFC 5280 §4.1.1.2: the outer and inner algorithm must be identical
-  if (!Buffer.from(tbsSigAlg.raw).equals(sigAlgEl.raw)) t.fail("signature algorithms differ inside and outside the TBSCertificate");
+  if (!sameBytes(tbsSigAlg.raw, sigAlgEl.raw)) t.fail("signature algorithms differ inside and outside the TBSCertificate");
 
   const extensions: CertExtension[] = [];
   if (extsEl) {
-    const outer = new DerReader(extsEl.value, "certificate");
+    const outer = new DerReader(der, "certificate", extsEl.valueStart, extsEl.end);
     const list = outer.enter(0x30, "extensions");
     outer.end("extensions");
     while (!list.done) {
       const e = list.enter(0x30, "extension");
-      const id = readOid(e, "extension id");
+      const id = e.oid("extension id");
       const critical = e.peekTag() === 0x01 ? readBoolean(e, "extension critical flag") : false;
       const value = e.next(0x04, "extension value").value;
       e.end(`extension "${id}"`);
@@ -272,13 +293,13 @@ export function decodeCertificate(der: Uint8Array): DecodedCertificate {
   return {
     der,
     tbs: tbsEl.raw,
-    signatureAlgorithmOid: decodeAlgorithmOid(sigAlgEl.raw, "signatureAlgorithm"),
-    signature: sigEl.value.subarray(1),
+    signatureAlgorithmOid: new DerReader(der, "certificate", sigAlgEl.start, sigAlgEl.end).enter(0x30, "signatureAlgorithm").oid("signatureAlgorithm OID"),
+    signature: der.subarray(sigEl.valueStart + 1, sigEl.end),
     serial,
-    issuer,
-    subject,
-    issuerName: decodeName(issuer, "issuer"),
-    subjectName: decodeName(subject, "subject"),
+    issuer: issuerEl.raw,
+    subject: subjectEl.raw,
+    issuerName: decodeName(issuerEl, "issuer"),
+    subjectName: decodeName(subjectEl, "subject"),
     notBefore,
     notAfter,
     spki,
@@ -323,7 +344,7 @@ export function decodeExtKeyUsage(value: Uint8Array): string[] {
   const s = r.enter(0x30, "ExtKeyUsageSyntax");
   r.end("ExtKeyUsageSyntax");
   const out: string[] = [];
-  while (!s.done) out.push(readOid(s, "KeyPurposeId"));
+  while (!s.done) out.push(s.oid("KeyPurposeId"));
   return out;
 }
 

@@ -12,6 +12,7 @@
 import { createHash, createPublicKey, randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import { accessDenied, badParameter, expired } from "../lib/errors.ts";
 import { pemDecodeAll, pemEncode } from "../lib/pem.ts";
+import { bufferView, encode, hex, type Der } from "./_der.ts";
 import { algorithmOf, spkiOf, type KeyAlgorithm, type KeyPair } from "./_keymaterial.ts";
 import {
   authorityKeyId,
@@ -32,6 +33,7 @@ import {
   keyIdentifier,
   keyUsage,
   OID,
+  sameBytes,
   signatureAlgorithm,
   signTbs,
   subjectAltName,
@@ -106,7 +108,6 @@ export interface VerifyCertificateOptions {
   usage?: "server" | "client";
 }
 
-const toHex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 const when = (d: Date) => d.toISOString().replace(/\.000Z$/, "Z");
 const EKU_NAMES: Record<string, string> = { [OID.serverAuth]: "serverAuth", [OID.clientAuth]: "clientAuth" };
 
@@ -131,13 +132,19 @@ function checkCommonName(cn: string): void {
   if (typeof cn !== "string" || cn.length === 0) throw badParameter("Invalid certificate subject: the common name is empty");
 }
 
+// the parts every leaf shares, encoded once
+const LEAF_BASIC_CONSTRAINTS = encode(basicConstraints(false));
+const LEAF_KEY_USAGE = encode(keyUsage([KEY_USAGE.digitalSignature]));
+const SERVER_EXT_KEY_USAGE = encode(extKeyUsage([OID.serverAuth]));
+const CLIENT_EXT_KEY_USAGE = encode(extKeyUsage([OID.clientAuth]));
+
 /** Self-signed CA certificate: basicConstraints CA:true and keyUsage keyCertSign+cRLSign (both critical), SKI. */
 export async function createCA(opts: CreateCAOptions): Promise<string> {
   checkCommonName(opts.commonName);
   checkValidity(opts.notBefore, opts.notAfter);
   const alg = algorithmOf(opts.keyPair.privateKey, "CA key");
   const spki = spkiOf(opts.keyPair.publicKey);
-  if (!Buffer.from(spkiOf(opts.keyPair.privateKey)).equals(spki)) {
+  if (!sameBytes(spkiOf(opts.keyPair.privateKey), spki)) {
     throw badParameter("Cannot create a CA: the key pair's public key does not match its private key");
   }
   const name = encodeName(opts.commonName, opts.organization === undefined ? [] : [opts.organization]);
@@ -165,8 +172,8 @@ interface CaEntry {
   parsed: ParsedCertificate;
   /** Undefined when the CA's key type is one machine-id does not sign or verify with. */
   algorithm?: KeyAlgorithm;
-  /** Goes into the AuthorityKeyIdentifier of the leaves it signs. */
-  keyId: Uint8Array;
+  /** The AuthorityKeyIdentifier extension of the leaves it signs (from its SKI), encoded. */
+  authorityKeyIdExtension: Uint8Array;
   /** Private keys already checked to match this CA. */
   matchedKeys: WeakSet<KeyObject>;
 }
@@ -190,7 +197,7 @@ function caEntry(pem: string): CaEntry {
     decoded,
     parsed,
     algorithm,
-    keyId: ski ? decodeSubjectKeyId(ski.value) : keyIdentifier(decoded.spki),
+    authorityKeyIdExtension: encode(authorityKeyId(ski ? decodeSubjectKeyId(ski.value) : keyIdentifier(decoded.spki))),
     matchedKeys: new WeakSet(),
   };
   // a handful of CAs exist at a time (rotation keeps two); the bound only guards misuse
@@ -212,7 +219,7 @@ export async function issueCertificate(opts: IssueCertificateOptions): Promise<s
   const alg = algorithmOf(opts.caKey, "CA key");
   if (!ca.matchedKeys.has(opts.caKey)) {
     // checked once per key: a mixed-up key would sign certificates nobody can verify
-    if (!Buffer.from(spkiOf(opts.caKey)).equals(ca.decoded.spki)) {
+    if (!sameBytes(spkiOf(opts.caKey), ca.decoded.spki)) {
       throw badParameter(`Cannot issue a certificate: the CA key does not match CA certificate "${caName}"`);
     }
     ca.matchedKeys.add(opts.caKey);
@@ -223,12 +230,12 @@ export async function issueCertificate(opts: IssueCertificateOptions): Promise<s
   algorithmOf(opts.publicKey, "the certificate's public key");
   const spki = spkiOf(opts.publicKey);
 
-  const extensions = [
-    basicConstraints(false),
-    keyUsage([KEY_USAGE.digitalSignature]),
-    extKeyUsage([opts.usage === "server" ? OID.serverAuth : OID.clientAuth]),
+  const extensions: Der[] = [
+    LEAF_BASIC_CONSTRAINTS,
+    LEAF_KEY_USAGE,
+    opts.usage === "server" ? SERVER_EXT_KEY_USAGE : CLIENT_EXT_KEY_USAGE,
     subjectKeyId(keyIdentifier(spki)),
-    authorityKeyId(ca.keyId),
+    ca.authorityKeyIdExtension,
   ];
   const san = subjectAltName(opts.dnsNames, opts.ipAddresses, opts.uris);
   if (san) extensions.push(san);
@@ -266,7 +273,7 @@ function toParsed(d: DecodedCertificate): ParsedCertificate {
   const ext = (id: string) => d.extensions.find((e) => e.oid === id)?.value;
   let publicKey: KeyObject;
   try {
-    publicKey = createPublicKey({ key: Buffer.from(d.spki), format: "der", type: "spki" });
+    publicKey = createPublicKey({ key: bufferView(d.spki), format: "der", type: "spki" });
   } catch (e) {
     throw badParameter("Cannot parse certificate: unsupported or malformed public key", { cause: e });
   }
@@ -281,10 +288,10 @@ function toParsed(d: DecodedCertificate): ParsedCertificate {
   const der = d.der.slice();
   const parsed: ParsedCertificate = {
     der,
-    pem: pemEncode("CERTIFICATE", der),
+    pem: "", // replaced by a lazy property below
     subjectCommonName: d.subjectName.commonName,
     issuerCommonName: d.issuerName.commonName,
-    serialNumber: toHex(d.serial),
+    serialNumber: hex(d.serial),
     notBefore: d.notBefore,
     notAfter: d.notAfter,
     publicKey,
@@ -294,10 +301,29 @@ function toParsed(d: DecodedCertificate): ParsedCertificate {
     subjectOrganizations: d.subjectName.organizations,
     extKeyUsages: eku ? decodeExtKeyUsage(eku).map((o) => EKU_NAMES[o] ?? o) : [],
   };
-  if (ski) parsed.subjectKeyId = toHex(decodeSubjectKeyId(ski));
-  if (akiBytes) parsed.authorityKeyId = toHex(akiBytes);
+  if (ski) parsed.subjectKeyId = hex(decodeSubjectKeyId(ski));
+  if (akiBytes) parsed.authorityKeyId = hex(akiBytes);
   if (id) parsed.identity = decodeIdentity(id);
+  lazyPem(parsed, der);
   return parsed;
+}
+
+/**
+ * Makes `parsed.pem` computed on first read: verification on every request never reads
+ * it, and encoding it was a tenth of a verification. It stays an own, enumerable and
+ * assignable property, so spreading, JSON and equality see a plain string.
+ */
+function lazyPem(parsed: ParsedCertificate, der: Uint8Array): void {
+  const settle = (value: string) => {
+    Object.defineProperty(parsed, "pem", { value, enumerable: true, configurable: true, writable: true });
+    return value;
+  };
+  Object.defineProperty(parsed, "pem", {
+    enumerable: true,
+    configurable: true,
+    get: () => settle(pemEncode("CERTIFICATE", der)),
+    set: settle,
+  });
 }
 
 /**
@@ -325,7 +351,7 @@ export async function verifyCertificate(
   let issuer: CaEntry | undefined;
   for (const pem of caCertPems) {
     const ca = caEntry(pem);
-    if (!ca.algorithm || !Buffer.from(ca.decoded.subject).equals(d.issuer)) continue;
+    if (!ca.algorithm || !sameBytes(ca.decoded.subject, d.issuer)) continue;
     if (verifyTbs(d.signatureAlgorithmOid, ca.algorithm, ca.parsed.publicKey, d.tbs, d.signature)) {
       issuer = ca;
       break;
