@@ -9,7 +9,7 @@ import type { KeyObject } from "node:crypto";
 import { issueCertificate, parsePublicKey, signSshCertificate, type CertIdentity } from "../crypto/index.ts";
 import { badParameter } from "../lib/errors.ts";
 import type { Certs, KeyRequest } from "../protocol/index.ts";
-import { exportAuthority, type Authorities } from "./authorities.ts";
+import { exportAuthority, type Authorities, type Authority } from "./authorities.ts";
 
 /**
  * The principal a renewable bot identity's SSH certificate carries. An OpenSSH
@@ -44,12 +44,43 @@ function newSerial(): bigint {
   return b.readBigUInt64BE();
 }
 
+/** The SSH CA lines every answer carries, for the authority objects they were made from. */
+interface CaLines {
+  user: Authority;
+  host: Authority;
+  cluster: string;
+  sshUser: string;
+  sshHost: string;
+}
+
+const caLinesCache = new WeakMap<Authorities, CaLines>();
+
+/**
+ * The exported SSH CA lines, made once per loaded authorities rather than per answer
+ * (the known_hosts line is re-encoded and re-checked each time it is built). An entry
+ * is rebuilt if the authorities object is given other authorities or cluster name.
+ */
+function caLines(auth: Authorities): CaLines {
+  const hit = caLinesCache.get(auth);
+  if (hit && hit.user === auth.user && hit.host === auth.host && hit.cluster === auth.cluster) return hit;
+  const lines: CaLines = {
+    user: auth.user,
+    host: auth.host,
+    cluster: auth.cluster,
+    sshUser: exportAuthority(auth, "ssh-user").trim(),
+    sshHost: exportAuthority(auth, "ssh-host").trim(),
+  };
+  caLinesCache.set(auth, lines);
+  return lines;
+}
+
 /** Issues the X.509 and SSH certificates for `identity`. */
 export async function issueCerts(auth: Authorities, req: IssueRequest): Promise<{ certs: Certs; serial: string }> {
   const { identity, now, notAfter } = req;
   if (notAfter.getTime() <= now.getTime()) throw badParameter("Cannot issue a certificate that is already expired");
   const notBefore = new Date(now.getTime() - CLOCK_SKEW_MS);
   const serial = newSerial();
+  const serialHex = serial.toString(16);
   const uri =
     identity.kind === "bot"
       ? `machine-id://${encodeURIComponent(auth.cluster)}/bot/${encodeURIComponent(identity.botName ?? identity.username)}`
@@ -65,7 +96,7 @@ export async function issueCerts(auth: Authorities, req: IssueRequest): Promise<
     notAfter,
     usage: "client",
     identity,
-    serialNumber: serial.toString(16),
+    serialNumber: serialHex,
   });
   const principals = identity.renewable || identity.logins.length === 0 ? [INTERNAL_PRINCIPAL] : identity.logins;
   const sshCert = signSshCertificate({
@@ -78,14 +109,15 @@ export async function issueCerts(auth: Authorities, req: IssueRequest): Promise<
     validBefore: notAfter,
     serial,
   });
+  const lines = caLines(auth);
   return {
-    serial: serial.toString(16),
+    serial: serialHex,
     certs: {
       tls_cert: tlsCert,
       ssh_cert: sshCert,
       tls_ca_certs: [auth.user.tlsCertPem, auth.host.tlsCertPem],
-      ssh_user_ca_keys: [exportAuthority(auth, "ssh-user").trim()],
-      ssh_host_ca_keys: [exportAuthority(auth, "ssh-host").trim()],
+      ssh_user_ca_keys: [lines.sshUser],
+      ssh_host_ca_keys: [lines.sshHost],
       cluster_name: auth.cluster,
       valid_after: notBefore.toISOString(),
       valid_before: notAfter.toISOString(),

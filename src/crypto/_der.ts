@@ -5,6 +5,7 @@
  */
 
 import { badParameter } from "../lib/errors.ts";
+import { bufferView } from "./_bytes.ts";
 
 // ---------------------------------------------------------------- writer
 //
@@ -374,18 +375,6 @@ export function decodeTime(r: DerReader, el: DerElement, field = "time"): Date {
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
-
-/** A Buffer over the same memory (Buffer.from(uint8Array) would copy). */
-export const bufferView = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-
-/** Lowercase hex of `bytes`, without an intermediate Buffer. */
-export function hex(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]!];
-  return s;
-}
 
 /** Decodes the directory-string types names use; other tags yield undefined. */
 export function decodeString(r: DerReader, el: DerElement, field = "string"): string | undefined {

@@ -47,16 +47,23 @@ const CURVE_NAMES: Record<string, string> = {
   secp256k1: "secp256k1",
 };
 
+/** Algorithms of keys already seen: an issuance asks about the same few keys a dozen times, and the KeyObject getters call into native code (asymmetricKeyDetails builds an object each time). */
+const algorithms = new WeakMap<KeyObject, KeyAlgorithm>();
+
 /** The algorithm of a private or public key; other key types are a BAD_PARAMETER. */
 export function algorithmOf(key: KeyObject, what?: string): KeyAlgorithm {
+  const known = algorithms.get(key);
+  if (known) return known;
   const type = key.asymmetricKeyType;
-  if (type === "ed25519") return "ed25519";
-  if (type === "ec") {
+  let alg: KeyAlgorithm;
+  if (type === "ed25519") alg = "ed25519";
+  else if (type === "ec") {
     const curve = key.asymmetricKeyDetails?.namedCurve ?? "unknown";
-    if (curve === "prime256v1") return "ecdsa-p256";
-    throw unsupportedCurve(CURVE_NAMES[curve] ?? curve, what);
-  }
-  throw unsupportedKeyType(type ?? key.type, what);
+    if (curve !== "prime256v1") throw unsupportedCurve(CURVE_NAMES[curve] ?? curve, what);
+    alg = "ecdsa-p256";
+  } else throw unsupportedKeyType(type ?? key.type, what);
+  algorithms.set(key, alg);
+  return alg;
 }
 
 const publicCache = new WeakMap<KeyObject, KeyObject>();
@@ -89,12 +96,30 @@ export function spkiOf(key: KeyObject): Uint8Array {
   return der;
 }
 
+function hasPrefix(bytes: Uint8Array, prefix: Uint8Array): boolean {
+  for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return false;
+  return true;
+}
+
+/**
+ * Records `der` as the SPKI of a public key just made from it, when it is already in the
+ * form export() gives (fixed prefix, uncompressed point), so issuing to a key parsed
+ * from a request needs no export() round trip. Callers must not modify `der` afterwards.
+ */
+export function rememberSpki(key: KeyObject, der: Uint8Array): void {
+  if (key.type !== "public") return;
+  const alg = algorithmOf(key);
+  const prefix = SPKI_PREFIX[alg];
+  const uncompressed = alg === "ed25519" || der[prefix.length] === 0x04;
+  if (der.length === prefix.length + RAW_PUBLIC_LENGTH[alg] && hasPrefix(der, prefix) && uncompressed) spkiCache.set(key, der);
+}
+
 /** The raw public key: 32 bytes for Ed25519, the 65-byte uncompressed point for P-256. */
 export function rawPublicKey(key: KeyObject, what?: string): Uint8Array {
   const alg = algorithmOf(key, what);
   const der = spkiOf(key);
   const prefix = SPKI_PREFIX[alg];
-  if (der.length !== prefix.length + RAW_PUBLIC_LENGTH[alg] || !Buffer.from(prefix).equals(der.subarray(0, prefix.length))) {
+  if (der.length !== prefix.length + RAW_PUBLIC_LENGTH[alg] || !hasPrefix(der, prefix)) {
     // node:crypto always exports uncompressed points; anything else is a bug worth a clear message
     throw badParameter(`Cannot encode ${what ?? "public key"}: unexpected SubjectPublicKeyInfo layout`);
   }
@@ -106,8 +131,13 @@ export function publicKeyFromRaw(alg: KeyAlgorithm, raw: Uint8Array, what: strin
   if (raw.length !== RAW_PUBLIC_LENGTH[alg] || (alg === "ecdsa-p256" && raw[0] !== 0x04)) {
     throw badParameter(`Cannot read ${what}: ${alg === "ed25519" ? "Ed25519 key is not 32 bytes" : "not an uncompressed P-256 point"}`);
   }
+  const spki = new Uint8Array(SPKI_PREFIX[alg].length + raw.length);
+  spki.set(SPKI_PREFIX[alg]);
+  spki.set(raw, SPKI_PREFIX[alg].length);
   try {
-    return createPublicKey({ key: Buffer.concat([SPKI_PREFIX[alg], raw]), format: "der", type: "spki" });
+    const key = createPublicKey({ key: spki, format: "der", type: "spki" });
+    spkiCache.set(key, spki);
+    return key;
   } catch {
     throw badParameter(`Cannot read ${what}: the public key is not a valid ${alg === "ed25519" ? "Ed25519" : "P-256"} point`);
   }

@@ -89,10 +89,10 @@ const halves = (sig: Uint8Array) => [sig.subarray(0, sig.length / 2), sig.subarr
 /** An SSH signature blob (`string alg, string sig`) over `data` (RFC 8709 §6, RFC 5656 §3.1.2). */
 export function sshSign(privateKey: KeyObject, data: Uint8Array): Uint8Array {
   const alg = algorithmOf(privateKey);
-  const w = new SshWriter().string(SSH_KEY_TYPE[alg]);
+  const w = new SshWriter(160).string(SSH_KEY_TYPE[alg]);
   if (alg === "ed25519") return w.string(sign(null, data, privateKey)).finish();
   const [r, s] = halves(sign("sha256", data, { key: privateKey, dsaEncoding: "ieee-p1363" }));
-  return w.string(new SshWriter().mpint(r).mpint(s).finish()).finish();
+  return w.nested((inner) => inner.mpint(r).mpint(s)).finish();
 }
 
 /**

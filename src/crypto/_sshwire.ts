@@ -5,33 +5,66 @@
 
 import { badParameter } from "../lib/errors.ts";
 
-/** Accumulates SSH wire values; `finish()` returns the bytes. */
+/**
+ * Accumulates SSH wire values in one growing buffer; `finish()` returns a copy of the
+ * bytes. (A small array per field, concatenated at the end, was a tenth of signing.)
+ */
 export class SshWriter {
-  private readonly chunks: Uint8Array[] = [];
+  private buf: Buffer;
+  private length = 0;
+
+  constructor(capacity = 512) {
+    this.buf = Buffer.allocUnsafe(capacity);
+  }
+
+  /** Makes room for `n` more bytes. */
+  private reserve(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + n));
+    this.buf.copy(grown, 0, 0, this.length);
+    this.buf = grown;
+  }
 
   u32(n: number): this {
-    const b = new Uint8Array(4);
-    new DataView(b.buffer).setUint32(0, n);
-    this.chunks.push(b);
+    this.reserve(4);
+    this.buf.writeUInt32BE(n, this.length);
+    this.length += 4;
     return this;
   }
 
   u64(n: bigint): this {
-    const b = new Uint8Array(8);
-    new DataView(b.buffer).setBigUint64(0, n);
-    this.chunks.push(b);
+    this.reserve(8);
+    this.buf.writeBigUInt64BE(n, this.length);
+    this.length += 8;
     return this;
   }
 
   raw(bytes: Uint8Array): this {
-    this.chunks.push(bytes);
+    this.reserve(bytes.length);
+    this.buf.set(bytes, this.length);
+    this.length += bytes.length;
     return this;
   }
 
   /** A length-prefixed byte string; text is encoded as UTF-8. */
   string(value: Uint8Array | string): this {
-    const bytes = typeof value === "string" ? Buffer.from(value, "utf8") : value;
-    return this.u32(bytes.length).raw(bytes);
+    if (typeof value !== "string") return this.u32(value.length).raw(value);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit; write in place, then the length
+    this.reserve(4 + value.length * 3);
+    const written = this.buf.write(value, this.length + 4, "utf8");
+    this.buf.writeUInt32BE(written, this.length);
+    this.length += 4 + written;
+    return this;
+  }
+
+  /** A length-prefixed string whose content `fill` writes into this writer (no inner buffer). */
+  nested(fill: (w: this) => void): this {
+    this.reserve(4);
+    const at = this.length;
+    this.length += 4;
+    fill(this);
+    this.buf.writeUInt32BE(this.length - at - 4, at);
+    return this;
   }
 
   /** A non-negative mpint from its big-endian magnitude (RFC 4251: minimal, sign byte if needed). */
@@ -39,14 +72,23 @@ export class SshWriter {
     let i = 0;
     while (i < magnitude.length && magnitude[i] === 0) i++;
     const m = magnitude.subarray(i);
-    if (m.length > 0 && m[0]! & 0x80) return this.u32(m.length + 1).raw(Uint8Array.of(0)).raw(m);
+    if (m.length > 0 && m[0]! & 0x80) return this.u32(m.length + 1).raw(ZERO).raw(m);
     return this.string(m);
   }
 
+  /** The bytes so far as standard base64 (without copying them out first). */
+  base64(): string {
+    return this.buf.toString("base64", 0, this.length);
+  }
+
   finish(): Uint8Array {
-    return new Uint8Array(Buffer.concat(this.chunks));
+    const out = new Uint8Array(this.length);
+    out.set(this.buf.subarray(0, this.length));
+    return out;
   }
 }
+
+const ZERO = Uint8Array.of(0);
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 

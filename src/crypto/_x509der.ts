@@ -29,6 +29,7 @@ import {
   type Der,
   type DerNode,
 } from "./_der.ts";
+import { sameBytes } from "./_bytes.ts";
 import { ipFromBytes, ipToBytes } from "./_ip.ts";
 import type { KeyAlgorithm } from "./_keymaterial.ts";
 import { IDENTITY_OID } from "./identity.ts";
@@ -206,13 +207,6 @@ export interface DecodedCertificate {
   notAfter: Date;
   spki: Uint8Array;
   extensions: CertExtension[];
-}
-
-/** Byte equality without copying (Buffer.from on a Uint8Array copies it). */
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 const NAME_FIELDS = {

@@ -36,8 +36,12 @@ const MAX_IDENTITY_BYTES = 64 * 1024;
 const name = z.string().min(1).max(1024);
 const names = z.array(z.string().max(1024)).max(1024);
 
-// Unknown fields are dropped rather than refused so an older reader accepts a newer writer.
-const IdentitySchema = z.object({
+/**
+ * The shape a certificate identity must have (exported for the tests that hold the
+ * written-out check to it). Unknown fields are dropped rather than refused so an older
+ * reader accepts a newer writer.
+ */
+export const IdentitySchema = z.object({
   cluster: name,
   username: name,
   kind: z.enum(["bot", "admin"]),

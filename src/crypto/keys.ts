@@ -6,7 +6,7 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { badParameter } from "../lib/errors.ts";
 import { base64DecodeStrict, pemDecodeAll, type PemBlock } from "../lib/pem.ts";
-import { algorithmOf, publicOf, spkiOf, unsupportedKeyType, type KeyAlgorithm, type KeyPair } from "./_keymaterial.ts";
+import { algorithmOf, publicOf, rememberSpki, spkiOf, unsupportedKeyType, type KeyAlgorithm, type KeyPair } from "./_keymaterial.ts";
 import { decodeOpenSshPrivateKey, encodeOpenSshPrivateKey } from "./_openssh.ts";
 import { algorithmOfSshType, SSH_KEY_TYPE, sshPublicKeyBlob, sshPublicKeyFromBlob } from "./_sshkeys.ts";
 
@@ -143,11 +143,12 @@ export function parsePublicKey(text: string, what = "public key"): KeyObject {
   if (block.label === "PUBLIC KEY") {
     let key: KeyObject;
     try {
-      key = createPublicKey({ key: Buffer.from(block.der), format: "der", type: "spki" });
+      key = createPublicKey({ key: block.der, format: "der", type: "spki" });
     } catch (e) {
       throw badParameter(`Cannot read ${what}: malformed SubjectPublicKeyInfo`, { cause: e });
     }
     algorithmOf(key, what);
+    rememberSpki(key, block.der);
     return key;
   }
   if (block.label === "RSA PUBLIC KEY") throw unsupportedKeyType("rsa", what);

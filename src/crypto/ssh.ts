@@ -90,8 +90,26 @@ export interface ParsedSshCertificate {
 
 /** Values from a certificate shown in messages: no control characters, bounded. */
 const shown = (s: string) => s.replace(/[\x00-\x1f\x7f]/g, "?").slice(0, 200);
-const byteOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
 const CONTROL_RE = /[\x00-\x1f\x7f]/;
+
+/**
+ * Orders names by their UTF-8 bytes, as OpenSSH sorts options. UTF-16 order agrees with
+ * it up to the first differing unit unless that unit is a surrogate, so only then (and
+ * for a prefix ending in one) are the strings encoded and compared as bytes.
+ */
+function byteOrder(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  if (i < n) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x < 0xd800 && y < 0xd800) return x - y;
+  } else if (a.length !== b.length && (n === 0 || a.charCodeAt(n - 1) < 0xd800) && (a.length > n ? a : b).charCodeAt(n) < 0xd800) {
+    return a.length - b.length; // one is a prefix of the other, and not mid-pair
+  }
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
 
 function toSeconds(d: Date, field: string): bigint {
   if (!(d instanceof Date) || isNaN(+d) || +d < 0) throw badParameter(`Invalid SSH certificate ${field}: expected a date after 1970`);
@@ -100,16 +118,33 @@ function toSeconds(d: Date, field: string): bigint {
 
 const fromSeconds = (s: bigint) => new Date(s > BigInt(MAX_DATE_MS / 1000) ? MAX_DATE_MS : Number(s) * 1000);
 
+/** DEFAULT_USER_EXTENSIONS encoded (it is frozen): most certificates carry exactly these. */
+let defaultExtensions: Uint8Array | undefined;
+
 /** OpenSSH requires options sorted by name, each once; values are wrapped in a string. */
-function encodeOptions(options: Record<string, string>, field: string): Uint8Array {
-  const w = new SshWriter();
-  for (const name of Object.keys(options).sort(byteOrder)) {
+function writeOptions(w: SshWriter, options: Record<string, string>, field: string): void {
+  const isDefault = options === DEFAULT_USER_EXTENSIONS;
+  if (isDefault && defaultExtensions) {
+    w.string(defaultExtensions);
+    return;
+  }
+  const names = Object.keys(options);
+  if (names.length === 0) {
+    w.u32(0);
+    return;
+  }
+  const encoded = new SshWriter();
+  for (const name of names.sort(byteOrder)) {
     const value = options[name];
     if (!name || CONTROL_RE.test(name)) throw badParameter(`Invalid SSH certificate ${field} name ${JSON.stringify(name)}`);
     if (typeof value !== "string") throw badParameter(`Invalid SSH certificate ${field} "${name}": the value must be a string`);
-    w.string(name).string(value === "" ? new Uint8Array(0) : new SshWriter().string(value).finish());
+    encoded.string(name);
+    if (value === "") encoded.u32(0);
+    else encoded.nested((inner) => inner.string(value));
   }
-  return w.finish();
+  const bytes = encoded.finish();
+  if (isDefault) defaultExtensions = bytes;
+  w.string(bytes);
 }
 
 function decodeOptions(data: Uint8Array, field: string): Record<string, string> {
@@ -164,23 +199,22 @@ export function signSshCertificate(opts: SignSshCertificateOptions): string {
   const extensions = opts.extensions ?? (opts.certType === "user" ? DEFAULT_USER_EXTENSIONS : {});
 
   const certKeyType = SSH_KEY_TYPE[alg] + CERT_SUFFIX;
-  const principals = new SshWriter();
-  for (const p of opts.principals) principals.string(p);
   const w = new SshWriter().string(certKeyType).string(nonce);
   writeSshKeyFields(w, opts.publicKey)
     .u64(serial)
     .u32(CERT_TYPE[opts.certType])
     .string(opts.keyId)
-    .string(principals.finish())
+    .nested((p) => {
+      for (const principal of opts.principals) p.string(principal);
+    })
     .u64(validAfter)
-    .u64(validBefore)
-    .string(encodeOptions(opts.criticalOptions ?? {}, "critical option"))
-    .string(encodeOptions(extensions, "extension"))
-    .string(new Uint8Array(0))
+    .u64(validBefore);
+  writeOptions(w, opts.criticalOptions ?? {}, "critical option");
+  writeOptions(w, extensions, "extension");
+  w.u32(0) // reserved
     .string(sshPublicKeyBlob(opts.caKey));
   const signed = w.finish();
-  const blob = new SshWriter().raw(signed).string(sshSign(opts.caKey, signed)).finish();
-  const line = `${certKeyType} ${Buffer.from(blob).toString("base64")}`;
+  const line = `${certKeyType} ${w.string(sshSign(opts.caKey, signed)).base64()}`;
   return opts.keyId ? `${line} ${opts.keyId}` : line;
 }
 

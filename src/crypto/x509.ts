@@ -12,7 +12,8 @@
 import { createHash, createPublicKey, randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import { accessDenied, badParameter, expired } from "../lib/errors.ts";
 import { pemDecodeAll, pemEncode } from "../lib/pem.ts";
-import { bufferView, encode, hex, type Der } from "./_der.ts";
+import { hex, sameBytes } from "./_bytes.ts";
+import { encode, type Der } from "./_der.ts";
 import { algorithmOf, spkiOf, type KeyAlgorithm, type KeyPair } from "./_keymaterial.ts";
 import {
   authorityKeyId,
@@ -33,7 +34,6 @@ import {
   keyIdentifier,
   keyUsage,
   OID,
-  sameBytes,
   signatureAlgorithm,
   signTbs,
   subjectAltName,
@@ -273,7 +273,7 @@ function toParsed(d: DecodedCertificate): ParsedCertificate {
   const ext = (id: string) => d.extensions.find((e) => e.oid === id)?.value;
   let publicKey: KeyObject;
   try {
-    publicKey = createPublicKey({ key: bufferView(d.spki), format: "der", type: "spki" });
+    publicKey = createPublicKey({ key: d.spki, format: "der", type: "spki" });
   } catch (e) {
     throw badParameter("Cannot parse certificate: unsupported or malformed public key", { cause: e });
   }
