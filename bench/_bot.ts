@@ -1,14 +1,15 @@
 /**
  * A bot as the load generator and the reliability suite drive it over the wire: keys
- * prepared ahead, token and bound-keypair joins, and renewals the way the agent does
- * them — a new mTLS connection with the newest identity each time, and a renewal whose
- * answer was lost retried with the same new key.
+ * prepared ahead, token and bound-keypair joins, and renewals: on a new mTLS connection
+ * with the newest identity each time (as the agent does at its interval of minutes), or
+ * on one kept connection that the service moved to each renewed identity; a renewal
+ * whose answer was lost is retried with the same new key either way.
  */
 
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { CompactSign } from "jose";
 import { formatSshPublicKey, privateKeyToPem, publicKeyToPem } from "../src/crypto/index.ts";
-import { AUTH_SERVER_NAME } from "../src/protocol/index.ts";
+import { AUTH_SERVER_NAME, CONNECTION_IDENTITY_HEADER, CONNECTION_RENEWED } from "../src/protocol/index.ts";
 import { Http1Connection, type RawResponse } from "./_http1.ts";
 
 /** A key the server certifies, its PEM and SSH forms prepared once. */
@@ -73,6 +74,8 @@ interface JoinAnswer {
 export class RenewingBot {
   /** A renewal sent but not answered (the service may or may not have committed it). */
   pending: PreparedKey | undefined;
+  /** The connection kept by renewKept, speaking for the newest identity. */
+  private kept: Http1Connection | undefined;
 
   constructor(
     readonly target: Target,
@@ -131,8 +134,41 @@ export class RenewingBot {
    * lost is retried with the same key (`pending`), as the agent does; `key` is used otherwise.
    */
   async renew(key: PreparedKey): Promise<number> {
-    const next = this.pending ?? key;
     const c = await connect(this.target, { certPem: this.certPem, keyPem: this.keyPem });
+    try {
+      return (await this.renewOn(c, key)).generation;
+    } finally {
+      c.close();
+    }
+  }
+
+  /**
+   * Renews on one kept connection. The service answers a renewal on it with
+   * `machine-id-connection-identity: renewed` when it moved the connection to the new
+   * identity; without that header, or once the connection is closed, the next renewal
+   * opens a new connection with the newest certificate — never the superseded one.
+   */
+  async renewKept(key: PreparedKey): Promise<number> {
+    const c = this.kept && !this.kept.socket.destroyed ? this.kept : await connect(this.target, { certPem: this.certPem, keyPem: this.keyPem });
+    this.kept = undefined;
+    let renewed = false;
+    try {
+      const r = await this.renewOn(c, key);
+      renewed = r.connectionRenewed;
+      return r.generation;
+    } finally {
+      if (renewed) this.kept = c;
+      else c.close();
+    }
+  }
+
+  close(): void {
+    this.kept?.close();
+    this.kept = undefined;
+  }
+
+  private async renewOn(c: Http1Connection, key: PreparedKey): Promise<{ generation: number; connectionRenewed: boolean }> {
+    const next = this.pending ?? key;
     try {
       this.pending = next;
       const r = await c.request("POST", "/v1/bot/renew", { headers: JSON_HEADERS, body: JSON.stringify(next.body) });
@@ -141,13 +177,11 @@ export class RenewingBot {
       this.certPem = answer.certs.tls_cert;
       this.keyPem = next.privatePem;
       this.generation = answer.generation;
-      return answer.generation;
+      return { generation: answer.generation, connectionRenewed: r.headers[CONNECTION_IDENTITY_HEADER] === CONNECTION_RENEWED };
     } catch (e) {
       // refused outright: nothing was committed, the next attempt may use another key
       if (e instanceof HttpError) this.pending = undefined;
       throw e;
-    } finally {
-      c.close();
     }
   }
 }

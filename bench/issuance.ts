@@ -64,7 +64,7 @@ export interface IssuanceOptions {
 
 export interface IssuanceCell {
   clients: number;
-  mode: "cfssl sign" | "renew" | "certs" | "bkp join";
+  mode: "cfssl sign" | "renew" | "renew (new conn.)" | "certs" | "bkp join";
   rps: number;
   p50: number;
   p99: number;
@@ -94,12 +94,13 @@ export async function issuance(o: IssuanceOptions): Promise<IssuanceCell[]> {
     // warm every path up first, or the first cells measure the compiler, not the service
     await warmUp(auth.addr, admin);
     for (const clients of o.clients) {
-      const results: Record<IssuanceCell["mode"], LoadResult[]> = { "cfssl sign": [], renew: [], certs: [], "bkp join": [] };
+      const results: Record<IssuanceCell["mode"], LoadResult[]> = { "cfssl sign": [], renew: [], "renew (new conn.)": [], certs: [], "bkp join": [] };
       for (let run = 0; run < o.runs; run++) {
         const common = ["--clients", String(clients), "--seconds", String(o.seconds), "--warmup", "1"];
         const ours = (mode: string) => [...common, "--mode", mode, "--addr", auth.addr, "--admin-identity", admin, "--service-pid", String(auth.service.pid), "--tag", `${mode}-${clients}-${run}`];
         results["cfssl sign"].push(await runLoad([...common, "--mode", "sign", "--url", `127.0.0.1:${cfPort}`, "--csr-dir", m.csrDir, "--ca", m.ca, "--service-pid", String(cfssl.service.pid)]));
         results.renew.push(await runLoad(ours("renew")));
+        results["renew (new conn.)"].push(await runLoad(ours("renew-new")));
         results.certs.push(await runLoad(ours("certs")));
         results["bkp join"].push(await runLoad(ours("bkp")));
         o.log(`  clients ${clients}, run ${run + 1}/${o.runs}: ` + Object.entries(results).map(([k, v]) => `${k} ${fmt(v[run]!.rps)}/s`).join(", "));
@@ -130,7 +131,7 @@ export async function issuance(o: IssuanceOptions): Promise<IssuanceCell[]> {
 
 /** Runs every one of our operations for a few seconds, discarding the figures. */
 export async function warmUp(addr: string, adminIdentity: string, seconds = 4): Promise<void> {
-  for (const mode of ["renew", "certs", "bkp"]) {
+  for (const mode of ["renew", "renew-new", "certs", "bkp"]) {
     await runLoad(["--mode", mode, "--clients", "16", "--seconds", String(seconds), "--warmup", "0", "--addr", addr, "--admin-identity", adminIdentity, "--tag", `warm-${mode}-${Date.now()}`]);
   }
 }

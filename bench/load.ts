@@ -4,12 +4,14 @@
  * measured window; prints one JSON line with requests/s and latency percentiles.
  *
  *   bun bench/load.ts --mode sign  --clients 16 --url 127.0.0.1:8888 --csr-dir DIR --ca FILE [--cert F --key F]
- *   bun bench/load.ts --mode renew|certs|bkp --clients 16 --addr 127.0.0.1:3025 --admin-identity FILE
+ *   bun bench/load.ts --mode renew|renew-new|certs|bkp --clients 16 --addr 127.0.0.1:3025 --admin-identity FILE
  *
  * sign:  cfssl `POST /api/v1/cfssl/sign` with a P-256 CSR, one keep-alive TLS connection per client.
- * renew: `POST /v1/bot/renew` as an agent does it: each renewal returns a new identity and the old
- *        one may not be used again, so every renewal opens a new mTLS connection with the newest
- *        certificate (handshake included in the latency).
+ * renew: `POST /v1/bot/renew` on one keep-alive mTLS connection per client: each renewal returns a
+ *        new identity and the service moves the connection to it, so the next renewal goes on the
+ *        same connection (RenewingBot.renewKept).
+ * renew-new: the same renewals, each on a new mTLS connection with the newest certificate
+ *        (handshake included in the latency), as the agent does at its interval of minutes.
  * certs: `POST /v1/bot/certs` (output certificates) on one keep-alive mTLS connection per client.
  * bkp:   bound-keypair join, `begin` + signing the challenge + `solve`, one keep-alive connection
  *        per client, each client with its own token (recovery mode insecure, so it may join again).
@@ -22,7 +24,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { formatSshPublicKey } from "../src/crypto/index.ts";
 import { AuthClient, parseIdentityFile } from "../src/protocol/index.ts";
-import { JSON_HEADERS, RenewingBot, connect, expectOk, prepareKeys, type Target } from "./_bot.ts";
+import { JSON_HEADERS, RenewingBot, connect, expectOk, prepareKeys, type PreparedKey, type Target } from "./_bot.ts";
 import { Http1Connection } from "./_http1.ts";
 import { cpuSeconds, percentile } from "./_lib.ts";
 
@@ -45,7 +47,7 @@ const { values: flags } = parseArgs({
   },
 });
 
-const mode = flags.mode as "sign" | "renew" | "certs" | "bkp";
+const mode = flags.mode as "sign" | "renew" | "renew-new" | "certs" | "bkp";
 const clients = Number(flags.clients);
 const warmupMs = Number(flags.warmup) * 1000;
 const measureMs = Number(flags.seconds) * 1000;
@@ -101,12 +103,13 @@ async function makeClients(): Promise<Client[]> {
   }
   const { admin, target } = ourSetup();
   // keys are prepared ahead and reused in turn, so the generator's core goes to requests
-  if (mode === "renew") {
+  if (mode === "renew" || mode === "renew-new") {
     const bots = await joinInstances(admin, target, clients);
     return bots.map((b) => {
       const keys = prepareKeys(4);
       let n = 0;
-      return { step: async () => void (await b.renew(keys[n++ % keys.length]!)), close() {} };
+      const renew = mode === "renew" ? (k: PreparedKey) => b.renewKept(k) : (k: PreparedKey) => b.renew(k);
+      return { step: async () => void (await renew(keys[n++ % keys.length]!)), close: () => b.close() };
     });
   }
   if (mode === "certs") {

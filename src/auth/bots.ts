@@ -260,8 +260,15 @@ async function authorizeBot(ctx: AuthContext, caller: BotCaller, retryKeyId?: st
   return { who, item, bot: bot.value, gen };
 }
 
+/** What a renewal issued: the answer, and the identity its new certificate carries. */
+export interface RenewResult {
+  response: RenewResponse;
+  identity: CertIdentity;
+  notAfter: Date;
+}
+
 /** Renews a bot's renewable identity, advancing its generation by one. */
-export async function renew(ctx: AuthContext, req: RenewRequest, caller: BotCaller): Promise<RenewResponse> {
+export async function renew(ctx: AuthContext, req: RenewRequest, caller: BotCaller): Promise<RenewResult> {
   const keys = requestKeys(req);
   const newKeyId = keyId(keys.tls);
   const { who, item, bot, gen } = await authorizeBot(ctx, caller, newKeyId);
@@ -306,7 +313,7 @@ export async function renew(ctx: AuthContext, req: RenewRequest, caller: BotCall
     throw e;
   }
   ctx.audit.logged(ev);
-  return { certs, generation };
+  return { response: { certs, generation }, identity, notAfter };
 }
 
 /** The proxied Kubernetes clusters, as issuance sees them (KubernetesClusters in auth/kubernetes). */

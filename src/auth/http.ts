@@ -7,7 +7,8 @@
 import { createHash } from "node:crypto";
 import { Hono, type Context } from "hono";
 import { parsePublicKey, verifyCertificate, type CertIdentity } from "../crypto/index.ts";
-import { AppError, accessDenied, badParameter, errorMessage } from "../lib/errors.ts";
+import { AppError, accessDenied, badParameter, errorMessage, expired } from "../lib/errors.ts";
+import { pemDecodeOne } from "../lib/pem.ts";
 import {
   AddBotRequest,
   AddTokenRequest,
@@ -15,6 +16,8 @@ import {
   BoundKeypairBeginRequest,
   BoundKeypairSolveRequest,
   CA_EXPORT_TYPES,
+  CONNECTION_IDENTITY_HEADER,
+  CONNECTION_RENEWED,
   JoinRequest,
   LockRequest,
   MAX_BODY_BYTES,
@@ -43,6 +46,25 @@ export interface ConnInfo {
   remoteAddr: string;
   /** DER of the client certificate, when the client sent one. Not yet verified. */
   peerCertDer?: Uint8Array;
+  /**
+   * State that lives as long as the connection. Only a transport that hands the same
+   * ConnInfo to every request of one connection may set it (server.ts does): a renewal
+   * answered on the connection records the renewed identity here.
+   */
+  session?: ConnSession;
+}
+
+/**
+ * A connection's identity after a renewal on it. The handshake proved possession of
+ * the old certificate's key; the renewal was asked for and answered inside that same
+ * TLS channel, so the party on it is the one the new certificate was issued to, and
+ * the connection speaks for the new identity from then on — with its generation, its
+ * expiry, and the per-request lock and generation checks as for any caller. The old
+ * certificate stays superseded everywhere else: presented on a new connection it
+ * locks the instance as before.
+ */
+export interface ConnSession {
+  renewed?: Authenticated;
 }
 
 /** Extra routes other modules serve (install script, downloads, bound keypair joins). */
@@ -73,9 +95,16 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = [], kuberne
   const verified = new VerifiedCertCache();
 
   async function authenticate(c: Context<Env>): Promise<Authenticated> {
+    const now = ctx.clock.now();
+    const renewed = c.env.conn.session?.renewed;
+    if (renewed) {
+      if (now.getTime() >= renewed.notAfter.getTime()) {
+        throw expired(`The identity this connection was renewed to expired at ${renewed.notAfter.toISOString()}: join again`);
+      }
+      return renewed;
+    }
     const der = c.env.conn.peerCertDer;
     if (!der || der.length === 0) throw accessDenied("This request needs a client certificate: use an identity issued by this cluster");
-    const now = ctx.clock.now();
     const cached = verified.get(der, now);
     if (cached) return cached;
     const parsed = await verifyCertificate(der, [ctx.authorities.user.tlsCertPem], now);
@@ -143,7 +172,19 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = [], kuberne
 
   app.post(ROUTES.renew, async (c) => {
     const caller = await botCaller(c);
-    return c.json(await renew(ctx, await body(c, RenewRequest, "renew request"), caller));
+    const now = ctx.clock.now();
+    const r = await renew(ctx, await body(c, RenewRequest, "renew request"), caller);
+    const auth: Authenticated = { identity: r.identity, notAfter: r.notAfter };
+    // The service signed this certificate a moment ago: when it comes back on a new
+    // connection, checking its signature again would only cost time. `now` as the
+    // start of validity is stricter than the certificate's own (backdated) one.
+    verified.put(pemDecodeOne(r.response.certs.tls_cert, ["CERTIFICATE"]).der, auth, now);
+    const session = c.env.conn.session;
+    if (session) {
+      session.renewed = auth;
+      c.header(CONNECTION_IDENTITY_HEADER, CONNECTION_RENEWED);
+    }
+    return c.json(r.response);
   });
 
   app.post(ROUTES.botCerts, async (c) => {

@@ -197,7 +197,10 @@ class ConnectionGuard {
  * The remote address and client certificate of a request's connection. Read once per
  * connection: getPeerCertificate builds a whole object each call and was a fifth of the
  * CPU time of a keep-alive request; the certificate cannot change within a connection
- * (TLS 1.3 has no renegotiation, and the server does not allow it on TLS 1.2).
+ * (TLS 1.3 has no renegotiation, and the server does not allow it on TLS 1.2). Only a
+ * tracked connection gets a session (see ConnSession): an untracked one would hand each
+ * request a fresh ConnInfo, and a renewal recorded there would be lost, so it is never
+ * offered.
  */
 function connInfo(req: http2.Http2ServerRequest): ConnInfo {
   const t = (req.socket as unknown as Record<symbol, Tracked | undefined>)[TRACKED];
@@ -207,6 +210,7 @@ function connInfo(req: http2.Http2ServerRequest): ConnInfo {
   const conn: ConnInfo = {
     remoteAddr: formatRemote(sock),
     ...(peer?.raw && peer.raw.length > 0 ? { peerCertDer: new Uint8Array(peer.raw) } : {}),
+    ...(t ? { session: {} } : {}),
   };
   if (t) t.conn = conn;
   return conn;

@@ -151,6 +151,17 @@ export type RenewRequest = KeyRequest;
 export const RenewResponse = z.object({ certs: Certs, generation: z.number().int() });
 export type RenewResponse = z.infer<typeof RenewResponse>;
 
+/**
+ * Response header of a renewal: present (value {@link CONNECTION_RENEWED}) when the
+ * service moved the connection that carried the renewal to the renewed identity, so
+ * the client may send its next requests — the next renewal included — on that same
+ * connection. Without it the connection still speaks for the certificate of its
+ * handshake, which the renewal superseded: the client must open a new connection with
+ * the new certificate (presenting the old one again would lock the instance).
+ */
+export const CONNECTION_IDENTITY_HEADER = "machine-id-connection-identity";
+export const CONNECTION_RENEWED = "renewed";
+
 export const BotCertsRequest = KeyRequest.extend({
   /** A subset of the bot's roles; all of them when absent. */
   roles: z.array(z.string()).optional(),

@@ -28,7 +28,7 @@ export interface Harness {
   clock: FakeClock;
   admin: Caller;
   anon: Caller;
-  call(caller: Caller, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }>;
+  call(caller: Caller, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string; headers: Headers }>;
   /** A caller presenting `certs` (as returned by join/renew) with the key they were issued for. */
   as(certs: Certs, key: KeyPair, remoteAddr?: string): Caller;
   close(): Promise<void>;
@@ -100,7 +100,7 @@ export async function startHarness(): Promise<Harness> {
       } catch {
         json = undefined;
       }
-      return { status: res.status, json, text };
+      return { status: res.status, json, text, headers: res.headers };
     },
     close: () => backend.close(),
   };
