@@ -6,11 +6,13 @@
  *
  *   bun bench/crypto-issue.ts [--seconds 2] [--runs 3]
  *
- * `--runs n` measures each row n times and prints the median.
+ * `--runs n` measures each row n times and prints the median. The last rows time
+ * node:crypto's signature alone on messages of the same size: what no encoder work can go below.
  * `--library` adds the same issuance through @peculiar/x509, for the comparison that
  * decided src/crypto/x509.ts to encode DER itself.
  */
 
+import { sign, verify } from "node:crypto";
 import { parseArgs } from "node:util";
 import type { Authorities, Authority } from "../src/auth/authorities.ts";
 import { issueCerts, requestKeys } from "../src/auth/issuer.ts";
@@ -137,6 +139,16 @@ const rows: [string, number][] = [
   ],
   ["issueCerts (request keys + X.509 + SSH)", await rate(renewalIssue)],
 ];
+
+// What node:crypto alone costs for the same messages: the floor under the rows above
+const tbs = leafDer.subarray(4, leafDer.length - 80);
+const leafSignature = sign("sha256", tbs, ca.privateKey);
+const sshMessage = tbs.subarray(0, 300);
+rows.push(
+  ["floor: P-256 sign (X.509 issue)", await rate(() => sign("sha256", tbs, ca.privateKey))],
+  ["floor: P-256 verify (X.509 verify)", await rate(() => verify("sha256", tbs, ca.publicKey, leafSignature))],
+  ["floor: Ed25519 sign (SSH certificate)", await rate(() => sign(null, sshMessage, sshCa.privateKey))],
+);
 
 if (flags.library) {
   await import("reflect-metadata");

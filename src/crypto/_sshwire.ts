@@ -11,10 +11,13 @@ import { badParameter } from "../lib/errors.ts";
  */
 export class SshWriter {
   private buf: Buffer;
+  /** The same memory as a plain Uint8Array, whose slice() copies (Buffer's does not). */
+  private bytes: Uint8Array;
   private length = 0;
 
   constructor(capacity = 512) {
     this.buf = Buffer.allocUnsafe(capacity);
+    this.bytes = new Uint8Array(this.buf.buffer, this.buf.byteOffset, this.buf.length);
   }
 
   /** Makes room for `n` more bytes. */
@@ -23,6 +26,7 @@ export class SshWriter {
     const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + n));
     this.buf.copy(grown, 0, 0, this.length);
     this.buf = grown;
+    this.bytes = new Uint8Array(grown.buffer, grown.byteOffset, grown.length);
   }
 
   u32(n: number): this {
@@ -82,9 +86,7 @@ export class SshWriter {
   }
 
   finish(): Uint8Array {
-    const out = new Uint8Array(this.length);
-    out.set(this.buf.subarray(0, this.length));
-    return out;
+    return this.bytes.slice(0, this.length);
   }
 }
 
