@@ -1,10 +1,12 @@
 /**
  * Storage throughput: put, compareAndSwap, get and a join-shaped atomicWrite per second
- * for each backend, one operation at a time (the auth service awaits each write).
+ * for each backend, one operation at a time (the auth service awaits each write), then
+ * renewal-shaped writes (a compareAndSwap of the bot's key plus one event, as one
+ * atomicWrite) from 1, 16 and 64 concurrent writers, as the service sees them under load.
  *
  *   bun bench/storage.ts [--seconds 2] [--postgres postgres://user@host:port/db]
  *
- * SQLite runs on a file in a temp dir (synchronous=FULL: one fsync per write, so the
+ * SQLite runs on a file in a temp dir (synchronous=FULL: one fsync per commit, so the
  * disk decides the write numbers). PostgreSQL runs only when given a connection string
  * (it creates and drops its own tables there: use a scratch database).
  */
@@ -34,6 +36,37 @@ async function rate(op: (i: number) => Promise<unknown>): Promise<number> {
   return (i - first) / ((performance.now() - start) / 1000);
 }
 
+/**
+ * `writers` loops, each renewing its own key as the service renews a bot instance: an
+ * atomicWrite with a revision condition on the key and one audit event. Returns
+ * completed writes per second over all writers.
+ */
+async function concurrentRenewals(b: Backend, writers: number): Promise<number> {
+  const revs: string[] = [];
+  for (let w = 0; w < writers; w++) revs.push((await b.put(`/renew/${w}`, VALUE)).revision);
+  const renew = async (w: number) => {
+    const key = `/renew/${w}`;
+    const out = await b.atomicWrite(
+      [{ key, condition: { kind: "revision", revision: revs[w]! }, action: { kind: "put", value: VALUE } }],
+      [{ type: "bot.renew", time: new Date(), fields: { w } }],
+    );
+    revs[w] = out[key]!;
+  };
+  for (let i = 0; i < 20; i++) await Promise.all(revs.map((_, w) => renew(w))); // warm up
+  let done = 0;
+  const end = performance.now() + seconds * 1000;
+  const start = performance.now();
+  await Promise.all(
+    revs.map(async (_, w) => {
+      while (performance.now() < end) {
+        await renew(w);
+        done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - start) / 1000);
+}
+
 async function bench(name: string, b: Backend): Promise<Record<string, string>> {
   const keys = 1000;
   for (let i = 0; i < keys; i++) await b.put(`/bench/${i}`, VALUE);
@@ -53,6 +86,9 @@ async function bench(name: string, b: Backend): Promise<Record<string, string>> 
         [{ type: "bench.join", time: new Date(), fields: { i } }],
       ),
     ),
+    "renew ×1": await concurrentRenewals(b, 1),
+    "renew ×16": await concurrentRenewals(b, 16),
+    "renew ×64": await concurrentRenewals(b, 64),
   };
   const row: Record<string, string> = { backend: name };
   for (const [op, r] of Object.entries(results)) row[op] = `${Math.round(r).toLocaleString("en-US")}/s`;
@@ -79,5 +115,5 @@ try {
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
-console.log(`storage throughput, one operation at a time, ${seconds}s per cell (bun ${Bun.version})`);
+console.log(`storage throughput (renew ×N: N concurrent writers), ${seconds}s per cell (bun ${Bun.version})`);
 console.table(rows);

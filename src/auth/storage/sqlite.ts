@@ -2,6 +2,13 @@
  * The SQLite backend (bun:sqlite), the default: one file in the data directory, safe
  * for several processes, durable across a crash of the process and a loss of power.
  * `:memory:` gives the in-memory backend with the very same semantics.
+ *
+ * Writes are group-committed: every commit costs an fsync (synchronous=FULL), and
+ * bun:sqlite is synchronous, so each fsync stalls the event loop. Writes issued in the
+ * same event-loop turn are queued and committed together in one transaction, each in
+ * its own savepoint (one write's failure undoes only that write), so under concurrent
+ * load one fsync covers many writes. A write's promise settles only after the COMMIT
+ * that contains it returned, so durability is unchanged; reads are not queued.
  */
 
 import { Database, type Statement } from "bun:sqlite";
@@ -24,6 +31,39 @@ import { decodeEvent, type AtomicOp, type EventRow, type NormalizedEventQuery } 
 
 /** Default wait for another process's write lock. */
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+
+/**
+ * At most this many queued writes share one transaction, so one flush holds the event
+ * loop for a bounded time; the rest go into the next turn's transaction.
+ */
+export const MAX_BATCH = 256;
+
+/**
+ * A queued write older than this is flushed by the next storage call instead of
+ * waiting for setImmediate: code that awaits only already-settled promises (a reader
+ * polling in a loop) never lets the event loop reach its check phase, and would
+ * otherwise wait for ever for a write it is polling for.
+ */
+export const MAX_QUEUE_WAIT_MS = 2;
+
+/** Counters of the group commit since the backend opened (for tests and diagnostics). */
+export interface WriteStats {
+  /** Transactions the writer queue ran (each one COMMIT, or one failed BEGIN/COMMIT). */
+  batches: number;
+  /** Writes those transactions carried. */
+  writes: number;
+  /** The most writes one transaction carried. */
+  largestBatch: number;
+}
+
+/** A write waiting for the next flush: `run` executes inside the batch's transaction. */
+interface QueuedWrite {
+  run: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 /**
  * The schema, oldest first; `PRAGMA user_version` holds the version applied. Never edit
@@ -191,7 +231,6 @@ function sqliteError(e: unknown, where: string, busyTimeoutMs: number): unknown 
 /** A Backend over one bun:sqlite connection. */
 export class SqliteBackend extends BaseBackend {
   readonly kind: "sqlite" | "memory";
-  private readonly writeTx: { immediate: (fn: () => unknown) => unknown };
   private readonly eventQueries = new Map<string, Statement>();
   // Prepared once: every call binds fresh parameters to the same compiled statement.
   private readonly s: {
@@ -204,7 +243,18 @@ export class SqliteBackend extends BaseBackend {
     count: Statement<{ n: number }>;
     insertEvent: Statement<{ id: number }>;
     removeExpired: Statement;
+    begin: Statement;
+    commit: Statement;
+    rollback: Statement;
+    savepoint: Statement;
+    release: Statement;
+    rollbackTo: Statement;
   };
+  private queue: QueuedWrite[] = [];
+  private flushScheduled = false;
+  /** performance.now() when the oldest queued write was queued. */
+  private queuedSince = 0;
+  private readonly counters: WriteStats = { batches: 0, writes: 0, largestBatch: 0 };
 
   constructor(
     private readonly db: Database,
@@ -215,10 +265,6 @@ export class SqliteBackend extends BaseBackend {
   ) {
     super(opts, "storage");
     this.kind = memory ? "memory" : "sqlite";
-    // BEGIN IMMEDIATE takes the write lock up front, so a read-then-write transaction
-    // can never find its snapshot stale at the write (SQLITE_BUSY_SNAPSHOT): a
-    // competing process waits for the lock and then reads what we committed.
-    this.writeTx = db.transaction((fn: () => unknown) => fn());
     this.s = {
       get: db.prepare(`SELECT key, value, revision, expires FROM items WHERE key = $key AND ${LIVE}`),
       liveRevision: db.prepare(`SELECT revision FROM items WHERE key = $key AND ${LIVE}`),
@@ -235,10 +281,20 @@ export class SqliteBackend extends BaseBackend {
       count: db.prepare(`SELECT count(*) AS n FROM items WHERE key >= $low AND key < $high AND ${LIVE}`),
       insertEvent: db.prepare("INSERT INTO events (type, time, fields) VALUES ($type, $time, $fields) RETURNING id"),
       removeExpired: db.prepare("DELETE FROM items WHERE expires IS NOT NULL AND expires <= $now"),
+      // BEGIN IMMEDIATE takes the write lock up front, so a read-then-write transaction
+      // can never find its snapshot stale at the write (SQLITE_BUSY_SNAPSHOT): a
+      // competing process waits for the lock and then reads what we committed.
+      begin: db.prepare("BEGIN IMMEDIATE"),
+      commit: db.prepare("COMMIT"),
+      rollback: db.prepare("ROLLBACK"),
+      savepoint: db.prepare("SAVEPOINT op"),
+      release: db.prepare("RELEASE op"),
+      rollbackTo: db.prepare("ROLLBACK TO op"),
     };
   }
 
   private read<R>(fn: () => R): R {
+    this.flushIfStarved();
     try {
       return fn();
     } catch (e) {
@@ -246,8 +302,120 @@ export class SqliteBackend extends BaseBackend {
     }
   }
 
-  private inWrite<R>(fn: () => R): R {
-    return this.read(() => this.writeTx.immediate(fn) as R);
+  /** How many transactions and writes the group commit has run. */
+  stats(): WriteStats {
+    return { ...this.counters };
+  }
+
+  /**
+   * Queues `fn` for the next flush; resolves with its result once the transaction that
+   * ran it has committed, rejects with what it threw (its savepoint rolled back) or with
+   * the batch's BEGIN/COMMIT failure.
+   */
+  private inWrite<R>(fn: () => R): Promise<R> {
+    this.flushIfStarved();
+    return new Promise<R>((resolve, reject) => {
+      if (this.queue.length === 0) this.queuedSince = performance.now();
+      this.queue.push({ run: fn, resolve: resolve as (v: unknown) => void, reject });
+      this.scheduleFlush();
+    });
+  }
+
+  private flushIfStarved(): void {
+    if (this.queue.length > 0 && performance.now() - this.queuedSince > MAX_QUEUE_WAIT_MS) this.flush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // setImmediate, not a microtask: it runs after the I/O callbacks of this loop turn,
+    // so writes from requests that arrived together share one commit, and a lone writer
+    // waits only for the rest of its turn.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  /** Runs up to MAX_BATCH queued writes in one transaction, then settles their promises. */
+  private flush(): void {
+    if (this.queue.length === 0) return;
+    const batch = this.queue.length <= MAX_BATCH ? this.queue : this.queue.slice(0, MAX_BATCH);
+    this.queue = this.queue.length <= MAX_BATCH ? [] : this.queue.slice(MAX_BATCH);
+    if (this.queue.length > 0) {
+      this.queuedSince = performance.now();
+      this.scheduleFlush();
+    }
+    this.counters.batches++;
+    this.counters.writes += batch.length;
+    this.counters.largestBatch = Math.max(this.counters.largestBatch, batch.length);
+    const outcomes = this.runBatch(batch);
+    if (!Array.isArray(outcomes)) {
+      for (const w of batch) w.reject(outcomes.error);
+      return;
+    }
+    for (let i = 0; i < batch.length; i++) {
+      const o = outcomes[i]!;
+      if (o.ok) batch[i]!.resolve(o.value);
+      else batch[i]!.reject(o.error);
+    }
+  }
+
+  /**
+   * The batch's transaction: each write in its own savepoint, in queue order, so later
+   * writes see earlier ones. Returns each write's outcome, or the one error every write
+   * fails with when the transaction as a whole did not commit (nothing of it is kept).
+   */
+  private runBatch(batch: QueuedWrite[]): Outcome[] | { error: unknown } {
+    const fail = (e: unknown) => {
+      if (this.db.inTransaction) {
+        try {
+          this.s.rollback.run();
+        } catch {
+          // the original failure is the one to report; SQLite rolls back on close anyway
+        }
+      }
+      return { error: sqliteError(e, this.where, this.busyTimeoutMs) };
+    };
+    try {
+      this.s.begin.run();
+    } catch (e) {
+      return fail(e);
+    }
+    // A lone write needs no savepoint: the whole transaction is its own, and a failure
+    // rolls it back (two statements less on the path of a single writer).
+    const alone = batch.length === 1;
+    const outcomes: Outcome[] = [];
+    for (const w of batch) {
+      try {
+        if (!alone) this.s.savepoint.run();
+        const value = w.run();
+        if (!alone) this.s.release.run();
+        outcomes.push({ ok: true, value });
+      } catch (e) {
+        // Disk full, I/O errors and the like may make SQLite abandon the whole
+        // transaction: then the writes before this one are gone too.
+        if (!this.db.inTransaction) return fail(e);
+        try {
+          if (alone) this.s.rollback.run();
+          else {
+            this.s.rollbackTo.run();
+            this.s.release.run();
+          }
+        } catch (e2) {
+          return fail(e2);
+        }
+        const error = sqliteError(e, this.where, this.busyTimeoutMs);
+        if (alone) return [{ ok: false, error }];
+        outcomes.push({ ok: false, error });
+      }
+    }
+    try {
+      this.s.commit.run();
+    } catch (e) {
+      return fail(e);
+    }
+    return outcomes;
   }
 
   private liveRevision(key: string, now: number): number | undefined {
@@ -364,6 +532,9 @@ export class SqliteBackend extends BaseBackend {
   }
 
   protected async release(): Promise<void> {
+    // Writes queued before close() still commit and settle (their callers wait for
+    // them); none can queue after, the base class refuses calls once closed.
+    while (this.queue.length > 0) this.flush();
     // Closing the last connection checkpoints the WAL into the main file.
     this.read(() => this.db.close(true));
   }
