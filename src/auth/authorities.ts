@@ -18,7 +18,7 @@ import {
   type KeyPair,
 } from "../crypto/index.ts";
 import { AUTH_SERVER_NAME } from "../protocol/index.ts";
-import { splitHostPort } from "../config/index.ts";
+import { splitHostPort, type CaKeyAlgorithm } from "../config/index.ts";
 import { isAppError } from "../lib/errors.ts";
 import type { Backend } from "./storage/index.ts";
 
@@ -54,8 +54,8 @@ export interface Authorities {
 
 const CA_VALIDITY_MS = 10 * 365 * 86_400_000;
 
-async function createStored(type: "user" | "host", cluster: string, now: Date): Promise<StoredAuthority> {
-  const tlsKey = generateKeyPair("ecdsa-p256");
+async function createStored(type: "user" | "host", cluster: string, now: Date, tlsAlgorithm: CaKeyAlgorithm): Promise<StoredAuthority> {
+  const tlsKey = generateKeyPair(tlsAlgorithm);
   const sshKey = generateKeyPair("ed25519");
   const cert = await createCA({
     commonName: `${cluster} ${type} CA`,
@@ -103,10 +103,12 @@ async function loadOrCreate<T>(backend: Backend, key: string, create: () => Prom
 /**
  * Loads the cluster's authorities, creating them on first start. A backend that
  * already belongs to another cluster name is refused: its CAs would not match.
+ * `caKeyAlgorithm` is the X.509 CAs' key type when they are created; existing CAs keep
+ * theirs (the SSH CAs are always Ed25519).
  */
-export async function loadAuthorities(backend: Backend, cluster: string, now = new Date()): Promise<Authorities> {
-  const user = await loadOrCreate(backend, "/authorities/user", () => createStored("user", cluster, now));
-  const host = await loadOrCreate(backend, "/authorities/host", () => createStored("host", cluster, now));
+export async function loadAuthorities(backend: Backend, cluster: string, now = new Date(), caKeyAlgorithm: CaKeyAlgorithm = "ecdsa-p256"): Promise<Authorities> {
+  const user = await loadOrCreate(backend, "/authorities/user", () => createStored("user", cluster, now, caKeyAlgorithm));
+  const host = await loadOrCreate(backend, "/authorities/host", () => createStored("host", cluster, now, caKeyAlgorithm));
   const jwt = await loadOrCreate<StoredAuthority>(backend, "/authorities/jwt", async () => {
     const k = generateKeyPair("ed25519");
     return { type: "jwt", cluster, created_at: now.toISOString(), jwt: { key: privateKeyToPem(k.privateKey) } };

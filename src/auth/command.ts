@@ -76,6 +76,8 @@ export function authCommand(): Command {
         ...(publicAddr ? { publicAddr } : {}),
         ...(clusterName ? { clusterName } : {}),
         storage: cfg.storage,
+        caKeyAlgorithm: cfg.caKeyAlgorithm,
+        ...(cfg.limits ? { limits: cfg.limits } : {}),
         ...(cfg.kubernetesClusters ? { kubernetesClusters: cfg.kubernetesClusters } : {}),
         log,
         hooks: (ctx) => [

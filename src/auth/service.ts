@@ -17,13 +17,13 @@ import type { AuthContext } from "./context.ts";
 import { createHandler, type Handler, type RouteHook } from "./http.ts";
 import { issueCerts } from "./issuer.ts";
 import { limitFailedJoins } from "./ratelimit.ts";
-import { listen, type Listener } from "./server.ts";
+import { listen, type ConnectionLimits, type Listener } from "./server.ts";
 import { openBackend, type Backend } from "./storage/index.ts";
 import { hostname } from "node:os";
 import type { TokenResource } from "../resources/index.ts";
 import { KEYS } from "./state.ts";
 import { KubernetesClusters } from "./kubernetes/index.ts";
-import type { KubernetesClusterConfig } from "../config/index.ts";
+import type { CaKeyAlgorithm, KubernetesClusterConfig } from "../config/index.ts";
 
 /** The service's TLS certificate lives this long and is re-issued well before. */
 const SERVER_CERT_TTL_MS = 7 * 86_400_000;
@@ -44,6 +44,10 @@ export interface AuthServiceOptions {
   clock?: Clock;
   /** Extra routes (install script and downloads, bound keypair joins…). */
   hooks?: (ctx: AuthContext) => RouteHook[];
+  /** Key type of the X.509 CAs created on first start (`ca_key_algorithm`); default ECDSA P-256. */
+  caKeyAlgorithm?: CaKeyAlgorithm;
+  /** Connection deadlines and caps (`limits` in the config); DEFAULT_LIMITS where unset. */
+  limits?: ConnectionLimits;
   /** The Kubernetes API servers to proxy (`kubernetes_clusters` in the config). */
   kubernetesClusters?: KubernetesClusterConfig[];
   /** Where in-cluster settings are read (KUBERNETES_SERVICE_HOST…); default process.env. */
@@ -111,7 +115,7 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
       );
     }
     const cluster = stored ?? opts.clusterName ?? hostname();
-    const authorities = await loadAuthorities(backend, cluster, clock.now());
+    const authorities = await loadAuthorities(backend, cluster, clock.now(), opts.caKeyAlgorithm);
     const listenAt = hostPort(opts.listenAddr);
     if (!listenAt) throw new Error(`Invalid listen address "${opts.listenAddr}": expected host:port`);
     const { host, port } = listenAt;
@@ -124,7 +128,7 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
       const c = await issueServerCertificate(authorities, names, clock.now(), SERVER_CERT_TTL_MS);
       return { certPem: c.certPem + authorities.host.tlsCertPem, keyPem: c.keyPem, clientCaPem: [authorities.user.tlsCertPem] };
     };
-    const listener = await listen({ host: host || "0.0.0.0", port, tls: await serverTls(), handler, log: log.child("http") });
+    const listener = await listen({ host: host || "0.0.0.0", port, tls: await serverTls(), handler, log: log.child("http"), ...opts.limits });
     const addr = localAddr(host, listener.port);
     if (!ctx.publicAddr) ctx.publicAddr = addr;
     const adminPath = adminIdentityPath(opts.dataDir);

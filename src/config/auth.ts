@@ -7,9 +7,10 @@ import { hostname } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { z } from "zod";
-import { formatValue, labelMap, nameProblem, problemsError, raise, resourceName, text, type Problem, type ValuePath } from "../resources/index.ts";
+import { formatDuration, parseDuration } from "../lib/duration.ts";
+import { durationString, formatValue, labelMap, nameProblem, problemsError, raise, resourceName, text, type Problem, type ValuePath } from "../resources/index.ts";
 import { checkDocument, parseConfigDocument, readConfigFile } from "./_document.ts";
-import type { AuthConfig, AuthStorageConfig, KubernetesClusterConfig } from "./types.ts";
+import type { AuthConfig, AuthLimitsConfig, AuthStorageConfig, KubernetesClusterConfig } from "./types.ts";
 
 export const DEFAULT_AUTH_DATA_DIR = "/var/lib/machine-id-auth";
 export const DEFAULT_AUTH_LISTEN_ADDR = "0.0.0.0:3025";
@@ -132,8 +133,44 @@ const authSchema = z.strictObject({
     })
     .prefault({}),
   ca_key_algorithm: z.enum(CA_KEY_ALGORITHMS).default("ecdsa-p256"),
+  limits: z
+    .strictObject({
+      headers_timeout: durationString({ positive: true }).optional(),
+      request_timeout: durationString({ positive: true }).optional(),
+      idle_timeout: durationString({ positive: true }).optional(),
+      max_connections: z.number().int().positive().optional(),
+      max_connections_per_address: z.number().int().positive().optional(),
+    })
+    .optional(),
   kubernetes_clusters: kubernetesClustersSchema.default([]),
 });
+
+/** The file's `limits` section, as the listener takes it; the YAML names map one to one. */
+const LIMIT_FIELDS = [
+  ["headers_timeout", "headersTimeoutMs"],
+  ["request_timeout", "requestTimeoutMs"],
+  ["idle_timeout", "idleTimeoutMs"],
+  ["max_connections", "maxConnections"],
+  ["max_connections_per_address", "maxConnectionsPerAddress"],
+] as const;
+
+function translateLimits(l: Partial<Record<(typeof LIMIT_FIELDS)[number][0], string | number>>): AuthLimitsConfig {
+  const out: AuthLimitsConfig = {};
+  for (const [yaml, field] of LIMIT_FIELDS) {
+    const v = l[yaml];
+    if (v !== undefined) out[field] = typeof v === "string" ? parseDuration(v) : v;
+  }
+  return out;
+}
+
+function serializeLimits(l: AuthLimitsConfig): Record<string, string | number> {
+  const out: Record<string, string | number> = {};
+  for (const [yaml, field] of LIMIT_FIELDS) {
+    const v = l[field];
+    if (v !== undefined) out[yaml] = field.endsWith("Ms") ? formatDuration(v) : v;
+  }
+  return out;
+}
 
 // A Postgres connection string carries a password.
 const isSecret = (p: ValuePath) => p.join(".") === "storage.conn_string";
@@ -167,6 +204,7 @@ export function parseAuthConfig(text: string, file: string): AuthConfig {
     storage,
     log: { level: f.log.level, format: f.log.format },
     caKeyAlgorithm: f.ca_key_algorithm,
+    ...(f.limits !== undefined ? { limits: translateLimits(f.limits) } : {}),
     ...(f.kubernetes_clusters.length > 0 ? { kubernetesClusters: f.kubernetes_clusters.map(translateCluster) } : {}),
     warnings: [],
   };
@@ -269,6 +307,7 @@ export function serializeAuthConfig(cfg: AuthConfig): string {
       storage,
       log: cfg.log,
       ca_key_algorithm: cfg.caKeyAlgorithm,
+      ...(cfg.limits ? { limits: serializeLimits(cfg.limits) } : {}),
       ...(cfg.kubernetesClusters?.length ? { kubernetes_clusters: cfg.kubernetesClusters.map(serializeCluster) } : {}),
     },
     { lineWidth: 0 },

@@ -100,6 +100,23 @@ export interface KubernetesClusterConfig {
 }
 
 /** The auth service's configuration. */
+/**
+ * The auth service's connection deadlines and caps (`limits` in auth.yaml). Unset
+ * fields keep the listener's defaults (10s, 30s, 30s, 4096, 256).
+ */
+export interface AuthLimitsConfig {
+  /** From accepting a connection to a complete TLS handshake and first request's headers. */
+  headersTimeoutMs?: number;
+  /** For one request's body to arrive. */
+  requestTimeoutMs?: number;
+  /** A kept connection without a request in flight, before the next request's headers. */
+  idleTimeoutMs?: number;
+  /** Open connections in total; more are closed at once. */
+  maxConnections?: number;
+  /** Open connections from one address. */
+  maxConnectionsPerAddress?: number;
+}
+
 export interface AuthConfig {
   clusterName: string;
   dataDir: string;
@@ -109,6 +126,8 @@ export interface AuthConfig {
   storage: AuthStorageConfig;
   log: { level: LogLevel; format: LogFormat };
   caKeyAlgorithm: CaKeyAlgorithm;
+  /** Absent when the file sets none. */
+  limits?: AuthLimitsConfig;
   /** The Kubernetes clusters the service proxies; absent when the file lists none. */
   kubernetesClusters?: KubernetesClusterConfig[];
   warnings: string[];

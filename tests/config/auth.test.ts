@@ -56,6 +56,7 @@ describe("auth config", () => {
     const cfg = await loadAuthConfig(join(FIXTURES, "auth-full.yaml"));
     expect(cfg.storage).toEqual({ type: "postgres", connString: "postgres://machine-id@db.example.com/machine_id?sslmode=verify-full" });
     expect(cfg.caKeyAlgorithm).toBe("ed25519");
+    expect(cfg.limits).toEqual({ headersTimeoutMs: 5_000, requestTimeoutMs: 60_000, idleTimeoutMs: 45_000, maxConnections: 2048, maxConnectionsPerAddress: 64 });
     const out = serializeAuthConfig(cfg);
     golden(join(FIXTURES, "auth-full.golden.yaml"), out);
     expect(parseAuthConfig(out, "again.yaml")).toEqual(cfg);
@@ -111,6 +112,24 @@ describe("auth config", () => {
       text: "version: v1\nca_key_algorithm: rsa-2048\n",
       message: `Invalid value "rsa-2048" for ca_key_algorithm in auth config: allowed values are "ecdsa-p256", "ed25519"`,
       line: 2,
+    },
+    {
+      name: "a limit that is not a duration",
+      text: "version: v1\nlimits:\n  idle_timeout: soon\n",
+      message: `Invalid duration "soon" for limits.idle_timeout in auth config: expected a number and a unit such as "90s", "20m" or "1h30m"`,
+      line: 3,
+    },
+    {
+      name: "a connection cap of zero",
+      text: "version: v1\nlimits:\n  max_connections: 0\n",
+      message: `Invalid value 0 for limits.max_connections in auth config: must be greater than 0`,
+      line: 3,
+    },
+    {
+      name: "a misspelt limit",
+      text: "version: v1\nlimits:\n  idle_timout: 10s\n",
+      message: `Unknown field "limits.idle_timout" in auth config: did you mean "idle_timeout"?`,
+      line: 3,
     },
   ];
   errorCases(fileCases, "auth.yaml", parseAuthConfig);
