@@ -13,6 +13,8 @@ import { MAX_BATCH, SqliteBackend, type WriteStats } from "../../src/auth/storag
 import { AppError } from "../../src/lib/errors.ts";
 import { rejectsWith, tempDir } from "./helpers.ts";
 
+const CHILD = join(import.meta.dir, "sqlite_child.ts");
+
 /** Opens the file backend and gives the test its group-commit counters. */
 async function openFile(path: string, busyTimeoutMs?: number): Promise<{ b: Backend; stats: () => WriteStats } & AsyncDisposable> {
   const b = await openBackend({ type: "sqlite", path, ...(busyTimeoutMs === undefined ? {} : { busyTimeoutMs }) }, { sweepIntervalMs: 0 });
@@ -196,6 +198,25 @@ describe("sqlite group commit", () => {
     expect(events).toEqual([]);
     expect(await db.b.get("/k")).toEqual(k);
     expect((await db.b.put("/a", 2)).value).toBe(2); // and the next batch works
+  });
+
+  test("a batch whose COMMIT fails (file size limit) fails every write with CONNECTION_PROBLEM and keeps none", async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "auth.db");
+    // RLIMIT_FSIZE of 512 KiB, with SIGXFSZ ignored so the write fails with EFBIG
+    // instead of killing the child: no root or special filesystem needed.
+    const proc = Bun.spawn(["bash", "-c", `trap '' XFSZ; ulimit -f 512; exec "$0" "$@"`, process.execPath, CHILD, "big-batch", path], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    expect(code, err).toBe(0);
+    const r = JSON.parse(out) as { outcomes: string[]; stats: WriteStats; after: string };
+    expect(r.stats.largestBatch).toBe(64); // the 64 writes were one transaction
+    expect(new Set(r.outcomes)).toEqual(new Set([`CONNECTION_PROBLEM: Cannot use storage "${path}": an I/O error occurred (disk I/O error)`]));
+    expect(r.after).toBe("ok"); // the next, small batch commits
+    const { items } = committed(path);
+    expect([...items.keys()].sort()).toEqual(["/after", "/small"]);
   });
 
   test(`more than ${MAX_BATCH} writes in one turn are split into batches of at most ${MAX_BATCH}`, async () => {

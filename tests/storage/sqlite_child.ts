@@ -6,9 +6,11 @@
  *   bun sqlite_child.ts cas-once   <db> <key> <revision> <value>   waits for "go" on stdin
  *   bun sqlite_child.ts increment  <db> <key> <attempts>           waits for "go" on stdin
  *   bun sqlite_child.ts write-loop <db>                             until killed
+ *   bun sqlite_child.ts big-batch  <db>                             run under `ulimit -f`
  */
 
 import { openBackend } from "../../src/auth/storage/index.ts";
+import { SqliteBackend } from "../../src/auth/storage/sqlite.ts";
 import { isAppError } from "../../src/lib/errors.ts";
 import { incrementByCas } from "./helpers.ts";
 
@@ -54,6 +56,19 @@ if (mode === "cas-once") {
     // Only after put() resolved: every number printed is a committed write.
     say(i);
   }
+} else if (mode === "big-batch") {
+  // 64 writes of 10 kB in one turn: one transaction whose WAL frames, written at
+  // COMMIT, pass the file size limit the parent set, so the COMMIT itself fails.
+  await b.put("/small", 0);
+  const big = "x".repeat(10_000);
+  const results = await Promise.allSettled(Array.from({ length: 64 }, (_, i) => b.put(`/big/${i}`, big)));
+  const outcomes = results.map((r) => (r.status === "fulfilled" ? "ok" : isAppError(r.reason) ? `${r.reason.code}: ${r.reason.message}` : String(r.reason)));
+  const stats = b instanceof SqliteBackend ? b.stats() : undefined;
+  const after = await b.put("/after", 1).then(
+    () => "ok",
+    (e: unknown) => String(e),
+  );
+  say({ outcomes, stats, after });
 } else {
   throw new Error(`unknown mode "${mode}"`);
 }

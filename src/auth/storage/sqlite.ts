@@ -39,12 +39,13 @@ export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 export const MAX_BATCH = 256;
 
 /**
- * A queued write older than this is flushed by the next storage call instead of
- * waiting for setImmediate: code that awaits only already-settled promises (a reader
- * polling in a loop) never lets the event loop reach its check phase, and would
- * otherwise wait for ever for a write it is polling for.
+ * A queued write older than this is flushed by the next read instead of waiting for
+ * setImmediate: code that awaits only already-settled promises (a reader polling in a
+ * loop) never lets the event loop reach its check phase, and would otherwise wait for
+ * ever for the write it is polling for. Long enough that a busy but live turn (many
+ * requests handled at once) still commits its writes together.
  */
-export const MAX_QUEUE_WAIT_MS = 2;
+export const MAX_QUEUE_WAIT_MS = 10;
 
 /** Counters of the group commit since the backend opened (for tests and diagnostics). */
 export interface WriteStats {
@@ -178,8 +179,9 @@ function configure(db: Database, memory: boolean, busyTimeoutMs: number): void {
   // loss NORMAL may roll back the last commits, and for us such a rollback is a
   // security event: a consumed single-use join token would be usable again and a
   // bot's certificate generation counter would step back. FULL costs one fsync per
-  // write (about 7,000 writes/s vs 27,000 on the development VM; see bench/storage.ts),
-  // which is still well above the renewal load. Corruption is impossible either way.
+  // commit (about 7,000 lone writes/s vs 27,000 on the development VM; see
+  // bench/storage.ts), and group commit shares that fsync among concurrent writes.
+  // Corruption is impossible either way.
   db.run("PRAGMA synchronous = FULL");
 }
 
@@ -313,7 +315,6 @@ export class SqliteBackend extends BaseBackend {
    * the batch's BEGIN/COMMIT failure.
    */
   private inWrite<R>(fn: () => R): Promise<R> {
-    this.flushIfStarved();
     return new Promise<R>((resolve, reject) => {
       if (this.queue.length === 0) this.queuedSince = performance.now();
       this.queue.push({ run: fn, resolve: resolve as (v: unknown) => void, reject });
