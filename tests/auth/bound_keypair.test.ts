@@ -322,6 +322,17 @@ describe("rotation", () => {
 });
 
 describe("hostile input", () => {
+  /**
+   * Whether a mutated compact JWS is the same JWS: unchanged, or changed only in a spare
+   * bit of a segment's last base64url character, which decodes to the same bytes (the
+   * same signature over the same claims, so not a forgery).
+   */
+  const sameJws = (jws: string, good: string) => {
+    const a = jws.split(".");
+    const b = good.split(".");
+    return a.length === 3 && a.every((p, i) => Buffer.from(p, "base64url").equals(Buffer.from(b[i]!, "base64url")) && /^[A-Za-z0-9_-]*$/.test(p));
+  };
+
   test("mutated challenge responses and join requests are refused with 4xx, never 5xx", async () => {
     const key = generateKeyPair("ed25519");
     await createToken("bkp-p", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 0, mode: "insecure" } });
@@ -344,7 +355,7 @@ describe("hostile input", () => {
                 ? { challenge_id: b.json.challenge_id, solution: await sign({ ...b.json.challenge, [m.k]: m.v }, key) }
                 : m.v;
           const r = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", body);
-          if (m.kind === "bytes" && body && (body as { solution: string }).solution === good) return; // a no-op mutation
+          if (m.kind === "bytes" && sameJws((body as { solution: string }).solution, good)) return; // a no-op mutation
           expect(r.status).toBeGreaterThanOrEqual(400);
           expect(r.status).toBeLessThan(500);
         },
