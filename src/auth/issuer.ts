@@ -29,12 +29,13 @@ export interface IssueRequest {
   now: Date;
 }
 
-/** Parses and checks the two public keys of a request; BAD_PARAMETER names the bad field. */
+/**
+ * Parses and checks the two public keys of a request; BAD_PARAMETER names the bad field.
+ * Agents send one key in two encodings, and then both fields get the same KeyObject.
+ */
 export function requestKeys(req: KeyRequest): { tls: KeyObject; ssh: KeyObject } {
-  return {
-    tls: parsePublicKey(req.public_tls_key, "public_tls_key"),
-    ssh: parsePublicKey(req.public_ssh_key, "public_ssh_key"),
-  };
+  const tls = parsePublicKey(req.public_tls_key, "public_tls_key");
+  return { tls, ssh: parsePublicKey(req.public_ssh_key, "public_ssh_key", tls) };
 }
 
 /** A random positive 64-bit serial, shared by both certificates so audit can tie them together. */

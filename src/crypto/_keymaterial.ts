@@ -107,11 +107,17 @@ function hasPrefix(bytes: Uint8Array, prefix: Uint8Array): boolean {
  * from a request needs no export() round trip. Callers must not modify `der` afterwards.
  */
 export function rememberSpki(key: KeyObject, der: Uint8Array): void {
-  if (key.type !== "public") return;
-  const alg = algorithmOf(key);
-  const prefix = SPKI_PREFIX[alg];
-  const uncompressed = alg === "ed25519" || der[prefix.length] === 0x04;
-  if (der.length === prefix.length + RAW_PUBLIC_LENGTH[alg] && hasPrefix(der, prefix) && uncompressed) spkiCache.set(key, der);
+  if (key.type === "public" && isCanonicalSpki(der) === algorithmOf(key)) spkiCache.set(key, der);
+}
+
+/** The algorithm when `der` is an SPKI in the layout export() writes (uncompressed point for P-256), else undefined. */
+export function isCanonicalSpki(der: Uint8Array): KeyAlgorithm | undefined {
+  for (const alg of ["ed25519", "ecdsa-p256"] as const) {
+    const prefix = SPKI_PREFIX[alg];
+    if (der.length !== prefix.length + RAW_PUBLIC_LENGTH[alg] || !hasPrefix(der, prefix)) continue;
+    return alg === "ed25519" || der[prefix.length] === 0x04 ? alg : undefined;
+  }
+  return undefined;
 }
 
 /** The raw public key: 32 bytes for Ed25519, the 65-byte uncompressed point for P-256. */

@@ -6,6 +6,7 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { badParameter } from "../lib/errors.ts";
 import { base64DecodeStrict, pemDecodeAll, type PemBlock } from "../lib/pem.ts";
+import { sameBytes } from "./_bytes.ts";
 import { algorithmOf, publicOf, rememberSpki, spkiOf, unsupportedKeyType, type KeyAlgorithm, type KeyPair } from "./_keymaterial.ts";
 import { decodeOpenSshPrivateKey, encodeOpenSshPrivateKey } from "./_openssh.ts";
 import { algorithmOfSshType, SSH_KEY_TYPE, sshPublicKeyBlob, sshPublicKeyFromBlob } from "./_sshkeys.ts";
@@ -111,7 +112,17 @@ export function parsePrivateKey(text: string, what = "private key"): KeyPair {
 /** Names that start an authorized_keys key (to tell a key from free text in messages). */
 const SSH_TYPE_RE = /^(ssh-|ecdsa-sha2-|sk-|rsa-sha2-)[A-Za-z0-9@.-]*$/;
 
-function parseAuthorizedKey(line: string, what: string): KeyObject {
+/** `candidate` when it is a supported public key whose SSH blob is `blob`, else undefined. */
+function sameSshKey(candidate: KeyObject | undefined, blob: Uint8Array): KeyObject | undefined {
+  if (candidate?.type !== "public") return undefined;
+  try {
+    return sameBytes(sshPublicKeyBlob(candidate), blob) ? candidate : undefined;
+  } catch {
+    return undefined; // a key type SSH has no blob for is simply not the same key
+  }
+}
+
+function parseAuthorizedKey(line: string, what: string, sameAs?: KeyObject): KeyObject {
   const [type = "", b64, ..._comment] = line.split(/[ \t]+/);
   if (!SSH_TYPE_RE.test(type) || b64 === undefined) {
     throw badParameter(`Cannot read ${what}: expected an authorized_keys line ("ssh-ed25519 AAAA… comment") or a PEM public key`);
@@ -120,7 +131,8 @@ function parseAuthorizedKey(line: string, what: string): KeyObject {
     throw badParameter(`Cannot read ${what}: it is an SSH certificate, not a public key`);
   }
   const alg = algorithmOfSshType(type, what);
-  const key = sshPublicKeyFromBlob(base64DecodeStrict(b64, what), what);
+  const blob = base64DecodeStrict(b64, what);
+  const key = sameSshKey(sameAs, blob) ?? sshPublicKeyFromBlob(blob, what);
   if (algorithmOf(key) !== alg) {
     throw badParameter(`Cannot read ${what}: the line says "${type}" but holds a "${SSH_KEY_TYPE[algorithmOf(key)]}" key`);
   }
@@ -130,17 +142,23 @@ function parseAuthorizedKey(line: string, what: string): KeyObject {
 /**
  * Reads a public key from one authorized_keys line (`ssh-ed25519 AAAA… comment`,
  * `ecdsa-sha2-nistp256 …`, without options) or an SPKI PEM ("PUBLIC KEY").
+ *
+ * `sameAs` is a public key read before, such as the other encoding of the same request's
+ * key: when `text` holds exactly that key, `sameAs` itself is returned. Each KeyObject is
+ * a native object the garbage collector must finalize, which made a renewal's second key
+ * cost twice its parse time.
  */
-export function parsePublicKey(text: string, what = "public key"): KeyObject {
+export function parsePublicKey(text: string, what = "public key", sameAs?: KeyObject): KeyObject {
   if (typeof text !== "string") throw badParameter(`Cannot read ${what}: expected text`);
   const trimmed = text.trim();
   if (!trimmed.startsWith("-----BEGIN ")) {
     if (/[\r\n]/.test(trimmed)) throw badParameter(`Cannot read ${what}: expected one key, found several lines`);
-    return parseAuthorizedKey(trimmed, what);
+    return parseAuthorizedKey(trimmed, what, sameAs);
   }
   const block = decodePem(trimmed, what)[0];
   if (!block) throw badParameter(`Cannot read ${what}: malformed PEM`);
   if (block.label === "PUBLIC KEY") {
+    if (sameAs?.type === "public" && sameSpki(sameAs, block.der)) return sameAs;
     let key: KeyObject;
     try {
       key = createPublicKey({ key: block.der, format: "der", type: "spki" });
@@ -155,6 +173,16 @@ export function parsePublicKey(text: string, what = "public key"): KeyObject {
   if (block.label.endsWith("PRIVATE KEY")) throw badParameter(`Cannot read ${what}: it is a private key, expected a public key`);
   if (block.label === "CERTIFICATE") throw badParameter(`Cannot read ${what}: it is a certificate, expected a public key`);
   throw badParameter(`Cannot read ${what}: unsupported PEM block "${block.label}"`);
+}
+
+/** Whether `der` is exactly the SPKI of `key` (false for key types machine-id does not use). */
+function sameSpki(key: KeyObject, der: Uint8Array): boolean {
+  try {
+    algorithmOf(key);
+  } catch {
+    return false;
+  }
+  return sameBytes(spkiOf(key), der);
 }
 
 function checkComment(comment: string): string {

@@ -269,14 +269,17 @@ function certificateDer(input: string | Uint8Array, what: string): Uint8Array {
   return block.der;
 }
 
-function toParsed(d: DecodedCertificate): ParsedCertificate {
-  const ext = (id: string) => d.extensions.find((e) => e.oid === id)?.value;
-  let publicKey: KeyObject;
+function publicKeyOf(spki: Uint8Array): KeyObject {
   try {
-    publicKey = createPublicKey({ key: d.spki, format: "der", type: "spki" });
+    return createPublicKey({ key: spki, format: "der", type: "spki" });
   } catch (e) {
     throw badParameter("Cannot parse certificate: unsupported or malformed public key", { cause: e });
   }
+}
+
+function toParsed(d: DecodedCertificate): ParsedCertificate {
+  const ext = (id: string) => d.extensions.find((e) => e.oid === id)?.value;
+  const publicKey = publicKeyOf(d.spki);
   const bc = ext(OID.basicConstraints);
   const san = ext(OID.subjectAltName);
   const eku = ext(OID.extKeyUsage);
@@ -306,26 +309,21 @@ function toParsed(d: DecodedCertificate): ParsedCertificate {
   if (ski) parsed.subjectKeyId = hex(decodeSubjectKeyId(ski));
   if (akiBytes) parsed.authorityKeyId = hex(akiBytes);
   if (id) parsed.identity = decodeIdentity(id);
-  lazyPem(parsed, der);
+  // verification on every request never reads it, and encoding it was a tenth of a verification
+  lazyProperty(parsed, "pem", () => pemEncode("CERTIFICATE", der));
   return parsed;
 }
 
 /**
- * Makes `parsed.pem` computed on first read: verification on every request never reads
- * it, and encoding it was a tenth of a verification. It stays an own, enumerable and
- * assignable property, so spreading, JSON and equality see a plain string.
+ * Makes `obj[name]` computed on first read. It stays an own, enumerable and assignable
+ * property, so spreading, JSON and equality see a plain value.
  */
-function lazyPem(parsed: ParsedCertificate, der: Uint8Array): void {
-  const settle = (value: string) => {
-    Object.defineProperty(parsed, "pem", { value, enumerable: true, configurable: true, writable: true });
+function lazyProperty<T extends object, K extends keyof T>(obj: T, name: K, compute: () => T[K]): void {
+  const settle = (value: T[K]) => {
+    Object.defineProperty(obj, name, { value, enumerable: true, configurable: true, writable: true });
     return value;
   };
-  Object.defineProperty(parsed, "pem", {
-    enumerable: true,
-    configurable: true,
-    get: () => settle(pemEncode("CERTIFICATE", der)),
-    set: settle,
-  });
+  Object.defineProperty(obj, name, { enumerable: true, configurable: true, get: () => settle(compute()), set: settle });
 }
 
 /**

@@ -1,8 +1,9 @@
 // The fast paths of the encoders checked against plain references: option ordering by
-// UTF-8 bytes, the growing SSH buffer, SPKI bytes remembered at parse time, and the
-// written-out identity check agreeing with the schema.
+// UTF-8 bytes, the growing SSH buffer, SPKI bytes remembered at parse time, reusing a
+// request's key object, and the written-out identity check agreeing with the schema.
 
 import { describe, expect, test } from "bun:test";
+import { generateKeyPairSync } from "node:crypto";
 import fc from "fast-check";
 import {
   decodeIdentity,
@@ -97,6 +98,32 @@ describe("public keys parsed from requests", () => {
       expect(publicKeySpkiDer(parsed)).toEqual(exported);
       expect(new Uint8Array(parsed.export({ type: "spki", format: "der" }))).toEqual(exported);
     }
+  });
+});
+
+describe("parsePublicKey() with sameAs", () => {
+  test.each(["ed25519", "ecdsa-p256"] as const)("returns the given %s key when the text holds exactly it, in either encoding", (alg) => {
+    const key = parsePublicKey(publicKeyToPem(generateKeyPair(alg).publicKey));
+    expect(parsePublicKey(formatSshPublicKey(key, "c"), "k", key)).toBe(key);
+    expect(parsePublicKey(publicKeyToPem(key), "k", key)).toBe(key);
+  });
+
+  test("parses afresh for another key, a private key or an unsupported key, with the usual checks", () => {
+    const key = generateKeyPair("ed25519");
+    const other = generateKeyPair("ed25519").publicKey;
+    const otherLine = formatSshPublicKey(other);
+    const parsed = parsePublicKey(otherLine, "k", key.publicKey);
+    expect(parsed).not.toBe(key.publicKey);
+    expect(publicKeySpkiDer(parsed)).toEqual(publicKeySpkiDer(other));
+    // a private key is never handed back as a public one
+    const own = parsePublicKey(formatSshPublicKey(key.publicKey), "k", key.privateKey);
+    expect(own).not.toBe(key.privateKey);
+    expect(own.type).toBe("public");
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey;
+    expect(parsePublicKey(otherLine, "k", rsa)).not.toBe(rsa);
+    // the line's type must still match its key
+    const mislabelled = otherLine.replace("ssh-ed25519", "ecdsa-sha2-nistp256");
+    expect(() => parsePublicKey(mislabelled, "k", other)).toThrow(/the line says "ecdsa-sha2-nistp256" but holds a "ssh-ed25519" key/);
   });
 });
 
