@@ -111,7 +111,7 @@ export function rememberSpki(key: KeyObject, der: Uint8Array): void {
 }
 
 /** The algorithm when `der` is an SPKI in the layout export() writes (uncompressed point for P-256), else undefined. */
-export function isCanonicalSpki(der: Uint8Array): KeyAlgorithm | undefined {
+function isCanonicalSpki(der: Uint8Array): KeyAlgorithm | undefined {
   for (const alg of ["ed25519", "ecdsa-p256"] as const) {
     const prefix = SPKI_PREFIX[alg];
     if (der.length !== prefix.length + RAW_PUBLIC_LENGTH[alg] || !hasPrefix(der, prefix)) continue;

@@ -11,13 +11,10 @@ import { badParameter } from "../lib/errors.ts";
  */
 export class SshWriter {
   private buf: Buffer;
-  /** The same memory as a plain Uint8Array, whose slice() copies (Buffer's does not). */
-  private bytes: Uint8Array;
   private length = 0;
 
   constructor(capacity = 512) {
     this.buf = Buffer.allocUnsafe(capacity);
-    this.bytes = new Uint8Array(this.buf.buffer, this.buf.byteOffset, this.buf.length);
   }
 
   /** Makes room for `n` more bytes. */
@@ -26,7 +23,6 @@ export class SshWriter {
     const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + n));
     this.buf.copy(grown, 0, 0, this.length);
     this.buf = grown;
-    this.bytes = new Uint8Array(grown.buffer, grown.byteOffset, grown.length);
   }
 
   u32(n: number): this {
@@ -85,8 +81,11 @@ export class SshWriter {
     return this.buf.toString("base64", 0, this.length);
   }
 
+  /** A copy of the bytes so far, as a plain Uint8Array (not a view of the writer's pooled buffer). */
   finish(): Uint8Array {
-    return this.bytes.slice(0, this.length);
+    const out = new Uint8Array(this.length);
+    this.buf.copy(out, 0, 0, this.length);
+    return out;
   }
 }
 
