@@ -115,8 +115,9 @@ export function subjectAltName(dnsNames: string[] = [], ipAddresses: string[] = 
 export function keyIdentifier(spki: Uint8Array): Uint8Array {
   const r = new DerReader(spki, "public key").enter(0x30, "SubjectPublicKeyInfo");
   r.skip(0x30, "algorithm");
-  const bits = r.next(0x03, "subjectPublicKey").value;
-  return new Uint8Array(createHash("sha1").update(bits.subarray(1)).digest());
+  const bits = r.next(0x03, "subjectPublicKey");
+  // skip the unused-bits byte; the digest is a fresh Buffer, a Uint8Array as it is
+  return createHash("sha1").update(spki.subarray(bits.valueStart + 1, bits.end)).digest();
 }
 
 const SIGNATURE_ALGORITHMS: Record<KeyAlgorithm, Uint8Array> = {
