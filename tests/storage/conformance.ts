@@ -693,6 +693,97 @@ export function runBackendConformance(name: string, open: OpenBackend, cleanup: 
       });
     });
 
+    describe("pruning events", () => {
+      const times = async (b: Backend) => (await b.listEvents()).map((e) => e.time.getTime() - T0);
+
+      test("pruneEvents() deletes the events before the cutoff and keeps one at exactly the cutoff", async () => {
+        const { b } = await fresh();
+        for (const t of [0, 1000, 1999, 2000, 2001, 5000]) await b.appendEvent(ev("e", T0 + t));
+        expect(await b.pruneEvents(T0 + 2000)).toBe(3);
+        expect(await times(b)).toEqual([2000, 2001, 5000]);
+        expect(await b.pruneEvents(T0 + 2000)).toBe(0);
+        expect(await times(b)).toEqual([2000, 2001, 5000]);
+      });
+
+      test("pruneEvents() with a limit deletes at most that many, oldest time first (not id order)", async () => {
+        const { b } = await fresh();
+        // times out of id order, two equal: the oldest times go first, ties by id
+        for (const [i, t] of [5, 1, 9, 3, 7, 1].entries()) await b.appendEvent(ev("e", T0 + t, { i }));
+        const left = async () => (await b.listEvents()).map((e) => e.fields.i);
+        expect(await b.pruneEvents(T0 + 8, 2)).toBe(2);
+        expect(await left()).toEqual([0, 2, 3, 4]);
+        expect(await b.pruneEvents(T0 + 8, 2)).toBe(2);
+        expect(await left()).toEqual([2, 4]);
+        expect(await b.pruneEvents(T0 + 8, 2)).toBe(1);
+        expect(await left()).toEqual([2]);
+        expect(await b.pruneEvents(T0 + 8, 2)).toBe(0);
+      });
+
+      test("pruneEvents() with limit 0 deletes nothing", async () => {
+        const { b } = await fresh();
+        await b.appendEvent(ev("e", T0));
+        expect(await b.pruneEvents(T0 + 1, 0)).toBe(0);
+        expect(await times(b)).toEqual([0]);
+      });
+
+      test("event ids are not reused after a prune, also of the newest event", async () => {
+        const { b } = await fresh();
+        for (let i = 0; i < 4; i++) await b.appendEvent(ev("e", T0 + i));
+        await b.atomicWrite([], [ev("e", T0 + 4)]);
+        const highest = Math.max(...(await b.listEvents()).map((e) => e.id));
+        expect(await b.pruneEvents(T0 + 1_000_000)).toBe(5);
+        expect(await b.listEvents()).toEqual([]);
+        const next = await b.appendEvent(ev("e", T0));
+        expect(next.id).toBeGreaterThan(highest);
+        await b.atomicWrite([], [ev("f", T0)]);
+        const [f] = await b.listEvents({ types: ["f"] });
+        expect(f!.id).toBeGreaterThan(next.id);
+      });
+
+      test("listEvents() after a prune filters and pages over what remains", async () => {
+        const { b } = await fresh();
+        const all: StoredEvent[] = [];
+        for (let i = 0; i < 12; i++) all.push(await b.appendEvent(ev(i % 2 ? "odd" : "even", T0 + i * 1000, { i })));
+        expect(await b.pruneEvents(T0 + 5000)).toBe(5);
+        const is = async (q: Parameters<Backend["listEvents"]>[0]) => (await b.listEvents(q)).map((e) => e.fields.i);
+        expect(await is({})).toEqual([5, 6, 7, 8, 9, 10, 11]);
+        expect(await is({ types: ["odd"] })).toEqual([5, 7, 9, 11]);
+        expect(await is({ since: new Date(T0) })).toEqual([5, 6, 7, 8, 9, 10, 11]);
+        expect(await is({ until: new Date(T0 + 7000) })).toEqual([5, 6]);
+        expect(await is({ order: "desc", limit: 2 })).toEqual([11, 10]);
+        // a cursor at a pruned id still pages on from there, in both orders
+        expect(await is({ afterId: all[2]!.id, limit: 3 })).toEqual([5, 6, 7]);
+        expect(await is({ afterId: all[7]!.id, order: "desc" })).toEqual([6, 5]);
+      });
+
+      test("parallel pruneEvents() calls delete each event once", async () => {
+        const { b } = await fresh();
+        await b.atomicWrite([], Array.from({ length: 25 }, (_, i) => ev("old", T0 + i)));
+        await b.appendEvent(ev("new", T0 + 100));
+        const counts = await Promise.all(Array.from({ length: 4 }, () => b.pruneEvents(T0 + 50, 10)));
+        for (const n of counts) expect(n).toBeLessThanOrEqual(10);
+        const rest = counts.reduce((a, n) => a + n, 0);
+        // a call that found its rows claimed by another may have deleted fewer: finish the job
+        let more = 0;
+        for (let n = -1; n !== 0; more += n = await b.pruneEvents(T0 + 50, 10));
+        expect(rest + more).toBe(25);
+        expect((await b.listEvents()).map((e) => e.type)).toEqual(["new"]);
+      });
+
+      test("malformed prune arguments are BAD_PARAMETER and delete nothing", async () => {
+        const { b } = await fresh();
+        await b.appendEvent(ev("e", T0));
+        await rejectsWith(b.pruneEvents(Number.NaN), "BAD_PARAMETER", /^Cannot prune events before NaN/);
+        await rejectsWith(b.pruneEvents(Infinity), "BAD_PARAMETER");
+        await rejectsWith(b.pruneEvents(8.64e15 + 1), "BAD_PARAMETER");
+        await rejectsWith(b.pruneEvents("2026-01-01" as never), "BAD_PARAMETER");
+        await rejectsWith(b.pruneEvents(new Date(T0 + 1) as never), "BAD_PARAMETER");
+        await rejectsWith(b.pruneEvents(T0 + 1, -1), "BAD_PARAMETER");
+        await rejectsWith(b.pruneEvents(T0 + 1, 1.5), "BAD_PARAMETER");
+        expect(await times(b)).toEqual([0]);
+      });
+    });
+
     describe("racing writers in one process", () => {
       test("two compareAndSwap() on one revision: exactly one wins, the other is COMPARE_FAILED", async () => {
         const { b } = await fresh();
@@ -751,6 +842,7 @@ export function runBackendConformance(name: string, open: OpenBackend, cleanup: 
         await rejectsWith(b.put("/k", 2), "CONNECTION_PROBLEM");
         await rejectsWith(b.listEvents(), "CONNECTION_PROBLEM");
         await rejectsWith(b.deleteExpired(), "CONNECTION_PROBLEM");
+        await rejectsWith(b.pruneEvents(T0), "CONNECTION_PROBLEM");
       });
     });
   });

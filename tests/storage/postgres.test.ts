@@ -151,6 +151,7 @@ if (!pg) {
         ]);
         expect(await b.count("/")).toBe(2);
         expect((await b.listEvents()).length).toBe(1);
+        expect(await b.pruneEvents(Date.now() + 60_000, 10)).toBe(1);
       } finally {
         await b.close();
       }
@@ -166,12 +167,17 @@ if (!pg) {
       await first.delete("/gone");
       const e = await first.appendEvent({ type: "t", time: new Date(), fields: { n: 1 } });
       await first.close();
-      const again = await open(url);
+      let again = await open(url);
       try {
         expect(await again.list("/")).toEqual([a, c]);
         expect(await again.listEvents()).toEqual([e]);
         const next = await again.put("/gone", 1);
         expect(Number(next.revision)).toBeGreaterThan(Number(c.revision));
+        // the event sequence, too, survives a reopen after every event was pruned
+        expect(await again.pruneEvents(Date.now() + 60_000)).toBe(1);
+        await again.close();
+        again = await open(url);
+        expect((await again.appendEvent({ type: "t", time: new Date(), fields: {} })).id).toBeGreaterThan(e.id);
       } finally {
         await again.close();
       }

@@ -151,6 +151,21 @@ describe("sqlite file", () => {
     }
   });
 
+  test("event ids stay unused across a reopen after every event was pruned", async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "auth.db");
+    const clock = new FakeClock();
+    const last = await withBackend(path, async (b) => {
+      for (let i = 0; i < 3; i++) await b.appendEvent({ type: "t", time: clock.now(), fields: { i } });
+      const newest = await b.appendEvent({ type: "t", time: clock.now(), fields: {} });
+      expect(await b.pruneEvents(clock.now().getTime() + 1)).toBe(4);
+      return newest.id;
+    });
+    // without AUTOINCREMENT SQLite would hand out max(rowid) + 1 = 1 again here
+    const next = await withBackend(path, async (b) => b.appendEvent({ type: "t", time: clock.now(), fields: {} }));
+    expect(next.id).toBeGreaterThan(last);
+  });
+
   test("a write blocked beyond busyTimeoutMs by another writer is CONNECTION_PROBLEM; reads go on", async () => {
     using dir = tempDir();
     const path = join(dir.path, "auth.db");

@@ -156,6 +156,8 @@ export abstract class BaseBackend implements Backend {
   protected abstract applyAtomic(ops: AtomicOp[], events: EventRow[], nowMs: number): Promise<string | undefined>;
   protected abstract insertEvent(e: EventRow): Promise<number>;
   protected abstract queryEvents(q: NormalizedEventQuery): Promise<StoredEvent[]>;
+  /** Deletes up to `limit` (all when undefined) events with `time < beforeMs`, oldest first; returns how many. */
+  protected abstract removeEvents(beforeMs: number, limit: number | undefined): Promise<number>;
   protected abstract removeExpired(nowMs: number): Promise<number>;
   /** Releases the database; called once. */
   protected abstract release(): Promise<void>;
@@ -276,6 +278,18 @@ export abstract class BaseBackend implements Backend {
     const nq = checkEventQuery(q);
     if (nq.limit === 0 || (nq.types !== undefined && nq.types.length === 0)) return [];
     return this.queryEvents(nq);
+  }
+
+  async pruneEvents(beforeMs: number, limit?: number): Promise<number> {
+    this.checkOpen();
+    if (typeof beforeMs !== "number" || Number.isNaN(new Date(beforeMs).getTime())) {
+      throw badParameter(`Cannot prune events before ${String(beforeMs)}: it is not a time in milliseconds since the epoch`, {
+        field: "beforeMs",
+      });
+    }
+    const n = checkLimit(limit);
+    if (n === 0) return 0;
+    return this.removeEvents(beforeMs, n);
   }
 
   async deleteExpired(now?: Date): Promise<number> {

@@ -146,6 +146,15 @@ export interface Backend {
   /** Events matching `q`, ordered by id (see EventQuery). */
   listEvents(q?: EventQuery): Promise<StoredEvent[]>;
   /**
+   * Deletes events whose `time` is before `beforeMs` (ms since the epoch; exclusive: an
+   * event at exactly `beforeMs` stays), oldest `time` first (ties by id), at most `limit`
+   * of them (a non-negative integer; no limit when absent), and returns how many it
+   * deleted. This is the audit log's retention: callers pass a limit and call again while
+   * a call deleted `limit` events, so one call holds the write lock only briefly. Ids are
+   * never reused: events appended after a prune get ids above every id handed out before.
+   */
+  pruneEvents(beforeMs: number, limit?: number): Promise<number>;
+  /**
    * Removes items expired at `now` (default: the clock's now); returns how many. The
    * backend also runs this every `sweepIntervalMs` (see OpenOptions).
    */

@@ -350,6 +350,19 @@ export class PostgresBackend extends BaseBackend {
     return r.count;
   }
 
+  protected async removeEvents(beforeMs: number, limit: number | undefined): Promise<number> {
+    const before = new Date(beforeMs);
+    // SKIP LOCKED: auth servers sharing the database prune at once; each takes rows the
+    // others have not claimed instead of waiting for them and then finding them gone.
+    // Event ids come from a sequence, so pruning never lets an id come round again.
+    const r = await this.run(
+      () => this.sql`
+        DELETE FROM events WHERE id IN (
+          SELECT id FROM events WHERE time < ${before} ORDER BY time, id LIMIT ${limit ?? null} FOR UPDATE SKIP LOCKED)`,
+    );
+    return r.count;
+  }
+
   protected async release(): Promise<void> {
     await this.sql.close({ timeout: 5 });
   }

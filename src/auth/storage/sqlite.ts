@@ -245,6 +245,7 @@ export class SqliteBackend extends BaseBackend {
     count: Statement<{ n: number }>;
     insertEvent: Statement<{ id: number }>;
     removeExpired: Statement;
+    pruneEvents: Statement;
     begin: Statement;
     commit: Statement;
     rollback: Statement;
@@ -283,6 +284,11 @@ export class SqliteBackend extends BaseBackend {
       count: db.prepare(`SELECT count(*) AS n FROM items WHERE key >= $low AND key < $high AND ${LIVE}`),
       insertEvent: db.prepare("INSERT INTO events (type, time, fields) VALUES ($type, $time, $fields) RETURNING id"),
       removeExpired: db.prepare("DELETE FROM items WHERE expires IS NOT NULL AND expires <= $now"),
+      // The subquery walks the events_time index from its start, so a chunk costs its
+      // own size, not a scan of the log (DELETE … LIMIT needs a compile-time option).
+      pruneEvents: db.prepare(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < $before ORDER BY time, id LIMIT $limit)",
+      ),
       // BEGIN IMMEDIATE takes the write lock up front, so a read-then-write transaction
       // can never find its snapshot stale at the write (SQLITE_BUSY_SNAPSHOT): a
       // competing process waits for the lock and then reads what we committed.
@@ -530,6 +536,10 @@ export class SqliteBackend extends BaseBackend {
 
   protected async removeExpired(now: number): Promise<number> {
     return this.inWrite(() => this.s.removeExpired.run({ now }).changes);
+  }
+
+  protected async removeEvents(before: number, limit: number | undefined): Promise<number> {
+    return this.inWrite(() => this.s.pruneEvents.run({ before, limit: limit ?? -1 }).changes);
   }
 
   protected async release(): Promise<void> {
