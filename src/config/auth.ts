@@ -8,14 +8,25 @@ import { isAbsolute, join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { z } from "zod";
 import { formatDuration, parseDuration } from "../lib/duration.ts";
-import { durationString, formatValue, labelMap, nameProblem, problemsError, raise, resourceName, text, type Problem, type ValuePath } from "../resources/index.ts";
+import { durationProblem, durationString, expecting, formatValue, labelMap, nameProblem, problemsError, raise, resourceName, text, type Problem, type ValuePath } from "../resources/index.ts";
 import { checkDocument, parseConfigDocument, readConfigFile } from "./_document.ts";
-import type { AuthConfig, AuthLimitsConfig, AuthStorageConfig, KubernetesClusterConfig } from "./types.ts";
+import type { AuthAuditConfig, AuthConfig, AuthLimitsConfig, AuthStorageConfig, KubernetesClusterConfig } from "./types.ts";
 
 export const DEFAULT_AUTH_DATA_DIR = "/var/lib/machine-id-auth";
 export const DEFAULT_AUTH_LISTEN_ADDR = "0.0.0.0:3025";
 /** The SQLite file, relative to the data dir, when the config names none. */
 export const DEFAULT_SQLITE_FILE = "machine-id.db";
+
+const DAY_MS = 86_400_000;
+/** How long audit events are kept when `audit.retention` is not set: 90 days. */
+export const DEFAULT_AUDIT_RETENTION_MS = 90 * DAY_MS;
+/** The `audit.retention` value that keeps events for ever. */
+export const KEEP_FOREVER = "forever";
+/**
+ * The shortest `audit.retention`: a day. Anything shorter deletes the trail of an
+ * incident before anyone looks at it, and most likely a unit was mistyped ("90m" for "90d").
+ */
+const MIN_AUDIT_RETENTION_MS = DAY_MS;
 
 const SUBJECT = "auth config";
 const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
@@ -113,6 +124,32 @@ function resolveClusterPaths(c: KubernetesClusterConfig): KubernetesClusterConfi
   };
 }
 
+const RETENTION_HINT = `expected "${KEEP_FOREVER}" or a duration such as "90d" or "2160h"`;
+
+/** `audit.retention`: a duration of at least a day, or "forever". */
+const retentionSchema = expecting(
+  z.string().superRefine((s, ctx) => {
+    if (s === KEEP_FOREVER) return;
+    const p = durationProblem(s);
+    if (p) raise(ctx, [], "invalid", RETENTION_HINT);
+    else if (parseDuration(s) < MIN_AUDIT_RETENTION_MS) {
+      raise(ctx, [], "invalid", `must be at least 1d (24h), or "${KEEP_FOREVER}" to keep events for ever`, "duration");
+    }
+  }),
+  RETENTION_HINT.slice("expected ".length),
+);
+
+function translateAudit(a: { retention?: string | undefined }): AuthAuditConfig {
+  const r = a.retention;
+  return { retentionMs: r === undefined ? DEFAULT_AUDIT_RETENTION_MS : r === KEEP_FOREVER ? null : parseDuration(r) };
+}
+
+/** The retention as auth.yaml writes it: whole days as "90d" (formatDuration stops at hours). */
+function formatRetention(ms: number | null): string {
+  if (ms === null) return KEEP_FOREVER;
+  return ms % DAY_MS === 0 ? `${ms / DAY_MS}d` : formatDuration(ms);
+}
+
 const authSchema = z.strictObject({
   version: z.literal("v1"),
   cluster_name: text().optional(),
@@ -142,6 +179,7 @@ const authSchema = z.strictObject({
       max_connections_per_address: z.number().int().positive().optional(),
     })
     .optional(),
+  audit: z.strictObject({ retention: retentionSchema.optional() }).prefault({}),
   kubernetes_clusters: kubernetesClustersSchema.default([]),
 });
 
@@ -205,6 +243,7 @@ export function parseAuthConfig(text: string, file: string): AuthConfig {
     log: { level: f.log.level, format: f.log.format },
     caKeyAlgorithm: f.ca_key_algorithm,
     ...(f.limits !== undefined ? { limits: translateLimits(f.limits) } : {}),
+    audit: translateAudit(f.audit),
     ...(f.kubernetes_clusters.length > 0 ? { kubernetesClusters: f.kubernetes_clusters.map(translateCluster) } : {}),
     warnings: [],
   };
@@ -308,6 +347,8 @@ export function serializeAuthConfig(cfg: AuthConfig): string {
       log: cfg.log,
       ca_key_algorithm: cfg.caKeyAlgorithm,
       ...(cfg.limits ? { limits: serializeLimits(cfg.limits) } : {}),
+      // The default is left out, as a file that does not mention audit reads back to it.
+      ...(cfg.audit.retentionMs !== DEFAULT_AUDIT_RETENTION_MS ? { audit: { retention: formatRetention(cfg.audit.retentionMs) } } : {}),
       ...(cfg.kubernetesClusters?.length ? { kubernetes_clusters: cfg.kubernetesClusters.map(serializeCluster) } : {}),
     },
     { lineWidth: 0 },

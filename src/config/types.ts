@@ -117,6 +117,15 @@ export interface AuthLimitsConfig {
   maxConnectionsPerAddress?: number;
 }
 
+/** The audit log's settings (`audit` in auth.yaml). */
+export interface AuthAuditConfig {
+  /**
+   * How long events are kept: the auth service deletes events older than this (by their
+   * time). `null` keeps them for ever (`retention: forever`). Default 90 days.
+   */
+  retentionMs: number | null;
+}
+
 export interface AuthConfig {
   clusterName: string;
   dataDir: string;
@@ -128,6 +137,7 @@ export interface AuthConfig {
   caKeyAlgorithm: CaKeyAlgorithm;
   /** Absent when the file sets none. */
   limits?: AuthLimitsConfig;
+  audit: AuthAuditConfig;
   /** The Kubernetes clusters the service proxies; absent when the file lists none. */
   kubernetesClusters?: KubernetesClusterConfig[];
   warnings: string[];

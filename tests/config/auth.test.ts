@@ -12,6 +12,7 @@ import {
   serializeAuthConfig,
   splitHostPort,
 } from "../../src/config/index.ts";
+import { DEFAULT_AUDIT_RETENTION_MS } from "../../src/config/auth.ts";
 import { errorCases, failure, golden, type ErrorCase } from "../resources/_helpers.ts";
 
 const FIXTURES = join(import.meta.dir, "fixtures");
@@ -27,6 +28,7 @@ describe("auth config", () => {
       storage: { type: "sqlite", path: "machine-id.db" },
       log: { level: "info", format: "text" },
       caKeyAlgorithm: "ecdsa-p256",
+      audit: { retentionMs: 90 * 86_400_000 },
       warnings: [],
     });
     const checked = checkAuthConfig(cfg);
@@ -57,10 +59,92 @@ describe("auth config", () => {
     expect(cfg.storage).toEqual({ type: "postgres", connString: "postgres://machine-id@db.example.com/machine_id?sslmode=verify-full" });
     expect(cfg.caKeyAlgorithm).toBe("ed25519");
     expect(cfg.limits).toEqual({ headersTimeoutMs: 5_000, requestTimeoutMs: 60_000, idleTimeoutMs: 45_000, maxConnections: 2048, maxConnectionsPerAddress: 64 });
+    // written as 720h, written back in days
+    expect(cfg.audit).toEqual({ retentionMs: 30 * 86_400_000 });
     const out = serializeAuthConfig(cfg);
     golden(join(FIXTURES, "auth-full.golden.yaml"), out);
     expect(parseAuthConfig(out, "again.yaml")).toEqual(cfg);
     expect(checkAuthConfig(cfg).listenAddr).toBe("[::]:3025");
+  });
+
+  describe("audit.retention", () => {
+    const retention = (value: string) => parseAuthConfig(`version: v1\ncluster_name: c\naudit:\n  retention: ${value}\n`, "a.yaml");
+
+    test("defaults to 90 days, which is left out when written", () => {
+      for (const text of ["version: v1\ncluster_name: c\n", "version: v1\ncluster_name: c\naudit: {}\n", "version: v1\ncluster_name: c\naudit:\n  retention:\n"]) {
+        const cfg = parseAuthConfig(text, "a.yaml");
+        expect(cfg.audit).toEqual({ retentionMs: DEFAULT_AUDIT_RETENTION_MS });
+        expect(serializeAuthConfig(cfg)).not.toContain("audit");
+      }
+      expect(DEFAULT_AUDIT_RETENTION_MS).toBe(90 * 86_400_000);
+      // "90d" said explicitly is the default too
+      expect(serializeAuthConfig(retention("90d"))).not.toContain("audit");
+    });
+
+    test("takes durations of a day or more and forever, and writes them back", () => {
+      const cases: [string, number | null, string][] = [
+        ["1d", 86_400_000, "1d"],
+        ["24h", 86_400_000, "1d"],
+        ["36h", 36 * 3_600_000, "36h"],
+        ["1d12h", 36 * 3_600_000, "36h"],
+        ["365d", 365 * 86_400_000, "365d"],
+        ["forever", null, "forever"],
+      ];
+      for (const [value, ms, written] of cases) {
+        const cfg = retention(value);
+        expect(cfg.audit.retentionMs).toBe(ms);
+        const out = serializeAuthConfig(cfg);
+        expect(out).toContain(`audit:\n  retention: ${written}\n`);
+        expect(parseAuthConfig(out, "again.yaml")).toEqual(cfg);
+        expect(checkAuthConfig(cfg).audit).toEqual(cfg.audit);
+      }
+    });
+
+    const retentionCases: ErrorCase[] = [
+      {
+        name: "a retention that is not a duration",
+        text: "version: v1\naudit:\n  retention: soon\n",
+        message: `Invalid value "soon" for audit.retention in auth config: expected "forever" or a duration such as "90d" or "2160h"`,
+        line: 3,
+      },
+      {
+        name: "a retention shorter than a day (a mistyped unit)",
+        text: "version: v1\naudit:\n  retention: 90m\n",
+        message: `Invalid duration "90m" for audit.retention in auth config: must be at least 1d (24h), or "forever" to keep events for ever`,
+        line: 3,
+      },
+      {
+        name: "a retention of zero",
+        text: "version: v1\naudit:\n  retention: 0s\n",
+        message: `Invalid duration "0s" for audit.retention in auth config: must be at least 1d (24h), or "forever" to keep events for ever`,
+        line: 3,
+      },
+      {
+        name: "a retention given as a bare number",
+        text: "version: v1\naudit:\n  retention: 90\n",
+        message: `Invalid value 90 for audit.retention in auth config: expected "forever" or a duration such as "90d" or "2160h"`,
+        line: 3,
+      },
+      {
+        name: "forever in capitals",
+        text: "version: v1\naudit:\n  retention: Forever\n",
+        message: `Invalid value "Forever" for audit.retention in auth config: expected "forever" or a duration such as "90d" or "2160h"`,
+        line: 3,
+      },
+      {
+        name: "a misspelt audit field",
+        text: "version: v1\naudit:\n  retension: 30d\n",
+        message: `Unknown field "audit.retension" in auth config: did you mean "retention"?`,
+        line: 3,
+      },
+      {
+        name: "audit given as a value, not a section",
+        text: "version: v1\naudit: 30d\n",
+        message: `Invalid value "30d" for audit in auth config: expected a mapping`,
+        line: 2,
+      },
+    ];
+    errorCases(retentionCases, "auth.yaml", parseAuthConfig);
   });
 
   test("memory storage is allowed with a warning", () => {
