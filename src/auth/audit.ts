@@ -28,6 +28,8 @@ export const EVENT = {
   lockDelete: "lock.delete",
   tokenLocked: "token.locked",
   authStart: "auth.start",
+  /** The janitor deleted events older than the retention (`count`, cutoff `before`). */
+  auditPruned: "audit.pruned",
   /** A request through the Kubernetes proxy, allowed or denied. */
   kubeRequest: "kube.request",
 } as const;

@@ -78,6 +78,7 @@ export function authCommand(): Command {
         storage: cfg.storage,
         caKeyAlgorithm: cfg.caKeyAlgorithm,
         ...(cfg.limits ? { limits: cfg.limits } : {}),
+        auditRetentionMs: cfg.audit.retentionMs,
         ...(cfg.kubernetesClusters ? { kubernetesClusters: cfg.kubernetesClusters } : {}),
         log,
         hooks: (ctx) => [

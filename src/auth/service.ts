@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { generateKeyPair, privateKeyToPem } from "../crypto/index.ts";
 import { systemClock, type Clock } from "../lib/clock.ts";
+import { badParameter } from "../lib/errors.ts";
 import { ensureDir, writeFileAtomic } from "../lib/fs.ts";
 import type { Logger } from "../lib/log.ts";
 import { VERSION } from "../lib/version.ts";
@@ -33,6 +34,13 @@ const REFRESH_EVERY_MS = 12 * 3_600_000;
 const JANITOR_EVERY_MS = 60_000;
 /** Expired one-time tokens are kept this long so a late join can be told why it failed. */
 const EXPIRED_TOKEN_GRACE_MS = 86_400_000;
+/** Audit events are kept this long when no retention is given (auth.yaml's default too). */
+export const DEFAULT_AUDIT_RETENTION_MS = 90 * 86_400_000;
+/**
+ * Events one prune call deletes at most: one SQLite transaction (and so the event loop)
+ * or one PostgreSQL statement stays short, however long the backlog.
+ */
+export const AUDIT_PRUNE_CHUNK = 10_000;
 
 export interface AuthServiceOptions {
   dataDir: string;
@@ -52,6 +60,11 @@ export interface AuthServiceOptions {
   kubernetesClusters?: KubernetesClusterConfig[];
   /** Where in-cluster settings are read (KUBERNETES_SERVICE_HOST…); default process.env. */
   env?: Record<string, string | undefined>;
+  /**
+   * How long audit events are kept (`audit.retention`): the janitor deletes older ones
+   * every minute. `null` keeps them for ever; default DEFAULT_AUDIT_RETENTION_MS (90 days).
+   */
+  auditRetentionMs?: number | null;
 }
 
 export interface RunningAuth {
@@ -101,6 +114,8 @@ function localAddr(host: string, port: number): string {
 export async function startAuthService(opts: AuthServiceOptions): Promise<RunningAuth> {
   const clock = opts.clock ?? systemClock;
   const log = opts.log;
+  const auditRetentionMs = opts.auditRetentionMs === undefined ? DEFAULT_AUDIT_RETENTION_MS : opts.auditRetentionMs;
+  if (auditRetentionMs !== null) checkRetention(auditRetentionMs);
   await ensureDir(opts.dataDir, 0o700);
   const storageCfg = opts.storage ?? { type: "sqlite" };
   const backend: Backend = await openBackend(
@@ -143,7 +158,17 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
         })().catch((e) => log.error("Cannot refresh the service certificate or admin identity", { error: e }));
       }, REFRESH_EVERY_MS),
     );
-    timers.push(setInterval(() => void janitor(ctx).catch((e) => log.warn("Janitor failed", { error: e })), JANITOR_EVERY_MS));
+    // One janitor run at a time: a first prune of a long backlog may outlast the interval.
+    const stopJanitor = new AbortController();
+    let janitorRun: Promise<void> | undefined;
+    timers.push(
+      setInterval(() => {
+        if (janitorRun) return;
+        janitorRun = janitor(ctx, { auditRetentionMs, signal: stopJanitor.signal })
+          .catch((e) => log.warn("Janitor failed", { error: e }))
+          .finally(() => (janitorRun = undefined));
+      }, JANITOR_EVERY_MS),
+    );
     for (const t of timers) t.unref();
     await audit.emit(EVENT.authStart, clock.now(), { cluster, version: VERSION, addr: `${host}:${listener.port}` });
     log.info("Auth service started", { cluster, listen: `${host}:${listener.port}`, ca_pin: authorities.caPin, data_dir: opts.dataDir });
@@ -155,6 +180,9 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
       adminIdentityPath: adminPath,
       async close() {
         for (const t of timers) clearInterval(t);
+        // A prune in progress stops after its current chunk and records what it deleted.
+        stopJanitor.abort();
+        await janitorRun;
         await listener.close();
         kubernetes.close();
         await backend.close();
@@ -166,11 +194,65 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
   }
 }
 
+/** What the janitor needs besides the context. */
+export interface JanitorOptions {
+  /** Delete audit events older than this; `null` keeps them for ever. */
+  auditRetentionMs: number | null;
+  /** Stops a prune between chunks (the service is closing). */
+  signal?: AbortSignal;
+}
+
 /**
- * Removes one-time tokens that expired more than a day ago (expired storage items,
- * such as challenges, the backend sweeps itself).
+ * The service's periodic clean-up, run every minute: removes one-time tokens that
+ * expired more than a day ago (expired storage items, such as challenges, the backend
+ * sweeps itself) and audit events older than the retention.
  */
-async function janitor(ctx: AuthContext): Promise<void> {
+export async function janitor(ctx: AuthContext, opts: JanitorOptions): Promise<void> {
+  await removeExpiredTokens(ctx);
+  if (opts.auditRetentionMs !== null) await pruneAuditEvents(ctx, opts.auditRetentionMs, { signal: opts.signal });
+}
+
+/**
+ * Deletes audit events whose time is more than `retentionMs` before now, oldest first,
+ * `chunk` per backend call until a call finds fewer (yielding to other work in between),
+ * and records the deletion itself as one `audit.pruned` event with the count and the
+ * cutoff, also when a later chunk fails or `signal` stops it early. Returns how many
+ * events it deleted.
+ */
+export async function pruneAuditEvents(
+  ctx: AuthContext,
+  retentionMs: number,
+  opts: { chunk?: number; signal?: AbortSignal | undefined } = {},
+): Promise<number> {
+  checkRetention(retentionMs);
+  const chunk = opts.chunk ?? AUDIT_PRUNE_CHUNK;
+  const before = new Date(ctx.clock.now().getTime() - retentionMs);
+  let deleted = 0;
+  try {
+    for (;;) {
+      const n = await ctx.backend.pruneEvents(before.getTime(), chunk);
+      deleted += n;
+      if (n < chunk || opts.signal?.aborted) break;
+      // Requests run between chunks: a first prune of a long backlog takes many.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  } finally {
+    // Removing audit records is itself audited, with what was removed before any failure.
+    if (deleted > 0) await ctx.audit.emit(EVENT.auditPruned, ctx.clock.now(), { count: deleted, before: before.toISOString() });
+  }
+  return deleted;
+}
+
+/** A retention that is not a positive number of ms would move the cutoff to now or later: every event would go. */
+function checkRetention(ms: number): void {
+  if (typeof ms !== "number" || !Number.isFinite(ms) || ms <= 0) {
+    throw badParameter(`Cannot prune audit events with retention ${String(ms)}: it must be a positive number of milliseconds`, {
+      field: "auditRetentionMs",
+    });
+  }
+}
+
+async function removeExpiredTokens(ctx: AuthContext): Promise<void> {
   const now = ctx.clock.now();
   for (const item of await ctx.backend.list<TokenResource>("/tokens/")) {
     const exp = item.value.metadata.expires;
