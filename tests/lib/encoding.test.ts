@@ -50,6 +50,19 @@ describe("PEM", () => {
     expect(pemDecodeAll(pem + pemEncode("PRIVATE KEY", der)).map((b) => b.label)).toEqual(["CERTIFICATE", "PRIVATE KEY"]);
   });
 
+  test("encode takes only a view's bytes, in full 64-column lines but the last, for every length", () => {
+    const backing = new Uint8Array(400).map((_, i) => (i * 7) & 0xff);
+    for (let n = 0; n <= 130; n++) {
+      const view = backing.subarray(5, 5 + n);
+      const pem = pemEncode("X", view);
+      const b64 = Buffer.from(view).toString("base64");
+      const lines = pem.split("\n").slice(1, -2);
+      expect(lines.join("")).toBe(b64);
+      expect(lines.slice(0, -1).every((l) => l.length === 64)).toBe(true);
+      if (n > 0) expect(pemDecodeOne(pem, ["X"]).der).toEqual(new Uint8Array(view));
+    }
+  });
+
   test("a missing block names what was looked for", () => {
     expect(() => pemDecodeOne("nothing here", ["PRIVATE KEY"], "static key")).toThrow('Cannot read static key: no PEM block of type "PRIVATE KEY"');
   });
