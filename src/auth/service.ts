@@ -24,7 +24,7 @@ import { hostname } from "node:os";
 import type { TokenResource } from "../resources/index.ts";
 import { KEYS } from "./state.ts";
 import { KubernetesClusters } from "./kubernetes/index.ts";
-import type { CaKeyAlgorithm, KubernetesClusterConfig } from "../config/index.ts";
+import { DEFAULT_AUDIT_RETENTION_MS, type CaKeyAlgorithm, type KubernetesClusterConfig } from "../config/index.ts";
 
 /** The service's TLS certificate lives this long and is re-issued well before. */
 const SERVER_CERT_TTL_MS = 7 * 86_400_000;
@@ -34,8 +34,6 @@ const REFRESH_EVERY_MS = 12 * 3_600_000;
 const JANITOR_EVERY_MS = 60_000;
 /** Expired one-time tokens are kept this long so a late join can be told why it failed. */
 const EXPIRED_TOKEN_GRACE_MS = 86_400_000;
-/** Audit events are kept this long when no retention is given (auth.yaml's default too). */
-export const DEFAULT_AUDIT_RETENTION_MS = 90 * 86_400_000;
 /**
  * Events one prune call deletes at most: one SQLite transaction (and so the event loop)
  * or one PostgreSQL statement stays short, however long the backlog.

@@ -36,6 +36,7 @@ export {
   checkAuthConfig,
   serializeAuthConfig,
   splitHostPort,
+  DEFAULT_AUDIT_RETENTION_MS,
   DEFAULT_AUTH_DATA_DIR,
   DEFAULT_AUTH_LISTEN_ADDR,
   DEFAULT_SQLITE_FILE,
