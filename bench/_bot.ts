@@ -76,6 +76,8 @@ export class RenewingBot {
   pending: PreparedKey | undefined;
   /** The connection kept by renewKept, speaking for the newest identity. */
   private kept: Http1Connection | undefined;
+  /** Connections opened for renewals so far. */
+  connections = 0;
 
   constructor(
     readonly target: Target,
@@ -134,7 +136,7 @@ export class RenewingBot {
    * lost is retried with the same key (`pending`), as the agent does; `key` is used otherwise.
    */
   async renew(key: PreparedKey): Promise<number> {
-    const c = await connect(this.target, { certPem: this.certPem, keyPem: this.keyPem });
+    const c = await this.connect();
     try {
       return (await this.renewOn(c, key)).generation;
     } finally {
@@ -149,7 +151,7 @@ export class RenewingBot {
    * opens a new connection with the newest certificate — never the superseded one.
    */
   async renewKept(key: PreparedKey): Promise<number> {
-    const c = this.kept && !this.kept.socket.destroyed ? this.kept : await connect(this.target, { certPem: this.certPem, keyPem: this.keyPem });
+    const c = this.kept && !this.kept.socket.destroyed ? this.kept : await this.connect();
     this.kept = undefined;
     let renewed = false;
     try {
@@ -160,6 +162,12 @@ export class RenewingBot {
       if (renewed) this.kept = c;
       else c.close();
     }
+  }
+
+  /** A new connection presenting the newest certificate. */
+  private connect(): Promise<Http1Connection> {
+    this.connections++;
+    return connect(this.target, { certPem: this.certPem, keyPem: this.keyPem });
   }
 
   close(): void {

@@ -140,10 +140,12 @@ describe("over TLS", () => {
     const bot = await joinBot("kept-client");
     const keys = prepareKeys(3);
     for (let i = 0; i < 5; i++) expect(await bot.renewKept(keys[i % 3]!)).toBe(i + 2);
+    expect(bot.connections).toBe(1);
     bot.close();
     // the newest certificate, on a fresh connection, is current
     expect(await bot.renew(keys[0]!)).toBe(7);
     await expect(bot.renewKept(keys[1]!)).resolves.toBe(8);
+    expect(bot.connections).toBe(3);
     bot.close();
   });
 
