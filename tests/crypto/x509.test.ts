@@ -310,11 +310,13 @@ describe("verifyCertificate()", () => {
     for (const name of ["ok", "bad"]) {
       openssl(dir, ["x509", "-req", "-in", dir.file("leaf.csr"), "-CA", dir.file("ca.pem"), "-CAkey", dir.file("ca.key"), "-set_serial", "5", "-days", "1", "-extfile", dir.file(`${name}.cnf`), "-out", dir.file(`${name}.pem`)]);
     }
-    const ok = await verifyCertificate(dir.read("ok.pem"), [ca.pem], now, { usage: "client" });
+    // openssl's notBefore is the second it signed in, which may be after `now`
+    const later = new Date();
+    const ok = await verifyCertificate(dir.read("ok.pem"), [ca.pem], later, { usage: "client" });
     expect(ok.subjectCommonName).toBe("from-openssl");
     expect(ok.dnsNames).toEqual(["x.example.com"]);
     expect(ok.serialNumber).toBe("05");
-    await expectAppError(() => verifyCertificate(dir.read("bad.pem"), [ca.pem], now), "ACCESS_DENIED", 'Certificate "from-openssl" has an unsupported critical extension "1.2.3.4"');
+    await expectAppError(() => verifyCertificate(dir.read("bad.pem"), [ca.pem], later), "ACCESS_DENIED", 'Certificate "from-openssl" has an unsupported critical extension "1.2.3.4"');
   });
 });
 

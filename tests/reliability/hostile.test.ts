@@ -116,8 +116,10 @@ async function foreignAdmin(): Promise<Identity> {
  */
 const conns = new Map<Who, { c: Http1Connection; uses: number }>();
 const fuzzAddress = () => {
+  // host part 1..254: each address stands for one connection (x.0 used to double up with x.1,
+  // giving that address 16 requests and, with enough failed joins among them, a 429)
   const n = nextAddress++;
-  return `127.1.${(n >> 8) & 255}.${(n & 255) || 1}`;
+  return `127.1.${Math.floor(n / 254) & 255}.${(n % 254) + 1}`;
 };
 async function connection(who: Who): Promise<Http1Connection> {
   const cur = conns.get(who);
