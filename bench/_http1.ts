@@ -63,7 +63,11 @@ export class Http1Connection {
   }
 
   /** Opens a connection; resolves once TCP (and TLS) are up. */
+  /** Connections opened by this process so far (the load generator reports how many it opened while measuring). */
+  static opened = 0;
+
   static connect(opts: ConnectOptions): Promise<Http1Connection> {
+    Http1Connection.opened++;
     return new Promise((resolve, reject) => {
       const base = { host: opts.host, port: opts.port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) };
       const sock = opts.tls

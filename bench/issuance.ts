@@ -22,6 +22,8 @@ export interface LoadResult {
   p50_ms: number;
   p99_ms: number;
   generator_cpu: number;
+  /** Connections the generator opened during the measured window. */
+  connections_opened: number;
   service_cpu?: number;
 }
 
@@ -70,6 +72,8 @@ export interface IssuanceCell {
   p99: number;
   serviceCpu: number;
   generatorCpu: number;
+  /** Connections opened per request while measured (0: all kept alive), median over the runs. */
+  connectionsPerRequest: number;
   errors: number;
   ratio: number;
 }
@@ -116,6 +120,7 @@ export async function issuance(o: IssuanceOptions): Promise<IssuanceCell[]> {
           p99: median(rs.map((r) => r.p99_ms)),
           serviceCpu: median(rs.map((r) => r.service_cpu ?? NaN)),
           generatorCpu: median(rs.map((r) => r.generator_cpu)),
+          connectionsPerRequest: median(rs.map((r) => r.connections_opened / Math.max(1, r.requests))),
           errors: rs.reduce((a, r) => a + r.errors, 0),
           ratio: rps / peer,
         });
@@ -139,8 +144,8 @@ export async function warmUp(addr: string, adminIdentity: string, seconds = 4): 
 /** The markdown table of the cells. */
 export function issuanceTable(cells: IssuanceCell[]): string {
   return table(
-    ["clients", "operation", "req/s (median)", "p50 ms", "p99 ms", "ours / cfssl", "server CPU (cores)", "generator CPU", "errors"],
-    cells.map((c) => [c.clients, c.mode, fmt(c.rps), fmt(c.p50, 1), fmt(c.p99, 1), c.mode === "cfssl sign" ? "1.00 (peer)" : fmt(c.ratio, 2), fmt(c.serviceCpu, 2), fmt(c.generatorCpu, 2), c.errors]),
+    ["clients", "operation", "req/s (median)", "p50 ms", "p99 ms", "ours / cfssl", "server CPU (cores)", "generator CPU", "new connections per request", "errors"],
+    cells.map((c) => [c.clients, c.mode, fmt(c.rps), fmt(c.p50, 1), fmt(c.p99, 1), c.mode === "cfssl sign" ? "1.00 (peer)" : fmt(c.ratio, 2), fmt(c.serviceCpu, 2), fmt(c.generatorCpu, 2), fmt(c.connectionsPerRequest, 2), c.errors]),
   );
 }
 

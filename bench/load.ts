@@ -167,11 +167,15 @@ const servicePid = flags["service-pid"] ? Number(flags["service-pid"]) : undefin
 let cpuAtStart = 0;
 let serviceCpuAtStart = 0;
 let serviceCpuAtEnd = NaN;
+let connectionsAtStart = 0;
+let connectionsAtEnd = 0;
 const cpuTimer = setTimeout(() => {
+  connectionsAtStart = Http1Connection.opened;
   cpuAtStart = cpuSeconds(process.pid);
   if (servicePid) serviceCpuAtStart = cpuSeconds(servicePid);
 }, warmupMs);
 const endTimer = setTimeout(() => {
+  connectionsAtEnd = Http1Connection.opened;
   if (servicePid) serviceCpuAtEnd = cpuSeconds(servicePid);
 }, warmupMs + measureMs);
 
@@ -209,6 +213,7 @@ console.log(
     p99_ms: percentile(sorted, 99),
     max_ms: sorted[sorted.length - 1] ?? NaN,
     generator_cpu: generatorCpu,
+    connections_opened: connectionsAtEnd - connectionsAtStart,
     ...(servicePid ? { service_cpu: (serviceCpuAtEnd - serviceCpuAtStart) / (measureMs / 1000) } : {}),
   }),
 );
