@@ -169,12 +169,14 @@ let serviceCpuAtStart = 0;
 let serviceCpuAtEnd = NaN;
 let connectionsAtStart = 0;
 let connectionsAtEnd = 0;
+let endMeasured = false;
 const cpuTimer = setTimeout(() => {
   connectionsAtStart = Http1Connection.opened;
   cpuAtStart = cpuSeconds(process.pid);
   if (servicePid) serviceCpuAtStart = cpuSeconds(servicePid);
 }, warmupMs);
 const endTimer = setTimeout(() => {
+  endMeasured = true;
   connectionsAtEnd = Http1Connection.opened;
   if (servicePid) serviceCpuAtEnd = cpuSeconds(servicePid);
 }, warmupMs + measureMs);
@@ -197,6 +199,11 @@ await Promise.all(
 );
 clearTimeout(cpuTimer);
 clearTimeout(endTimer);
+// the clients stop at measureTo, which can come before the end timer had its turn
+if (!endMeasured) {
+  connectionsAtEnd = Http1Connection.opened;
+  if (servicePid) serviceCpuAtEnd = cpuSeconds(servicePid);
+}
 const generatorCpu = (cpuSeconds(process.pid) - cpuAtStart) / (measureMs / 1000);
 for (const c of all) c.close();
 const sorted = Float64Array.from(latencies).sort();

@@ -58,8 +58,9 @@ if (only.has("issuance")) {
     `Servers pinned to core 0 (\`taskset -c 0\`), the load generator (bench/load.ts, a separate process) to core 1; ` +
       `keep-alive HTTPS on both sides; medians of ${runs} interleaved run(s) of ${seconds} s after 1 s of warm-up. ` +
       "cfssl: `POST /api/v1/cfssl/sign` with a P-256 CSR, ECDSA P-256 CA, TLS listener. Ours: `renew` = mTLS renewal " +
-      "(X.509 + SSH certificate + storage write, one new TLS session per renewal because each renewal replaces the client " +
-      "certificate), `certs` = `/v1/bot/certs` output certificates on one keep-alive mTLS connection per client, " +
+      "(X.509 + SSH certificate + storage write) on one keep-alive mTLS connection per client, which each renewal moves to " +
+      "the renewed identity; `renew (new conn.)` = the same with a new TLS session per renewal presenting the newest " +
+      "certificate (what the agent does, its renewals being minutes apart); `certs` = `/v1/bot/certs` output certificates on one keep-alive mTLS connection per client, " +
       "`bkp join` = bound-keypair begin + signed challenge + solve. Server CPU is the server's CPU time over the window " +
       "(1.00 = the whole core).",
     "",
@@ -87,10 +88,10 @@ if (only.has("agent")) {
 
 if (only.has("scale")) {
   const bots = quick ? 10_000 : 100_000;
-  const runs = quick ? 1 : 3;
-  log(`scale: ${bots} bots, ${runs} renewal runs before and after`);
+  const runs = quick ? 1 : 5;
+  log(`scale: ${bots} bots, ${runs} renewal runs on each service`);
   const f = await scaleBench({ bin, dir: sub("scale"), bots, runs, seconds: quick ? 3 : 5, log });
-  sections.push("", "### Scale", "", `Same service before and after ${bots.toLocaleString("en-US")} bots were written into its SQLite database; auth pinned to core 0.`, "", scaleTable(f));
+  sections.push("", "### Scale", "", `Two auth services from the same binary, both pinned to core 0: one on an empty SQLite database, one on a database holding ${bots.toLocaleString("en-US")} bots (each with one instance); their renewal runs alternate, ${runs} each.`, "", scaleTable(f));
 }
 
 if (only.has("breakdown")) {

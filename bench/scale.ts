@@ -1,8 +1,9 @@
 /**
- * Scale: the same auth service before and after 100,000 bots (each with one joined
- * instance) are written straight into its SQLite database through the storage backend
- * (the way a migration or restore would land them; 1,000 keys per atomic write). Reports
- * `ctl bots ls` time, the service's RSS, and renewal throughput before and after.
+ * Scale: an auth service whose SQLite database holds 100,000 bots (each with one joined
+ * instance, written straight in through the storage backend the way a migration or
+ * restore would land them; 1,000 keys per atomic write) against one on an empty
+ * database. Reports `ctl bots ls` time, the services' RSS, and renewal throughput of
+ * both, measured in alternation.
  *
  *   bun bench/scale.ts [--bots 100000] [--runs 3] [--seconds 5]
  */
@@ -31,6 +32,7 @@ export interface ScaleFigures {
   rssEmptyMiB: number;
   rssLoadedMiB: number;
   rssAfterLsMiB: number;
+  rssLoadedAfterRenewMiB: number;
   renewBefore: number[];
   renewAfter: number[];
   p99Before: number[];
@@ -64,70 +66,77 @@ async function insertBots(dbPath: string, n: number): Promise<void> {
   }
 }
 
-async function renewRuns(o: ScaleOptions, addr: string, admin: string, pid: number, tag: string): Promise<LoadResult[]> {
-  const out: LoadResult[] = [];
-  await warmUp(addr, admin);
-  for (let r = 0; r < o.runs; r++) {
-    out.push(await runLoad(["--mode", "renew", "--clients", "16", "--seconds", String(o.seconds), "--warmup", "1", "--addr", addr, "--admin-identity", admin, "--service-pid", String(pid), "--tag", `${tag}-${r}`]));
-  }
-  return out;
+/** One renewal run (16 clients) against the service at `addr`. */
+function renewRun(o: ScaleOptions, addr: string, admin: string, pid: number, tag: string): Promise<LoadResult> {
+  return runLoad(["--mode", "renew", "--clients", "16", "--seconds", String(o.seconds), "--warmup", "1", "--addr", addr, "--admin-identity", admin, "--service-pid", String(pid), "--tag", tag]);
 }
 
+/**
+ * Two services from the same binary, both pinned to core 0: one on an empty database,
+ * one on a database holding `o.bots` bots. Renewal runs alternate between them (empty,
+ * loaded, empty, …), so drift of this shared VM over the minutes of the run lands on
+ * both sides alike instead of on "before" or "after".
+ */
 export async function scaleBench(o: ScaleOptions): Promise<ScaleFigures> {
-  const dataDir = join(o.dir, "auth");
-  const admin = join(dataDir, "admin-identity");
-  let auth = await startAuth(o.bin, dataDir, { cpu: 0 });
-  const port = auth.port;
-  let before: LoadResult[];
-  let rssEmptyMiB: number;
-  try {
-    before = await renewRuns(o, auth.addr, admin, auth.service.pid, "before");
-    rssEmptyMiB = rssMiB(auth.service.pid);
-  } finally {
-    await auth.service.stop();
-  }
-  o.log(`  renew before: ${before.map((r) => fmt(r.rps)).join(", ")} /s`);
-
+  const emptyDir = join(o.dir, "empty");
+  const loadedDir = join(o.dir, "loaded");
+  // the loaded service's first start creates its CAs; the bots go into its database while it is stopped
+  const init = await startAuth(o.bin, loadedDir, { cpu: 0 });
+  const port = init.port;
+  await init.service.stop();
   const t0 = performance.now();
-  await insertBots(join(dataDir, "machine-id.db"), o.bots);
+  await insertBots(join(loadedDir, "machine-id.db"), o.bots);
   const insertSeconds = (performance.now() - t0) / 1000;
   o.log(`  inserted ${fmt(o.bots)} bots and instances in ${fmt(insertSeconds, 1)} s`);
 
   const s0 = performance.now();
-  auth = await startAuth(o.bin, dataDir, { cpu: 0, port });
+  const loaded = await startAuth(o.bin, loadedDir, { cpu: 0, port });
   const startMs = performance.now() - s0;
+  let empty: Awaited<ReturnType<typeof startAuth>> | undefined;
   try {
-    const rssLoadedMiB = rssMiB(auth.service.pid);
+    const rssLoadedMiB = rssMiB(loaded.service.pid);
     const lsMs: number[] = [];
     let lsLines = 0;
     for (let r = 0; r < o.runs; r++) {
       const t = performance.now();
-      const p = Bun.spawn(["taskset", "-c", "1", o.bin, "ctl", "--data-dir", dataDir, "bots", "ls"], { stdout: "pipe", stderr: "pipe" });
+      const p = Bun.spawn(["taskset", "-c", "1", o.bin, "ctl", "--data-dir", loadedDir, "bots", "ls"], { stdout: "pipe", stderr: "pipe" });
       const [text, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
       lsMs.push(performance.now() - t);
       if (code !== 0) throw new Error(`ctl bots ls exited ${code}: ${err}`);
       lsLines = text.split("\n").filter((l) => l.includes("scale-")).length;
     }
-    const rssAfterLsMiB = rssMiB(auth.service.pid);
+    const rssAfterLsMiB = rssMiB(loaded.service.pid);
     o.log(`  ctl bots ls: ${lsMs.map((m) => fmt(m)).join(", ")} ms, ${fmt(lsLines)} bots listed`);
-    const after = await renewRuns(o, auth.addr, admin, auth.service.pid, "after");
-    o.log(`  renew after: ${after.map((r) => fmt(r.rps)).join(", ")} /s`);
+
+    empty = await startAuth(o.bin, emptyDir, { cpu: 0 });
+    const sides = [
+      { auth: empty, admin: join(emptyDir, "admin-identity"), runs: [] as LoadResult[] },
+      { auth: loaded, admin: join(loadedDir, "admin-identity"), runs: [] as LoadResult[] },
+    ];
+    for (const side of sides) await warmUp(side.auth.addr, side.admin);
+    for (let r = 0; r < o.runs; r++) {
+      for (const [i, side] of sides.entries()) side.runs.push(await renewRun(o, side.auth.addr, side.admin, side.auth.service.pid, `${i ? "loaded" : "empty"}-${r}`));
+    }
+    const [before, after] = [sides[0]!.runs, sides[1]!.runs];
+    o.log(`  renew, empty: ${before.map((r) => fmt(r.rps)).join(", ")} /s; with the bots: ${after.map((r) => fmt(r.rps)).join(", ")} /s`);
     return {
       bots: o.bots,
       insertSeconds,
       startMs,
       lsMs,
       lsLines,
-      rssEmptyMiB,
+      rssEmptyMiB: rssMiB(empty.service.pid),
       rssLoadedMiB,
       rssAfterLsMiB,
+      rssLoadedAfterRenewMiB: rssMiB(loaded.service.pid),
       renewBefore: before.map((r) => r.rps),
       renewAfter: after.map((r) => r.rps),
       p99Before: before.map((r) => r.p99_ms),
       p99After: after.map((r) => r.p99_ms),
     };
   } finally {
-    await auth.service.stop();
+    await empty?.service.stop();
+    await loaded.service.stop();
   }
 }
 
@@ -139,11 +148,12 @@ export function scaleTable(f: ScaleFigures): string {
       [`bots (each with one instance) written into storage`, `${fmt(f.bots)} in ${fmt(f.insertSeconds, 1)} s`, "–"],
       ["service start with them (exec → listening)", `${fmt(f.startMs)} ms`, "–"],
       ["`ctl bots ls`, median (runs)", `${fmt(median(f.lsMs))} ms (${f.lsMs.map((m) => fmt(m)).join(", ")}); ${fmt(f.lsLines)} listed`, "–"],
-      ["auth RSS: empty, after a renewal run", `${fmt(f.rssEmptyMiB, 1)} MiB`, "–"],
-      ["auth RSS: loaded, after start", `${fmt(f.rssLoadedMiB, 1)} MiB`, "–"],
-      ["auth RSS: loaded, after `bots ls`", `${fmt(f.rssAfterLsMiB, 1)} MiB`, "–"],
-      ["renewals/s, 16 clients, before (median)", `${fmt(median(f.renewBefore))} (${f.renewBefore.map((r) => fmt(r)).join(", ")}), p99 ${fmt(median(f.p99Before), 1)} ms`, "–"],
-      ["renewals/s, 16 clients, after (median)", `${fmt(median(f.renewAfter))} (${f.renewAfter.map((r) => fmt(r)).join(", ")}), p99 ${fmt(median(f.p99After), 1)} ms`, "–"],
+      ["auth RSS: empty database, after its renewal runs", `${fmt(f.rssEmptyMiB, 1)} MiB`, "–"],
+      ["auth RSS: with the bots, after start", `${fmt(f.rssLoadedMiB, 1)} MiB`, "–"],
+      ["auth RSS: with the bots, after `bots ls`", `${fmt(f.rssAfterLsMiB, 1)} MiB`, "–"],
+      ["auth RSS: with the bots, after its renewal runs", `${fmt(f.rssLoadedAfterRenewMiB, 1)} MiB`, "–"],
+      ["renewals/s, 16 clients, empty database (median)", `${fmt(median(f.renewBefore))} (${f.renewBefore.map((r) => fmt(r)).join(", ")}), p99 ${fmt(median(f.p99Before), 1)} ms`, "–"],
+      ["renewals/s, 16 clients, with the bots (median)", `${fmt(median(f.renewAfter))} (${f.renewAfter.map((r) => fmt(r)).join(", ")}), p99 ${fmt(median(f.p99After), 1)} ms`, "–"],
       ["change", `${change >= 0 ? "+" : ""}${fmt(change * 100, 1)} %`, "within ±10 %"],
     ],
   );
