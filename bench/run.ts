@@ -91,7 +91,7 @@ if (only.has("scale")) {
   const runs = quick ? 1 : 5;
   log(`scale: ${bots} bots, ${runs} renewal runs on each service`);
   const f = await scaleBench({ bin, dir: sub("scale"), bots, runs, seconds: quick ? 3 : 5, log });
-  sections.push("", "### Scale", "", `Two auth services from the same binary, both pinned to core 0: one on an empty SQLite database, one on a database holding ${bots.toLocaleString("en-US")} bots (each with one instance); their renewal runs alternate, ${runs} each.`, "", scaleTable(f));
+  sections.push("", "### Scale", "", `Two auth services from the same binary, both pinned to core 0: one on an empty SQLite database, one on a database holding ${bots.toLocaleString("en-US")} bots (each with one instance); their renewal runs alternate (ABBA order), ${runs} each.`, "", scaleTable(f));
 }
 
 if (only.has("breakdown")) {

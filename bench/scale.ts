@@ -74,7 +74,7 @@ function renewRun(o: ScaleOptions, addr: string, admin: string, pid: number, tag
 /**
  * Two services from the same binary, both pinned to core 0: one on an empty database,
  * one on a database holding `o.bots` bots. Renewal runs alternate between them (empty,
- * loaded, empty, …), so drift of this shared VM over the minutes of the run lands on
+ * loaded, loaded, empty, …), so drift of this shared VM over the minutes of the run lands on
  * both sides alike instead of on "before" or "after".
  */
 export async function scaleBench(o: ScaleOptions): Promise<ScaleFigures> {
@@ -114,8 +114,9 @@ export async function scaleBench(o: ScaleOptions): Promise<ScaleFigures> {
       { auth: loaded, admin: join(loadedDir, "admin-identity"), runs: [] as LoadResult[] },
     ];
     for (const side of sides) await warmUp(side.auth.addr, side.admin);
+    // empty, loaded, loaded, empty, …: neither side always goes first
     for (let r = 0; r < o.runs; r++) {
-      for (const [i, side] of sides.entries()) side.runs.push(await renewRun(o, side.auth.addr, side.admin, side.auth.service.pid, `${i ? "loaded" : "empty"}-${r}`));
+      for (const side of r % 2 ? [...sides].reverse() : sides) side.runs.push(await renewRun(o, side.auth.addr, side.admin, side.auth.service.pid, `${side.auth === empty ? "empty" : "loaded"}-${r}`));
     }
     const [before, after] = [sides[0]!.runs, sides[1]!.runs];
     o.log(`  renew, empty: ${before.map((r) => fmt(r.rps)).join(", ")} /s; with the bots: ${after.map((r) => fmt(r.rps)).join(", ")} /s`);
