@@ -13,7 +13,7 @@ import { checkRoleSubset, effectiveTtlMs, grants, maxTtlMs } from "./access.ts";
 import { event, EVENT, tokenFingerprint } from "./audit.ts";
 import type { AuthContext } from "./context.ts";
 import { issueCerts, requestKeys } from "./issuer.ts";
-import { KEYS, findLock, getBot, getInstance, getRole, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./state.ts";
+import { KEYS, findLock, getBot, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./state.ts";
 import type { ConditionalOp, Item, StoredEvent } from "./storage/index.ts";
 
 /** What a refused join tells the caller when the token is unknown: never whether it ever existed. */
@@ -25,12 +25,8 @@ export interface Caller {
 
 /** The roles a bot holds, loaded; a role that vanished is skipped (it grants nothing). */
 export async function loadRoles(ctx: AuthContext, names: string[]): Promise<RoleResource[]> {
-  const out: RoleResource[] = [];
-  for (const n of names) {
-    const r = await getRole(ctx.backend, n);
-    if (r) out.push(r.value);
-  }
-  return out;
+  const items = await ctx.backend.getMany<RoleResource>(names.map(KEYS.role));
+  return items.flatMap((r) => (r ? [r.value] : []));
 }
 
 /** Refuses with LOCKED when a lock covers any of `targets`. */
@@ -247,14 +243,17 @@ async function checkGeneration(
 /** Loads the caller's instance and bot, refusing locked, deleted or stale identities. */
 async function authorizeBot(ctx: AuthContext, caller: BotCaller, retryKeyId?: string) {
   const who = requireRenewable(caller.identity);
-  await checkLocks(ctx, [
-    { kind: "bot_instance", name: who.instance },
-    { kind: "bot", name: who.bot },
-  ]);
-  const item = await getInstance(ctx.backend, who.bot, who.instance);
+  // the locks, the instance and the bot in one read: one query (one round trip on PostgreSQL) instead of four
+  const [instanceLock, botLock, item, bot] = (await ctx.backend.getMany([
+    KEYS.lock({ kind: "bot_instance", name: who.instance }),
+    KEYS.lock({ kind: "bot", name: who.bot }),
+    KEYS.instance(who.bot, who.instance),
+    KEYS.bot(who.bot),
+  ])) as [Item<LockRecord>?, Item<LockRecord>?, Item<BotInstanceRecord>?, Item<BotResource>?];
+  const lock = instanceLock ?? botLock;
+  if (lock) throw lockedError(lock.value);
   // NOT_FOUND, not ACCESS_DENIED: an agent that can rejoin (bound keypair, Kubernetes) does so
   if (!item) throw notFound(`Bot instance "${who.instance}" of bot "${who.bot}" is not known (deleted, or the database was restored from before it joined): join again`);
-  const bot = await getBot(ctx.backend, who.bot);
   if (!bot) throw accessDenied(`Bot "${who.bot}" no longer exists`);
   const gen = await checkGeneration(ctx, caller, item, who.generation, retryKeyId);
   return { who, item, bot: bot.value, gen };

@@ -4,7 +4,7 @@
  * (bot instances, locks).
  */
 
-import type { BotResource, RoleResource, TokenResource } from "../resources/index.ts";
+import type { BotResource, TokenResource } from "../resources/index.ts";
 import type { Backend, Item } from "./storage/index.ts";
 
 export const KEYS = {
@@ -52,26 +52,17 @@ export interface LockRecord {
   created_by?: string;
 }
 
-export async function getRole(b: Backend, name: string): Promise<Item<RoleResource> | undefined> {
-  return b.get<RoleResource>(KEYS.role(name));
-}
 export async function getBot(b: Backend, name: string): Promise<Item<BotResource> | undefined> {
   return b.get<BotResource>(KEYS.bot(name));
 }
 export async function getToken(b: Backend, name: string): Promise<Item<TokenResource> | undefined> {
   return b.get<TokenResource>(KEYS.token(name));
 }
-export async function getInstance(b: Backend, bot: string, id: string): Promise<Item<BotInstanceRecord> | undefined> {
-  return b.get<BotInstanceRecord>(KEYS.instance(bot, id));
-}
 
-/** The first lock that applies to any of `targets`, if one does. */
+/** The first lock that applies to any of `targets`, if one does (one read for all of them). */
 export async function findLock(b: Backend, targets: LockTarget[]): Promise<LockRecord | undefined> {
-  for (const t of targets) {
-    const item = await b.get<LockRecord>(KEYS.lock(t));
-    if (item) return item.value;
-  }
-  return undefined;
+  const items = await b.getMany<LockRecord>(targets.map(KEYS.lock));
+  return items.find((it) => it !== undefined)?.value;
 }
 
 /** The stored name of a lock, as `ctl` shows it: `bot_instance/<id>`. */

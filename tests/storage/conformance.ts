@@ -85,6 +85,34 @@ export function runBackendConformance(name: string, open: OpenBackend, cleanup: 
         expect((await b.get("/k"))?.expires?.getTime()).toBe(expires.getTime());
       });
 
+      test("getMany() answers each key in the order given, undefined where nothing lives, a repeated key twice", async () => {
+        const { b, clock } = await fresh();
+        const a = await b.put("/locks/bot/a", { n: 1 });
+        const c = await b.put("/bots/c", "c", { expires: new Date(T0 + 1000) });
+        await b.put("/bots/gone", "g", { expires: new Date(T0 + 10) });
+        clock.advance(10);
+        const got = await b.getMany(["/bots/c", "/nope", "/locks/bot/a", "/bots/gone", "/bots/c"]);
+        expect(got).toEqual([
+          { key: "/bots/c", value: "c", revision: c.revision, expires: new Date(T0 + 1000) },
+          undefined,
+          { key: "/locks/bot/a", value: { n: 1 }, revision: a.revision },
+          undefined,
+          { key: "/bots/c", value: "c", revision: c.revision, expires: new Date(T0 + 1000) },
+        ]);
+        expect(await b.getMany([])).toEqual([]);
+        // the same answers get() gives, key by key
+        for (const k of ["/bots/c", "/nope", "/locks/bot/a", "/bots/gone"]) expect((await b.getMany([k]))[0]).toEqual(await b.get(k));
+      });
+
+      test("getMany() reads 2,000 keys in one call, and refuses a malformed key among them", async () => {
+        const { b } = await fresh();
+        const keys = Array.from({ length: 2000 }, (_, i) => `/many/${i}`);
+        await b.atomicWrite(keys.filter((_, i) => i % 3 === 0).map((key) => ({ key, condition: { kind: "notExists" as const }, action: { kind: "put" as const, value: key } })));
+        const got = await b.getMany(keys);
+        expect(got.map((it) => it?.value)).toEqual(keys.map((k, i) => (i % 3 === 0 ? k : undefined)));
+        await rejectsWith(b.getMany(["/ok", "no-slash"]), "BAD_PARAMETER");
+      });
+
       test("put() without an expiry removes an earlier one", async () => {
         const { b, clock } = await fresh();
         await b.put("/k", 1, { expires: new Date(T0 + 1000) });
@@ -265,6 +293,7 @@ export function runBackendConformance(name: string, open: OpenBackend, cleanup: 
           const { b } = await fresh();
           const k = key as string;
           await rejectsWith(b.get(k), "BAD_PARAMETER");
+          await rejectsWith(b.getMany([k]), "BAD_PARAMETER");
           await rejectsWith(b.put(k, 1), "BAD_PARAMETER");
           await rejectsWith(b.create(k, 1), "BAD_PARAMETER");
           await rejectsWith(b.update(k, 1), "BAD_PARAMETER");

@@ -141,6 +141,8 @@ export abstract class BaseBackend implements Backend {
 
   /** Reads the live row at `key`. */
   protected abstract readRow(key: string, nowMs: number): Promise<Row | undefined>;
+  /** Reads the live rows among `keys` (distinct, at least one), in any order, in one query. */
+  protected abstract readRows(keys: string[], nowMs: number): Promise<Row[]>;
   /** Writes one key according to `mode`; refuses instead of throwing when the mode's condition fails. */
   protected abstract writeRow(key: string, json: string, expiresMs: number | null, mode: WriteMode, nowMs: number): Promise<WriteResult>;
   /** Deletes the live row at `key`, if its revision is `revision` (a revisionNumber) when given. */
@@ -194,6 +196,18 @@ export abstract class BaseBackend implements Backend {
     this.checkOpen();
     const row = await this.readRow(checkKey(key), this.now());
     return row && toItem<T>(row);
+  }
+
+  async getMany<T>(keys: readonly string[]): Promise<(Item<T> | undefined)[]> {
+    this.checkOpen();
+    for (const k of keys) checkKey(k);
+    if (keys.length === 0) return [];
+    const rows = await this.readRows([...new Set(keys)], this.now());
+    const byKey = new Map(rows.map((r) => [r.key, r]));
+    return keys.map((k) => {
+      const row = byKey.get(k);
+      return row && toItem<T>(row);
+    });
   }
 
   async put<T>(key: string, value: T, opts?: WriteOptions): Promise<Item<T>> {

@@ -107,6 +107,12 @@ export interface Backend {
 
   /** The live item at `key`, or undefined. */
   get<T>(key: string): Promise<Item<T> | undefined>;
+  /**
+   * The live items at `keys`, in their order (undefined where there is none; a key
+   * given twice is answered twice): one query and one snapshot instead of a round
+   * trip per key.
+   */
+  getMany<T>(keys: readonly string[]): Promise<(Item<T> | undefined)[]>;
   /** Writes `key` whether or not it exists (upsert). */
   put<T>(key: string, value: T, opts?: WriteOptions): Promise<Item<T>>;
   /** Writes `key` only if it does not exist; `ALREADY_EXISTS` otherwise. */

@@ -203,6 +203,14 @@ export class PostgresBackend extends BaseBackend {
     return r ? toRow(r as DbRow) : undefined;
   }
 
+  protected async readRows(keys: string[], nowMs: number): Promise<Row[]> {
+    const now = new Date(nowMs);
+    const rows = await this.run(
+      () => this.sql`SELECT key, value, revision, expires FROM items WHERE key IN ${this.sql(keys)} AND (expires IS NULL OR expires > ${now})`,
+    );
+    return (rows as DbRow[]).map(toRow);
+  }
+
   protected async writeRow(key: string, json: string, expiresMs: number | null, mode: WriteMode, nowMs: number): Promise<WriteResult> {
     const now = new Date(nowMs);
     const exp = expiresMs === null ? null : new Date(expiresMs);

@@ -237,6 +237,7 @@ export class SqliteBackend extends BaseBackend {
   // Prepared once: every call binds fresh parameters to the same compiled statement.
   private readonly s: {
     get: Statement<DbRow>;
+    getMany: Statement<DbRow>;
     liveRevision: Statement<{ revision: number }>;
     bump: Statement<{ last: number }>;
     upsert: Statement;
@@ -270,6 +271,8 @@ export class SqliteBackend extends BaseBackend {
     this.kind = memory ? "memory" : "sqlite";
     this.s = {
       get: db.prepare(`SELECT key, value, revision, expires FROM items WHERE key = $key AND ${LIVE}`),
+      // the keys as one JSON array: one prepared statement for any number of them
+      getMany: db.prepare(`SELECT key, value, revision, expires FROM items WHERE key IN (SELECT value FROM json_each($keys)) AND ${LIVE}`),
       liveRevision: db.prepare(`SELECT revision FROM items WHERE key = $key AND ${LIVE}`),
       bump: db.prepare("UPDATE revision_counter SET last = last + 1 WHERE id = 1 RETURNING last"),
       upsert: db.prepare(
@@ -433,6 +436,10 @@ export class SqliteBackend extends BaseBackend {
     const r = this.s.bump.get();
     if (!r) throw new Error("revision_counter has no row"); // the schema guarantees one
     return r.last;
+  }
+
+  protected async readRows(keys: string[], now: number): Promise<Row[]> {
+    return this.read(() => this.s.getMany.all({ keys: JSON.stringify(keys), now }).map(toRow));
   }
 
   protected async readRow(key: string, now: number): Promise<Row | undefined> {
