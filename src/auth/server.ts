@@ -11,6 +11,7 @@
 import http2 from "node:http2";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
+import type { AuthLimitsConfig } from "../config/index.ts";
 import { AppError, errorMessage } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { MAX_BODY_BYTES, STATUS_BY_CODE, errorBody } from "../protocol/index.ts";
@@ -24,21 +25,8 @@ export interface TlsMaterial {
 }
 
 /** Deadlines and caps of the listener; every field has a default fit for production. */
-export interface ConnectionLimits {
-  /** From accept to the first request's complete headers (TLS handshake included); default 10s. */
-  headersTimeoutMs?: number;
-  /**
-   * From a request's headers to the end of its body; default 30s. The answer is not
-   * bounded here: a Kubernetes watch streams for as long as it lasts.
-   */
-  requestTimeoutMs?: number;
-  /** A keep-alive connection with no request in flight is closed after this long; default 30s. */
-  idleTimeoutMs?: number;
-  /** Concurrent connections in total; default 4096. */
-  maxConnections?: number;
-  /** Concurrent connections from one remote address; default 256. */
-  maxConnectionsPerAddress?: number;
-}
+/** The listener's deadlines and caps: the same settings as `limits` in auth.yaml. */
+export type ConnectionLimits = AuthLimitsConfig;
 
 export const DEFAULT_LIMITS: Required<ConnectionLimits> = {
   headersTimeoutMs: 10_000,

@@ -11,6 +11,7 @@ export type {
   SymlinksMode,
   AclsMode,
   AuthConfig,
+  AuthLimitsConfig,
   AuthStorageConfig,
   CaKeyAlgorithm,
   KubernetesClusterConfig,

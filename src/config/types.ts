@@ -99,21 +99,24 @@ export interface KubernetesClusterConfig {
   labels: Record<string, string>;
 }
 
-/** The auth service's configuration. */
 /**
- * The auth service's connection deadlines and caps (`limits` in auth.yaml). Unset
- * fields keep the listener's defaults (10s, 30s, 30s, 4096, 256).
+ * The auth service's connection deadlines and caps (`limits` in auth.yaml; the
+ * listener's options). Unset fields keep the listener's defaults, DEFAULT_LIMITS in
+ * src/auth/server.ts.
  */
 export interface AuthLimitsConfig {
-  /** From accepting a connection to a complete TLS handshake and first request's headers. */
+  /** From accept to the first request's complete headers (TLS handshake included). */
   headersTimeoutMs?: number;
-  /** For one request's body to arrive. */
+  /**
+   * From a request's headers to the end of its body. The answer is not bounded here: a
+   * Kubernetes watch streams for as long as it lasts.
+   */
   requestTimeoutMs?: number;
-  /** A kept connection without a request in flight, before the next request's headers. */
+  /** A keep-alive connection with no request in flight is closed after this long. */
   idleTimeoutMs?: number;
-  /** Open connections in total; more are closed at once. */
+  /** Concurrent connections in total; more are closed at accept. */
   maxConnections?: number;
-  /** Open connections from one address. */
+  /** Concurrent connections from one remote address. */
   maxConnectionsPerAddress?: number;
 }
 
@@ -126,6 +129,7 @@ export interface AuthAuditConfig {
   retentionMs: number | null;
 }
 
+/** The auth service's configuration. */
 export interface AuthConfig {
   clusterName: string;
   dataDir: string;
