@@ -44,6 +44,8 @@ let jwtKey: KeyObject;
 let cluster: string;
 const bound = generateKeyPairSync("ed25519");
 const BKP_TOKEN = "fuzz-bkp";
+/** The recovery limit of the join-state fuzzing's tokens. */
+const RECOVERY_LIMIT = 100;
 let nextAddress = 1;
 const fiveHundreds: string[] = [];
 const silentCloses: string[] = [];
@@ -449,12 +451,14 @@ describe(`hostile input, compiled service${SOAK ? " (soak sizes)" : ""}`, () => 
   }, 300_000);
 
   test("forged and mutated join states lock the token or are refused, never join", async () => {
+    type JoinStateMutation = { name: string; make: (c: Record<string, unknown>) => Promise<string> };
     const jsonKey = fc.constantFrom("bot_instance_id", "recovery_sequence", "recovery_limit", "recovery_mode", "sub", "iss", "aud");
+    const signedChange = (k: string, v: unknown): JoinStateMutation => ({ name: `${k} changed, signed by the cluster's own key`, make: async (c) => sign({ ...c, [k]: v }, jwtKey) });
     const mutations = fc.oneof(
-      fc.string({ maxLength: 200 }).map((s) => ({ name: "random text", make: async () => s || "x" })),
-      jwtish.map((s) => ({ name: "random segments", make: async () => s })),
-      fc.constant({ name: "signed by another key", make: async (c: Record<string, unknown>) => sign(c, generateKeyPairSync("ed25519").privateKey) }),
-      fc.tuple(jsonKey, fc.jsonValue()).map(([k, v]) => ({ name: `${k} changed, signed by the cluster's own key`, make: async (c: Record<string, unknown>) => sign({ ...c, [k]: v }, jwtKey) })),
+      fc.string({ maxLength: 200 }).map((s): JoinStateMutation => ({ name: "random text", make: async () => s || "x" })),
+      jwtish.map((s): JoinStateMutation => ({ name: "random segments", make: async () => s })),
+      fc.constant<JoinStateMutation>({ name: "signed by another key", make: async (c) => sign(c, generateKeyPairSync("ed25519").privateKey) }),
+      fc.tuple(jsonKey, fc.jsonValue()).map(([k, v]) => signedChange(k, v)),
     );
     async function sign(claims: Record<string, unknown>, key: KeyObject): Promise<string> {
       return new SignJWT(claims).setProtectedHeader({ alg: "EdDSA", typ: "JWT" }).sign(key);
@@ -462,7 +466,7 @@ describe(`hostile input, compiled service${SOAK ? " (soak sizes)" : ""}`, () => 
     const jwtPublic = createPublicKey(jwtKey);
     let n = 0;
     await fc.assert(
-      fc.asyncProperty(mutations, async ({ make }) => {
+      fc.asyncProperty(mutations, async ({ name: what, make }) => {
         const key = generateKeyPairSync("ed25519");
         const name = `fuzz-js-${n++}`;
         await admin.createResources([
@@ -470,23 +474,36 @@ describe(`hostile input, compiled service${SOAK ? " (soak sizes)" : ""}`, () => 
             kind: "token",
             version: "v2",
             metadata: { name },
-            spec: { roles: ["Bot"], bot_name: "fuzz", join_method: "bound_keypair", bound_keypair: { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { mode: "standard", limit: 100 } } },
+            spec: { roles: ["Bot"], bot_name: "fuzz", join_method: "bound_keypair", bound_keypair: { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { mode: "standard", limit: RECOVERY_LIMIT } } },
           },
         ]);
         const first = await RenewingBot.boundKeypairJoin(target, name, key.privateKey, pool[3]!);
         const claims = JSON.parse(Buffer.from(first.joinState!.split(".")[1]!, "base64url").toString()) as Record<string, unknown>;
+        const stored = claims.recovery_sequence as number;
         const joinState = await make(claims);
         const begin = await call("anon", "POST", "/v1/join/bound-keypair/begin", JSON.stringify({ ...pool[4]!.body, token_name: name, public_key: formatSshPublicKey(key.publicKey), join_state: joinState }));
         if (!begin || begin.status !== 200) return; // refused at the door (too long, malformed): fine
         const b = JSON.parse(begin.body.toString()) as { challenge_id: string; challenge: unknown };
         const r = await call("anon", "POST", "/v1/join/bound-keypair/solve", JSON.stringify({ challenge_id: b.challenge_id, solution: await signClaims(b.challenge, key.privateKey) }));
-        if (r?.status === 200) {
-          // only a state the cluster signed, for this instance and sequence, may join
+        if (!r) throw new Error(`no answer to a join with a "${what}" join state`);
+        // A state only this cluster could sign with a *newer* sequence than the stored one is
+        // what a restored database looks like (docs/reliability.md): the count catches up and
+        // the join goes on, within the recovery limit (429 beyond it), audited as a rollback.
+        const rollback = await jwtVerify(joinState, jwtPublic, { issuer: cluster, audience: cluster, subject: "fuzz", algorithms: ["EdDSA"] })
+          .then(({ payload }) => (Number.isInteger(payload.recovery_sequence) && (payload.recovery_sequence as number) > stored ? (payload.recovery_sequence as number) : undefined))
+          .catch(() => undefined);
+        if (rollback !== undefined) {
+          expect([r.status, what]).toEqual([rollback >= RECOVERY_LIMIT ? 429 : 200, what]);
+          const audited = await admin.listEvents({ type: "join_state.rollback" });
+          expect(audited.some((e) => e.fields.token === name && e.fields.presented === rollback && e.fields.stored === stored)).toBe(true);
+        } else if (r.status === 200) {
+          // otherwise only the state the cluster signed, for this instance and sequence, may join
           const { payload } = await jwtVerify(joinState, jwtPublic, { issuer: cluster, audience: cluster, subject: "fuzz" });
           expect([payload.bot_instance_id, payload.recovery_sequence]).toEqual([claims.bot_instance_id, claims.recovery_sequence]);
-        } else if (r) expect([403, 423]).toContain(r.status);
+        } else if (r.status !== 403 && r.status !== 423) throw new Error(`a "${what}" join state answered ${r.status}, not 403 or 423: ${r.body.toString().slice(0, 300)}`);
       }),
-      { numRuns: RUNS.joinState },
+      // the restored-database cases run every time, not only when the generator happens on them
+      { numRuns: RUNS.joinState, examples: [[signedChange("recovery_sequence", 5)], [signedChange("recovery_sequence", 2_147_483_647)]] },
     );
   }, 300_000);
 
