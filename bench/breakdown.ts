@@ -4,7 +4,8 @@
  * - transport: src/auth/server.ts's listener with a handler that only reads the body and
  *   answers `{}` — the ceiling any endpoint can reach — pinned to core 0, 16 clients on
  *   core 1, one new mTLS connection per request (as a renewal) or one keep-alive
- *   connection per client (as output certificates);
+ *   connection per client (as output certificates); and, for comparison, the floor of a
+ *   hand-written HTTP/1.1 server on Bun's own TLS sockets (serveFloor);
  * - handler: the auth service's request handler called in process (no sockets, one
  *   request at a time, one core) for /v1/bot/certs and /v1/bot/renew, on the in-memory
  *   and the SQLite (file, synchronous=FULL) backends.
@@ -28,7 +29,7 @@ import { JSON_HEADERS, prepareKeys } from "./_bot.ts";
 import { Http1Connection } from "./_http1.ts";
 import { ROOT, Service, fmt, pinned, table, tempDir } from "./_lib.ts";
 
-const { values: flags } = parseArgs({ options: { seconds: { type: "string", default: "3" }, serve: { type: "string" }, load: { type: "string" } } });
+const { values: flags } = parseArgs({ options: { seconds: { type: "string", default: "3" }, serve: { type: "string" }, floor: { type: "boolean" }, load: { type: "string" } } });
 const seconds = Number(flags.seconds);
 
 interface Material {
@@ -65,7 +66,46 @@ async function material(): Promise<Material> {
   };
 }
 
-if (flags.serve) {
+/**
+ * The floor under any HTTP server on Bun's TLS sockets that sees the client certificate:
+ * `Bun.listen` with TLS and requestCert (it does expose getPeerCertificate), the
+ * certificate read once per connection, each request framed by its Content-Length and
+ * answered `{}` — no header parsing, no routing, no limits. Not a server (it would be a
+ * hand-written HTTP/1.1 parser at a security boundary); it measures how much of the
+ * listener's cost a hand-written one could save at best.
+ */
+function serveFloor(m: Material): number {
+  const answer = Buffer.from("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}");
+  const server = Bun.listen<{ pending: Buffer; peer: unknown }>({
+    hostname: "127.0.0.1",
+    port: 0,
+    // requestCert/rejectUnauthorized are accepted at run time but missing from Bun's TLSOptions type
+    tls: { cert: m.certPem, key: m.keyPem, ca: m.clientCaPem, requestCert: true, rejectUnauthorized: true } as Parameters<typeof Bun.listen>[0]["tls"],
+    socket: {
+      open(sock) {
+        sock.data = { pending: Buffer.alloc(0), peer: (sock as unknown as { getPeerCertificate(detailed: boolean): unknown }).getPeerCertificate(true) };
+      },
+      data(sock, chunk) {
+        let buf = sock.data.pending.length ? Buffer.concat([sock.data.pending, chunk]) : chunk;
+        for (;;) {
+          const end = buf.indexOf("\r\n\r\n");
+          if (end < 0) break;
+          const length = Number(/content-length: *(\d+)/i.exec(buf.subarray(0, end).toString("latin1"))?.[1] ?? 0);
+          if (buf.length < end + 4 + length) break;
+          buf = buf.subarray(end + 4 + length);
+          sock.write(answer);
+        }
+        sock.data.pending = buf;
+      },
+    },
+  });
+  return server.port;
+}
+
+if (flags.serve && flags.floor) {
+  console.log(`listening ${serveFloor((await Bun.file(flags.serve).json()) as Material)}`);
+  process.once("SIGTERM", () => process.exit(0));
+} else if (flags.serve) {
   // the server half, run pinned by the parent: material comes in a file
   const m = (await Bun.file(flags.serve).json()) as Material;
   const l = await listen({
@@ -111,19 +151,26 @@ export async function transportCeiling(dir: string): Promise<Record<string, numb
   const file = join(dir, "material.json");
   await Bun.write(file, JSON.stringify(await material()));
   const script = join(ROOT, "bench", "breakdown.ts");
-  const { service, match } = await Service.start([process.execPath, script, "--serve", file], { cpu: 0, logPath: join(dir, "transport.log"), ready: /listening (\d+)/ });
-  try {
-    const out: Record<string, number> = {};
-    for (const mode of ["new connection", "keep-alive"]) {
-      const p = Bun.spawn(pinned(1, [process.execPath, script, "--seconds", String(seconds), "--load", `${file},${match[1]},${mode === "keep-alive" ? "keep-alive" : "new"}`]), { stdout: "pipe", stderr: "pipe" });
-      const [text, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-      if (code !== 0) throw new Error(`transport load failed: ${err}`);
-      out[mode] = (JSON.parse(text.trim()) as { rps: number }).rps;
+  const out: Record<string, number> = {};
+  const cells = [
+    { name: "new connection", floor: false, mode: "new" },
+    { name: "keep-alive", floor: false, mode: "keep-alive" },
+    { name: "floor: Bun.listen, TLS with the client certificate, no HTTP parser (keep-alive)", floor: true, mode: "keep-alive" },
+  ];
+  for (const floor of [false, true]) {
+    const { service, match } = await Service.start([process.execPath, script, "--serve", file, ...(floor ? ["--floor"] : [])], { cpu: 0, logPath: join(dir, floor ? "transport-floor.log" : "transport.log"), ready: /listening (\d+)/ });
+    try {
+      for (const cell of cells.filter((c) => c.floor === floor)) {
+        const p = Bun.spawn(pinned(1, [process.execPath, script, "--seconds", String(seconds), "--load", `${file},${match[1]},${cell.mode}`]), { stdout: "pipe", stderr: "pipe" });
+        const [text, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+        if (code !== 0) throw new Error(`transport load failed: ${err}`);
+        out[cell.name] = (JSON.parse(text.trim()) as { rps: number }).rps;
+      }
+    } finally {
+      await service.stop();
     }
-    return out;
-  } finally {
-    await service.stop();
   }
+  return out;
 }
 
 /** Microseconds per request of the handler alone, per backend and endpoint. */
@@ -164,7 +211,7 @@ export async function handlerCost(dir: string): Promise<Record<string, number>> 
 
 export function breakdownTable(transport: Record<string, number>, handler: Record<string, number>): string {
   return [
-    table(["bare listener (server.ts, handler answers {}), 16 clients", "req/s", "µs per request"], Object.entries(transport).map(([k, v]) => [k, fmt(v), fmt(1e6 / v)])),
+    table(["bare listener (server.ts, handler answers {}), 16 clients on one connection each", "req/s", "µs per request"], Object.entries(transport).map(([k, v]) => [k, fmt(v), fmt(1e6 / v)])),
     "",
     table(["handler in process, one request at a time", "µs per request", "req/s"], Object.entries(handler).map(([k, v]) => [k, fmt(v), fmt(1e6 / v)])),
   ].join("\n");
