@@ -152,19 +152,18 @@ export async function transportCeiling(dir: string): Promise<Record<string, numb
   await Bun.write(file, JSON.stringify(await material()));
   const script = join(ROOT, "bench", "breakdown.ts");
   const out: Record<string, number> = {};
-  const cells = [
-    { name: "new connection", floor: false, mode: "new" },
-    { name: "keep-alive", floor: false, mode: "keep-alive" },
-    { name: "floor: Bun.listen, TLS with the client certificate, no HTTP parser (keep-alive)", floor: true, mode: "keep-alive" },
+  const servers = [
+    { floor: false, cells: [["new connection", "new"], ["keep-alive", "keep-alive"]] },
+    { floor: true, cells: [["floor: Bun.listen, TLS with the client certificate, no HTTP parser (keep-alive)", "keep-alive"]] },
   ];
-  for (const floor of [false, true]) {
+  for (const { floor, cells } of servers) {
     const { service, match } = await Service.start([process.execPath, script, "--serve", file, ...(floor ? ["--floor"] : [])], { cpu: 0, logPath: join(dir, floor ? "transport-floor.log" : "transport.log"), ready: /listening (\d+)/ });
     try {
-      for (const cell of cells.filter((c) => c.floor === floor)) {
-        const p = Bun.spawn(pinned(1, [process.execPath, script, "--seconds", String(seconds), "--load", `${file},${match[1]},${cell.mode}`]), { stdout: "pipe", stderr: "pipe" });
+      for (const [name, mode] of cells) {
+        const p = Bun.spawn(pinned(1, [process.execPath, script, "--seconds", String(seconds), "--load", `${file},${match[1]},${mode}`]), { stdout: "pipe", stderr: "pipe" });
         const [text, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
         if (code !== 0) throw new Error(`transport load failed: ${err}`);
-        out[cell.name] = (JSON.parse(text.trim()) as { rps: number }).rps;
+        out[name!] = (JSON.parse(text.trim()) as { rps: number }).rps;
       }
     } finally {
       await service.stop();
@@ -211,7 +210,7 @@ export async function handlerCost(dir: string): Promise<Record<string, number>> 
 
 export function breakdownTable(transport: Record<string, number>, handler: Record<string, number>): string {
   return [
-    table(["bare listener (server.ts, handler answers {}), 16 clients on one connection each", "req/s", "µs per request"], Object.entries(transport).map(([k, v]) => [k, fmt(v), fmt(1e6 / v)])),
+    table(["bare listener (server.ts, handler answers {}), 16 clients", "req/s", "µs per request"], Object.entries(transport).map(([k, v]) => [k, fmt(v), fmt(1e6 / v)])),
     "",
     table(["handler in process, one request at a time", "µs per request", "req/s"], Object.entries(handler).map(([k, v]) => [k, fmt(v), fmt(1e6 / v)])),
   ].join("\n");
