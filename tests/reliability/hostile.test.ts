@@ -489,17 +489,17 @@ describe(`hostile input, compiled service${SOAK ? " (soak sizes)" : ""}`, () => 
         // A state only this cluster could sign with a *newer* sequence than the stored one is
         // what a restored database looks like (docs/reliability.md): the count catches up and
         // the join goes on, within the recovery limit (429 beyond it), audited as a rollback.
-        const rollback = await jwtVerify(joinState, jwtPublic, { issuer: cluster, audience: cluster, subject: "fuzz", algorithms: ["EdDSA"] })
-          .then(({ payload }) => (Number.isInteger(payload.recovery_sequence) && (payload.recovery_sequence as number) > stored ? (payload.recovery_sequence as number) : undefined))
-          .catch(() => undefined);
+        const signed = await jwtVerify(joinState, jwtPublic, { issuer: cluster, audience: cluster, subject: "fuzz", algorithms: ["EdDSA"] }).then(({ payload }) => payload, () => undefined);
+        const presented = signed?.recovery_sequence;
+        const rollback = Number.isInteger(presented) && (presented as number) > stored ? (presented as number) : undefined;
         if (rollback !== undefined) {
           expect([r.status, what]).toEqual([rollback >= RECOVERY_LIMIT ? 429 : 200, what]);
           const audited = await admin.listEvents({ type: "join_state.rollback" });
           expect(audited.some((e) => e.fields.token === name && e.fields.presented === rollback && e.fields.stored === stored)).toBe(true);
         } else if (r.status === 200) {
           // otherwise only the state the cluster signed, for this instance and sequence, may join
-          const { payload } = await jwtVerify(joinState, jwtPublic, { issuer: cluster, audience: cluster, subject: "fuzz" });
-          expect([payload.bot_instance_id, payload.recovery_sequence]).toEqual([claims.bot_instance_id, claims.recovery_sequence]);
+          if (!signed) throw new Error(`a "${what}" join state the cluster did not sign joined`);
+          expect([signed.bot_instance_id, signed.recovery_sequence]).toEqual([claims.bot_instance_id, claims.recovery_sequence]);
         } else if (r.status !== 403 && r.status !== 423) throw new Error(`a "${what}" join state answered ${r.status}, not 403 or 423: ${r.body.toString().slice(0, 300)}`);
       }),
       // the restored-database cases run every time, not only when the generator happens on them
