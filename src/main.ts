@@ -5,7 +5,7 @@
 
 import "reflect-metadata";
 import { Command, CommanderError } from "commander";
-import { formatError } from "./lib/errors.ts";
+import { formatError, isAppError } from "./lib/errors.ts";
 import { VERSION, COMMIT } from "./lib/version.ts";
 
 const program = new Command("machine-id")
@@ -13,11 +13,13 @@ const program = new Command("machine-id")
   .showHelpAfterError()
   .exitOverride();
 
+const versionLine = () => `machine-id v${VERSION} git:${COMMIT} bun:${Bun.version}`;
+program.version(versionLine(), "--version", "Print the version and git commit");
 program
   .command("version")
   .description("Print the version and git commit")
   .action(() => {
-    console.log(`machine-id v${VERSION} git:${COMMIT} bun:${Bun.version}`);
+    console.log(versionLine());
   });
 
 /**
@@ -36,7 +38,7 @@ const ROLE_OF: Record<string, string> = { start: "agent", init: "agent", keypair
 
 async function loadCommands(argv: string[]): Promise<void> {
   const first = argv.slice(2).find((a) => !a.startsWith("-"));
-  if (first === "version") return;
+  if (first === "version" || argv.includes("--version")) return;
   const role = first ? ROLE_OF[first] : undefined;
   const roles = role ? [role] : Object.keys(ROLES);
   for (const r of roles) for (const cmd of await ROLES[r]!()) program.addCommand(cmd);
@@ -60,7 +62,8 @@ async function main(): Promise<void> {
       process.exit(e.exitCode === 0 ? 0 : 2);
     }
     console.error(`ERROR: ${formatError(e)}`);
-    process.exit(1);
+    // a usage mistake found after parsing (an action's own check) is still a usage error
+    process.exit(isAppError(e, "BAD_PARAMETER") && e.details?.usage === true ? 2 : 1);
   }
 }
 

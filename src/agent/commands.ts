@@ -25,6 +25,7 @@ export function startCommand(): Command {
     .option("--certificate-ttl <duration>", "lifetime of issued certificates, e.g. 1h")
     .option("--renewal-interval <duration>", "how often to renew, e.g. 20m")
     .option("--oneshot", "join or renew once, write every output and exit")
+    .option("--allow-no-outputs", "with --oneshot: join even though no output is configured (the identity stays in --storage)")
     .option("--diag-addr <host:port>", "serve /livez, /readyz and /metrics here")
     .option("--storage <url>", "bot storage: a directory path, file:///path or memory://")
     .option("--destination-dir <path>", "write an identity output to this directory")
@@ -50,6 +51,7 @@ export function startCommand(): Command {
       set("destinationDir", str("destinationDir"));
       set("logFormat", str("logFormat"));
       if (opts.oneshot) flags.oneshot = true;
+      if (opts.allowNoOutputs) flags.allowNoOutputs = true;
       if (opts.debug) flags.debug = true;
       if (opts.insecure) flags.insecure = true;
       await start(flags);

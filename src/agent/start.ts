@@ -5,7 +5,7 @@
  */
 
 import { applyAgentFlags, checkAgentConfig, loadAgentConfig, parseAgentConfig, type AgentConfig, type AgentFlags } from "../config/index.ts";
-import { errorMessage } from "../lib/errors.ts";
+import { badParameter, errorMessage } from "../lib/errors.ts";
 import { Logger, type LogFormat } from "../lib/log.ts";
 import { Agent, type Service } from "./agent.ts";
 import { startDiagServer } from "./diag/index.ts";
@@ -14,11 +14,13 @@ import { createNotifier, runWatchdog } from "./systemd/index.ts";
 /** Flags of `start` as commander hands them over. */
 export interface StartFlags extends AgentFlags {
   config?: string;
+  /** --allow-no-outputs: a oneshot that only joins and keeps its identity in storage. */
+  allowNoOutputs?: boolean;
 }
 
 /** Reads the config file (if any), applies the flags and checks the result. */
 export async function loadStartConfig(flags: StartFlags): Promise<AgentConfig> {
-  const { config: path, ...overrides } = flags;
+  const { config: path, allowNoOutputs: _, ...overrides } = flags;
   const base = path ? await loadAgentConfig(path) : parseAgentConfig("", "command line");
   return checkAgentConfig(applyAgentFlags(base, overrides));
 }
@@ -67,7 +69,17 @@ export async function start(flags: StartFlags): Promise<void> {
   const cfg = await loadStartConfig(flags);
   const log = agentLogger(cfg);
   for (const w of cfg.warnings) log.warn(w);
-  if (cfg.outputs.length + cfg.services.length === 0) log.warn("No outputs are configured: the agent only keeps its own identity fresh");
+  const nothingToWrite = cfg.outputs.length + cfg.services.length === 0;
+  // Flags alone with no output: refused before joining, as the one-time token would be
+  // spent on nothing. A config file states its outputs itself (tbot's own examples
+  // say `outputs: []` until an access guide fills them in), so it is taken as asked.
+  if (nothingToWrite && cfg.oneshot && flags.config === undefined && !flags.allowNoOutputs) {
+    throw badParameter(
+      `Nothing to write: --oneshot with no outputs would spend the join token and write no files; add --destination-dir DIR (or -c FILE with outputs), or pass --allow-no-outputs to only join and keep the identity in --storage`,
+      { details: { reason: "no_outputs", usage: true } },
+    );
+  }
+  if (nothingToWrite) log.warn("No outputs are configured: the agent only keeps its own identity fresh");
   const agent = new Agent({ config: cfg, log });
 
   if (cfg.oneshot) {

@@ -353,16 +353,19 @@ export class Admin {
   async listEvents(q: { type?: string; since?: string; limit?: number }): Promise<AuditEvent[]> {
     let since: Date | undefined;
     if (q.since) {
-      since = /^\d+(\.\d+)?[a-zµ]+/.test(q.since) ? new Date(this.ctx.clock.now().getTime() - parseDuration(q.since, "--since")) : new Date(q.since);
+      // digits, letters and dots only: a duration ago ("1h", and "10" gets "add a unit");
+      // anything else is a time
+      since = /^[\d.]+[\da-zµ.]*$/.test(q.since) ? new Date(this.ctx.clock.now().getTime() - parseDuration(q.since, "--since")) : new Date(q.since);
       if (Number.isNaN(since.getTime())) throw badParameter(`Invalid --since "${q.since}": use an RFC 3339 time or a duration such as "1h"`);
     }
     const events = await this.ctx.backend.listEvents({
       ...(q.type ? { types: q.type.split(",") } : {}),
       ...(since ? { since } : {}),
       limit: Math.min(q.limit ?? 1000, 10_000),
-      order: "asc",
+      // the newest `limit` events, as `tail` shows them: fetched newest first, returned oldest first
+      order: "desc",
     });
-    return events.map((e) => ({ id: e.id, type: e.type, time: e.time.toISOString(), fields: e.fields }));
+    return events.reverse().map((e) => ({ id: e.id, type: e.type, time: e.time.toISOString(), fields: e.fields }));
   }
 
   async findInstance(id: string): Promise<Item<BotInstanceRecord> | undefined> {

@@ -24,6 +24,15 @@ const SECRET_PATHS = new Set(["onboarding.token", "onboarding.bound_keypair.regi
 const isSecret = (p: ValuePath) => SECRET_PATHS.has(p.join("."));
 
 /**
+ * The v2 shapes in a file that has no version and that the v1 schema would misread: storage
+ * with a type (v1's storage has none and reports "storage.directory" missing). Top-level v2
+ * fields get their own hint through `unknownFieldHint`.
+ */
+function v2Signs(raw: unknown): string[] {
+  return isPlainObject(raw) && isPlainObject(raw.storage) && "type" in raw.storage ? ["storage.type"] : [];
+}
+
+/**
  * Parses agent config text (`file` names it in messages). No `version`, or `version:
  * v1`, reads the v1 schema; `version: v2` the v2 schema. A token that names a file is
  * read now. Defaults are filled in; the whole-config rules wait for `checkAgentConfig`,
@@ -45,7 +54,20 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
       unknownFieldHint: (p) =>
         p.length === 1 && V2_ONLY_FIELDS.has(String(p[0])) ? `it is a v2 field: add "version: v2" at the top of the file` : undefined,
     });
-    if (!r.ok) throw problemsError(r.problems);
+    if (!r.ok) {
+      const signs = version === undefined ? v2Signs(raw) : [];
+      if (signs.length > 0) {
+        throw problemsError([
+          {
+            message: `Missing "version: v2" in ${SUBJECT}: ${signs.join(", ")} ${signs.length === 1 ? "is a v2 field" : "are v2 fields"}, and a file without a version is read as v1; add "version: v2" at the top of the file`,
+            field: "version",
+            position: { file, line: 1, column: 1 },
+          },
+          ...r.problems,
+        ]);
+      }
+      throw problemsError(r.problems);
+    }
     cfg = translateV1(r.value);
   } else {
     const r = checkDocument(z.looseObject({ version: z.enum(["v1", "v2"]) }), doc, { subject: SUBJECT });

@@ -6,13 +6,14 @@
 import { readFile } from "node:fs/promises";
 import { Command, Option } from "commander";
 import { stringify } from "yaml";
+import { DEFAULT_STORAGE_PATH } from "../config/index.ts";
 import { parseDuration } from "../lib/duration.ts";
 import { badParameter } from "../lib/errors.ts";
 import { fsError, writeFileAtomic } from "../lib/fs.ts";
 import { CA_EXPORT_TYPES, type AddBotResponse, type AuthClient, type CAExportType } from "../protocol/index.ts";
 import { parseResources, serializeResources, type BotResource, type Resource, type RoleResource, type TokenResource } from "../resources/index.ts";
 import { connect, type ConnectOptions } from "./connect.ts";
-import { parseFormat, relativeTime, table } from "./format.ts";
+import { addOutputAlias, parseFormat, relativeTime, table } from "./format.ts";
 
 const out = (s: string): void => {
   process.stdout.write(s.endsWith("\n") ? s : s + "\n");
@@ -25,8 +26,12 @@ function splitList(v: string | undefined): string[] {
     .filter(Boolean);
 }
 
+/** A TTL flag in whole seconds, checked here so the server's field name never shows. */
 function ttlSeconds(v: string | undefined, flag: string): number | undefined {
-  return v === undefined ? undefined : Math.round(parseDuration(v, flag) / 1000);
+  if (v === undefined) return undefined;
+  const seconds = Math.round(parseDuration(v, flag) / 1000);
+  if (seconds < 1) throw badParameter(`Invalid ${flag} "${v}": must be at least 1s`, { field: flag });
+  return seconds;
 }
 
 /** Splits `kind/name`, accepting the plural and capitalised forms tctl users type. */
@@ -79,12 +84,18 @@ export function agentConfigYaml(addr: string, res: AddBotResponse): string {
     version: "v2",
     auth_server: addr,
     onboarding,
-    storage: { type: "directory", path: "/var/lib/machine-id" },
+    storage: { type: "directory", path: DEFAULT_STORAGE_PATH },
     outputs: [{ type: "identity", destination: { type: "directory", path: "/opt/machine-id" } }],
   });
 }
 
-function printNewToken(res: AddBotResponse, addr: string, format: string, what: "bot" | "token"): void {
+/** How the new bot will hold its key, when ctl knows: it shapes the printed start command. */
+interface KeyHint {
+  initialPublicKey?: string;
+  recoveryMode?: string;
+}
+
+function printNewToken(res: AddBotResponse, addr: string, format: string, what: "bot" | "token", key: KeyHint = {}): void {
   if (parseFormat(format, ["text", "json"]) === "json") {
     out(
       JSON.stringify(
@@ -107,16 +118,25 @@ function printNewToken(res: AddBotResponse, addr: string, format: string, what: 
   lines.push(`The ${res.join_method === "token" ? "bot join token" : "bound keypair join token"}: ${res.token}`);
   if (res.expires) lines.push(`This token will expire ${relativeTime(res.expires)} (${res.expires}).`);
   if (res.registration_secret) lines.push(`Registration secret: ${res.registration_secret}`);
+  // A static key (insecure recovery) comes from the environment; a bound key without it
+  // lives in the storage that `keypair create --storage DIR` wrote.
+  const staticKey = key.initialPublicKey !== undefined && key.recoveryMode === "insecure";
   lines.push(
     "",
     "Run this on the new bot node:",
     "",
-    `> machine-id start \\`,
+    `> ${staticKey ? "TBOT_BOUND_KEYPAIR_STATIC_KEY=<the value keypair create --static printed> " : ""}machine-id start \\`,
     `    --auth-server=${addr} \\`,
     `    --join-method=${res.join_method} \\`,
     `    --token=${res.token} \\`,
     ...res.ca_pins.map((p) => `    --ca-pin=${p} \\`),
+    `    --storage=${DEFAULT_STORAGE_PATH} \\`,
     `    --destination-dir=./machine-id`,
+    "",
+    `--storage keeps the bot's renewable identity; ${DEFAULT_STORAGE_PATH} needs root: as another user pass a directory it owns, e.g. --storage ~/.local/state/machine-id.`,
+    ...(key.initialPublicKey !== undefined && !staticKey
+      ? [`The token is bound to the public key you gave: use the --storage directory where "machine-id keypair create --storage DIR" wrote its private key.`]
+      : []),
     "",
     "Or write this configuration to /etc/machine-id.yaml and run `machine-id start -c /etc/machine-id.yaml`:",
     "",
@@ -243,7 +263,10 @@ export function ctlCommand(): Command {
           ...(o.recoveryMode ? { recovery_mode: o.recoveryMode as "standard" } : {}),
           ...(limit !== undefined ? { recovery_limit: Number(limit) } : {}),
         });
-        printNewToken(res, addr, o.format ?? "text", "bot");
+        printNewToken(res, addr, o.format ?? "text", "bot", {
+          ...(o.initialPublicKey ? { initialPublicKey: o.initialPublicKey } : {}),
+          ...(o.recoveryMode ? { recoveryMode: o.recoveryMode } : {}),
+        });
       }),
     );
   bots
@@ -352,10 +375,10 @@ export function ctlCommand(): Command {
   const events = ctl.command("events").description("The audit log");
   events
     .command("ls")
-    .description("List audit events, oldest first")
+    .description("List the newest audit events (at most --limit), oldest first, as tail shows them")
     .option("--type <types>", "comma-separated event types, e.g. bot.join,join.failed")
     .option("--since <time>", "RFC 3339 time or a duration ago such as 1h")
-    .option("--limit <n>", "at most this many events", "1000")
+    .option("--limit <n>", "show the newest N events", "1000")
     .addOption(new Option("--format <format>", "output format").choices(["text", "json"]).default("text"))
     .action(
       run(async ({ client }, o: { type?: string; since?: string; limit: string; format: string }) => {
@@ -426,5 +449,6 @@ export function ctlCommand(): Command {
         out(table(["Lock", "Created", "Message"], list.map((l) => [l.name, l.created_at, l.message ?? ""])));
       }),
     );
+  addOutputAlias(ctl);
   return ctl;
 }

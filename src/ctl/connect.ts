@@ -28,7 +28,13 @@ export async function connect(opts: ConnectOptions): Promise<{ client: AuthClien
   } catch (e) {
     const err = fsError("read identity", path, e);
     if ((e as NodeJS.ErrnoException).code === "ENOENT") {
-      throw badParameter(`${err.message}: pass --identity FILE, or run on the auth host (its data directory holds admin-identity)`);
+      const named = opts.identity ?? process.env.MACHINE_ID_IDENTITY;
+      throw badParameter(
+        named
+          ? `${err.message}: pass --identity FILE with a copy of the auth service's admin-identity`
+          : `${err.message}: on the auth host pass --data-dir DIR, the auth service's --data-dir (default ${DEFAULT_AUTH_DATA_DIR}); elsewhere pass --identity FILE (a copy of admin-identity) and --auth-server host:port`,
+        { details: { reason: "no_identity" } },
+      );
     }
     throw err;
   }

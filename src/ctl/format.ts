@@ -3,6 +3,7 @@
  * YAML and JSON that every listing command offers.
  */
 
+import type { Command } from "commander";
 import { badParameter } from "../lib/errors.ts";
 
 export const FORMATS = ["text", "yaml", "json"] as const;
@@ -37,4 +38,19 @@ export function relativeTime(iso: string | undefined, now = new Date()): string 
     abs < 60_000 ? [Math.round(abs / 1000), "second"] : abs < 3_600_000 ? [Math.round(abs / 60_000), "minute"] : abs < 172_800_000 ? [Math.round(abs / 3_600_000), "hour"] : [Math.round(abs / 86_400_000), "day"];
   const s = `${n} ${unit}${n === 1 ? "" : "s"}`;
   return ms >= 0 ? `in ${s}` : `${s} ago`;
+}
+
+/**
+ * Gives every `--format` option in the tree the short form `-o`, as kubectl and tctl
+ * users type it (`get bot/x -o yaml`). Done once over the built tree so a command
+ * added later gets it too.
+ */
+export function addOutputAlias(cmd: Command): void {
+  for (const opt of cmd.options) {
+    if (opt.long === "--format" && opt.short === undefined) {
+      opt.short = "-o";
+      opt.flags = `-o, ${opt.flags}`;
+    }
+  }
+  for (const sub of cmd.commands) addOutputAlias(sub);
 }

@@ -236,7 +236,18 @@ function networkError(addr: string, e: unknown): AppError {
   }
   if ((e as Error)?.name === "TimeoutError") return connectionProblem(`Auth service at "${addr}" did not answer in time`, { cause: e });
   const reason = code === "ConnectionRefused" || code === "ECONNREFUSED" ? "connection refused" : errorMessage(e);
-  return connectionProblem(`Cannot reach auth service at "${addr}": ${reason}`, { cause: e });
+  return connectionProblem(`Cannot reach auth service at "${addr}"${portNote(addr)}: ${reason}`, { cause: e });
+}
+
+/** Says which port was tried when the address names none (https means 443). */
+function portNote(addr: string): string {
+  let url: URL;
+  try {
+    url = new URL(baseUrl(addr));
+  } catch {
+    return "";
+  }
+  return url.port === "" ? ` (no port given, so port 443 was tried; the auth service listens on 3025 unless told otherwise: write host:port)` : "";
 }
 
 /**

@@ -4,7 +4,8 @@
  */
 
 import { z } from "zod";
-import { parseDuration, formatDuration } from "../lib/duration.ts";
+import { DURATION_FORMS, formatDuration, missingUnit, parseDuration } from "../lib/duration.ts";
+import { isAppError } from "../lib/errors.ts";
 import { expecting, type ProblemParams } from "./_issues.ts";
 
 /** Raises a worded problem from a superRefine at `path` (relative to the refined value). */
@@ -46,8 +47,6 @@ export const resourceName = () =>
     if (p) raise(ctx, [], "invalid", p, "name");
   });
 
-const DURATION_HINT = `expected a number and a unit such as "90s", "20m" or "1h30m"`;
-
 export interface DurationRules {
   /** Reject zero (and so allow only positive durations). */
   positive?: boolean;
@@ -57,13 +56,18 @@ export interface DurationRules {
 
 /** A Go-style duration kept as the string the user wrote ("1h30m"). */
 export const durationString = (rules: DurationRules = {}) =>
-  expecting(
-    z.string().superRefine((s, ctx) => {
-      const p = durationProblem(s, rules);
-      if (p) raise(ctx, [], "invalid", p, "duration");
-    }),
-    `a duration such as "1h" or "30m"`,
-    `durations such as "1h" or "30m"`,
+  // a YAML number ("renewal_interval: 10") is read as its text so that it gets the
+  // same "add a unit" answer as the flag "--renewal-interval 10"
+  z.preprocess(
+    (v) => (typeof v === "number" && Number.isFinite(v) && v >= 0 ? String(v) : v),
+    expecting(
+      z.string().superRefine((s, ctx) => {
+        const p = durationProblem(s, rules);
+        if (p) raise(ctx, [], "invalid", p, "duration");
+      }),
+      `a duration such as "1h" or "30m"`,
+      `durations such as "1h" or "30m"`,
+    ),
   );
 
 /** Why `s` is not an acceptable duration, or undefined. */
@@ -71,8 +75,8 @@ export function durationProblem(s: string, rules: DurationRules = {}): string | 
   let ms: number;
   try {
     ms = parseDuration(s);
-  } catch {
-    return DURATION_HINT;
+  } catch (e) {
+    return isAppError(e) && e.details?.reason === "missing_unit" ? missingUnit(s.trim()) : DURATION_FORMS;
   }
   if (rules.positive && ms <= 0) return "must be longer than 0s";
   if (rules.maxMs !== undefined && ms > rules.maxMs) return `must be at most ${formatDuration(rules.maxMs)} (${describeSpan(rules.maxMs)})`;

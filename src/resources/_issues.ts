@@ -281,10 +281,23 @@ function toProblems(issue: Issue, prefix: PropertyKey[], root: unknown, ctx: Val
     const position = where(p, at);
     return { message, field: formatPath(p), ...(position ? { position } : {}) };
   };
-  const missing = (note?: string): Problem => ({
-    ...make(`Missing required field "${field}" in ${ctx.subject}${note ? `: ${note}` : ""}`, path.slice(0, -1), "key"),
-    missing: field,
-  });
+  const missing = (note?: string, discriminator = false): Problem => {
+    // "typ: sqlite" where the discriminator "type" is required: name the misspelt key, as
+    // an unknown field would be named (a union checks its discriminator before any keys)
+    const parentPath = path.slice(0, -1);
+    const parent = valueAt(root, parentPath);
+    const name = path.at(-1);
+    const typo =
+      discriminator && isPlainObject(parent) && typeof name === "string"
+        ? Object.keys(parent).find((k) => k !== name && closest(k, [name]) === name)
+        : undefined;
+    if (typo !== undefined) {
+      const at = [...parentPath, typo];
+      const hint = `found "${formatPath(at)}": did you mean "${name}"?${note ? ` (${note})` : ""}`;
+      return { ...make(`Missing required field "${field}" in ${ctx.subject}: ${hint}`, at, "key"), missing: field };
+    }
+    return { ...make(`Missing required field "${field}" in ${ctx.subject}${note ? `: ${note}` : ""}`, parentPath, "key"), missing: field };
+  };
   const invalid = (detail: string, what = "value") => {
     if (path.length === 0) return make(`Invalid ${ctx.subject}: ${detail}`, path, "value");
     const secret = ctx.isSecret?.(path) ?? false;
@@ -318,7 +331,7 @@ function toProblems(issue: Issue, prefix: PropertyKey[], root: unknown, ctx: Val
     case "invalid_union": {
       if (issue.discriminator !== undefined) {
         const choices = allowed(issue.options ?? []);
-        return [value === undefined ? missing(choices) : invalid(choices)];
+        return [value === undefined ? missing(choices, true) : invalid(choices)];
       }
       // A union of shapes (a string or a list of strings): when the value has the shape
       // of one branch, that branch's own complaint is the useful one.

@@ -100,6 +100,16 @@ describe("applyAgentFlags()", () => {
     expect(e.message).toBe(`Invalid duration "forever" for --certificate-ttl: expected a number and a unit such as "90s", "20m" or "1h30m"`);
     expect(e.field).toBe("--certificate-ttl");
   });
+
+  test("a duration flag without a unit is refused as YAML refuses it, not read as seconds", () => {
+    for (const [flag, key] of [
+      ["--certificate-ttl", "certificateTtl"],
+      ["--renewal-interval", "renewalInterval"],
+    ] as const) {
+      const e = failure(() => applyAgentFlags(base(), { [key]: "10" }));
+      expect(e.message).toBe(`Invalid duration "10" for ${flag}: a number needs a unit: write "10s" for seconds or "10m" for minutes`);
+    }
+  });
 });
 
 describe("checkAgentConfig()", () => {

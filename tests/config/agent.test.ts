@@ -207,6 +207,20 @@ const cases: ErrorCase[] = [
     column: 9,
   },
   {
+    name: "a misspelt storage type key",
+    text: "version: v2\nstorage:\n  typ: directory\n  path: /x\n",
+    message: `Missing required field "storage.type" in agent config: found "storage.typ": did you mean "type"? (allowed values are "directory", "memory", "kubernetes_secret")`,
+    line: 3,
+    column: 3,
+  },
+  {
+    name: "v2 storage in a file without version: says to add version: v2",
+    text: "auth_server: a:3025\nstorage:\n  type: directory\n  path: /x\n",
+    message: `Missing "version: v2" in agent config: storage.type is a v2 field, and a file without a version is read as v1; add "version: v2" at the top of the file`,
+    line: 1,
+    column: 1,
+  },
+  {
     name: "storage without a type",
     text: "version: v2\nstorage:\n  path: /x\n",
     message: `Missing required field "storage.type" in agent config: allowed values are "directory", "memory", "kubernetes_secret"`,
@@ -254,6 +268,13 @@ const cases: ErrorCase[] = [
     message: `Invalid duration "1 hour" for credential_ttl in agent config: expected a number and a unit such as "90s", "20m" or "1h30m"`,
     line: 2,
     column: 17,
+  },
+  {
+    name: "a duration without a unit: the same rule as the flags",
+    text: "version: v2\nrenewal_interval: 10\n",
+    message: `Invalid duration 10 for renewal_interval in agent config: a number needs a unit: write "10s" for seconds or "10m" for minutes`,
+    line: 2,
+    column: 19,
   },
   {
     name: "both names of the TTL",

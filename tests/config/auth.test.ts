@@ -174,6 +174,12 @@ describe("auth config", () => {
       line: 2,
     },
     {
+      name: "a misspelt storage type key: the same did-you-mean as the agent config",
+      text: "version: v1\nstorage:\n  typ: sqlite\n",
+      message: `Missing required field "storage.type" in auth config: found "storage.typ": did you mean "type"? (allowed values are "sqlite", "postgres", "memory")`,
+      line: 3,
+    },
+    {
       name: "an unknown storage type",
       text: "version: v1\nstorage:\n  type: etcd\n",
       message: `Invalid value "etcd" for storage.type in auth config: allowed values are "sqlite", "postgres", "memory"`,

@@ -140,6 +140,21 @@ destinations:
     expect(r.unit).toContain("ReadWritePaths=-/opt/machine-id\nReadWritePaths=-/srv/bot-state\n");
   });
 
+  test("an output under /tmp is refused (PrivateTmp=yes would hide it) unless --force, which notes it", async () => {
+    await using d = await tempDir();
+    const config = join(d.path, "tmp-out.yaml");
+    await writeFile(config, V2.replace("path: /opt/machine-id", "path: /tmp/bot-out"));
+    const e = await installSystemd({ config }).catch((x) => x);
+    expect(isAppError(e, "BAD_PARAMETER")).toBe(true);
+    expect(e.details.reason).toBe("private_tmp");
+    expect(e.message).toContain('"/tmp/bot-out"');
+    expect(e.message).toContain("PrivateTmp=yes");
+    expect(e.message).toContain("--force");
+    const forced = await installSystemd({ config, force: true });
+    expect(forced.unit).toContain("ReadWritePaths=-/tmp/bot-out\n");
+    expect(forced.notes.join("\n")).toContain("PrivateTmp=yes");
+  });
+
   test("a missing config renders the default unit with a note", async () => {
     await using d = await tempDir();
     const r = await installSystemd({ config: join(d.path, "absent.yaml"), execPath: "/usr/local/bin/machine-id" });

@@ -194,7 +194,7 @@ describe("agent, compiled", () => {
     const bot = await addBot("copied");
     const state = join(work.path, "copied-state");
     const copy = join(work.path, "copied-state-copy");
-    const args = (storage: string) => ["start", "--oneshot", "--auth-server", authAddr, "--token", bot.token, "--ca-pin", bot.ca_pins[0]!, "--storage", storage];
+    const args = (storage: string) => ["start", "--oneshot", "--allow-no-outputs", "--auth-server", authAddr, "--token", bot.token, "--ca-pin", bot.ca_pins[0]!, "--storage", storage];
     expect((await runBin(args(state))).code).toBe(0);
     await cp(state, copy, { recursive: true });
     expect((await runBin(args(state))).code).toBe(0); // the original renews: generation 2
@@ -213,7 +213,7 @@ describe("agent, compiled", () => {
   test("a wrong CA pin is refused before the token is sent, and the token stays usable", async () => {
     const bot = await addBot("pinned");
     const wrongPin = "sha256:" + "0".repeat(64);
-    const args = (pin: string) => ["start", "--oneshot", "--auth-server", authAddr, "--token", bot.token, "--ca-pin", pin, "--storage", "memory://"];
+    const args = (pin: string) => ["start", "--oneshot", "--allow-no-outputs", "--auth-server", authAddr, "--token", bot.token, "--ca-pin", pin, "--storage", "memory://"];
     const r = await runBin(args(wrongPin));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`is not the expected cluster: its CA pin ${bot.ca_pins[0]} matches none of the configured ca_pins`);

@@ -216,7 +216,7 @@ describe("standard mode: the keypair in storage", () => {
     const { auth, pin } = await cluster(dir, "more.example");
     await using _auth = auth;
     const oneshot = (storage: string, token: string, extra: string[] = []) =>
-      run(["start", "--oneshot", "--auth-server", auth.addr, "--join-method", "bound_keypair", "--token", token, "--ca-pin", pin, "--storage", storage, "--certificate-ttl", "2s", ...extra]);
+      run(["start", "--oneshot", "--allow-no-outputs", "--auth-server", auth.addr, "--join-method", "bound_keypair", "--token", token, "--ca-pin", pin, "--storage", storage, "--certificate-ttl", "2s", ...extra]);
     /** Waits until the identity in `storage` has expired (by the certificate's own notAfter). */
     const expiredIn = async (storage: string) => {
       const until = Date.parse(JSON.parse(await readFile(join(storage, "identity.json"), "utf8")).certs.valid_before);
@@ -278,7 +278,7 @@ describe("static key refusals, as the user sees them", () => {
     const std = JSON.parse(await auth.ctlOk("bots", "add", "std", "--initial-public-key", made.public_key, "--recovery-mode", "standard", "--format", "json"));
     const ins = JSON.parse(await auth.ctlOk("bots", "add", "ins", "--initial-public-key", made.public_key, "--recovery-mode", "insecure", "--format", "json"));
     const start = (token: string, env: Record<string, string>, extra: string[] = []) =>
-      run(["start", "--oneshot", "--auth-server", auth.addr, "--join-method", "bound_keypair", "--token", token, "--ca-pin", pin, "--storage", "memory://", ...extra], { env });
+      run(["start", "--oneshot", "--allow-no-outputs", "--auth-server", auth.addr, "--join-method", "bound_keypair", "--token", token, "--ca-pin", pin, "--storage", "memory://", ...extra], { env });
     const value = Buffer.from(made.private_key).toString("base64");
 
     const bad = await start(ins.token, { [ENV]: "not*base64" });

@@ -77,7 +77,7 @@ describe("two auth services on one PostgreSQL database", () => {
     expect(join1.code).toBe(0);
     const instances = JSON.parse(await a.ctlOk("bots", "instances", "ls", "pg-bot", "--format", "json"));
     expect(instances).toHaveLength(1);
-    const again = await run(["start", "--oneshot", "--auth-server", a.addr, "--token", token.token, "--join-method", "token", "--ca-pin", token.ca_pins[0], "--storage", "memory://"]);
+    const again = await run(["start", "--oneshot", "--allow-no-outputs", "--auth-server", a.addr, "--token", token.token, "--join-method", "token", "--ca-pin", token.ca_pins[0], "--storage", "memory://"]);
     expect(again.code).not.toBe(0);
     expect(again.stderr).toContain("not valid");
     const events = JSON.parse(await b.ctlOk("events", "ls", "--type", "bot.join,join.failed", "--format", "json"));

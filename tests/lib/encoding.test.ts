@@ -15,23 +15,32 @@ describe("parseDuration()", () => {
     ["1h30m", 5_400_000],
     ["500ms", 500],
     ["1.5s", 1500],
-    ["90", 90_000],
-    [30, 30_000],
     ["7d", 604_800_000],
     ["0", 0],
   ];
   for (const [input, ms] of cases) test(`"${input}" is ${ms} ms`, () => expect(parseDuration(input)).toBe(ms));
 
+  const refusal = (input: string | number, what: string): AppError => {
+    try {
+      parseDuration(input, what);
+    } catch (e) {
+      if (isAppError(e, "BAD_PARAMETER")) return e;
+      throw e;
+    }
+    throw new Error(`${JSON.stringify(input)} was accepted`);
+  };
   for (const bad of ["", "h", "1 hour", "1x", "-1h", "1h 30m", "abc"]) {
     test(`"${bad}" is refused with the accepted forms`, () => {
-      let err: unknown;
-      try {
-        parseDuration(bad, "renewal_interval");
-      } catch (e) {
-        err = e;
-      }
-      expect(isAppError(err, "BAD_PARAMETER")).toBe(true);
-      expect((err as Error).message).toContain("renewal_interval");
+      expect(refusal(bad, "renewal_interval").message).toContain("renewal_interval");
+    });
+  }
+
+  // one rule for flags and YAML, Go's: a number needs a unit ("0" alone is fine)
+  for (const bare of ["10", "90", "1.5", 30]) {
+    test(`${JSON.stringify(bare)} is refused with "add a unit", not read as seconds`, () => {
+      const err = refusal(bare, "--ttl");
+      expect(err.details?.reason).toBe("missing_unit");
+      expect(err.message).toBe(`Invalid --ttl "${bare}": a number needs a unit: write "${bare}s" for seconds or "${bare}m" for minutes`);
     });
   }
 

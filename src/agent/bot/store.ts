@@ -4,6 +4,7 @@
  */
 
 import { parsePrivateKey, privateKeyToPem, type KeyPair } from "../../crypto/index.ts";
+import { AppError, isAppError } from "../../lib/errors.ts";
 import type { Destination } from "../destinations/index.ts";
 import { decodeIdentity, encodeIdentity, type BotIdentity } from "./identity.ts";
 
@@ -20,8 +21,21 @@ export class BotStore {
 
   /** Creates the storage if needed and checks it is safe (0700 directory, no symlinks…). */
   async init(): Promise<void> {
-    await this.destination.init();
-    await this.destination.verify();
+    try {
+      await this.destination.init();
+      await this.destination.verify();
+    } catch (e) {
+      // A user who is not root meets the default /var/lib/machine-id here first: say
+      // which setting moves it, rather than only "permission denied".
+      const errno = isAppError(e) ? e.details?.errno : undefined;
+      if (isAppError(e) && (errno === "EACCES" || errno === "EPERM")) {
+        throw new AppError(e.code, `${e.message}: the bot's storage must be writable by this user; pass --storage DIR (or set storage: in the config), e.g. --storage ~/.local/state/machine-id`, {
+          cause: e,
+          details: { errno, reason: "storage_not_writable" },
+        });
+      }
+      throw e;
+    }
   }
 
   async loadIdentity(): Promise<BotIdentity | undefined> {

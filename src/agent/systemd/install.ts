@@ -54,6 +54,19 @@ export async function installSystemd(options: InstallSystemdOptions = {}): Promi
   } else {
     ({ stateDirectory, readWritePaths } = configPaths(text, config));
   }
+  // PrivateTmp=yes gives the unit its own /tmp and /var/tmp: files written there are
+  // invisible to everyone else and gone when the service stops.
+  const inPrivateTmp = readWritePaths.filter((p) => /^\/(var\/)?tmp(\/|$)/.test(p));
+  if (inPrivateTmp.length > 0) {
+    const list = inPrivateTmp.map((p) => `"${p}"`).join(", ");
+    const why = `${list} in "${config}" ${inPrivateTmp.length === 1 ? "is" : "are"} under /tmp or /var/tmp, which the unit's PrivateTmp=yes replaces with a private, empty directory: nothing else would see the files`;
+    if (!options.force) {
+      throw badParameter(`Cannot render a unit that writes into a private /tmp: ${why}; move the output elsewhere (e.g. /run/machine-id or /opt/machine-id), or pass --force to render it anyway`, {
+        details: { reason: "private_tmp", paths: inPrivateTmp },
+      });
+    }
+    notes.push(`${why} (rendered anyway: --force)`);
+  }
   const unit = renderUnit({
     kind: "agent",
     execPath: options.execPath ?? defaultExecPath(),
@@ -118,7 +131,7 @@ export function installSystemdCommand(io: CommandIO = processIO): Command {
     .option("--user <user>", "user the agent runs as", DEFAULT_USER)
     .option("--group <group>", "group the agent runs as (default: the user's name)")
     .option("--write-to <dir>", "write <name>.service into this directory instead of printing it (e.g. /etc/systemd/system)")
-    .option("--force", "replace an existing, different unit file", false)
+    .option("--force", "replace an existing, different unit file; render even with outputs under /tmp", false)
     .option("--exec-path <path>", "executable the unit runs (default: this one)")
     .action(async (opts: { name: string; config: string; user: string; group?: string; writeTo?: string; force: boolean; execPath?: string }) => {
       const result = await installSystemd(opts);
