@@ -17,7 +17,7 @@ import { KEYS, findLock, getBot, lockName, type BotInstanceRecord, type LockReco
 import type { ConditionalOp, Item, StoredEvent } from "./storage/index.ts";
 
 /** What a refused join tells the caller when the token is unknown: never whether it ever existed. */
-const GENERIC_TOKEN_ERROR = "The join token is not valid: it does not exist or was already used";
+const GENERIC_TOKEN_ERROR = "The join token is not valid: it does not exist or was already used; ask an admin for a new one (machine-id ctl bots add, or ctl tokens add)";
 
 export interface Caller {
   remoteAddr: string;

@@ -7,7 +7,7 @@
 
 import { randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import { compactVerify, jwtVerify, SignJWT } from "jose";
-import { formatSshPublicKey, keyAlgorithmOf, keyId, parsePublicKey } from "../crypto/index.ts";
+import { formatSshPublicKey, keyAlgorithmOf, keyId, parsePublicKey, sshFingerprint } from "../crypto/index.ts";
 import { AppError, accessDenied, badParameter, expired, isAppError, limitExceeded, locked } from "../lib/errors.ts";
 import type {
   BoundKeypairBeginRequest,
@@ -152,7 +152,13 @@ export async function beginBoundKeypair(ctx: AuthContext, req: BoundKeypairBegin
       registering = true;
     }
     if (presented && !sameKey(presented, expectedKey)) {
-      throw accessDenied(`The key presented does not match the public key bound to join token "${token.metadata.name}"`);
+      // Public-key fingerprints, as ssh-keygen -lf prints them: the holder of the token
+      // can compare them with the key it has; nothing secret is in them.
+      const fp = (k: string) => sshFingerprint(parsePublicKey(k));
+      throw accessDenied(
+        `The key presented (${fp(presented)}) does not match the public key bound to join token "${token.metadata.name}" (${fp(expectedKey)}); use the private key of ${fp(expectedKey)} (ssh-keygen -lf prints a key's fingerprint), or ask an admin for a new token`,
+        { details: { reason: "wrong_key", presented: fp(presented), bound: fp(expectedKey) } },
+      );
     }
     checkRecoveryLimit(token, status);
   } catch (e) {

@@ -275,7 +275,10 @@ export async function fetchPinnedCA(addr: string, pins: string[], pinOf: (certPe
   const match = certs.find((c) => want.has(pinOf(c).toLowerCase()));
   if (!match) {
     const got = certs.map((c) => pinOf(c)).join(", ") || "no certificate";
-    throw trustFailure(`Auth service at "${addr}" is not the expected cluster: its CA pin ${got} matches none of the configured ca_pins`);
+    throw trustFailure(
+      `Auth service at "${addr}" is not the expected cluster: its CA pin ${got} matches none of the configured ca_pins; check the address, or take the pin from "machine-id ctl status" on that cluster's auth host and pass it as --ca-pin (onboarding.ca_pins)`,
+      { details: { reason: "ca_pin_mismatch" } },
+    );
   }
   return match;
 }

@@ -58,6 +58,8 @@ describe("joining", () => {
     const err = await errorOf(makeBot(auth, cfg, t.path).refresh());
     expect(isAppError(err, "TRUST_FAILURE")).toBe(true);
     expect(err!.message).toContain(`Auth service at "${auth.addr}" is not the expected cluster: its CA pin ${auth.pin} matches none of the configured ca_pins`);
+    // and what to do about it
+    expect(err!.message).toContain(`take the pin from "machine-id ctl status" on that cluster's auth host and pass it as --ca-pin`);
     expect(await auth.events("join.failed")).toEqual([]);
     expect(await auth.events("bot.join")).toEqual([]);
     // the token was never used: it still joins with the right pin
@@ -106,7 +108,7 @@ describe("joining", () => {
     await makeBot(auth, agentConfig(auth, token, undefined, []), join(t.path, "a")).refresh();
     const err = await errorOf(makeBot(auth, agentConfig(auth, token, undefined, []), join(t.path, "b")).refresh());
     expect(isAppError(err, "ACCESS_DENIED")).toBe(true);
-    expect(err!.message).toBe("The join token is not valid: it does not exist or was already used");
+    expect(err!.message).toBe("The join token is not valid: it does not exist or was already used; ask an admin for a new one (machine-id ctl bots add, or ctl tokens add)");
   });
 
   test("a new token in the config makes a stored identity join again as a new instance", async () => {

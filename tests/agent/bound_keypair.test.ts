@@ -141,7 +141,9 @@ describe("static keys", () => {
     const e = await errorOf(bkBot(auth, "ci-other", storage).refresh());
     expect(isAppError(e, "ACCESS_DENIED")).toBe(true);
     expect(e.message).toBe(
-      `The key presented does not match the public key bound to join token "ci-other": the static key in $${STATIC_KEY_ENV} is ${sshFingerprint(other.publicKey)}`,
+      `The key presented (${sshFingerprint(other.publicKey)}) does not match the public key bound to join token "ci-other" (${sshFingerprint(bound.publicKey)}); ` +
+        `use the private key of ${sshFingerprint(bound.publicKey)} (ssh-keygen -lf prints a key's fingerprint), or ask an admin for a new token; ` +
+        `the key presented is the static key in $${STATIC_KEY_ENV} (${sshFingerprint(other.publicKey)})`,
     );
     const failed = await auth.events("join.failed");
     expect(failed.at(-1)!.fields).toMatchObject({ token: "ci-other", join_method: "bound_keypair", remote_addr: "127.0.0.1" });
@@ -187,7 +189,7 @@ describe("static keys", () => {
     const path = join(t.path, "key");
     await writeFile(path, privateKeyToPem(key.privateKey), { mode: 0o644 });
     expect((await errorOf(bkBot(auth, "ci-bad", new MemoryDestination(), { staticPath: path }).refresh())).message).toBe(
-      `Cannot read static key "${path}": mode 0644 lets others read it`,
+      `Cannot read static key "${path}": mode 0644 lets others read it; run chmod 600 "${path}"`,
     );
     expect(await auth.events("join.failed")).toEqual([]);
     await expectUnbound(auth, "ci-bad");

@@ -89,7 +89,7 @@ describe("keypair create --static", () => {
     await createKeypair(opts({ static: true, staticKeyPath: path }), silentLogger);
     await chmod(path, 0o644);
     expect((await rejection(createKeypair(opts({ static: true, staticKeyPath: path }), silentLogger))).message).toBe(
-      `Cannot read static key "${path}": mode 0644 lets others read it`,
+      `Cannot read static key "${path}": mode 0644 lets others read it; run chmod 600 "${path}"`,
     );
   });
 

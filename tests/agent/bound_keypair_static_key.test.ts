@@ -104,7 +104,7 @@ describe("readStaticKeyFile()", () => {
       await chmod(path, mode);
       const e = await rejection(readStaticKeyFile(path));
       expect(isAppError(e, "BAD_PARAMETER")).toBe(true);
-      expect(e.message).toBe(`Cannot read static key "${path}": mode 0${mode.toString(8)} ${why}`);
+      expect(e.message).toBe(`Cannot read static key "${path}": mode 0${mode.toString(8)} ${why}; run chmod 600 "${path}"`);
     }
   });
 

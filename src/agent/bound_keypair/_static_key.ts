@@ -72,8 +72,8 @@ export async function readStaticKeyFile(path: string): Promise<KeyPair> {
 
 /** Throws unless `mode` keeps the key file to its owner. */
 export function checkStaticKeyMode(path: string, mode: number): void {
-  if ((mode & 0o044) !== 0) throw badParameter(`Cannot read static key "${path}": mode ${formatMode(mode)} lets others read it`);
-  if ((mode & 0o077) !== 0) throw badParameter(`Cannot read static key "${path}": mode ${formatMode(mode)} lets others change it`);
+  if ((mode & 0o044) !== 0) throw badParameter(`Cannot read static key "${path}": mode ${formatMode(mode)} lets others read it; run chmod 600 "${path}"`);
+  if ((mode & 0o077) !== 0) throw badParameter(`Cannot read static key "${path}": mode ${formatMode(mode)} lets others change it; run chmod 600 "${path}"`);
 }
 
 /**

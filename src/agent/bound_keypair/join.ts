@@ -8,7 +8,7 @@
 import { readFile } from "node:fs/promises";
 import { CompactSign } from "jose";
 import { formatSshPublicKey, generateKeyPair, keyId, sshFingerprint, type KeyPair } from "../../crypto/index.ts";
-import { AppError, accessDenied, badParameter } from "../../lib/errors.ts";
+import { AppError, accessDenied, badParameter, isAppError } from "../../lib/errors.ts";
 import { fsError } from "../../lib/fs.ts";
 import type { BoundKeypairBeginResponse, ChallengeClaims, JoinResponse } from "../../protocol/index.ts";
 import type { OnboardingConfig } from "../../config/index.ts";
@@ -82,14 +82,13 @@ function beginRequest(ctx: JoinContext, token: string, state: BoundKeypairState,
 }
 
 /**
- * Adds which key was refused to a "does not match" answer from the service. The
- * service's code alone (ACCESS_DENIED) also covers a wrong registration secret, where
- * a key fingerprint would mislead; if its wording ever changes, the answer passes
- * through unchanged, which is still correct.
+ * Adds where the refused key came from to a "does not match" answer from the service
+ * (`details.reason` "wrong_key"; the code alone, ACCESS_DENIED, also covers a wrong
+ * registration secret, where a key fingerprint would mislead).
  */
 function explainMismatch(e: unknown, key: KeyPair, source: string): unknown {
-  if (e instanceof AppError && e.code === "ACCESS_DENIED" && /does not match the public key bound/.test(e.message)) {
-    return accessDenied(`${e.message}: the ${source} is ${sshFingerprint(key.publicKey)}`, { cause: e });
+  if (isAppError(e, "ACCESS_DENIED") && e.details?.reason === "wrong_key") {
+    return accessDenied(`${e.message}; the key presented is the ${source} (${sshFingerprint(key.publicKey)})`, { cause: e, details: e.details });
   }
   return e;
 }
