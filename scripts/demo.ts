@@ -14,7 +14,10 @@ const bin = join(root, "dist", "machine-id");
 const tmp = mkdtempSync(join(tmpdir(), "machine-id-demo-"));
 const dataDir = join(tmp, "auth");
 const outDir = join(tmp, "out");
-const step = (s: string) => console.log(`\n\x1b[1m==> ${s}\x1b[0m`);
+// Bold headings on a terminal only: piped output (CI logs, `| less`) and NO_COLOR get plain text.
+const bold = process.stdout.isTTY === true && !process.env.NO_COLOR;
+const step = (s: string) => console.log(bold ? `\n\x1b[1m==> ${s}\x1b[0m` : `\n==> ${s}`);
+const authLog = join(tmp, "auth.log");
 
 function run(args: string[], opts: { input?: string } = {}): string {
   console.log(`$ machine-id ${args.join(" ")}`);
@@ -38,10 +41,12 @@ async function waitFor(cond: () => boolean, what: string, ms = 15_000): Promise<
 
 let auth: ReturnType<typeof Bun.spawn> | undefined;
 try {
-  step("Start the auth service (SQLite in a temp data dir, a free port)");
+  step("Start the auth service (SQLite in a temp data dir, a free port; its log is shown at the end)");
+  // The service's log goes to a file, so its audit lines do not interleave with ctl's output.
+  const logFile = Bun.file(authLog);
   auth = Bun.spawn([bin, "auth", "start", "--data-dir", dataDir, "--listen-addr", "127.0.0.1:0", "--cluster-name", "demo.local"], {
-    stdout: "inherit",
-    stderr: "inherit",
+    stdout: logFile,
+    stderr: logFile,
   });
   await waitFor(() => existsSync(join(dataDir, "admin-identity")), "the auth service to start");
   const ctl = ["ctl", "--data-dir", dataDir];
@@ -89,9 +94,13 @@ try {
   sh(["ssh-keygen", "-L", "-f", join(outDir, "key-cert.pub")]);
   run([...ctl, "bots", "instances", "ls"]);
   run([...ctl, "events", "ls"]);
-  console.log("\nDemo finished: everything above ran against real processes.");
 } finally {
   auth?.kill("SIGTERM");
   await auth?.exited;
+  if (existsSync(authLog)) {
+    step("The auth service's log");
+    console.log(readFileSync(authLog, "utf8").trimEnd());
+  }
   rmSync(tmp, { recursive: true, force: true });
 }
+console.log("\nDemo finished: everything above ran against real processes.");

@@ -15,6 +15,7 @@ import type { AuthLimitsConfig } from "../config/index.ts";
 import { AppError, errorMessage } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { MAX_BODY_BYTES, STATUS_BY_CODE, errorBody } from "../protocol/index.ts";
+import { handshakeFailureLogger } from "./_plain_http.ts";
 import type { ConnInfo } from "./http.ts";
 
 export interface TlsMaterial {
@@ -267,7 +268,7 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
       }
     });
   });
-  server.on("tlsClientError", (e: Error) => opts.log.debug("TLS handshake failed", { error: e.message }));
+  server.on("tlsClientError", handshakeFailureLogger(opts.log));
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
