@@ -286,9 +286,10 @@ function toProblems(issue: Issue, prefix: PropertyKey[], root: unknown, ctx: Val
     // an unknown field would be named (a union checks its discriminator before any keys)
     const parentPath = path.slice(0, -1);
     const parent = valueAt(root, parentPath);
-    const name = path.at(-1);
+    const last = path.at(-1);
+    const name = typeof last === "string" ? last : undefined;
     const typo =
-      discriminator && isPlainObject(parent) && typeof name === "string"
+      discriminator && isPlainObject(parent) && name !== undefined
         ? Object.keys(parent).find((k) => k !== name && closest(k, [name]) === name)
         : undefined;
     if (typo !== undefined) {
