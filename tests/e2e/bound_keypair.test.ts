@@ -301,7 +301,10 @@ describe("static key refusals, as the user sees them", () => {
     const other = JSON.parse((await run(["keypair", "create", "--static", "--format", "json"])).stdout) as { private_key: string };
     const wrong = await start(ins.token, { [ENV]: Buffer.from(other.private_key).toString("base64") });
     expect(wrong.code).toBe(1);
-    expect(wrong.stderr).toContain(`ERROR: The key presented does not match the public key bound to join token "${ins.token}"`);
+    // both fingerprints, so the user can tell which key to use
+    expect(wrong.stderr).toMatch(
+      new RegExp(`ERROR: The key presented \\(SHA256:[\\w+/]+\\) does not match the public key bound to join token "${ins.token}" \\(SHA256:[\\w+/]+\\); use the private key of SHA256:`),
+    );
 
     for (const token of [std.token, ins.token]) expect((await tokenStatus(auth, token)).recovery_count ?? 0).toBe(0);
     // and the right key still joins
