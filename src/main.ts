@@ -38,7 +38,7 @@ const ROLE_OF: Record<string, string> = { start: "agent", init: "agent", keypair
 
 async function loadCommands(argv: string[]): Promise<void> {
   const first = argv.slice(2).find((a) => !a.startsWith("-"));
-  if (first === "version" || argv.includes("--version")) return;
+  if (first === "version" || (first === undefined && argv.includes("--version"))) return;
   const role = first ? ROLE_OF[first] : undefined;
   const roles = role ? [role] : Object.keys(ROLES);
   for (const r of roles) for (const cmd of await ROLES[r]!()) program.addCommand(cmd);
