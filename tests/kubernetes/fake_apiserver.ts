@@ -20,6 +20,8 @@ export interface SeenRequest {
   method: string;
   path: string;
   query: URLSearchParams;
+  /** The query as sent (`?…`, or empty). */
+  search: string;
   /** Raw header lines, names lowercased, in order. */
   headerLines: [string, string][];
   body: string;
@@ -164,7 +166,9 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       const pod = inScope.find((p) => p.name === name);
       return pod ? json(res, 200, podObject(pod)) : status(res, 404, "NotFound", `pods "${name}" not found`);
     }
-    if (seen.query.get("watch") === "true" || seen.query.get("watch") === "1") {
+    // the API server's rule: the first value, unless "0" or "false" in any case
+    const watch = seen.query.getAll("watch")[0];
+    if (watch !== undefined && watch !== "0" && watch.toLowerCase() !== "false") {
       res.writeHead(200, { "content-type": "application/json;stream=watch", "transfer-encoding": "chunked" });
       const w = { res, ...(namespace !== undefined ? { namespace } : {}), table };
       watches.add(w);
@@ -264,7 +268,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
         const url = new URL(req.url ?? "/", "https://fake");
         const headerLines: [string, string][] = [];
         for (let i = 0; i < req.rawHeaders.length; i += 2) headerLines.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
-        const seen: SeenRequest = { method: req.method ?? "GET", path: url.pathname, query: url.searchParams, headerLines, body: Buffer.concat(chunks).toString("utf8") };
+        const seen: SeenRequest = { method: req.method ?? "GET", path: url.pathname, query: url.searchParams, search: url.search, headerLines, body: Buffer.concat(chunks).toString("utf8") };
         requests.push(seen);
         if (!authorized(req, seen)) return status(res, 401, "Unauthorized", "Unauthorized");
         route(req, res, seen);
