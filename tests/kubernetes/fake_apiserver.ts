@@ -13,7 +13,8 @@ import type { Socket } from "node:net";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createCA, generateKeyPair, issueCertificate, privateKeyToPem } from "../../src/crypto/index.ts";
+import { generateKeyPair, issueCertificate, privateKeyToPem } from "../../src/crypto/index.ts";
+import { testServerTls } from "../_tls.ts";
 
 /** One request as the server saw it. */
 export interface SeenRequest {
@@ -122,26 +123,7 @@ const API_RESOURCES = {
 
 /** Starts the server on 127.0.0.1:0. */
 export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promise<FakeApiServer> {
-  const now = new Date();
-  const caKey = generateKeyPair("ecdsa-p256");
-  const caPem = await createCA({
-    commonName: "fake kubernetes CA",
-    keyPair: caKey,
-    notBefore: new Date(now.getTime() - 3_600_000),
-    notAfter: new Date(now.getTime() + 86_400_000),
-  });
-  const serverKey = generateKeyPair("ecdsa-p256");
-  const certPem = await issueCertificate({
-    caCertPem: caPem,
-    caKey: caKey.privateKey,
-    publicKey: serverKey.publicKey,
-    commonName: "kube-apiserver",
-    dnsNames: ["localhost", "kubernetes.default.svc"],
-    ipAddresses: ["127.0.0.1"],
-    notBefore: new Date(now.getTime() - 3_600_000),
-    notAfter: new Date(now.getTime() + 86_400_000),
-    usage: "server",
-  });
+  const { caPem, caKey, certPem, keyPem } = await testServerTls("kube-apiserver", ["localhost", "kubernetes.default.svc"]);
 
   const requests: SeenRequest[] = [];
   const pods: Pod[] = [];
@@ -258,7 +240,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   const server = https.createServer(
     {
       cert: certPem,
-      key: privateKeyToPem(serverKey.privateKey),
+      key: keyPem,
       ...(opts.clientCaPem ? { ca: opts.clientCaPem, requestCert: true, rejectUnauthorized: false } : {}),
     },
     (req, res) => {
