@@ -14,6 +14,7 @@
 
 import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from "node:fs";
 import { AppError } from "./errors.ts";
+import { fsError } from "./fs.ts";
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
@@ -56,7 +57,12 @@ export interface DirLock {
 export async function lockExclusive(path: string, what: string): Promise<DirLock> {
   const c = await loadLibc();
   // no O_TRUNC: the file holds the current holder's PID until we have the lock
-  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  } catch (e) {
+    throw fsError("open the lock file", path, e);
+  }
   if (c.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
     const errno = c.errno();
     closeSync(fd);
