@@ -19,6 +19,10 @@ DEFAULT_JOIN_METHOD='bound_keypair'
 DOWNLOAD_TRUST='embedded-ca'
 AGENT_UNIT=''
 TEMPLATE_UNIT=''
+# The build's SHA-256 of each binary, as the auth service read it when it started (never
+# from the download directory at request time): the download must match it.
+SHA256_X64=''
+SHA256_ARM64=''
 # END SERVED VALUES
 
 readonly SERVICE_USER=machine-id
@@ -145,10 +149,15 @@ systemd_running() { [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; }
 
 install_binary() {
 	local url="https://$AUTH_SERVER/downloads/machine-id-linux-$ARCH" expected actual
-	download "$url.sha256" "$TMP/machine-id.sha256"
+	# The checksum comes with this script, not from beside the binary: whoever can replace
+	# the binary on the server cannot make a matching checksum be believed.
+	case "$ARCH" in
+	x64) expected=$SHA256_X64 ;;
+	arm64) expected=$SHA256_ARM64 ;;
+	esac
+	[[ "$expected" =~ ^[0-9a-f]{64}$ ]] ||
+		die "Cannot verify machine-id-linux-$ARCH: the auth service at $AUTH_SERVER had no build checksum for it when it started (machine-id-linux-$ARCH.sha256 beside the binary in its --dist-dir); nothing was installed"
 	download "$url" "$TMP/machine-id"
-	expected=$(awk 'NR == 1 { print $1 }' "$TMP/machine-id.sha256")
-	[[ "$expected" =~ ^[0-9a-f]{64}$ ]] || die "Cannot verify the download: \"$url.sha256\" holds no SHA-256"
 	actual=$(sha256_of "$TMP/machine-id")
 	[ "$actual" = "$expected" ] || die "Checksum mismatch for \"$url\": expected $expected, got $actual; nothing was installed"
 	say "Verified machine-id-linux-$ARCH (sha256 $actual)"

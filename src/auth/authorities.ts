@@ -19,7 +19,7 @@ import {
 } from "../crypto/index.ts";
 import { AUTH_SERVER_NAME } from "../protocol/index.ts";
 import { splitHostPort, type CaKeyAlgorithm } from "../config/index.ts";
-import { isAppError } from "../lib/errors.ts";
+import { AppError, isAppError } from "../lib/errors.ts";
 import type { Backend } from "./storage/index.ts";
 
 /** What storage holds for one authority (PEM and OpenSSH text only). */
@@ -109,10 +109,63 @@ async function loadOrCreate<T>(backend: Backend, key: string, create: () => Prom
 export async function loadAuthorities(backend: Backend, cluster: string, now = new Date(), caKeyAlgorithm: CaKeyAlgorithm = "ecdsa-p256"): Promise<Authorities> {
   const user = await loadOrCreate(backend, "/authorities/user", () => createStored("user", cluster, now, caKeyAlgorithm));
   const host = await loadOrCreate(backend, "/authorities/host", () => createStored("host", cluster, now, caKeyAlgorithm));
-  const jwt = await loadOrCreate<StoredAuthority>(backend, "/authorities/jwt", async () => {
-    const k = generateKeyPair("ed25519");
-    return { type: "jwt", cluster, created_at: now.toISOString(), jwt: { key: privateKeyToPem(k.privateKey) } };
-  });
+  const jwt = await loadOrCreate<StoredAuthority>(backend, "/authorities/jwt", () => createJwt(cluster, now));
+  return fromStored(cluster, user, host, jwt);
+}
+
+/** Authorities loaded, or created in memory only, and a way to store the created ones. */
+export interface PreparedAuthorities {
+  authorities: Authorities;
+  /** Whether some authority is new (a first start): `persist()` stores it. */
+  created: boolean;
+  /**
+   * Stores the authorities created in memory, each only if still absent. When another
+   * auth service sharing the backend stored its own meanwhile, ALREADY_EXISTS: the
+   * ones in memory must not be used.
+   */
+  persist(): Promise<void>;
+}
+
+/**
+ * Like `loadAuthorities`, but what is missing is created in memory and written only by
+ * `persist()`: a first start that fails before it serves (its port is taken, say)
+ * leaves no CA behind, so nothing pins the data directory to its cluster name.
+ */
+export async function prepareAuthorities(backend: Backend, cluster: string, now = new Date(), caKeyAlgorithm: CaKeyAlgorithm = "ecdsa-p256"): Promise<PreparedAuthorities> {
+  const created: [string, StoredAuthority][] = [];
+  const loadOrPrepare = async (key: string, create: () => Promise<StoredAuthority>) => {
+    const existing = await backend.get<StoredAuthority>(key);
+    if (existing) return existing.value;
+    const value = await create();
+    created.push([key, value]);
+    return value;
+  };
+  const user = await loadOrPrepare("/authorities/user", () => createStored("user", cluster, now, caKeyAlgorithm));
+  const host = await loadOrPrepare("/authorities/host", () => createStored("host", cluster, now, caKeyAlgorithm));
+  const jwt = await loadOrPrepare("/authorities/jwt", () => createJwt(cluster, now));
+  return {
+    authorities: fromStored(cluster, user, host, jwt),
+    created: created.length > 0,
+    async persist() {
+      for (const [key, value] of created) {
+        try {
+          await backend.create(key, value);
+        } catch (e) {
+          if (!isAppError(e, "ALREADY_EXISTS")) throw e;
+          throw new AppError("ALREADY_EXISTS", `Another auth service sharing this storage created the cluster's authorities at the same time: start this one again to use them`, { cause: e });
+        }
+      }
+      created.length = 0;
+    },
+  };
+}
+
+async function createJwt(cluster: string, now: Date): Promise<StoredAuthority> {
+  const k = generateKeyPair("ed25519");
+  return { type: "jwt", cluster, created_at: now.toISOString(), jwt: { key: privateKeyToPem(k.privateKey) } };
+}
+
+function fromStored(cluster: string, user: StoredAuthority, host: StoredAuthority, jwt: StoredAuthority): Authorities {
   if (user.cluster !== cluster) {
     throw new Error(
       `The data directory belongs to cluster "${user.cluster}", not "${cluster}": start with --cluster-name "${user.cluster}" or use another data directory`,

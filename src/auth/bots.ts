@@ -35,7 +35,8 @@ export async function checkLocks(ctx: AuthContext, targets: LockTarget[]): Promi
   if (lock) throw lockedError(lock);
 }
 
-function lockedError(lock: LockRecord): AppError {
+/** The LOCKED error a lock answers with. */
+export function lockedError(lock: LockRecord): AppError {
   const why = lock.message ? `: ${lock.message}` : "";
   return locked(`Access is locked for ${lockName(lock.target).replace("/", " ")}${why}`);
 }

@@ -11,7 +11,7 @@ import { Logger, type LogFormat, type LogLevel } from "../lib/log.ts";
 import { createNotifier } from "../lib/sd_notify.ts";
 import { VERSION } from "../lib/version.ts";
 import { readFileIfExists } from "../lib/fs.ts";
-import { serveDownload, serveInstallScript } from "./install/index.ts";
+import { loadBuildChecksums, serveDownload, serveInstallScript } from "./install/index.ts";
 import { startAuthService } from "./service.ts";
 
 interface StartFlags {
@@ -70,6 +70,10 @@ export function authCommand(): Command {
       for (const w of cfg.warnings) log.warn(w);
       const notifier = createNotifier(process.env, { logger: log });
       const distDir = flags.distDir ?? dirname(process.execPath);
+      // read once, before serving: install.sh embeds them (see loadBuildChecksums)
+      const checksums = await loadBuildChecksums({ distDir }, (binary) =>
+        log.warn(`No build checksum for "${binary}": install.sh will refuse to install it (the build writes its .sha256 beside it)`),
+      );
       const running = await startAuthService({
         dataDir: cfg.dataDir,
         listenAddr: cfg.listenAddr,
@@ -88,7 +92,8 @@ export function authCommand(): Command {
               caPin: ctx.authorities.caPin,
               caCertPem: ctx.authorities.host.tlsCertPem,
               version: VERSION,
-            }) ?? (await serveDownload(req, { distDir })),
+              checksums,
+            }) ?? (await serveDownload(req, { distDir, checksums })),
         ],
       });
       notifier.ready(`Listening on ${running.listener.host}:${running.listener.port}`);

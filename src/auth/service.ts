@@ -7,13 +7,14 @@
 import { join } from "node:path";
 import { generateKeyPair, privateKeyToPem } from "../crypto/index.ts";
 import { systemClock, type Clock } from "../lib/clock.ts";
-import { badParameter } from "../lib/errors.ts";
+import { AppError, badParameter, isAppError } from "../lib/errors.ts";
+import { lockExclusive, type DirLock } from "../lib/dirlock.ts";
 import { ensureDir, writeFileAtomic } from "../lib/fs.ts";
 import type { Logger } from "../lib/log.ts";
 import { VERSION } from "../lib/version.ts";
 import { ADMIN_IDENTITY_FILE, formatIdentityFile } from "../protocol/index.ts";
 import { AuditLog, EVENT } from "./audit.ts";
-import { hostPort, issueServerCertificate, loadAuthorities, serverNames, storedClusterName, type Authorities } from "./authorities.ts";
+import { hostPort, issueServerCertificate, prepareAuthorities, serverNames, storedClusterName, type Authorities } from "./authorities.ts";
 import type { AuthContext } from "./context.ts";
 import { createHandler, type Handler, type RouteHook } from "./http.ts";
 import { issueCerts } from "./issuer.ts";
@@ -115,11 +116,19 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
   const auditRetentionMs = opts.auditRetentionMs === undefined ? DEFAULT_AUDIT_RETENTION_MS : opts.auditRetentionMs;
   if (auditRetentionMs !== null) checkRetention(auditRetentionMs);
   await ensureDir(opts.dataDir, 0o700);
-  const storageCfg = opts.storage ?? { type: "sqlite" };
-  const backend: Backend = await openBackend(
-    storageCfg.type === "sqlite" ? { type: "sqlite", path: storageCfg.path ?? join(opts.dataDir, "machine-id.db") } : storageCfg,
-    { clock, logger: log.child("storage") },
-  );
+  const dirLock = await lockDataDir(opts.dataDir);
+  let backend: Backend;
+  try {
+    const storageCfg = opts.storage ?? { type: "sqlite" };
+    backend = await openBackend(
+      storageCfg.type === "sqlite" ? { type: "sqlite", path: storageCfg.path ?? join(opts.dataDir, "machine-id.db") } : storageCfg,
+      { clock, logger: log.child("storage") },
+    );
+  } catch (e) {
+    dirLock.release();
+    throw e;
+  }
+  let listener: Listener | undefined;
   try {
     const stored = await storedClusterName(backend);
     if (stored && opts.clusterName && stored !== opts.clusterName) {
@@ -128,7 +137,9 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
       );
     }
     const cluster = stored ?? opts.clusterName ?? hostname();
-    const authorities = await loadAuthorities(backend, cluster, clock.now(), opts.caKeyAlgorithm);
+    // created in memory on a first start, stored once the listener is up (below)
+    const prepared = await prepareAuthorities(backend, cluster, clock.now(), opts.caKeyAlgorithm);
+    const authorities = prepared.authorities;
     const listenAt = hostPort(opts.listenAddr);
     if (!listenAt) throw new Error(`Invalid listen address "${opts.listenAddr}": expected host:port`);
     const { host, port } = listenAt;
@@ -141,7 +152,9 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
       const c = await issueServerCertificate(authorities, names, clock.now(), SERVER_CERT_TTL_MS);
       return { certPem: c.certPem + authorities.host.tlsCertPem, keyPem: c.keyPem, clientCaPem: [authorities.user.tlsCertPem] };
     };
-    const listener = await listen({ host: host || "0.0.0.0", port, tls: await serverTls(), handler, log: log.child("http"), ...opts.limits });
+    const served = await listen({ host: host || "0.0.0.0", port, tls: await serverTls(), handler, log: log.child("http"), ...opts.limits });
+    listener = served;
+    await prepared.persist();
     const addr = localAddr(host, listener.port);
     if (!ctx.publicAddr) ctx.publicAddr = addr;
     const adminPath = adminIdentityPath(opts.dataDir);
@@ -151,7 +164,7 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
     timers.push(
       setInterval(() => {
         void (async () => {
-          listener.setTls(await serverTls());
+          served.setTls(await serverTls());
           await writeAdminIdentity(authorities, adminPath, addr, clock.now());
         })().catch((e) => log.error("Cannot refresh the service certificate or admin identity", { error: e }));
       }, REFRESH_EVERY_MS),
@@ -173,7 +186,7 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
     return {
       ctx,
       handler,
-      listener,
+      listener: served,
       addr,
       adminIdentityPath: adminPath,
       async close() {
@@ -181,14 +194,38 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
         // A prune in progress stops after its current chunk and records what it deleted.
         stopJanitor.abort();
         await janitorRun;
-        await listener.close();
+        await served.close();
         kubernetes.close();
         await backend.close();
+        dirLock.release();
       },
     };
   } catch (e) {
+    await listener?.close();
     await backend.close();
+    dirLock.release();
     throw e;
+  }
+}
+
+/** The lock file in the data directory, held while the service runs (see lib/dirlock.ts). */
+const DATA_DIR_LOCK_FILE = "auth.lock";
+
+/**
+ * Two services on one data directory would overwrite each other's admin identity (and,
+ * with SQLite, share one database file): the second is refused, naming the first's PID.
+ */
+async function lockDataDir(dataDir: string): Promise<DirLock> {
+  try {
+    return await lockExclusive(join(dataDir, DATA_DIR_LOCK_FILE), `data directory "${dataDir}"`);
+  } catch (e) {
+    if (!isAppError(e, "LOCKED")) throw e;
+    const pid = e.details?.pid;
+    throw new AppError(
+      "LOCKED",
+      `Cannot start the auth service: data directory "${dataDir}" is in use by another auth service (PID ${pid ?? "unknown"}); stop it first, or give this one another --data-dir`,
+      { details: e.details ?? {}, cause: e },
+    );
   }
 }
 

@@ -5,7 +5,8 @@
  */
 
 import { z } from "zod";
-import { AppError, connectionProblem, errorMessage, trustFailure } from "../lib/errors.ts";
+import { AppError, connectionProblem, errorMessage, isAppError, trustFailure } from "../lib/errors.ts";
+import { readCapped } from "../lib/stream.ts";
 import { errorFromBody } from "./errors.ts";
 import {
   AddBotResponse,
@@ -251,6 +252,29 @@ function portNote(addr: string): string {
 }
 
 /**
+ * The most read from a server before it is verified: a CA export is a few KiB (two
+ * certificates during a rotation), a ping answer less. Without it a hostile server
+ * could make the agent buffer an endless body (1 GiB pushed it to 1.6 GB of memory).
+ */
+export const MAX_UNVERIFIED_BYTES = 64 << 10;
+
+/**
+ * Reads the body of an answer from a server not yet verified, at most
+ * MAX_UNVERIFIED_BYTES; past that the connection is dropped and TRUST_FAILURE thrown.
+ */
+export async function readUnverified(res: Response, what: string): Promise<string> {
+  try {
+    return await readCapped(res.body, MAX_UNVERIFIED_BYTES, what);
+  } catch (e) {
+    if (!isAppError(e, "TOO_LARGE")) throw e;
+    throw trustFailure(
+      `Cannot read ${what}: the answer is larger than ${MAX_UNVERIFIED_BYTES} bytes, more than any machine-id auth service sends before it is verified; the connection was closed`,
+      { details: { reason: "unverified-answer-too-large", limit: MAX_UNVERIFIED_BYTES } },
+    );
+  }
+}
+
+/**
  * Fetches the cluster's host CA from a server not yet trusted, and returns it only
  * if it matches one of `pins`. Nothing secret is sent on this connection; every
  * later request verifies the server against the CA returned here.
@@ -264,8 +288,11 @@ export async function fetchPinnedCA(addr: string, pins: string[], pinOf: (certPe
       // Deliberately unverified: the answer is checked against the pin below before it is trusted.
       tls: { rejectUnauthorized: false },
     } as RequestInit);
-    text = await res.text();
-    if (!res.ok) throw connectionProblem(`Cannot fetch the cluster CA from "${addr}": HTTP status ${res.status}`);
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => {});
+      throw connectionProblem(`Cannot fetch the cluster CA from "${addr}": HTTP status ${res.status}`);
+    }
+    text = await readUnverified(res, `the cluster CA from "${addr}"`);
   } catch (e) {
     if (e instanceof AppError) throw e;
     throw networkError(addr, e);

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { caPinOf, renderInstallScript, serveDownload, serveInstallScript } from "../../src/auth/install/index.ts";
+import { caPinOf, loadBuildChecksums, renderInstallScript, serveDownload, serveInstallScript, type BuildChecksums } from "../../src/auth/install/index.ts";
 import { compiledBinary, HOST_ARCH, makeTestCa, ROOT, run, runOk, sha256File, startServer, tempDir, type RunResult, type TestCa, type TestServer } from "./_helpers.ts";
 
 const TIMEOUT = 60_000;
@@ -21,6 +21,8 @@ const dists: Record<string, string> = {};
 let server: TestServer;
 /** Which dist dir the server serves from, and an optional edit to the served script. */
 let serving: { dist: string; alter?: (script: string) => string } = { dist: "good" };
+/** The checksums of each dist dir, as an auth service reads them at start. */
+const checksums: Record<string, BuildChecksums> = {};
 
 beforeAll(async () => {
   dir = await tempDir();
@@ -38,10 +40,15 @@ beforeAll(async () => {
   await writeFile(join(dists.tampered!, name), "#!/bin/sh\necho tampered\n", { mode: 0o755 });
   await writeFile(join(dists.tampered!, `${name}.sha256`), `${sum}  ${name}\n`);
 
+  // as the service reads them at start; "empty" stands for a binary removed since
+  for (const name of ["good", "tampered"]) checksums[name] = await loadBuildChecksums({ distDir: dists[name]!, serveSelf: false });
+  checksums.empty = checksums.good!;
+
   server = await startServer(ca, async (req) => {
-    const script = serveInstallScript(req, { publicAddr: server.addr, caPin: pin, caCertPem: ca.caPem, version: "0.1.0" });
+    const sums = checksums[serving.dist]!;
+    const script = serveInstallScript(req, { publicAddr: server.addr, caPin: pin, caCertPem: ca.caPem, version: "0.1.0", checksums: sums });
     if (script && serving.alter) return new Response(serving.alter(await script.text()));
-    return script ?? (await serveDownload(req, { distDir: dists[serving.dist]!, serveSelf: false }));
+    return script ?? (await serveDownload(req, { distDir: dists[serving.dist]!, serveSelf: false, checksums: sums }));
   });
 }, TIMEOUT);
 
@@ -171,7 +178,7 @@ describe("install.sh", () => {
         const where = (await runOk(["sh", "-c", `command -v ${t}`])).stdout.trim();
         await symlink(where, join(shims.path, t));
       }
-      const script = renderInstallScript({ publicAddr: server.addr, caPin: pin, caCertPem: ca.caPem, version: "0.1.0" });
+      const script = renderInstallScript({ publicAddr: server.addr, caPin: pin, caCertPem: ca.caPem, version: "0.1.0", checksums: checksums.good! });
       const scriptPath = join(dir.path, "wget-install.sh");
       await writeFile(scriptPath, script);
       const r = await run([join(shims.path, "bash"), "-c", `bash < "$SCRIPT"`], {
@@ -186,7 +193,13 @@ describe("install.sh", () => {
 
   const failures: { name: string; dist: string; env?: Record<string, string>; args?: string[]; alter?: (s: string) => string; message: RegExp }[] = [
     { name: "a tampered binary (checksum mismatch)", dist: "tampered", message: /Checksum mismatch for "https:\/\/.*machine-id-linux-/ },
-    { name: "a failed download", dist: "empty", message: /Cannot download "https:\/\/.*machine-id-linux-.*\.sha256"/ },
+    { name: "a failed download", dist: "empty", message: /Cannot download "https:\/\/.*machine-id-linux-[a-z0-9]+"/ },
+    {
+      name: "no build checksum for the arch",
+      dist: "good",
+      alter: (s) => s.replace(/^SHA256_(X64|ARM64)='[0-9a-f]{64}'$/gm, "SHA256_$1=''"),
+      message: /Cannot verify machine-id-linux-[a-z0-9]+: the auth service at .* had no build checksum for it when it started/,
+    },
     { name: "an unsupported architecture", dist: "good", env: { MACHINE_ID_ARCH: "riscv64" }, message: /Cannot install on architecture "riscv64"/ },
     {
       name: "an embedded CA that does not match the pin",

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { caPinOf, renderInstallScript, serveDownload, serveInstallScript, shellQuote } from "../../src/auth/install/index.ts";
+import { caPinOf, loadBuildChecksums, renderInstallScript, serveDownload, serveInstallScript, shellQuote } from "../../src/auth/install/index.ts";
 import { makeTestCa, run, tempDir, type TestCa } from "./_helpers.ts";
 
 let dir: { path: string } & AsyncDisposable;
@@ -47,6 +47,7 @@ describe("renderInstallScript()", () => {
     ["two certificates", () => ({ ...base(), caCertPem: ca.caPem + ca.certPem }), () => "expected one PEM certificate, found 2"],
     ["a version with a quote", () => ({ ...base(), version: "1'" }), () => `Invalid version "1'"`],
     ["an unknown download trust", () => ({ ...base(), downloadTrust: "none" as never }), () => 'Invalid download trust "none"'],
+    ["a checksum that is not SHA-256 hex", () => ({ ...base(), checksums: { x64: "abc';reboot;'" } }), () => `Invalid SHA-256 of machine-id-linux-x64 "abc';reboot;'"`],
   ];
   for (const [name, options, message] of bad) {
     test(`rejects ${name}`, () => {
@@ -89,21 +90,34 @@ describe("serveDownload()", () => {
     await writeFile(join(d.path, "machine-id-linux-x64"), "binary bytes");
     const sum = "b".repeat(64);
     await writeFile(join(d.path, "machine-id-linux-x64.sha256"), `${sum}  machine-id\n`);
-    const bin = (await serveDownload(get("/downloads/machine-id-linux-x64"), { distDir: d.path, serveSelf: false }))!;
+    const checksums = await loadBuildChecksums({ distDir: d.path, serveSelf: false });
+    expect(checksums).toEqual({ x64: sum });
+    const bin = (await serveDownload(get("/downloads/machine-id-linux-x64"), { distDir: d.path, serveSelf: false, checksums }))!;
     expect(bin.status).toBe(200);
     expect(bin.headers.get("content-type")).toBe("application/octet-stream");
     expect(bin.headers.get("content-length")).toBe("12");
     expect(await bin.text()).toBe("binary bytes");
-    const s = (await serveDownload(get("/downloads/machine-id-linux-x64.sha256"), { distDir: d.path, serveSelf: false }))!;
+    const s = (await serveDownload(get("/downloads/machine-id-linux-x64.sha256"), { distDir: d.path, serveSelf: false, checksums }))!;
     expect(await s.text()).toBe(`${sum}  machine-id-linux-x64\n`);
+    // what the dist dir holds later changes neither the served checksum nor the script's
+    await writeFile(join(d.path, "machine-id-linux-x64"), "swapped bytes");
+    await writeFile(join(d.path, "machine-id-linux-x64.sha256"), `${"c".repeat(64)}  machine-id-linux-x64\n`);
+    const again = (await serveDownload(get("/downloads/machine-id-linux-x64.sha256"), { distDir: d.path, serveSelf: false, checksums }))!;
+    expect(await again.text()).toBe(`${sum}  machine-id-linux-x64\n`);
+    const script = renderInstallScript({ publicAddr: "auth.example.com:3025", caPin: pin, caCertPem: ca.caPem, version: "0.1.0", checksums });
+    expect(script).toContain(`\nSHA256_X64='${sum}'\nSHA256_ARM64=''\n`);
   });
 
-  test("computes the checksum when the build left none", async () => {
+  test("no checksum when the build left none: never computed from the file served", async () => {
     await using d = await tempDir();
     await writeFile(join(d.path, "machine-id-linux-arm64"), "arm bytes");
-    const s = (await serveDownload(get("/downloads/machine-id-linux-arm64.sha256"), { distDir: d.path, serveSelf: false }))!;
-    const expected = new Bun.CryptoHasher("sha256").update("arm bytes").digest("hex");
-    expect(await s.text()).toBe(`${expected}  machine-id-linux-arm64\n`);
+    const missing: string[] = [];
+    const checksums = await loadBuildChecksums({ distDir: d.path, serveSelf: false }, (b) => missing.push(b));
+    expect(checksums).toEqual({});
+    expect(missing).toEqual([join(d.path, "machine-id-linux-arm64")]);
+    const s = (await serveDownload(get("/downloads/machine-id-linux-arm64.sha256"), { distDir: d.path, serveSelf: false, checksums }))!;
+    expect(s.status).toBe(404);
+    expect(await s.text()).toBe("No build checksum for machine-id-linux-arm64 was found when the auth service started\n");
   });
 
   test("404 for an arch with no binary, undefined for any other path (no traversal)", async () => {

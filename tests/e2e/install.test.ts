@@ -2,7 +2,8 @@
  * Issue 5 end to end: the compiled auth service serves install.sh (with its address
  * and CA pin filled in) and the compiled binary; `curl … | DESTDIR=… bash` installs
  * into a temporary root; a second run changes nothing; a binary whose checksum does
- * not match is refused and nothing is installed.
+ * not match is refused and nothing is installed, also when the binary and its .sha256
+ * were both replaced in the dist dir after the service started.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -120,6 +121,35 @@ describe("curl | bash from the auth service", () => {
       expect(readdirSync(root)).toEqual([]);
     } finally {
       await second[Symbol.asyncDispose]();
+      writeFileSync(caFile, await auth.ctlOk("auth", "export", "--type", "tls-host"));
+    }
+  }, 120_000);
+
+  test("a binary swapped in the dist dir after start, with a matching .sha256, is refused and nothing is installed", async () => {
+    const swapped = join(dir.path, "dist-swapped");
+    mkdirSync(swapped);
+    copyFileSync(join(ROOT, "dist", NAME), join(swapped, NAME));
+    copyFileSync(join(ROOT, "dist", `${NAME}.sha256`), join(swapped, `${NAME}.sha256`));
+    const third = await startAuth(join(dir.path, "auth3"), { args: ["--dist-dir", swapped, "--cluster-name", "swapped.example"] });
+    try {
+      // whoever can write the dist dir replaces the binary and its checksum file together
+      const evil = Buffer.from("#!/bin/sh\necho evil\n");
+      writeFileSync(join(swapped, NAME), evil, { mode: 0o755 });
+      const evilSum = createHash("sha256").update(evil).digest("hex");
+      writeFileSync(join(swapped, `${NAME}.sha256`), `${evilSum}  ${NAME}\n`);
+      writeFileSync(caFile, await third.ctlOk("auth", "export", "--type", "tls-host"));
+      const root = join(dir.path, "root-swapped");
+      mkdirSync(root);
+      const r = install(root, [], third.addr);
+      expect(r.code).not.toBe(0);
+      const buildSum = readFileSync(join(ROOT, "dist", `${NAME}.sha256`), "utf8").split(" ")[0]!;
+      expect(r.stderr).toContain(`Checksum mismatch for "https://${third.addr}/downloads/${NAME}": expected ${buildSum}, got ${evilSum}; nothing was installed`);
+      expect(readdirSync(root)).toEqual([]);
+      // the .sha256 the service publishes is still the one it read at start
+      const published = sh(["curl", "-fsS", "--cacert", caFile, `https://${third.addr}/downloads/${NAME}.sha256`]);
+      expect(published.stdout).toBe(`${buildSum}  ${NAME}\n`);
+    } finally {
+      await third[Symbol.asyncDispose]();
       writeFileSync(caFile, await auth.ctlOk("auth", "export", "--type", "tls-host"));
     }
   }, 120_000);

@@ -83,6 +83,55 @@ const cases: [method: string, target: string, expected: Expect][] = [
   ["GET", "/api/v1/namespaces/d%65mo/pods", { namespace: "demo", path: "/api/v1/namespaces/demo/pods" }],
 ];
 
+// What k8s.io/apimachinery's Convert_Slice_string_To_bool makes of `watch` (the API
+// server's request-info resolver and list handler both use it): the first value counts;
+// "0" and case-insensitive "false" (Go's EqualFold, so "falſe" too) are a list; every
+// other value, the empty one included, is a watch.
+describe("the watch flag of a collection GET, as the API server reads it", () => {
+  const table: [query: string, verb: "watch" | "list"][] = [
+    ["", "list"],
+    ["limit=5", "list"],
+    ["watch=false", "list"],
+    ["watch=FALSE", "list"],
+    ["watch=False", "list"],
+    ["watch=fAlSe", "list"],
+    ["watch=fal%C5%BFe", "list"], // U+017F folds onto s under Go's EqualFold
+    ["watch=0", "list"],
+    ["watch=false&watch=true", "list"],
+    ["watch=0&watch=1", "list"],
+    ["wAtch=true", "list"], // parameter names are case-sensitive
+    ["watch=true", "watch"],
+    ["watch=1", "watch"],
+    ["watch=t", "watch"],
+    ["watch=True", "watch"],
+    ["watch=yes", "watch"],
+    ["watch=no", "watch"],
+    ["watch=off", "watch"],
+    ["watch=f", "watch"],
+    ["watch=00", "watch"],
+    ["watch=-0", "watch"],
+    ["watch=%200", "watch"],
+    ["watch=false%20", "watch"],
+    ["watch=+false", "watch"],
+    ["watch=fals", "watch"],
+    ["watch=false%00", "watch"],
+    ["watch=", "watch"],
+    ["watch", "watch"],
+    ["watch=&watch=false", "watch"],
+    ["watch=true&watch=false", "watch"],
+    ["watch=%", "watch"],
+    ["watch=false;x", "watch"], // the proxy forwards it re-encoded as false%3Bx, which Go reads back as "false;x"
+  ];
+  for (const [query, verb] of table) {
+    test(`?${query} is ${verb}`, () => {
+      expect(parse("GET", `/api/v1/namespaces/demo/pods?${query}`)).toMatchObject({ type: "resource", verb });
+    });
+  }
+  test("a named GET stays a get whatever watch says", () => {
+    expect(parse("GET", "/api/v1/namespaces/demo/pods/web-1?watch=yes")).toMatchObject({ verb: "get", name: "web-1" });
+  });
+});
+
 describe("parseKubeApiRequest()", () => {
   for (const [method, target, expected] of cases) {
     test(`${method} ${target}`, () => {

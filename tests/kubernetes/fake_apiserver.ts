@@ -13,13 +13,16 @@ import type { Socket } from "node:net";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createCA, generateKeyPair, issueCertificate, privateKeyToPem } from "../../src/crypto/index.ts";
+import { generateKeyPair, issueCertificate, privateKeyToPem } from "../../src/crypto/index.ts";
+import { testServerTls } from "../_tls.ts";
 
 /** One request as the server saw it. */
 export interface SeenRequest {
   method: string;
   path: string;
   query: URLSearchParams;
+  /** The query as sent (`?…`, or empty). */
+  search: string;
   /** Raw header lines, names lowercased, in order. */
   headerLines: [string, string][];
   body: string;
@@ -120,26 +123,7 @@ const API_RESOURCES = {
 
 /** Starts the server on 127.0.0.1:0. */
 export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promise<FakeApiServer> {
-  const now = new Date();
-  const caKey = generateKeyPair("ecdsa-p256");
-  const caPem = await createCA({
-    commonName: "fake kubernetes CA",
-    keyPair: caKey,
-    notBefore: new Date(now.getTime() - 3_600_000),
-    notAfter: new Date(now.getTime() + 86_400_000),
-  });
-  const serverKey = generateKeyPair("ecdsa-p256");
-  const certPem = await issueCertificate({
-    caCertPem: caPem,
-    caKey: caKey.privateKey,
-    publicKey: serverKey.publicKey,
-    commonName: "kube-apiserver",
-    dnsNames: ["localhost", "kubernetes.default.svc"],
-    ipAddresses: ["127.0.0.1"],
-    notBefore: new Date(now.getTime() - 3_600_000),
-    notAfter: new Date(now.getTime() + 86_400_000),
-    usage: "server",
-  });
+  const { caPem, caKey, certPem, keyPem } = await testServerTls("kube-apiserver", ["localhost", "kubernetes.default.svc"]);
 
   const requests: SeenRequest[] = [];
   const pods: Pod[] = [];
@@ -164,7 +148,9 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       const pod = inScope.find((p) => p.name === name);
       return pod ? json(res, 200, podObject(pod)) : status(res, 404, "NotFound", `pods "${name}" not found`);
     }
-    if (seen.query.get("watch") === "true" || seen.query.get("watch") === "1") {
+    // the API server's rule: the first value, unless "0" or "false" in any case
+    const watch = seen.query.getAll("watch")[0];
+    if (watch !== undefined && watch !== "0" && watch.toLowerCase() !== "false") {
       res.writeHead(200, { "content-type": "application/json;stream=watch", "transfer-encoding": "chunked" });
       const w = { res, ...(namespace !== undefined ? { namespace } : {}), table };
       watches.add(w);
@@ -254,7 +240,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   const server = https.createServer(
     {
       cert: certPem,
-      key: privateKeyToPem(serverKey.privateKey),
+      key: keyPem,
       ...(opts.clientCaPem ? { ca: opts.clientCaPem, requestCert: true, rejectUnauthorized: false } : {}),
     },
     (req, res) => {
@@ -264,7 +250,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
         const url = new URL(req.url ?? "/", "https://fake");
         const headerLines: [string, string][] = [];
         for (let i = 0; i < req.rawHeaders.length; i += 2) headerLines.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
-        const seen: SeenRequest = { method: req.method ?? "GET", path: url.pathname, query: url.searchParams, headerLines, body: Buffer.concat(chunks).toString("utf8") };
+        const seen: SeenRequest = { method: req.method ?? "GET", path: url.pathname, query: url.searchParams, search: url.search, headerLines, body: Buffer.concat(chunks).toString("utf8") };
         requests.push(seen);
         if (!authorized(req, seen)) return status(res, 401, "Unauthorized", "Unauthorized");
         route(req, res, seen);

@@ -237,6 +237,116 @@ describe("refused requests never reach the cluster", () => {
     expect(res.status).toBe(403);
     expect(((await res.json()) as { message: string }).message).toContain("leaked");
   });
+
+  test("an output certificate of a deleted bot stays refused once a bot of the same name is created again", async () => {
+    const old = await auth.kubeCerts(await auth.joinWithToken(await auth.addBot("phoenix", ["machine-id-kube-role"])), "example-k8s-cluster");
+    expect((await kube(old, "GET", "/api/v1/namespaces/demo/pods/web-1")).status).toBe(200);
+    await auth.admin.deleteBot("phoenix", ADMIN);
+    // same name, same roles, a new instance joined: the old instance stays gone
+    const fresh = await auth.kubeCerts(await auth.joinWithToken(await auth.addBot("phoenix", ["machine-id-kube-role"])), "example-k8s-cluster");
+    let res!: Response;
+    const seen = await upstreamDuring(async () => {
+      res = await kube(old, "GET", "/api/v1/namespaces/demo/pods/web-1");
+    });
+    expect(seen).toEqual([]);
+    expect(res.status).toBe(403);
+    const instance = (await lastKubeEvent()).fields.bot_instance_id as string;
+    expect(((await res.json()) as { message: string }).message).toBe(
+      `Bot instance "${instance}" of bot "phoenix" no longer exists: the certificate was issued to a deleted instance`,
+    );
+    expect(await lastKubeEvent()).toMatchObject({ fields: { bot: "phoenix", allowed: false } });
+    expect((await kube(fresh, "GET", "/api/v1/namespaces/demo/pods/web-1")).status).toBe(200);
+  });
+});
+
+describe("the verb of a collection GET is decided as the API server decides it", () => {
+  // k8s.io/apimachinery Convert_Slice_string_To_bool: the first `watch` value is a
+  // watch unless it is "0" or case-insensitively "false"; an empty value is a watch.
+  test("?watch=yes is authorized and audited as watch, and upstream runs a watch", async () => {
+    let res!: Response;
+    const seen = await upstreamDuring(async () => {
+      res = await kube(reader, "GET", "/api/v1/namespaces/demo/pods?watch=yes");
+      expect(res.status).toBe(200);
+      expect(await lastKubeEvent()).toMatchObject({ fields: { bot: "reader", verb: "watch", allowed: true } });
+      api.endWatches();
+      await res.text();
+    });
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.query.getAll("watch")).toEqual(["yes"]);
+  });
+
+  test("a role that allows list but not watch cannot watch with ?watch=yes", async () => {
+    await auth.create(`kind: role
+version: v7
+metadata: {name: list-only}
+spec:
+  allow:
+    kubernetes_labels: {env: prod}
+    kubernetes_resources:
+      - {kind: pod, namespace: "*", name: "*", verbs: [get, list]}
+    kubernetes_groups: [viewers]
+`);
+    const lister = await auth.kubeCerts(await auth.joinWithToken(await auth.addBot("lister", ["list-only"])), "example-k8s-cluster");
+    for (const q of ["watch=yes", "watch=", "watch", "watch=on&watch=false", "watch=False%00"]) {
+      let res!: Response;
+      const seen = await upstreamDuring(async () => {
+        res = await kube(lister, "GET", `/api/v1/namespaces/demo/pods?${q}`);
+      });
+      expect({ q, status: res.status, seen: seen.length }).toEqual({ q, status: 403, seen: 0 });
+      expect(await lastKubeEvent()).toMatchObject({ fields: { bot: "lister", verb: "watch", allowed: false } });
+    }
+    for (const q of ["watch=false", "watch=FALSE", "watch=0", "watch=false&watch=true"]) {
+      const res = await kube(lister, "GET", `/api/v1/namespaces/demo/pods?${q}`);
+      expect({ q, status: res.status }).toEqual({ q, status: 200 });
+      await res.text();
+    }
+  });
+
+  test("the query upstream is the one the proxy decided on, re-encoded", async () => {
+    // a semicolon is no separator for the API server (Go drops the pair), nor for the proxy
+    const seen = await upstreamDuring(async () => {
+      const res = await kube(reader, "GET", "/api/v1/namespaces/demo/pods?limit=5&watch=false;x");
+      expect(await lastKubeEvent()).toMatchObject({ fields: { verb: "watch" } });
+      api.endWatches();
+      await res.text();
+    });
+    expect(seen[0]!.search).toBe("?limit=5&watch=false%3Bx");
+  });
+});
+
+describe("client headers reaching the API server", () => {
+  test("only the allowlisted headers are forwarded, next to the proxy's own credentials and impersonation", async () => {
+    const seen = await upstreamDuring(() =>
+      kube(example, "GET", "/api/v1/namespaces/demo/pods/web-1", {
+        accept: "application/json",
+        "user-agent": "kubectl/v1.31",
+        authorization: "Bearer the-callers-own",
+        "x-remote-user": "system:admin",
+        "x-remote-group": "system:masters",
+        "x-remote-extra-scopes": "all",
+        "audit-id": "forged",
+        "x-forwarded-for": "10.0.0.1",
+        "kubectl-command": "kubectl get",
+        cookie: "session=1",
+      }),
+    );
+    expect(seen).toHaveLength(1);
+    const names = [...new Set(seen[0]!.headerLines.map(([k]) => k.toLowerCase()))].sort();
+    // host and connection are the proxy's own HTTP client's
+    expect(names).toEqual(["accept", "authorization", "connection", "host", "impersonate-group", "impersonate-user", "user-agent"]);
+    expect(api.header(seen[0]!, "connection")).toEqual(["keep-alive"]);
+    expect(api.header(seen[0]!, "authorization")).toEqual(["Bearer proxy-sa-token"]);
+    expect(api.header(seen[0]!, "user-agent")).toEqual(["kubectl/v1.31"]);
+  });
+
+  test("a patch keeps its content type", async () => {
+    const seen = await upstreamDuring(() =>
+      kube(example, "PATCH", "/api/v1/namespaces/demo/pods/web-1", { "content-type": "application/merge-patch+json", "x-remote-user": "system:admin" }, { metadata: { labels: { a: "b" } } }),
+    );
+    expect(seen).toHaveLength(1);
+    expect(api.header(seen[0]!, "content-type")).toEqual(["application/merge-patch+json"]);
+    expect(api.header(seen[0]!, "x-remote-user")).toEqual([]);
+  });
 });
 
 describe("certificates and discovery", () => {

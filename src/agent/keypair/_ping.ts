@@ -4,7 +4,7 @@
  */
 
 import { connectionProblem, errorMessage, isAppError } from "../../lib/errors.ts";
-import { PingResponse, ROUTES, baseUrl, decode } from "../../protocol/index.ts";
+import { PingResponse, ROUTES, baseUrl, decode, readUnverified } from "../../protocol/index.ts";
 
 /**
  * GET /webapi/ping without verifying the server's certificate. The answer is shown to
@@ -17,8 +17,9 @@ export async function pingUnverified(addr: string, timeoutMs = 15_000): Promise<
   let text: string;
   try {
     res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), tls: { rejectUnauthorized: false } } as RequestInit);
-    text = await res.text();
+    text = await readUnverified(res, `the ping answer of "${addr}" (--proxy-server)`);
   } catch (e) {
+    if (isAppError(e)) throw e;
     const why = (e as Error)?.name === "TimeoutError" ? "it did not answer in time" : errorMessage(e);
     throw connectionProblem(`Cannot reach "${addr}" (--proxy-server): ${why}`, { cause: e });
   }

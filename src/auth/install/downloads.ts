@@ -9,7 +9,7 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { readFileIfExists } from "../../lib/fs.ts";
-import { renderInstallScript, type InstallScriptOptions } from "./script.ts";
+import { renderInstallScript, type BuildChecksums, type InstallScriptOptions } from "./script.ts";
 
 /** Architectures the script asks for, in Bun's naming (also process.arch's). */
 export const DOWNLOAD_ARCHES = ["x64", "arm64"] as const;
@@ -27,6 +27,37 @@ export interface DownloadOptions {
    * file for that arch, so a compiled auth service can hand out itself. Default true.
    */
   serveSelf?: boolean;
+  /** What `.sha256` answers: the checksums `loadBuildChecksums` read at start. */
+  checksums?: BuildChecksums;
+}
+
+/**
+ * The checksum of each binary the service will serve, read once, before it serves
+ * anything, and kept in memory: the `.sha256` the build wrote beside the binary in
+ * distDir, or, for the running executable served as itself, the SHA-256 of the
+ * executable this process runs (read through /proc/self/exe, the inode executing,
+ * which Linux keeps from being written while it runs). Nothing later written to the
+ * download directory changes them: a binary swapped there after start, with or without
+ * its `.sha256`, no longer matches what the served install.sh embeds. An arch whose
+ * binary has no valid `.sha256` gets no checksum (`onMissing` is told), and the script
+ * refuses to install it.
+ */
+export async function loadBuildChecksums(options: DownloadOptions, onMissing: (binary: string) => void = () => {}): Promise<BuildChecksums> {
+  const out: Partial<Record<DownloadArch, string>> = {};
+  for (const arch of DOWNLOAD_ARCHES) {
+    const found = await locate(arch, options);
+    if (!found) continue;
+    let sum: string | undefined;
+    if (found.sumPath !== undefined) {
+      const recorded = (await readFileIfExists(found.sumPath))?.trim().split(/\s+/)[0];
+      if (recorded !== undefined && /^[0-9a-f]{64}$/.test(recorded)) sum = recorded;
+    } else {
+      sum = await sha256Of("/proc/self/exe");
+    }
+    if (sum === undefined) onMissing(found.path);
+    else out[arch] = sum;
+  }
+  return out;
 }
 
 /** Serves GET/HEAD /scripts/install.sh, rendered for this cluster; undefined for other paths. */
@@ -48,9 +79,8 @@ export function serveInstallScript(req: Request, options: InstallScriptOptions):
 
 /**
  * Serves GET/HEAD /downloads/machine-id-linux-<arch> and its `.sha256`; undefined for
- * other paths, 404 when there is no binary for the arch. The checksum is the build's
- * `.sha256` file when there is one (so a binary altered after the build is caught by the
- * script), else computed from the file served.
+ * other paths, 404 when there is no binary for the arch. The checksum is the one read
+ * at start (`options.checksums`), never computed from the file served; 404 without one.
  */
 export async function serveDownload(req: Request, options: DownloadOptions = {}): Promise<Response | undefined> {
   const m = DOWNLOAD_ROUTE.exec(new URL(req.url).pathname);
@@ -63,7 +93,9 @@ export async function serveDownload(req: Request, options: DownloadOptions = {})
   if (!found) return text(404, `No machine-id binary for linux-${arch} on this server\n`);
 
   if (m[2]) {
-    const body = `${await checksumOf(found)}  ${name}\n`;
+    const sum = options.checksums?.[arch];
+    if (sum === undefined) return text(404, `No build checksum for ${name} was found when the auth service started\n`);
+    const body = `${sum}  ${name}\n`;
     return new Response(req.method === "HEAD" ? null : body, {
       headers: { "content-type": "text/plain; charset=utf-8", "content-length": String(body.length), "cache-control": "no-cache" },
     });
@@ -101,22 +133,10 @@ async function locate(arch: DownloadArch, options: DownloadOptions): Promise<Loc
   return undefined;
 }
 
-const sumCache = new Map<string, string>();
-
-async function checksumOf(file: Located): Promise<string> {
-  if (file.sumPath !== undefined) {
-    const recorded = (await readFileIfExists(file.sumPath))?.trim().split(/\s+/)[0];
-    if (recorded !== undefined && /^[0-9a-f]{64}$/.test(recorded)) return recorded;
-  }
-  // Keyed by size and mtime so a replaced binary is hashed again.
-  const key = `${file.path}:${file.size}:${file.mtimeMs}`;
-  const cached = sumCache.get(key);
-  if (cached) return cached;
+async function sha256Of(path: string): Promise<string> {
   const hash = createHash("sha256");
-  for await (const chunk of createReadStream(file.path)) hash.update(chunk as Buffer);
-  const sum = hash.digest("hex");
-  sumCache.set(key, sum);
-  return sum;
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
 }
 
 function checkMethod(req: Request): Response | undefined {

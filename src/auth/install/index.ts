@@ -4,6 +4,6 @@
  */
 
 export { renderInstallScript, shellQuote, caPinOf } from "./script.ts";
-export type { InstallScriptOptions, DownloadTrust } from "./script.ts";
-export { serveInstallScript, serveDownload, INSTALL_SCRIPT_PATH, DOWNLOAD_ARCHES } from "./downloads.ts";
+export type { InstallScriptOptions, DownloadTrust, BuildChecksums } from "./script.ts";
+export { serveInstallScript, serveDownload, loadBuildChecksums, INSTALL_SCRIPT_PATH, DOWNLOAD_ARCHES } from "./downloads.ts";
 export type { DownloadOptions, DownloadArch } from "./downloads.ts";

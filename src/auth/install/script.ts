@@ -12,6 +12,9 @@ import template from "../../../install.sh" with { type: "text" };
 import agentUnit from "../../../systemd/machine-id.service" with { type: "text" };
 import templateUnit from "../../../systemd/machine-id@.service" with { type: "text" };
 
+/** SHA-256 (64 lowercase hex digits) of each architecture's binary, by arch ("x64", "arm64"). */
+export type BuildChecksums = Readonly<Partial<Record<"x64" | "arm64", string>>>;
+
 /** How the script's downloads verify the server: the embedded CA, or the system's trust store. */
 export type DownloadTrust = "embedded-ca" | "system";
 
@@ -31,6 +34,11 @@ export interface InstallScriptOptions {
    * service presents a publicly trusted certificate, so downloads use the system store.
    */
   downloadTrust?: DownloadTrust;
+  /**
+   * The checksums the downloads must match, as the service read them at start
+   * (`loadBuildChecksums`); an arch without one is refused by the script.
+   */
+  checksums?: BuildChecksums;
 }
 
 const BEGIN = "# BEGIN SERVED VALUES";
@@ -49,6 +57,8 @@ export function renderInstallScript(options: InstallScriptOptions): string {
     SERVER_VERSION: check(options.version, /^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$/, "version"),
     DEFAULT_JOIN_METHOD: check(options.defaultJoinMethod ?? "bound_keypair", /^[a-z][a-z0-9_]{0,31}$/, "join method"),
     DOWNLOAD_TRUST: check(options.downloadTrust ?? "embedded-ca", /^(embedded-ca|system)$/, "download trust"),
+    SHA256_X64: checkSum(options.checksums?.x64, "x64"),
+    SHA256_ARM64: checkSum(options.checksums?.arm64, "arm64"),
     AGENT_UNIT: agentUnit,
     TEMPLATE_UNIT: templateUnit,
   };
@@ -57,7 +67,7 @@ export function renderInstallScript(options: InstallScriptOptions): string {
   const end = lines.findIndex((l) => l.startsWith(END));
   if (begin < 0 || end < begin) throw new Error("install.sh has no served-values block");
   const block = lines.slice(begin + 1, end).map((line) => {
-    const name = /^([A-Z_]+)=/.exec(line)?.[1];
+    const name = /^([A-Z][A-Z0-9_]*)=/.exec(line)?.[1];
     if (name === undefined || !(name in values)) return line;
     const assignment = `${name}=${shellQuote(values[name]!)}`;
     // The units hold `$MAINPID` for systemd, not for the shell; tell shellcheck so.
@@ -81,6 +91,10 @@ export function caPinOf(certPem: string): string {
 function check(value: string, re: RegExp, what: string): string {
   if (!re.test(value)) throw badParameter(`Invalid ${what} "${value}" for the install script`);
   return value;
+}
+
+function checkSum(sum: string | undefined, arch: string): string {
+  return sum === undefined ? "" : check(sum, /^[0-9a-f]{64}$/, `SHA-256 of machine-id-linux-${arch}`);
 }
 
 function checkAddr(addr: string): string {

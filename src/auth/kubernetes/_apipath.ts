@@ -143,9 +143,33 @@ function segments(path: string): string[] {
 
 const canonical = (parts: string[]) => "/" + parts.map(encodeURIComponent).join("/");
 
-/** Query flags such as `watch` accept what Go's strconv.ParseBool accepts. */
-function queryFlag(value: string | null): boolean {
-  return value !== null && ["1", "t", "T", "true", "TRUE", "True"].includes(value);
+/**
+ * A boolean query parameter read as the API server reads it (k8s.io/apimachinery
+ * `Convert_Slice_string_To_bool`, which both the request-info resolver and the list
+ * handler use): absent is false; otherwise only the FIRST value counts, and it is
+ * false when it is "0" or equals "false" under Go's `strings.EqualFold`; anything
+ * else, the empty value included, is true. So `?watch=yes`, `?watch` and
+ * `?watch=&watch=false` are watches, `?watch=FALSE&watch=true` is not.
+ */
+function queryFlag(values: readonly string[]): boolean {
+  const v = values[0];
+  if (v === undefined) return false;
+  return !(v === "0" || goEqualFold(v, "false"));
+}
+
+/**
+ * Go's `strings.EqualFold` against a lower-case ASCII word: rune by rune under Unicode
+ * simple case folding. Beyond ASCII case, the only folds onto the letters of "false"
+ * are U+017F LATIN SMALL LETTER LONG S (onto s) and U+212A KELVIN SIGN (onto k), so a
+ * `toLowerCase()` comparison alone would disagree with the API server on "falſe".
+ */
+function goEqualFold(value: string, word: string): boolean {
+  const runes = [...value];
+  if (runes.length !== word.length) return false;
+  return runes.every((r, i) => {
+    const w = word[i]!;
+    return r.toLowerCase() === w || (r === "\u017f" && w === "s") || (r === "\u212a" && w === "k");
+  });
 }
 
 /** `metadata.name=x` (or `==x`) in a field selector: a list narrowed to one object. */
@@ -203,7 +227,7 @@ export function parseKubeApiRequest(method: string, path: string, query: URLSear
     !isNamespaceObject && (namespace !== undefined || (name === undefined && !CLUSTER_SCOPED.has(`${apiGroup}/${resource}`)));
   const named = name ?? (verb === "get" || verb === "watch" ? nameFromFieldSelector(query.get("fieldSelector")) : undefined);
 
-  if (verb === "get" && name === undefined) verb = queryFlag(query.get("watch")) ? "watch" : "list";
+  if (verb === "get" && name === undefined) verb = queryFlag(query.getAll("watch")) ? "watch" : "list";
   else if (verb === "delete" && name === undefined) verb = "deletecollection";
   if (subresource === "exec" || subresource === "attach") verb = "exec";
   else if (subresource === "portforward") verb = "portforward";

@@ -11,6 +11,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, connectionProblem, errorMessage } from "../../lib/errors.ts";
 import { fsError } from "../../lib/fs.ts";
+import { readCapped } from "../../lib/stream.ts";
 import type { KubernetesClusterConfig } from "../../config/index.ts";
 
 /** Header values as node:http takes them: an array is sent as repeated lines. */
@@ -186,15 +187,4 @@ function toWebStream(res: IncomingMessage, done: () => void): ReadableStream<Uin
   });
 }
 
-/** Reads a whole body as text, refusing more than `maxBytes`. */
-export async function readCapped(body: ReadableStream<Uint8Array>, maxBytes: number, what: string): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += chunk.length;
-    // leaving the loop by throwing cancels the stream
-    if (size > maxBytes) throw new AppError("TOO_LARGE", `Cannot read ${what}: larger than ${maxBytes} bytes`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
+export { readCapped };

@@ -13,9 +13,10 @@ import { ROUTES } from "../../protocol/index.ts";
 import type { BotResource, RoleResource } from "../../resources/index.ts";
 import { grants } from "../access.ts";
 import { EVENT } from "../audit.ts";
-import { checkLocks, loadRoles } from "../bots.ts";
+import { lockedError, loadRoles } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
-import { getBot } from "../state.ts";
+import { KEYS, type BotInstanceRecord, type LockRecord } from "../state.ts";
+import type { Item } from "../storage/index.ts";
 import { allowObject, authorizeRequest } from "./_access.ts";
 import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
 import { filterListText, filterWatchStream } from "./_filter.ts";
@@ -32,22 +33,25 @@ export interface ProxyConn {
 /** A list answer is read whole to be filtered; beyond this it is refused (page with `limit`). */
 const MAX_LIST_BYTES = 64 << 20;
 
-/** Request headers never forwarded: hop-by-hop ones, the caller's credentials and its own impersonation. */
-const DROPPED_REQUEST_HEADERS = new Set([
-  "host",
-  "authorization",
-  "connection",
-  "keep-alive",
-  "proxy-authorization",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "content-length",
-  // Answers must come uncompressed: lists and watches are read to be filtered.
-  "accept-encoding",
-  "cookie",
+/**
+ * The only client request headers forwarded: what content negotiation, bodies (a
+ * patch's type says which patch it is) and a later protocol upgrade (exec, attach,
+ * port-forward: SPDY's X-Stream-Protocol-Version, WebSocket's Sec-WebSocket-*) need.
+ * Everything else stays behind: the caller's Authorization, Impersonate-* (replaced
+ * by the proxy's own), X-Remote-* (which an API server with a request-header
+ * authenticator would believe), Audit-ID, cookies. Upgrade and Connection are
+ * hop-by-hop: an upgrade path sets them itself. Accept-Encoding is left out too:
+ * lists and watches must come uncompressed to be filtered.
+ */
+const FORWARDED_REQUEST_HEADERS = new Set([
+  "accept",
+  "content-type",
+  "content-encoding",
+  "user-agent",
+  "x-stream-protocol-version",
+  "sec-websocket-protocol",
+  "sec-websocket-version",
+  "sec-websocket-key",
 ]);
 const DROPPED_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-encoding", "trailer", "upgrade", "content-length", "set-cookie"]);
 
@@ -104,14 +108,25 @@ async function authenticate(ctx: AuthContext, conn: ProxyConn, cluster: string):
   return id;
 }
 
-/** The roles the certificate names that the bot still holds, loaded now: a role edit applies at once. */
+/**
+ * The roles the certificate names that the bot still holds, loaded now: a role edit
+ * applies at once. As for a renewal, the certificate's bot instance must still be
+ * stored: deleting a bot deletes its instances, so an output certificate of a deleted
+ * bot stays refused when a bot of the same name is created again.
+ */
 async function currentRoles(ctx: AuthContext, id: CertIdentity): Promise<{ roles: RoleResource[]; bot: BotResource }> {
-  await checkLocks(ctx, [
-    ...(id.botInstanceId ? [{ kind: "bot_instance" as const, name: id.botInstanceId }] : []),
-    { kind: "bot", name: id.botName! },
-  ]);
-  const bot = await getBot(ctx.backend, id.botName!);
+  if (!id.botInstanceId) throw accessDenied("The client certificate names no bot instance: use the kubeconfig a machine-id kubernetes output writes");
+  // the locks, the instance and the bot in one read
+  const [instanceLock, botLock, instance, bot] = (await ctx.backend.getMany([
+    KEYS.lock({ kind: "bot_instance", name: id.botInstanceId }),
+    KEYS.lock({ kind: "bot", name: id.botName! }),
+    KEYS.instance(id.botName!, id.botInstanceId),
+    KEYS.bot(id.botName!),
+  ])) as [Item<LockRecord>?, Item<LockRecord>?, Item<BotInstanceRecord>?, Item<BotResource>?];
+  const lock = instanceLock ?? botLock;
+  if (lock) throw lockedError(lock.value);
   if (!bot) throw accessDenied(`Bot "${id.botName}" no longer exists`);
+  if (!instance) throw accessDenied(`Bot instance "${id.botInstanceId}" of bot "${id.botName}" no longer exists: the certificate was issued to a deleted instance`);
   const held = new Set(bot.value.spec.roles);
   return { bot: bot.value, roles: await loadRoles(ctx, id.roles.filter((r) => held.has(r))) };
 }
@@ -178,14 +193,18 @@ function jsonAccept(accept: string | null): string {
 function upstreamHeaders(req: Request, who: Principals, filtered: boolean): HeaderMap {
   const out: HeaderMap = {};
   req.headers.forEach((value, key) => {
-    if (DROPPED_REQUEST_HEADERS.has(key) || key.startsWith("impersonate-") || key.startsWith("proxy-")) return;
-    out[key] = value;
+    if (FORWARDED_REQUEST_HEADERS.has(key)) out[key] = value;
   });
   if (filtered) out.accept = jsonAccept(req.headers.get("accept"));
   out["impersonate-user"] = who.user;
   // one header line per group: the API server reads each line as one group
   if (who.groups.length > 0) out["impersonate-group"] = who.groups;
   return out;
+}
+
+function forwardedQuery(query: URLSearchParams): string {
+  const q = query.toString();
+  return q === "" ? "" : `?${q}`;
 }
 
 function describe(api: KubeApiRequest | undefined): Record<string, unknown> {
@@ -246,7 +265,9 @@ async function serve(ctx: AuthContext, clusters: KubernetesClusters, req: Reques
     try {
       res = await upstream.request({
         method: req.method,
-        path: api.path + url.search,
+        // the query as the proxy parsed it, re-encoded: the API server then parses what
+        // was decided on (no raw `;` or stray `%` for Go's parser to read differently)
+        path: api.path + forwardedQuery(url.searchParams),
         headers: upstreamHeaders(req, who, decision.filter),
         ...(body?.length ? { body } : {}),
         signal: req.signal,
