@@ -264,6 +264,12 @@ export interface RenewResult {
   response: RenewResponse;
   identity: CertIdentity;
   notAfter: Date;
+  /**
+   * The answer repeats a renewal whose answer was lost (the previous certificate, the
+   * same new key): it proves nothing new about the caller, so the connection that
+   * carried it must keep speaking for the identity it presented.
+   */
+  retry: boolean;
 }
 
 /** Renews a bot's renewable identity, advancing its generation by one. */
@@ -281,7 +287,8 @@ export async function renew(ctx: AuthContext, req: RenewRequest, caller: BotCall
     logins: [],
     generation,
   };
-  const notAfter = new Date(now.getTime() + ttl);
+  // A retry answers what the lost answer held (the key it certified, until its expiry), nothing more.
+  const notAfter = gen.retry ? retryNotAfter(item.value, now) : new Date(now.getTime() + ttl);
   const { certs, serial } = await issueCerts(ctx.authorities, { identity, publicTlsKey: keys.tls, publicSshKey: keys.ssh, notAfter, now });
   const record: BotInstanceRecord = {
     ...item.value,
@@ -312,7 +319,16 @@ export async function renew(ctx: AuthContext, req: RenewRequest, caller: BotCall
     throw e;
   }
   ctx.audit.logged(ev);
-  return { response: { certs, generation }, identity, notAfter };
+  return { response: { certs, generation }, identity, notAfter, retry: gen.retry };
+}
+
+/** The expiry of the certificate a lost renewal answer carried: a retry never outlives it. */
+function retryNotAfter(record: BotInstanceRecord, now: Date): Date {
+  const at = record.expires_at ? new Date(record.expires_at) : undefined;
+  if (!at || Number.isNaN(at.getTime()) || at.getTime() <= now.getTime()) {
+    throw expired(`The renewal of bot instance "${record.instance_id}" that this request repeats expired: join again`);
+  }
+  return at;
 }
 
 /** The proxied Kubernetes clusters, as issuance sees them (KubernetesClusters in auth/kubernetes). */
