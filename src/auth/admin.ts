@@ -9,8 +9,8 @@ import { parsePublicKey } from "../crypto/index.ts";
 import { parseDuration } from "../lib/duration.ts";
 import { alreadyExists, badParameter, notFound } from "../lib/errors.ts";
 import type { AddBotRequest, AddBotResponse, AddTokenRequest, AuditEvent, BotInstance, Lock, LockRequest } from "../protocol/index.ts";
-import { parseResource, type BotResource, type Resource, type RoleResource, type TokenResource } from "../resources/index.ts";
-import { actorFields, event, EVENT, tokenFingerprint, type Actor } from "./audit.ts";
+import { parseResource, tokenFingerprint, type BotResource, type Resource, type RoleResource, type TokenResource } from "../resources/index.ts";
+import { actorFields, auditTarget, event, EVENT, type Actor } from "./audit.ts";
 import type { AuthContext } from "./context.ts";
 import { randomId } from "./issuer.ts";
 import { KEYS, RESOURCE_PREFIX, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./state.ts";
@@ -94,7 +94,7 @@ export class Admin {
       events.push(
         event(existing ? EVENT.resourceUpdate : EVENT.resourceCreate, now, {
           kind: r.kind,
-          name: r.kind === "token" ? tokenDisplayName(r as TokenResource) : r.metadata.name,
+          name: r.kind === "token" ? tokenFingerprint(r.metadata.name) : r.metadata.name,
           ...actorFields(actor),
         }),
       );
@@ -151,7 +151,7 @@ export class Admin {
       }
     }
     const now = this.ctx.clock.now();
-    const shown = kind === "token" ? tokenDisplayName(item.value as TokenResource) : name;
+    const shown = kind === "token" ? tokenFingerprint(name) : name;
     const ev = [event(EVENT.resourceDelete, now, { kind, name: shown, ...actorFields(actor) })];
     await this.ctx.backend.atomicWrite([{ key, condition: { kind: "revision", revision: item.revision }, action: { kind: "delete" } }], ev);
     this.ctx.audit.logged(ev);
@@ -205,7 +205,7 @@ export class Admin {
     ];
     const ev = [
       event(EVENT.botCreate, now, { bot: req.name, roles: req.roles, ...actorFields(actor) }),
-      event(EVENT.tokenCreate, now, { bot: req.name, join_method: method, token: tokenDisplayName(token), ...actorFields(actor) }),
+      event(EVENT.tokenCreate, now, { bot: req.name, join_method: method, token: tokenFingerprint(token.metadata.name), ...actorFields(actor) }),
     ];
     await this.ctx.backend.atomicWrite(ops, ev);
     this.ctx.audit.logged(ev);
@@ -229,7 +229,7 @@ export class Admin {
       throw badParameter(`Cannot make a kubernetes token with "tokens add": it needs a JWKS and allow rules; write a token resource and use "ctl create -f"`);
     }
     const { token, registrationSecret } = this.newToken(req.bot_name, req.join_method, { ttl_seconds: req.ttl_seconds, name: req.name }, now);
-    const ev = [event(EVENT.tokenCreate, now, { bot: req.bot_name, join_method: req.join_method, token: tokenDisplayName(token), ...actorFields(actor) })];
+    const ev = [event(EVENT.tokenCreate, now, { bot: req.bot_name, join_method: req.join_method, token: tokenFingerprint(token.metadata.name), ...actorFields(actor) })];
     await this.ctx.backend.atomicWrite(
       [{ key: KEYS.token(token.metadata.name), condition: { kind: "notExists" }, action: { kind: "put", value: token } }],
       ev,
@@ -324,7 +324,7 @@ export class Admin {
       ...(actor.user ? { created_by: actor.user } : {}),
     };
     const expires = req.ttl_seconds ? new Date(now.getTime() + req.ttl_seconds * 1000) : undefined;
-    const ev = [event(EVENT.lockCreate, now, { target: lockName(target), message: req.message, ...actorFields(actor) })];
+    const ev = [event(EVENT.lockCreate, now, { target: auditTarget(target), message: req.message, ...actorFields(actor) })];
     await this.ctx.backend.atomicWrite(
       [{ key: KEYS.lock(target), condition: { kind: "whatever" }, action: { kind: "put", value: record, ...(expires ? { expires } : {}) } }],
       ev,
@@ -341,7 +341,7 @@ export class Admin {
     }
     const item = await this.ctx.backend.get<LockRecord>(KEYS.lock(target));
     if (!item) throw notFound(`lock "${name}" not found`);
-    const ev = [event(EVENT.lockDelete, this.ctx.clock.now(), { target: name, ...actorFields(actor) })];
+    const ev = [event(EVENT.lockDelete, this.ctx.clock.now(), { target: auditTarget(target), ...actorFields(actor) })];
     await this.ctx.backend.atomicWrite([{ key: item.key, condition: { kind: "revision", revision: item.revision }, action: { kind: "delete" } }], ev);
     this.ctx.audit.logged(ev);
   }
@@ -392,8 +392,8 @@ function toLock(r: LockRecord, expires?: Date): Lock {
 }
 
 /**
- * How a token is named in events and listings that are not the token itself: a
- * `token`-method token's name is its secret, so only its fingerprint is shown.
+ * How a token is named in the answers to admin requests: a `token`-method token's name
+ * is its secret, so only its fingerprint is shown (events show every token that way).
  */
 export function tokenDisplayName(t: TokenResource): string {
   return t.spec.join_method === "token" ? tokenFingerprint(t.metadata.name) : t.metadata.name;

@@ -8,16 +8,20 @@ import { randomUUID } from "node:crypto";
 import { keyId, type CertIdentity } from "../crypto/index.ts";
 import { AppError, accessDenied, expired, isAppError, locked, notFound } from "../lib/errors.ts";
 import type { BotCertsRequest, BotCertsResponse, JoinRequest, JoinResponse, RenewRequest, RenewResponse } from "../protocol/index.ts";
-import type { BotResource, RoleResource, TokenResource } from "../resources/index.ts";
+import { tokenExpired, tokenFingerprint, type BotResource, type RoleResource, type TokenResource } from "../resources/index.ts";
 import { checkRoleSubset, effectiveTtlMs, grants, maxTtlMs } from "./access.ts";
-import { event, EVENT, tokenFingerprint } from "./audit.ts";
+import { event, EVENT } from "./audit.ts";
 import type { AuthContext } from "./context.ts";
 import { issueCerts, requestKeys } from "./issuer.ts";
 import { KEYS, findLock, getBot, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./state.ts";
 import type { ConditionalOp, Item, StoredEvent } from "./storage/index.ts";
 
-/** What a refused join tells the caller when the token is unknown: never whether it ever existed. */
-const GENERIC_TOKEN_ERROR = "The join token is not valid: it does not exist or was already used";
+/**
+ * What a refused join tells the caller when the token is unknown or is for another join
+ * method: never whether it ever existed (a `token` token's name is its secret, so any
+ * other answer for a wrong method would confirm a guessed secret).
+ */
+export const GENERIC_TOKEN_ERROR = "The join token is not valid: it does not exist or was already used";
 
 export interface Caller {
   remoteAddr: string;
@@ -90,13 +94,12 @@ export async function startInstance(
     remote_addr: join.remoteAddr,
     ...(join.boundPublicKey ? { bound_public_key: join.boundPublicKey } : {}),
   };
-  const shownToken = join.method === "token" ? tokenFingerprint(join.tokenName) : join.tokenName;
   const events = [
     event(EVENT.botJoin, now, {
       bot: bot.metadata.name,
       bot_instance_id: instanceId,
       join_method: join.method,
-      token: shownToken,
+      token: tokenFingerprint(join.tokenName),
       remote_addr: join.remoteAddr,
     }),
     event(EVENT.certCreate, now, {
@@ -133,14 +136,10 @@ export async function joinWithToken(ctx: AuthContext, req: JoinRequest, caller: 
   const token = item.value;
   const botName = token.spec.bot_name;
   if (token.spec.join_method !== "token") {
-    throw await fail(
-      accessDenied(`The join token is for join method "${token.spec.join_method}", not "token"`),
-      `token is for join method ${token.spec.join_method}`,
-      botName,
-    );
+    throw await fail(accessDenied(GENERIC_TOKEN_ERROR), `token is for join method ${token.spec.join_method}`, botName);
   }
   const now = ctx.clock.now();
-  if (token.metadata.expires && new Date(token.metadata.expires).getTime() <= now.getTime()) {
+  if (tokenExpired(token, now)) {
     throw await fail(
       expired(`The join token expired at ${token.metadata.expires}: ask an admin for a new one ("ctl bots add" or "ctl tokens add")`),
       `token expired at ${token.metadata.expires}`,

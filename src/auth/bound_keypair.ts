@@ -17,12 +17,12 @@ import type {
   JoinResponse,
   KeyRequest,
 } from "../protocol/index.ts";
-import type { BoundKeypairStatus, TokenResource } from "../resources/index.ts";
-import { event, EVENT } from "./audit.ts";
-import { checkLocks, joinFailed, startInstance, type Caller } from "./bots.ts";
+import { tokenExpired, tokenFingerprint, type BoundKeypairStatus, type TokenResource } from "../resources/index.ts";
+import { auditTarget, event, EVENT } from "./audit.ts";
+import { GENERIC_TOKEN_ERROR, checkLocks, joinFailed, startInstance, type Caller } from "./bots.ts";
 import type { AuthContext } from "./context.ts";
 import { randomId, requestKeys } from "./issuer.ts";
-import { KEYS, getBot, lockName, type LockRecord, type LockTarget } from "./state.ts";
+import { KEYS, getBot, type LockRecord, type LockTarget } from "./state.ts";
 import type { ConditionalOp } from "./storage/index.ts";
 
 /** A challenge must be answered within this long. */
@@ -72,13 +72,24 @@ interface Loaded {
   status: BoundKeypairStatus;
 }
 
-/** Loads the token and runs the checks that change nothing: method, lock, bot. */
+/**
+ * Loads the token and runs the checks that change nothing: method, expiry, lock, bot.
+ * An unknown token and one of another join method get the same answer: the name of a
+ * `token` token is its secret, and begin must not confirm a guess.
+ */
 async function loadToken(ctx: AuthContext, name: string, fail: Fail): Promise<Loaded> {
   const item = await ctx.backend.get<TokenResource>(KEYS.token(name));
-  if (!item) throw await fail(accessDenied(`Join token "${name}" not found`), "token not found");
+  if (!item) throw await fail(accessDenied(GENERIC_TOKEN_ERROR), "token not found");
   const token = item.value;
   if (token.spec.join_method !== "bound_keypair" || !token.spec.bound_keypair) {
-    throw await fail(accessDenied(`Join token "${name}" is for join method "${token.spec.join_method}", not "bound_keypair"`), "wrong join method", token.spec.bot_name);
+    throw await fail(accessDenied(GENERIC_TOKEN_ERROR), `token is for join method ${token.spec.join_method}`, token.spec.bot_name);
+  }
+  if (tokenExpired(token, ctx.clock.now())) {
+    throw await fail(
+      expired(`Join token "${name}" expired at ${token.metadata.expires}: ask an admin for a new token`),
+      `token expired at ${token.metadata.expires}`,
+      token.spec.bot_name,
+    );
   }
   try {
     await checkLocks(ctx, [
@@ -98,7 +109,7 @@ type Fail = (err: AppError, reason: string, bot?: string) => Promise<AppError>;
 
 function failer(ctx: AuthContext, tokenName: string, caller: Caller): Fail {
   return (err, reason, bot) =>
-    joinFailed(ctx, err, { reason, join_method: "bound_keypair", remote_addr: caller.remoteAddr, token: tokenName, ...(bot ? { bot } : {}) });
+    joinFailed(ctx, err, { reason, join_method: "bound_keypair", remote_addr: caller.remoteAddr, token: tokenFingerprint(tokenName), ...(bot ? { bot } : {}) });
 }
 
 /** Refuses when standard recovery has no joins left. */
@@ -219,10 +230,11 @@ async function lockToken(ctx: AuthContext, token: TokenResource, why: string, ca
   const now = ctx.clock.now();
   const target: LockTarget = { kind: "token", name: token.metadata.name };
   const lock: LockRecord = { target, created_at: now.toISOString(), message: why, created_by: "machine-id-auth" };
+  const fp = tokenFingerprint(token.metadata.name);
   const ev = [
-    event(EVENT.tokenLocked, now, { token: token.metadata.name, bot: token.spec.bot_name, reason: why, remote_addr: caller.remoteAddr }),
-    event(EVENT.lockCreate, now, { target: lockName(target), message: why, user: "machine-id-auth" }),
-    event(EVENT.joinFailed, now, { reason: why, join_method: "bound_keypair", token: token.metadata.name, bot: token.spec.bot_name, remote_addr: caller.remoteAddr, error: "LOCKED" }),
+    event(EVENT.tokenLocked, now, { token: fp, bot: token.spec.bot_name, reason: why, remote_addr: caller.remoteAddr }),
+    event(EVENT.lockCreate, now, { target: auditTarget(target), message: why, user: "machine-id-auth" }),
+    event(EVENT.joinFailed, now, { reason: why, join_method: "bound_keypair", token: fp, bot: token.spec.bot_name, remote_addr: caller.remoteAddr, error: "LOCKED" }),
   ];
   await ctx.backend.atomicWrite([{ key: KEYS.lock(target), condition: { kind: "whatever" }, action: { kind: "put", value: lock } }], ev);
   ctx.audit.logged(ev);
@@ -292,6 +304,8 @@ export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolve
   try {
     const current = status.bound_public_key ?? (c.registering ? c.expected_key : undefined);
     if (!current || !sameKey(current, c.expected_key)) throw accessDenied("The key bound to the token changed during this join: start the join again");
+    // registering: the deadline holds at the moment the key is bound, not only when the challenge was asked for
+    if (!status.bound_public_key) mustRegisterBefore(token, now);
     checkRecoveryLimit(token, status);
     if (c.rotate) {
       if (!req.new_public_key || !req.new_key_solution) {
@@ -312,7 +326,7 @@ export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolve
     if ("why" in js) throw await lockToken(ctx, token, js.why, caller);
     if (js.rollback) {
       await ctx.audit.emit(EVENT.joinStateRollback, now, {
-        token: token.metadata.name,
+        token: tokenFingerprint(token.metadata.name),
         bot: botName,
         presented: js.sequence,
         stored: count,

@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { CompactSign } from "jose";
 import { formatSshPublicKey, generateKeyPair, type KeyPair } from "../../src/crypto/index.ts";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 import { identityOf, keyRequest, startHarness, type Harness } from "./harness.ts";
 
 let h: Harness;
@@ -125,7 +126,8 @@ describe("challenge", () => {
     expect(r.status).toBe(403);
     expect(r.json.error.message).toContain("does not match the public key bound");
     const f = await events("join.failed");
-    expect(f.at(-1)!.fields).toMatchObject({ remote_addr: "10.0.0.9", token: "bkp-e", join_method: "bound_keypair" });
+    // the token by its fingerprint only: a token's name may be its secret (this assertion named it in clear before)
+    expect(f.at(-1)!.fields).toMatchObject({ remote_addr: "10.0.0.9", token: tokenFingerprint("bkp-e"), join_method: "bound_keypair" });
     // signing with another key while claiming the right one fails too
     const b = await begin("bkp-e", key);
     const s = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, other) });
@@ -194,7 +196,7 @@ describe("recovery", () => {
     await h.ctx.backend.put("/tokens/bkp-r", backup); // the restore
     const third = await join("bkp-r", key, { joinState: second.json.join_state });
     expect(third.status).toBe(200);
-    expect((await events("join_state.rollback"))[0]!.fields).toMatchObject({ token: "bkp-r", presented: 2, stored: 1 });
+    expect((await events("join_state.rollback"))[0]!.fields).toMatchObject({ token: tokenFingerprint("bkp-r"), presented: 2, stored: 1 });
     expect((await status("bkp-r")).recovery_count).toBe(3);
     // the limit counts the joins that really happened: 3 of 3 are used
     const fourth = await join("bkp-r", key, { joinState: third.json.join_state });
@@ -373,4 +375,88 @@ describe("hostile input", () => {
     // the service still works afterwards
     expect((await join("bkp-p", key)).status).toBe(200);
   }, 60_000);
+});
+
+describe("token lifecycle (issue 12)", () => {
+  const pub = (k: KeyPair) => formatSshPublicKey(k.publicKey);
+
+  test("an expired bound_keypair token is refused at begin", async () => {
+    const key = generateKeyPair("ed25519");
+    const t = token("bkp-exp", { onboarding: { initial_public_key: pub(key) }, recovery: { limit: 5, mode: "standard" } });
+    (t.metadata as Record<string, unknown>).expires = "2026-11-22T09:00:00Z";
+    expect((await h.call(h.admin, "POST", "/v1/resources", { resources: [t] })).status).toBe(200);
+    const r = await begin("bkp-exp", key);
+    expect(r.status).toBe(401);
+    expect(r.json.error.code).toBe("EXPIRED");
+    expect(r.json.error.message).toContain("2026-11-22T09:00:00Z");
+  });
+
+  test("a bound_keypair token that expires between begin and solve is refused at solve", async () => {
+    const key = generateKeyPair("ed25519");
+    const t = token("bkp-exp2", { onboarding: { initial_public_key: pub(key) }, recovery: { limit: 5, mode: "standard" } });
+    (t.metadata as Record<string, unknown>).expires = "2026-11-22T10:00:30Z";
+    expect((await h.call(h.admin, "POST", "/v1/resources", { resources: [t] })).status).toBe(200);
+    const b = await begin("bkp-exp2", key);
+    expect(b.status).toBe(200);
+    h.clock.advance(40_000);
+    const r = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) });
+    expect(r.status).toBe(401);
+    expect(r.json.error.code).toBe("EXPIRED");
+    expect((await status("bkp-exp2")).bound_public_key).toBeUndefined();
+  });
+
+  test("must_register_before is checked at solve too", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-mrb", { onboarding: { initial_public_key: pub(key), must_register_before: "2026-11-22T10:00:30Z" }, recovery: { limit: 1, mode: "standard" } });
+    const b = await begin("bkp-mrb", key);
+    expect(b.status).toBe(200);
+    h.clock.advance(40_000);
+    const r = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) });
+    expect(r.status).toBe(401);
+    expect(r.json.error.message).toContain("2026-11-22T10:00:30Z");
+    expect((await status("bkp-mrb")).recovery_count).toBe(0);
+  });
+});
+
+describe("the token name is a secret (issue 12)", () => {
+  test("begin answers a token of another join method exactly like an unknown token", async () => {
+    const add = await h.call(h.admin, "POST", "/v1/bots", { name: "ci", roles: [] }); // a `token` token: its name is the secret
+    expect(add.status).toBe(200);
+    const key = generateKeyPair("ed25519");
+    const wrongMethod = await begin(add.json.token, key);
+    const unknown = await begin("0123456789abcdef0123456789abcdef", key);
+    expect(wrongMethod.status).toBe(403);
+    expect([wrongMethod.status, wrongMethod.json.error]).toEqual([unknown.status, unknown.json.error]);
+    // the token is still there and unspent
+    expect((await h.call(h.anon, "POST", "/v1/join", { ...keyRequest().body, join_method: "token", token_name: add.json.token })).status).toBe(200);
+  });
+
+  test("join answers a token of another join method exactly like an unknown token", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-secret-name", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 1, mode: "standard" } });
+    const j = (name: string) => h.call(h.anon, "POST", "/v1/join", { ...keyRequest().body, join_method: "token", token_name: name });
+    const wrongMethod = await j("bkp-secret-name");
+    const unknown = await j("no-such-token-0123456789");
+    expect(wrongMethod.status).toBe(403);
+    expect([wrongMethod.status, wrongMethod.json.error]).toEqual([unknown.status, unknown.json.error]);
+  });
+
+  test("audit events name tokens only by fingerprint", async () => {
+    const add = await h.call(h.admin, "POST", "/v1/bots", { name: "ci", roles: [] });
+    const secret = add.json.token as string;
+    const key = generateKeyPair("ed25519");
+    await begin(secret, key); // wrong method
+    await begin("bkp-unknown", key);
+    await createToken("bkp-audited", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 5, mode: "standard" } });
+    const first = await join("bkp-audited", key);
+    expect(first.status).toBe(200);
+    expect((await join("bkp-audited", key)).status).toBe(423); // no join state: locked, audited
+    const all = (await h.call(h.admin, "GET", "/v1/events")).json as { type: string; fields: Record<string, unknown> }[];
+    const text = JSON.stringify(all);
+    for (const name of [secret, "bkp-unknown", "bkp-audited"]) {
+      expect(text).not.toContain(name);
+      expect(text).toContain(tokenFingerprint(name));
+    }
+    expect(all.filter((e) => e.type === "join.failed").every((e) => typeof e.fields.token === "string" && (e.fields.token as string).startsWith("sha256:"))).toBe(true);
+  });
 });
