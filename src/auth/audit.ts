@@ -29,6 +29,8 @@ export const EVENT = {
   lockCreate: "lock.create",
   lockDelete: "lock.delete",
   tokenLocked: "token.locked",
+  /** `create --force` changed a bound_keypair token's onboarding: the old binding is gone. */
+  tokenBindingReset: "token.binding_reset",
   authStart: "auth.start",
   /** The janitor deleted events older than the retention (`count`, cutoff `before`). */
   auditPruned: "audit.pruned",

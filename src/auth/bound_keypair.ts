@@ -46,6 +46,9 @@ interface StoredChallenge {
 
 /** Claims of the join-state document handed to the agent after each join. */
 interface JoinStateClaims {
+  /** The token that issued the state, and which creation of it (`status.incarnation`). */
+  token_name: string;
+  token_incarnation: string;
   bot_instance_id: string;
   recovery_sequence: number;
   recovery_limit: number;
@@ -243,10 +246,13 @@ async function lockToken(ctx: AuthContext, token: TokenResource, why: string, ca
 
 /**
  * Checks the join state the agent presented against the token's status: a reason to
- * lock the token, or the sequence to continue from. A state this service signed with a
- * *newer* sequence than the stored one can only mean the database went back in time
- * (a restored backup): the stored count catches up, as renewal generations do, rather
- * than locking a bot that did nothing wrong.
+ * lock the token, or the sequence to continue from. A state validates only for the
+ * token, and the incarnation of it, that issued it: a sibling token of the same bot, or
+ * an earlier token or bot of the same name, signed states too. A state this service
+ * signed for this token and incarnation with a *newer* sequence than the stored one can
+ * only mean the database went back in time (a restored backup): its bot_instance_id is
+ * then one this token issued (the signature covers both), and the stored count catches
+ * up, as renewal generations do, rather than locking a bot that did nothing wrong.
  */
 async function checkJoinState(
   ctx: AuthContext,
@@ -271,7 +277,13 @@ async function checkJoinState(
   if (typeof claims.recovery_sequence !== "number" || !Number.isInteger(claims.recovery_sequence)) {
     return { why: "a join state this cluster did not issue for this bot" };
   }
-  if (claims.recovery_sequence > stored) return { sequence: claims.recovery_sequence, rollback: true };
+  const legacy = claims.token_name === undefined && claims.token_incarnation === undefined && status.incarnation === undefined;
+  if (!legacy && (claims.token_name !== token.metadata.name || typeof status.incarnation !== "string" || claims.token_incarnation !== status.incarnation)) {
+    return { why: "a join state issued for another token, or for an earlier token of this name" };
+  }
+  // A state from before states named their token (the token too predates incarnations):
+  // it proves only the exact current state, never a rollback.
+  if (claims.recovery_sequence > stored && !legacy) return { sequence: claims.recovery_sequence, rollback: true };
   if (claims.bot_instance_id !== status.bound_bot_instance_id || claims.recovery_sequence !== stored) {
     return { why: `a stale join state (sequence ${claims.recovery_sequence}, expected ${stored}): another host with a copy of the keypair joined since` };
   }
@@ -354,8 +366,10 @@ export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolve
   const instanceId = outcome.instance.instance_id;
   const sequence = count + 1;
   const { registration_secret: _used, ...rest } = status;
+  const incarnation = status.incarnation ?? randomId(16); // a token from before incarnations gets one now
   const newStatus: BoundKeypairStatus = {
     ...rest,
+    incarnation,
     bound_public_key: boundKey,
     bound_bot_instance_id: instanceId,
     recovery_count: sequence,
@@ -364,6 +378,8 @@ export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolve
   };
   const updated: TokenResource = { ...token, status: { bound_keypair: newStatus } };
   const joinState = await new SignJWT({
+    token_name: token.metadata.name,
+    token_incarnation: incarnation,
     bot_instance_id: instanceId,
     recovery_sequence: sequence,
     recovery_limit: bk.recovery.limit,

@@ -90,6 +90,12 @@ const kubernetesSpec = z.strictObject({
 });
 
 const boundKeypairStatus = z.strictObject({
+  /**
+   * This creation of the token: a new random id each time the token is created (or its
+   * binding reset), never kept across a delete. Join states carry it, so a state from an
+   * earlier token or bot of the same name, or from a sibling token, never validates.
+   */
+  incarnation: z.string().optional(),
   bound_public_key: z.string().optional(),
   bound_bot_instance_id: z.string().optional(),
   recovery_count: z.int().min(0).optional(),
