@@ -30,6 +30,11 @@ const CHALLENGE_TTL_MS = 60_000;
 /** Backdating of `nbf`, for agents whose clock runs a little behind. */
 const CHALLENGE_SKEW_MS = 10_000;
 const ALGORITHMS = ["EdDSA", "ES256"];
+/**
+ * Unanswered challenges one token may have at a time. Each `begin` writes a row before
+ * anyone is authenticated; an agent needs one, a retrying one a few.
+ */
+export const MAX_PENDING_CHALLENGES = 10;
 
 /** What the service remembers about an issued challenge until it is answered or expires. */
 interface StoredChallenge {
@@ -188,7 +193,19 @@ export async function beginBoundKeypair(ctx: AuthContext, req: BoundKeypairBegin
     exp: secs(now.getTime() + CHALLENGE_TTL_MS),
     nonce: randomBytes(32).toString("base64url"),
   };
-  const id = randomId(16);
+  const tag = challengeTag(req.token_name);
+  const pending = await ctx.backend.list(KEYS.challenges(tag), { limit: MAX_PENDING_CHALLENGES });
+  if (pending.length >= MAX_PENDING_CHALLENGES) {
+    throw await fail(
+      limitExceeded(`Join token "${token.metadata.name}" has ${MAX_PENDING_CHALLENGES} unanswered challenges: answer one, or try again in a minute when they expire`, {
+        details: { pending_challenges: pending.length, retry_after_seconds: CHALLENGE_TTL_MS / 1000 },
+      }),
+      "too many pending challenges",
+      bot,
+    );
+  }
+  // the token's tag leads the id, so the pending challenges of one token are one directory of keys
+  const id = `${tag}/${randomId(16)}`;
   const challenge: StoredChallenge = {
     token_name: req.token_name,
     claims,
@@ -204,6 +221,11 @@ export async function beginBoundKeypair(ctx: AuthContext, req: BoundKeypairBegin
   };
   await ctx.backend.create(KEYS.challenge(id), challenge, { expires: new Date(now.getTime() + CHALLENGE_TTL_MS) });
   return { challenge_id: id, challenge: claims, rotate, recovery_mode: bk.recovery.mode };
+}
+
+/** The part of a challenge id that names its token: hex of the token's fingerprint (never the name). */
+function challengeTag(tokenName: string): string {
+  return tokenFingerprint(tokenName).slice("sha256:".length);
 }
 
 /** Verifies a compact JWS over exactly the issued claims, signed by `key`. */

@@ -348,13 +348,14 @@ describe("hostile input", () => {
         ),
         async (m) => {
           // every case answers a fresh challenge, so each mutation meets the full verification
-          const b = await begin("bkp-p", key);
-          const good = await sign(b.json.challenge, key);
+          // (a body that is not an answer asks for none: unanswered challenges count against the token)
+          const b = m.kind === "any" ? undefined : await begin("bkp-p", key);
+          const good = b ? await sign(b.json.challenge, key) : "";
           const body =
             m.kind === "bytes"
-              ? { challenge_id: b.json.challenge_id, solution: mutate(good, m.i, m.c) }
+              ? { challenge_id: b!.json.challenge_id, solution: mutate(good, m.i, m.c) }
               : m.kind === "claim"
-                ? { challenge_id: b.json.challenge_id, solution: await sign({ ...b.json.challenge, [m.k]: m.v }, key) }
+                ? { challenge_id: b!.json.challenge_id, solution: await sign({ ...b!.json.challenge, [m.k]: m.v }, key) }
                 : m.v;
           const r = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", body);
           if (m.kind === "bytes" && sameJws((body as { solution: string }).solution, good)) return; // a no-op mutation
@@ -587,5 +588,34 @@ describe("the token name is a secret (issue 12)", () => {
       expect(text).toContain(tokenFingerprint(name));
     }
     expect(all.filter((e) => e.type === "join.failed").every((e) => typeof e.fields.token === "string" && (e.fields.token as string).startsWith("sha256:"))).toBe(true);
+  });
+});
+
+describe("unanswered challenges (issue 12)", () => {
+  test("a token has at most MAX_PENDING_CHALLENGES unanswered challenges; they free up as they expire or are answered", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-pend", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 0, mode: "insecure" } });
+    const ids: { challenge_id: string; challenge: unknown }[] = [];
+    for (let i = 0; i < 10; i++) {
+      const b = await begin("bkp-pend", key);
+      expect(b.status).toBe(200);
+      ids.push(b.json);
+    }
+    const over = await begin("bkp-pend", key);
+    expect(over.status).toBe(429);
+    expect(over.json.error.code).toBe("LIMIT_EXCEEDED");
+    expect(over.json.error.message).toContain("unanswered challenges");
+    // another token is not affected
+    const other = generateKeyPair("ed25519");
+    await createToken("bkp-pend2", { onboarding: { initial_public_key: formatSshPublicKey(other.publicKey) }, recovery: { limit: 0, mode: "insecure" } });
+    expect((await begin("bkp-pend2", other)).status).toBe(200);
+    // answering one frees a place
+    const s = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: ids[0]!.challenge_id, solution: await sign(ids[0]!.challenge, key) });
+    expect(s.status).toBe(200);
+    expect((await begin("bkp-pend", key)).status).toBe(200);
+    expect((await begin("bkp-pend", key)).status).toBe(429);
+    // and they expire after a minute
+    h.clock.advance(61_000);
+    expect((await begin("bkp-pend", key)).status).toBe(200);
   });
 });

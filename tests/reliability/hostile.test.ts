@@ -45,6 +45,11 @@ let jwtKey: KeyObject;
 let cluster: string;
 const bound = generateKeyPairSync("ed25519");
 const BKP_TOKEN = "fuzz-bkp";
+/**
+ * The challenge-answer fuzzing's own token: a token holds at most 10 unanswered
+ * challenges, and the request fuzzing leaves BKP_TOKEN's unanswered.
+ */
+const BKP_ANSWERS_TOKEN = "fuzz-bkp-answers";
 /** The recovery limit of the join-state fuzzing's tokens. */
 const RECOVERY_LIMIT = 100;
 let nextAddress = 1;
@@ -67,6 +72,12 @@ beforeAll(async () => {
       kind: "token",
       version: "v2",
       metadata: { name: BKP_TOKEN },
+      spec: { roles: ["Bot"], bot_name: "fuzz", join_method: "bound_keypair", bound_keypair: { onboarding: { initial_public_key: formatSshPublicKey(bound.publicKey) }, recovery: { mode: "insecure", limit: 1 } } },
+    },
+    {
+      kind: "token",
+      version: "v2",
+      metadata: { name: BKP_ANSWERS_TOKEN },
       spec: { roles: ["Bot"], bot_name: "fuzz", join_method: "bound_keypair", bound_keypair: { onboarding: { initial_public_key: formatSshPublicKey(bound.publicKey) }, recovery: { mode: "insecure", limit: 1 } } },
     },
   ]);
@@ -435,7 +446,7 @@ describe(`hostile input, compiled service${SOAK ? " (soak sizes)" : ""}`, () => 
     );
     await fc.assert(
       fc.asyncProperty(forgeries, async ([name, forge]) => {
-        const begin = await call("anon", "POST", "/v1/join/bound-keypair/begin", JSON.stringify({ ...pool[2]!.body, token_name: BKP_TOKEN, public_key: formatSshPublicKey(bound.publicKey) }));
+        const begin = await call("anon", "POST", "/v1/join/bound-keypair/begin", JSON.stringify({ ...pool[2]!.body, token_name: BKP_ANSWERS_TOKEN, public_key: formatSshPublicKey(bound.publicKey) }));
         if (begin?.status !== 200) throw new Error(`begin answered ${begin?.status}: ${begin?.body.toString()}`);
         const { challenge_id, challenge } = JSON.parse(begin.body.toString()) as { challenge_id: string; challenge: Record<string, unknown> };
         const solution = await forge(challenge);
