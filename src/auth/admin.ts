@@ -5,12 +5,20 @@
  * before anything is stored.
  */
 
-import { parsePublicKey } from "../crypto/index.ts";
+import { keyId, parsePublicKey } from "../crypto/index.ts";
 import { parseDuration } from "../lib/duration.ts";
 import { alreadyExists, badParameter, notFound } from "../lib/errors.ts";
 import type { AddBotRequest, AddBotResponse, AddTokenRequest, AuditEvent, BotInstance, Lock, LockRequest } from "../protocol/index.ts";
-import { parseResource, type BotResource, type Resource, type RoleResource, type TokenResource } from "../resources/index.ts";
-import { actorFields, event, EVENT, tokenFingerprint, type Actor } from "./audit.ts";
+import {
+  parseResource,
+  tokenFingerprint,
+  type BotResource,
+  type BoundKeypairStatus,
+  type Resource,
+  type RoleResource,
+  type TokenResource,
+} from "../resources/index.ts";
+import { actorFields, auditTarget, event, EVENT, type Actor } from "./audit.ts";
 import type { AuthContext } from "./context.ts";
 import { randomId } from "./issuer.ts";
 import { KEYS, RESOURCE_PREFIX, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./state.ts";
@@ -85,19 +93,21 @@ export class Admin {
         throw alreadyExists(`${r.kind} "${r.metadata.name}" already exists: use --force to replace it`);
       }
       await this.checkReferences(r, batch);
-      const value = r.kind === "token" ? this.withTokenStatus(r as TokenResource, existing?.value as TokenResource | undefined) : r;
+      const prior = existing?.value as TokenResource | undefined;
+      const made: { token: Resource; reset?: BoundKeypairStatus } = r.kind === "token" ? this.withTokenStatus(r as TokenResource, prior) : { token: r };
       ops.push({
         key,
         condition: existing ? { kind: "revision", revision: existing.revision } : { kind: "notExists" },
-        action: { kind: "put", value },
+        action: { kind: "put", value: made.token },
       });
       events.push(
         event(existing ? EVENT.resourceUpdate : EVENT.resourceCreate, now, {
           kind: r.kind,
-          name: r.kind === "token" ? tokenDisplayName(r as TokenResource) : r.metadata.name,
+          name: r.kind === "token" ? tokenFingerprint(r.metadata.name) : r.metadata.name,
           ...actorFields(actor),
         }),
       );
+      if (made.reset && prior) this.resetBinding(prior, made.reset, ops, events, now, actor);
     }
     await this.ctx.backend.atomicWrite(ops, events);
     this.ctx.audit.logged(events);
@@ -124,19 +134,48 @@ export class Admin {
     }
   }
 
-  /** The service-maintained status of a token: kept across updates, initialised on create. */
-  private withTokenStatus(t: TokenResource, existing: TokenResource | undefined): TokenResource {
+  /**
+   * The service-maintained status of a token: kept across updates, initialised on
+   * create with a new incarnation. An update that changes how the token onboards (its
+   * `initial_public_key` or `registration_secret`) starts over as a new incarnation:
+   * `reset` is then the status it replaces, whose binding the caller must undo.
+   */
+  private withTokenStatus(t: TokenResource, existing: TokenResource | undefined): { token: TokenResource; reset?: BoundKeypairStatus } {
     if (t.spec.join_method !== "bound_keypair") {
       const { status: _status, ...rest } = t;
-      return rest as TokenResource;
+      return { token: rest as TokenResource };
     }
     const prior = existing?.spec.join_method === "bound_keypair" ? existing.status?.bound_keypair : undefined;
     const onboarding = t.spec.bound_keypair?.onboarding ?? {};
-    const status = prior ?? {
+    const reset = prior && onboardingChanged(existing!, t) ? prior : undefined;
+    const status = (!reset && prior) || {
+      incarnation: randomId(16),
       recovery_count: 0,
       ...(onboarding.initial_public_key || onboarding.registration_secret ? {} : { registration_secret: randomId(16) }),
     };
-    return { ...t, status: { bound_keypair: status } };
+    return { token: { ...t, status: { bound_keypair: status } }, ...(reset ? { reset } : {}) };
+  }
+
+  /**
+   * Undoes the binding an onboarding change replaced, in the same write: the instance the
+   * old key joined is deleted (its renewals stop; the old key can no longer join, since
+   * the token now expects the new onboarding), and the reset is audited.
+   */
+  private resetBinding(prior: TokenResource, old: BoundKeypairStatus, ops: ConditionalOp[], events: Omit<StoredEvent, "id">[], now: Date, actor: Actor): void {
+    const bot = prior.spec.bot_name;
+    if (old.bound_bot_instance_id) {
+      ops.push({ key: KEYS.instance(bot, old.bound_bot_instance_id), condition: { kind: "whatever" }, action: { kind: "delete" } });
+    }
+    events.push(
+      event(EVENT.tokenBindingReset, now, {
+        token: tokenFingerprint(prior.metadata.name),
+        bot,
+        reason: "spec.bound_keypair.onboarding changed",
+        ...(old.bound_public_key ? { previous_key: keyId(parsePublicKey(old.bound_public_key)) } : {}),
+        ...(old.bound_bot_instance_id ? { bot_instance_id: old.bound_bot_instance_id } : {}),
+        ...actorFields(actor),
+      }),
+    );
   }
 
   async deleteResource(kind: string, name: string, actor: Actor): Promise<void> {
@@ -151,7 +190,7 @@ export class Admin {
       }
     }
     const now = this.ctx.clock.now();
-    const shown = kind === "token" ? tokenDisplayName(item.value as TokenResource) : name;
+    const shown = kind === "token" ? tokenFingerprint(name) : name;
     const ev = [event(EVENT.resourceDelete, now, { kind, name: shown, ...actorFields(actor) })];
     await this.ctx.backend.atomicWrite([{ key, condition: { kind: "revision", revision: item.revision }, action: { kind: "delete" } }], ev);
     this.ctx.audit.logged(ev);
@@ -205,7 +244,7 @@ export class Admin {
     ];
     const ev = [
       event(EVENT.botCreate, now, { bot: req.name, roles: req.roles, ...actorFields(actor) }),
-      event(EVENT.tokenCreate, now, { bot: req.name, join_method: method, token: tokenDisplayName(token), ...actorFields(actor) }),
+      event(EVENT.tokenCreate, now, { bot: req.name, join_method: method, token: tokenFingerprint(token.metadata.name), ...actorFields(actor) }),
     ];
     await this.ctx.backend.atomicWrite(ops, ev);
     this.ctx.audit.logged(ev);
@@ -229,7 +268,7 @@ export class Admin {
       throw badParameter(`Cannot make a kubernetes token with "tokens add": it needs a JWKS and allow rules; write a token resource and use "ctl create -f"`);
     }
     const { token, registrationSecret } = this.newToken(req.bot_name, req.join_method, { ttl_seconds: req.ttl_seconds, name: req.name }, now);
-    const ev = [event(EVENT.tokenCreate, now, { bot: req.bot_name, join_method: req.join_method, token: tokenDisplayName(token), ...actorFields(actor) })];
+    const ev = [event(EVENT.tokenCreate, now, { bot: req.bot_name, join_method: req.join_method, token: tokenFingerprint(token.metadata.name), ...actorFields(actor) })];
     await this.ctx.backend.atomicWrite(
       [{ key: KEYS.token(token.metadata.name), condition: { kind: "notExists" }, action: { kind: "put", value: token } }],
       ev,
@@ -281,7 +320,7 @@ export class Admin {
         },
       },
     }) as TokenResource;
-    const token = this.withTokenStatus(parsed, undefined);
+    const { token } = this.withTokenStatus(parsed, undefined);
     return registrationSecret ? { token, registrationSecret } : { token };
   }
 
@@ -324,7 +363,7 @@ export class Admin {
       ...(actor.user ? { created_by: actor.user } : {}),
     };
     const expires = req.ttl_seconds ? new Date(now.getTime() + req.ttl_seconds * 1000) : undefined;
-    const ev = [event(EVENT.lockCreate, now, { target: lockName(target), message: req.message, ...actorFields(actor) })];
+    const ev = [event(EVENT.lockCreate, now, { target: auditTarget(target), message: req.message, ...actorFields(actor) })];
     await this.ctx.backend.atomicWrite(
       [{ key: KEYS.lock(target), condition: { kind: "whatever" }, action: { kind: "put", value: record, ...(expires ? { expires } : {}) } }],
       ev,
@@ -341,7 +380,7 @@ export class Admin {
     }
     const item = await this.ctx.backend.get<LockRecord>(KEYS.lock(target));
     if (!item) throw notFound(`lock "${name}" not found`);
-    const ev = [event(EVENT.lockDelete, this.ctx.clock.now(), { target: name, ...actorFields(actor) })];
+    const ev = [event(EVENT.lockDelete, this.ctx.clock.now(), { target: auditTarget(target), ...actorFields(actor) })];
     await this.ctx.backend.atomicWrite([{ key: item.key, condition: { kind: "revision", revision: item.revision }, action: { kind: "delete" } }], ev);
     this.ctx.audit.logged(ev);
   }
@@ -395,10 +434,25 @@ function toLock(r: LockRecord, expires?: Date): Lock {
 }
 
 /**
- * How a token is named in events and listings that are not the token itself: a
- * `token`-method token's name is its secret, so only its fingerprint is shown.
+ * How a token is named in the answers to admin requests: a `token`-method token's name
+ * is its secret, so only its fingerprint is shown (events show every token that way).
  */
 export function tokenDisplayName(t: TokenResource): string {
   return t.spec.join_method === "token" ? tokenFingerprint(t.metadata.name) : t.metadata.name;
 }
 
+/** Whether `next` onboards differently from `prior`: another initial key (compared as keys) or registration secret. */
+function onboardingChanged(prior: TokenResource, next: TokenResource): boolean {
+  const a = prior.spec.bound_keypair?.onboarding ?? {};
+  const b = next.spec.bound_keypair?.onboarding ?? {};
+  if (a.registration_secret !== b.registration_secret) return true;
+  if (a.initial_public_key === undefined || b.initial_public_key === undefined) return a.initial_public_key !== b.initial_public_key;
+  const id = (k: string) => {
+    try {
+      return keyId(parsePublicKey(k));
+    } catch {
+      return k.trim();
+    }
+  };
+  return id(a.initial_public_key) !== id(b.initial_public_key);
+}

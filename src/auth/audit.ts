@@ -1,11 +1,13 @@
 /**
  * The audit trail: every join, refusal, issuance and admin change is an event in
- * the storage backend's append-only log. Secrets never go in: join tokens are
- * recorded by a short fingerprint, never by value.
+ * the storage backend's append-only log. Secrets never go in: join tokens, of every
+ * join method, are recorded by their fingerprint (`tokenFingerprint` in resources),
+ * never by name.
  */
 
-import { createHash } from "node:crypto";
 import type { Logger } from "../lib/log.ts";
+import { tokenFingerprint } from "../resources/index.ts";
+import { lockName, type LockTarget } from "./state.ts";
 import type { Backend, StoredEvent } from "./storage/index.ts";
 
 /** Event types, stable strings other tools may filter on. */
@@ -27,6 +29,8 @@ export const EVENT = {
   lockCreate: "lock.create",
   lockDelete: "lock.delete",
   tokenLocked: "token.locked",
+  /** `create --force` changed a bound_keypair token's onboarding: the old binding is gone. */
+  tokenBindingReset: "token.binding_reset",
   authStart: "auth.start",
   /** The janitor deleted events older than the retention (`count`, cutoff `before`). */
   auditPruned: "audit.pruned",
@@ -44,9 +48,9 @@ export interface Actor {
   remoteAddr?: string;
 }
 
-/** A short, non-reversible reference to a secret token, for logs and events. */
-export function tokenFingerprint(token: string): string {
-  return "sha256:" + createHash("sha256").update(token).digest("hex").slice(0, 16);
+/** A lock's target as events name it: a token only by its fingerprint. */
+export function auditTarget(t: LockTarget): string {
+  return t.kind === "token" ? `token/${tokenFingerprint(t.name)}` : lockName(t);
 }
 
 export function actorFields(actor: Actor): Record<string, unknown> {

@@ -8,16 +8,20 @@ import { randomUUID } from "node:crypto";
 import { keyId, type CertIdentity } from "../crypto/index.ts";
 import { AppError, accessDenied, expired, isAppError, locked, notFound } from "../lib/errors.ts";
 import type { BotCertsRequest, BotCertsResponse, JoinRequest, JoinResponse, RenewRequest, RenewResponse } from "../protocol/index.ts";
-import type { BotResource, RoleResource, TokenResource } from "../resources/index.ts";
+import { tokenExpired, tokenFingerprint, type BotResource, type RoleResource, type TokenResource } from "../resources/index.ts";
 import { checkRoleSubset, effectiveTtlMs, grants, maxTtlMs } from "./access.ts";
-import { event, EVENT, tokenFingerprint } from "./audit.ts";
+import { event, EVENT } from "./audit.ts";
 import type { AuthContext } from "./context.ts";
 import { issueCerts, requestKeys } from "./issuer.ts";
 import { KEYS, findLock, getBot, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./state.ts";
 import type { ConditionalOp, Item, StoredEvent } from "./storage/index.ts";
 
-/** What a refused join tells the caller when the token is unknown: never whether it ever existed. */
-const GENERIC_TOKEN_ERROR = "The join token is not valid: it does not exist or was already used; ask an admin for a new one (machine-id ctl bots add, or ctl tokens add)";
+/**
+ * What a refused join tells the caller when the token is unknown or is for another join
+ * method: never whether it ever existed (a `token` token's name is its secret, so any
+ * other answer for a wrong method would confirm a guessed secret).
+ */
+export const GENERIC_TOKEN_ERROR = "The join token is not valid: it does not exist or was already used; ask an admin for a new one (machine-id ctl bots add, or ctl tokens add)";
 
 export interface Caller {
   remoteAddr: string;
@@ -91,13 +95,12 @@ export async function startInstance(
     remote_addr: join.remoteAddr,
     ...(join.boundPublicKey ? { bound_public_key: join.boundPublicKey } : {}),
   };
-  const shownToken = join.method === "token" ? tokenFingerprint(join.tokenName) : join.tokenName;
   const events = [
     event(EVENT.botJoin, now, {
       bot: bot.metadata.name,
       bot_instance_id: instanceId,
       join_method: join.method,
-      token: shownToken,
+      token: tokenFingerprint(join.tokenName),
       remote_addr: join.remoteAddr,
     }),
     event(EVENT.certCreate, now, {
@@ -134,14 +137,10 @@ export async function joinWithToken(ctx: AuthContext, req: JoinRequest, caller: 
   const token = item.value;
   const botName = token.spec.bot_name;
   if (token.spec.join_method !== "token") {
-    throw await fail(
-      accessDenied(`The join token is for join method "${token.spec.join_method}", not "token"`),
-      `token is for join method ${token.spec.join_method}`,
-      botName,
-    );
+    throw await fail(accessDenied(GENERIC_TOKEN_ERROR), `token is for join method ${token.spec.join_method}`, botName);
   }
   const now = ctx.clock.now();
-  if (token.metadata.expires && new Date(token.metadata.expires).getTime() <= now.getTime()) {
+  if (tokenExpired(token, now)) {
     throw await fail(
       expired(`The join token expired at ${token.metadata.expires}: ask an admin for a new one ("ctl bots add" or "ctl tokens add")`),
       `token expired at ${token.metadata.expires}`,
@@ -265,6 +264,12 @@ export interface RenewResult {
   response: RenewResponse;
   identity: CertIdentity;
   notAfter: Date;
+  /**
+   * The answer repeats a renewal whose answer was lost (the previous certificate, the
+   * same new key): it proves nothing new about the caller, so the connection that
+   * carried it must keep speaking for the identity it presented.
+   */
+  retry: boolean;
 }
 
 /** Renews a bot's renewable identity, advancing its generation by one. */
@@ -282,7 +287,8 @@ export async function renew(ctx: AuthContext, req: RenewRequest, caller: BotCall
     logins: [],
     generation,
   };
-  const notAfter = new Date(now.getTime() + ttl);
+  // A retry answers what the lost answer held (the key it certified, until its expiry), nothing more.
+  const notAfter = gen.retry ? retryNotAfter(item.value, now) : new Date(now.getTime() + ttl);
   const { certs, serial } = await issueCerts(ctx.authorities, { identity, publicTlsKey: keys.tls, publicSshKey: keys.ssh, notAfter, now });
   const record: BotInstanceRecord = {
     ...item.value,
@@ -313,7 +319,16 @@ export async function renew(ctx: AuthContext, req: RenewRequest, caller: BotCall
     throw e;
   }
   ctx.audit.logged(ev);
-  return { response: { certs, generation }, identity, notAfter };
+  return { response: { certs, generation }, identity, notAfter, retry: gen.retry };
+}
+
+/** The expiry of the certificate a lost renewal answer carried: a retry never outlives it. */
+function retryNotAfter(record: BotInstanceRecord, now: Date): Date {
+  const at = record.expires_at ? new Date(record.expires_at) : undefined;
+  if (!at || Number.isNaN(at.getTime()) || at.getTime() <= now.getTime()) {
+    throw expired(`The renewal of bot instance "${record.instance_id}" that this request repeats expired: join again`);
+  }
+  return at;
 }
 
 /** The proxied Kubernetes clusters, as issuance sees them (KubernetesClusters in auth/kubernetes). */

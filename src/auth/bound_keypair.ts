@@ -17,12 +17,12 @@ import type {
   JoinResponse,
   KeyRequest,
 } from "../protocol/index.ts";
-import type { BoundKeypairStatus, TokenResource } from "../resources/index.ts";
-import { event, EVENT } from "./audit.ts";
-import { checkLocks, joinFailed, startInstance, type Caller } from "./bots.ts";
+import { tokenExpired, tokenFingerprint, type BoundKeypairStatus, type TokenResource } from "../resources/index.ts";
+import { auditTarget, event, EVENT } from "./audit.ts";
+import { GENERIC_TOKEN_ERROR, checkLocks, joinFailed, startInstance, type Caller } from "./bots.ts";
 import type { AuthContext } from "./context.ts";
 import { randomId, requestKeys } from "./issuer.ts";
-import { KEYS, getBot, lockName, type LockRecord, type LockTarget } from "./state.ts";
+import { KEYS, getBot, type LockRecord, type LockTarget } from "./state.ts";
 import type { ConditionalOp } from "./storage/index.ts";
 
 /** A challenge must be answered within this long. */
@@ -30,6 +30,11 @@ const CHALLENGE_TTL_MS = 60_000;
 /** Backdating of `nbf`, for agents whose clock runs a little behind. */
 const CHALLENGE_SKEW_MS = 10_000;
 const ALGORITHMS = ["EdDSA", "ES256"];
+/**
+ * Unanswered challenges one token may have at a time. Each `begin` writes a row before
+ * anyone is authenticated; an agent needs one, a retrying one a few.
+ */
+export const MAX_PENDING_CHALLENGES = 10;
 
 /** What the service remembers about an issued challenge until it is answered or expires. */
 interface StoredChallenge {
@@ -46,6 +51,9 @@ interface StoredChallenge {
 
 /** Claims of the join-state document handed to the agent after each join. */
 interface JoinStateClaims {
+  /** The token that issued the state, and which creation of it (`status.incarnation`). */
+  token_name: string;
+  token_incarnation: string;
   bot_instance_id: string;
   recovery_sequence: number;
   recovery_limit: number;
@@ -72,13 +80,24 @@ interface Loaded {
   status: BoundKeypairStatus;
 }
 
-/** Loads the token and runs the checks that change nothing: method, lock, bot. */
+/**
+ * Loads the token and runs the checks that change nothing: method, expiry, lock, bot.
+ * An unknown token and one of another join method get the same answer: the name of a
+ * `token` token is its secret, and begin must not confirm a guess.
+ */
 async function loadToken(ctx: AuthContext, name: string, fail: Fail): Promise<Loaded> {
   const item = await ctx.backend.get<TokenResource>(KEYS.token(name));
-  if (!item) throw await fail(accessDenied(`Join token "${name}" not found`), "token not found");
+  if (!item) throw await fail(accessDenied(GENERIC_TOKEN_ERROR), "token not found");
   const token = item.value;
   if (token.spec.join_method !== "bound_keypair" || !token.spec.bound_keypair) {
-    throw await fail(accessDenied(`Join token "${name}" is for join method "${token.spec.join_method}", not "bound_keypair"`), "wrong join method", token.spec.bot_name);
+    throw await fail(accessDenied(GENERIC_TOKEN_ERROR), `token is for join method ${token.spec.join_method}`, token.spec.bot_name);
+  }
+  if (tokenExpired(token, ctx.clock.now())) {
+    throw await fail(
+      expired(`Join token "${name}" expired at ${token.metadata.expires}: ask an admin for a new token`),
+      `token expired at ${token.metadata.expires}`,
+      token.spec.bot_name,
+    );
   }
   try {
     await checkLocks(ctx, [
@@ -98,7 +117,7 @@ type Fail = (err: AppError, reason: string, bot?: string) => Promise<AppError>;
 
 function failer(ctx: AuthContext, tokenName: string, caller: Caller): Fail {
   return (err, reason, bot) =>
-    joinFailed(ctx, err, { reason, join_method: "bound_keypair", remote_addr: caller.remoteAddr, token: tokenName, ...(bot ? { bot } : {}) });
+    joinFailed(ctx, err, { reason, join_method: "bound_keypair", remote_addr: caller.remoteAddr, token: tokenFingerprint(tokenName), ...(bot ? { bot } : {}) });
 }
 
 /** Refuses when standard recovery has no joins left. */
@@ -180,7 +199,19 @@ export async function beginBoundKeypair(ctx: AuthContext, req: BoundKeypairBegin
     exp: secs(now.getTime() + CHALLENGE_TTL_MS),
     nonce: randomBytes(32).toString("base64url"),
   };
-  const id = randomId(16);
+  const tag = challengeTag(req.token_name);
+  const pending = await ctx.backend.list(KEYS.challenges(tag), { limit: MAX_PENDING_CHALLENGES });
+  if (pending.length >= MAX_PENDING_CHALLENGES) {
+    throw await fail(
+      limitExceeded(`Join token "${token.metadata.name}" has ${MAX_PENDING_CHALLENGES} unanswered challenges: answer one, or try again in a minute when they expire`, {
+        details: { pending_challenges: pending.length, retry_after_seconds: CHALLENGE_TTL_MS / 1000 },
+      }),
+      "too many pending challenges",
+      bot,
+    );
+  }
+  // the token's tag leads the id, so the pending challenges of one token are one directory of keys
+  const id = `${tag}/${randomId(16)}`;
   const challenge: StoredChallenge = {
     token_name: req.token_name,
     claims,
@@ -196,6 +227,11 @@ export async function beginBoundKeypair(ctx: AuthContext, req: BoundKeypairBegin
   };
   await ctx.backend.create(KEYS.challenge(id), challenge, { expires: new Date(now.getTime() + CHALLENGE_TTL_MS) });
   return { challenge_id: id, challenge: claims, rotate, recovery_mode: bk.recovery.mode };
+}
+
+/** The part of a challenge id that names its token: hex of the token's fingerprint (never the name). */
+function challengeTag(tokenName: string): string {
+  return tokenFingerprint(tokenName).slice("sha256:".length);
 }
 
 /** Verifies a compact JWS over exactly the issued claims, signed by `key`. */
@@ -225,10 +261,11 @@ async function lockToken(ctx: AuthContext, token: TokenResource, why: string, ca
   const now = ctx.clock.now();
   const target: LockTarget = { kind: "token", name: token.metadata.name };
   const lock: LockRecord = { target, created_at: now.toISOString(), message: why, created_by: "machine-id-auth" };
+  const fp = tokenFingerprint(token.metadata.name);
   const ev = [
-    event(EVENT.tokenLocked, now, { token: token.metadata.name, bot: token.spec.bot_name, reason: why, remote_addr: caller.remoteAddr }),
-    event(EVENT.lockCreate, now, { target: lockName(target), message: why, user: "machine-id-auth" }),
-    event(EVENT.joinFailed, now, { reason: why, join_method: "bound_keypair", token: token.metadata.name, bot: token.spec.bot_name, remote_addr: caller.remoteAddr, error: "LOCKED" }),
+    event(EVENT.tokenLocked, now, { token: fp, bot: token.spec.bot_name, reason: why, remote_addr: caller.remoteAddr }),
+    event(EVENT.lockCreate, now, { target: auditTarget(target), message: why, user: "machine-id-auth" }),
+    event(EVENT.joinFailed, now, { reason: why, join_method: "bound_keypair", token: fp, bot: token.spec.bot_name, remote_addr: caller.remoteAddr, error: "LOCKED" }),
   ];
   await ctx.backend.atomicWrite([{ key: KEYS.lock(target), condition: { kind: "whatever" }, action: { kind: "put", value: lock } }], ev);
   ctx.audit.logged(ev);
@@ -237,10 +274,13 @@ async function lockToken(ctx: AuthContext, token: TokenResource, why: string, ca
 
 /**
  * Checks the join state the agent presented against the token's status: a reason to
- * lock the token, or the sequence to continue from. A state this service signed with a
- * *newer* sequence than the stored one can only mean the database went back in time
- * (a restored backup): the stored count catches up, as renewal generations do, rather
- * than locking a bot that did nothing wrong.
+ * lock the token, or the sequence to continue from. A state validates only for the
+ * token, and the incarnation of it, that issued it: a sibling token of the same bot, or
+ * an earlier token or bot of the same name, signed states too. A state this service
+ * signed for this token and incarnation with a *newer* sequence than the stored one can
+ * only mean the database went back in time (a restored backup): its bot_instance_id is
+ * then one this token issued (the signature covers both), and the stored count catches
+ * up, as renewal generations do, rather than locking a bot that did nothing wrong.
  */
 async function checkJoinState(
   ctx: AuthContext,
@@ -265,7 +305,13 @@ async function checkJoinState(
   if (typeof claims.recovery_sequence !== "number" || !Number.isInteger(claims.recovery_sequence)) {
     return { why: "a join state this cluster did not issue for this bot" };
   }
-  if (claims.recovery_sequence > stored) return { sequence: claims.recovery_sequence, rollback: true };
+  const legacy = claims.token_name === undefined && claims.token_incarnation === undefined && status.incarnation === undefined;
+  if (!legacy && (claims.token_name !== token.metadata.name || typeof status.incarnation !== "string" || claims.token_incarnation !== status.incarnation)) {
+    return { why: "a join state issued for another token, or for an earlier token of this name" };
+  }
+  // A state from before states named their token (the token too predates incarnations):
+  // it proves only the exact current state, never a rollback.
+  if (claims.recovery_sequence > stored && !legacy) return { sequence: claims.recovery_sequence, rollback: true };
   if (claims.bot_instance_id !== status.bound_bot_instance_id || claims.recovery_sequence !== stored) {
     return { why: `a stale join state (sequence ${claims.recovery_sequence}, expected ${stored}): another host with a copy of the keypair joined since` };
   }
@@ -298,6 +344,8 @@ export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolve
   try {
     const current = status.bound_public_key ?? (c.registering ? c.expected_key : undefined);
     if (!current || !sameKey(current, c.expected_key)) throw accessDenied("The key bound to the token changed during this join: start the join again");
+    // registering: the deadline holds at the moment the key is bound, not only when the challenge was asked for
+    if (!status.bound_public_key) mustRegisterBefore(token, now);
     checkRecoveryLimit(token, status);
     if (c.rotate) {
       if (!req.new_public_key || !req.new_key_solution) {
@@ -318,7 +366,7 @@ export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolve
     if ("why" in js) throw await lockToken(ctx, token, js.why, caller);
     if (js.rollback) {
       await ctx.audit.emit(EVENT.joinStateRollback, now, {
-        token: token.metadata.name,
+        token: tokenFingerprint(token.metadata.name),
         bot: botName,
         presented: js.sequence,
         stored: count,
@@ -346,8 +394,10 @@ export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolve
   const instanceId = outcome.instance.instance_id;
   const sequence = count + 1;
   const { registration_secret: _used, ...rest } = status;
+  const incarnation = status.incarnation ?? randomId(16); // a token from before incarnations gets one now
   const newStatus: BoundKeypairStatus = {
     ...rest,
+    incarnation,
     bound_public_key: boundKey,
     bound_bot_instance_id: instanceId,
     recovery_count: sequence,
@@ -356,6 +406,8 @@ export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolve
   };
   const updated: TokenResource = { ...token, status: { bound_keypair: newStatus } };
   const joinState = await new SignJWT({
+    token_name: token.metadata.name,
+    token_incarnation: incarnation,
     bot_instance_id: instanceId,
     recovery_sequence: sequence,
     recovery_limit: bk.recovery.limit,

@@ -61,7 +61,8 @@ export interface ConnInfo {
  * the connection speaks for the new identity from then on — with its generation, its
  * expiry, and the per-request lock and generation checks as for any caller. The old
  * certificate stays superseded everywhere else: presented on a new connection it
- * locks the instance as before.
+ * locks the instance as before. A retried renewal (the lost-answer path) never moves
+ * the connection: it proves nothing a copy of the old identity could not.
  */
 export interface ConnSession {
   renewed?: Authenticated;
@@ -180,7 +181,10 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = [], kuberne
     // start of validity is stricter than the certificate's own (backdated) one.
     verified.put(pemDecodeOne(r.response.certs.tls_cert, ["CERTIFICATE"]).der, auth, now);
     const session = c.env.conn.session;
-    if (session) {
+    // A retried renewal (the lost-answer path) proves nothing the handshake did not: the
+    // connection keeps speaking for the superseded identity, so anything more on it is a
+    // stale generation and refused.
+    if (session && !r.retry) {
       session.renewed = auth;
       c.header(CONNECTION_IDENTITY_HEADER, CONNECTION_RENEWED);
     }

@@ -2,7 +2,9 @@
  * Rate limiting of failed joins by remote address: guessing tokens, replaying
  * challenges or sending junk to the join endpoints earns a 429 with Retry-After
  * after a burst, and the moment an address is limited is audited. Successful joins
- * cost nothing and renewals are never limited.
+ * cost nothing and renewals are never limited. Bound keypair challenges, which an
+ * unauthenticated `begin` writes to storage, are limited the same way per address:
+ * each challenge issued spends, each answered one gives it back.
  */
 
 import type { Clock } from "../lib/clock.ts";
@@ -74,6 +76,12 @@ export class FailureLimiter {
     return Math.ceil((1 - b.allowance) * this.refillMs);
   }
 
+  /** Gives back one spent allowance of `addr` (a challenge it was issued was answered). */
+  refund(addr: string): void {
+    const b = this.current(addr, this.clock.now().getTime());
+    if (b) b.allowance = Math.min(this.burst, b.allowance + 1);
+  }
+
   /** Counts one failure from `addr`; true when it spent the last allowance (the address is limited from now). */
   recordFailure(addr: string): boolean {
     const now = this.clock.now().getTime();
@@ -94,19 +102,47 @@ export class FailureLimiter {
 export const JOIN_PATHS: ReadonlySet<string> = new Set([ROUTES.join, ROUTES.boundKeypairBegin, ROUTES.boundKeypairSolve]);
 
 /**
+ * The default limit on unanswered bound keypair challenges per address: a burst of 100
+ * (a fleet behind one NAT joining at once), then one a second. Challenges expire after a
+ * minute, so an address holds at most a few hundred rows however long it tries.
+ */
+export function challengeLimiter(clock: Clock): FailureLimiter {
+  return new FailureLimiter({ clock, burst: 100, refillMs: 1000 });
+}
+
+/**
  * Wraps the service's handler so that an address with too many failed joins gets 429
  * LIMIT_EXCEEDED with Retry-After on the join routes until its allowance refills. A
  * failure is any 4xx answer from a join route (413 and bad JSON included: junk is how
  * guessing looks). Behind a proxy every client shares the proxy's address, so the
- * limit applies to all of them together.
+ * limit applies to all of them together. `challenges` limits bound keypair begins the
+ * same way: an issued challenge spends, a successful solve from the address refunds.
  */
-export function limitFailedJoins(inner: Handler, ctx: AuthContext, limiter = new FailureLimiter({ clock: ctx.clock })): Handler {
+export function limitFailedJoins(
+  inner: Handler,
+  ctx: AuthContext,
+  limiter = new FailureLimiter({ clock: ctx.clock }),
+  challenges = challengeLimiter(ctx.clock),
+): Handler {
   const handler = (async (req, conn) => {
-    if (req.method !== "POST" || !JOIN_PATHS.has(new URL(req.url).pathname)) return inner(req, conn);
+    const path = new URL(req.url).pathname;
+    if (req.method !== "POST" || !JOIN_PATHS.has(path)) return inner(req, conn);
     const addr = conn.remoteAddr;
     const waitMs = limiter.retryAfterMs(addr);
-    if (waitMs > 0) return tooMany(waitMs);
+    if (waitMs > 0) return tooMany(waitMs, "Too many failed joins from this address");
+    const begin = path === ROUTES.boundKeypairBegin;
+    const challengeWaitMs = begin ? challenges.retryAfterMs(addr) : 0;
+    if (challengeWaitMs > 0) return tooMany(challengeWaitMs, "Too many unanswered bound keypair challenges from this address");
     const res = await inner(req, conn);
+    if (res.status === 200 && path === ROUTES.boundKeypairSolve) challenges.refund(addr);
+    if (res.status === 200 && begin && challenges.recordFailure(addr)) {
+      await ctx.audit.emit(EVENT.joinFailed, ctx.clock.now(), {
+        reason: `rate limited: ${challenges.burst} unanswered bound keypair challenges from this address`,
+        remote_addr: addr,
+        error: "LIMIT_EXCEEDED",
+        retry_after_seconds: Math.ceil(challenges.retryAfterMs(addr) / 1000),
+      });
+    }
     if (res.status >= 400 && res.status < 500 && limiter.recordFailure(addr)) {
       const retryAfter = Math.ceil(limiter.retryAfterMs(addr) / 1000);
       // Audited once per limited period, not per refused request: a flood must not turn into a flood of writes.
@@ -123,9 +159,9 @@ export function limitFailedJoins(inner: Handler, ctx: AuthContext, limiter = new
   return handler;
 }
 
-function tooMany(waitMs: number): Response {
+function tooMany(waitMs: number, what: string): Response {
   const seconds = Math.max(1, Math.ceil(waitMs / 1000));
-  const e = new AppError("LIMIT_EXCEEDED", `Too many failed joins from this address: try again in ${seconds}s`, {
+  const e = new AppError("LIMIT_EXCEEDED", `${what}: try again in ${seconds}s`, {
     details: { retry_after_seconds: seconds },
   });
   return Response.json(errorBody(e), { status: STATUS_BY_CODE[e.code], headers: { "retry-after": String(seconds) } });

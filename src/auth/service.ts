@@ -22,7 +22,7 @@ import { limitFailedJoins } from "./ratelimit.ts";
 import { listen, type ConnectionLimits, type Listener } from "./server.ts";
 import { openBackend, type Backend } from "./storage/index.ts";
 import { hostname } from "node:os";
-import type { TokenResource } from "../resources/index.ts";
+import { tokenExpires, type TokenResource } from "../resources/index.ts";
 import { KEYS } from "./state.ts";
 import { KubernetesClusters } from "./kubernetes/index.ts";
 import { DEFAULT_AUDIT_RETENTION_MS, type CaKeyAlgorithm, type KubernetesClusterConfig } from "../config/index.ts";
@@ -290,8 +290,8 @@ function checkRetention(ms: number): void {
 async function removeExpiredTokens(ctx: AuthContext): Promise<void> {
   const now = ctx.clock.now();
   for (const item of await ctx.backend.list<TokenResource>("/tokens/")) {
-    const exp = item.value.metadata.expires;
-    if (exp && new Date(exp).getTime() + EXPIRED_TOKEN_GRACE_MS < now.getTime()) {
+    const exp = tokenExpires(item.value);
+    if (exp && exp.getTime() + EXPIRED_TOKEN_GRACE_MS < now.getTime()) {
       await ctx.backend.delete(KEYS.token(item.value.metadata.name), item.revision).catch(() => {});
     }
   }

@@ -16,6 +16,8 @@ export const KEYS = {
   lock: (target: LockTarget) => `/locks/${target.kind}/${target.name}`,
   locks: "/locks/",
   challenge: (id: string) => `/challenges/${id}`,
+  /** The pending challenges of one token: ids are `<tag>/<random>`, tag from the token's fingerprint. */
+  challenges: (tag: string) => `/challenges/${tag}/`,
 } as const;
 
 /** The resource kinds the service stores, with their key prefix. */

@@ -47,6 +47,8 @@ export {
   MIN_SECRET_TOKEN_NAME_LENGTH,
   tokenSchema,
   tokenExpires,
+  tokenExpired,
+  tokenFingerprint,
   maskSecret,
   type TokenResource,
   type JoinMethod,

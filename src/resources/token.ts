@@ -4,10 +4,11 @@
  * service checks a joining bot against.
  */
 
+import { createHash } from "node:crypto";
 import { z } from "zod";
 import { expecting } from "./_issues.ts";
-import { parseRfc3339, raise, resourceName, timeString } from "./_fields.ts";
-import { metadataSchema } from "./_metadata.ts";
+import { raise, resourceName, timeString } from "./_fields.ts";
+import { metadataExpires, metadataSchema } from "./_metadata.ts";
 
 export const TOKEN_VERSIONS = ["v2"] as const;
 
@@ -89,6 +90,12 @@ const kubernetesSpec = z.strictObject({
 });
 
 const boundKeypairStatus = z.strictObject({
+  /**
+   * This creation of the token: a new random id each time the token is created (or its
+   * binding reset), never kept across a delete. Join states carry it, so a state from an
+   * earlier token or bot of the same name, or from a sibling token, never validates.
+   */
+  incarnation: z.string().optional(),
   bound_public_key: z.string().optional(),
   bound_bot_instance_id: z.string().optional(),
   recovery_count: z.int().min(0).optional(),
@@ -190,9 +197,27 @@ export function isTokenSecretPath(path: readonly PropertyKey[], joinMethod: unkn
   return p === "spec.bound_keypair.onboarding.registration_secret" || p === "status.bound_keypair.registration_secret";
 }
 
-/** When the token stops being usable, or undefined when it never expires. */
+/**
+ * When the token stops being usable, or undefined when it never expires: the one
+ * reading of `metadata.expires` every join method and the janitor use.
+ */
 export function tokenExpires(token: TokenResource): Date | undefined {
-  return token.metadata.expires === undefined ? undefined : parseRfc3339(token.metadata.expires);
+  return metadataExpires(token.metadata);
+}
+
+/** Whether the token's `metadata.expires` is at or before `now`. */
+export function tokenExpired(token: TokenResource, now: Date): boolean {
+  const at = tokenExpires(token);
+  return at !== undefined && at.getTime() <= now.getTime();
+}
+
+/**
+ * A short, non-reversible reference to a join token, for audit events, logs and the
+ * agent's record of the token it joined with: a token's name may be its secret, so it
+ * is never written in clear.
+ */
+export function tokenFingerprint(name: string): string {
+  return "sha256:" + createHash("sha256").update(name).digest("hex").slice(0, 16);
 }
 
 /** Shortens a secret for messages and logs: the first four characters and an ellipsis. */

@@ -5,6 +5,7 @@
  */
 
 import { describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
 import { cp, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Bot, BotStore, DirectoryDestination } from "../../src/agent/index.ts";
@@ -13,6 +14,7 @@ import { generateKeyPair } from "../../src/crypto/index.ts";
 import { isAppError } from "../../src/lib/errors.ts";
 import { silentLogger, type Logger } from "../../src/lib/log.ts";
 import { AuthClient } from "../../src/protocol/index.ts";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 import { identityTLS, publicKeys } from "../../src/agent/bot/index.ts";
 import { agentConfig, memoryLogger, startTestAuth, tempDir, type TestAuth } from "./harness.ts";
 import type { AgentConfig } from "../../src/config/index.ts";
@@ -109,6 +111,21 @@ describe("joining", () => {
     const err = await errorOf(makeBot(auth, agentConfig(auth, token, undefined, []), join(t.path, "b")).refresh());
     expect(isAppError(err, "ACCESS_DENIED")).toBe(true);
     expect(err!.message).toBe("The join token is not valid: it does not exist or was already used; ask an admin for a new one (machine-id ctl bots add, or ctl tokens add)");
+  });
+
+  test("an identity stored with the old full-SHA-256 token fingerprint renews, not rejoins", async () => {
+    await using auth = await startTestAuth();
+    await using t = await tempDir();
+    const token = await auth.addBot();
+    const cfg = agentConfig(auth, token, t.path, []);
+    await makeBot(auth, cfg, t.path).refresh();
+    // how the agent wrote the fingerprint before it shared tokenFingerprint with the auth service
+    const file = join(t.path, "identity.json");
+    const doc = JSON.parse(await Bun.file(file).text());
+    expect(doc.token_fingerprint).toBe(tokenFingerprint(token));
+    doc.token_fingerprint = createHash("sha256").update(token).digest("hex");
+    await writeFile(file, JSON.stringify(doc));
+    expect(await makeBot(auth, cfg, t.path).refresh()).toBe("renewed");
   });
 
   test("a new token in the config makes a stored identity join again as a new instance", async () => {

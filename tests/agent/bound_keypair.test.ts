@@ -26,6 +26,7 @@ import { silentLogger } from "../../src/lib/log.ts";
 import { AuthClient } from "../../src/protocol/index.ts";
 import type { TokenResource } from "../../src/resources/index.ts";
 import { ADMIN, agentConfig, startTestAuth, tempDir, type TestAuth } from "./harness.ts";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 
 /** The environment the registered method reads; each test sets what it needs. */
 const env: Record<string, string | undefined> = {};
@@ -146,7 +147,7 @@ describe("static keys", () => {
         `the key presented is the static key in $${STATIC_KEY_ENV} (${sshFingerprint(other.publicKey)})`,
     );
     const failed = await auth.events("join.failed");
-    expect(failed.at(-1)!.fields).toMatchObject({ token: "ci-other", join_method: "bound_keypair", remote_addr: "127.0.0.1" });
+    expect(failed.at(-1)!.fields).toMatchObject({ token: tokenFingerprint("ci-other"), join_method: "bound_keypair", remote_addr: "127.0.0.1" });
     await expectUnbound(auth, "ci-other");
     expect(storage.files.size).toBe(0);
   });

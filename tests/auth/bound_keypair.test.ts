@@ -6,8 +6,9 @@
 
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { CompactSign } from "jose";
+import { CompactSign, SignJWT } from "jose";
 import { formatSshPublicKey, generateKeyPair, type KeyPair } from "../../src/crypto/index.ts";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 import { identityOf, keyRequest, startHarness, type Harness } from "./harness.ts";
 
 let h: Harness;
@@ -125,7 +126,8 @@ describe("challenge", () => {
     expect(r.status).toBe(403);
     expect(r.json.error.message).toContain("does not match the public key bound");
     const f = await events("join.failed");
-    expect(f.at(-1)!.fields).toMatchObject({ remote_addr: "10.0.0.9", token: "bkp-e", join_method: "bound_keypair" });
+    // the token by its fingerprint only: a token's name may be its secret (this assertion named it in clear before)
+    expect(f.at(-1)!.fields).toMatchObject({ remote_addr: "10.0.0.9", token: tokenFingerprint("bkp-e"), join_method: "bound_keypair" });
     // signing with another key while claiming the right one fails too
     const b = await begin("bkp-e", key);
     const s = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, other) });
@@ -194,7 +196,7 @@ describe("recovery", () => {
     await h.ctx.backend.put("/tokens/bkp-r", backup); // the restore
     const third = await join("bkp-r", key, { joinState: second.json.join_state });
     expect(third.status).toBe(200);
-    expect((await events("join_state.rollback"))[0]!.fields).toMatchObject({ token: "bkp-r", presented: 2, stored: 1 });
+    expect((await events("join_state.rollback"))[0]!.fields).toMatchObject({ token: tokenFingerprint("bkp-r"), presented: 2, stored: 1 });
     expect((await status("bkp-r")).recovery_count).toBe(3);
     // the limit counts the joins that really happened: 3 of 3 are used
     const fourth = await join("bkp-r", key, { joinState: third.json.join_state });
@@ -346,13 +348,14 @@ describe("hostile input", () => {
         ),
         async (m) => {
           // every case answers a fresh challenge, so each mutation meets the full verification
-          const b = await begin("bkp-p", key);
-          const good = await sign(b.json.challenge, key);
+          // (a body that is not an answer asks for none: unanswered challenges count against the token)
+          const b = m.kind === "any" ? undefined : await begin("bkp-p", key);
+          const good = b ? await sign(b.json.challenge, key) : "";
           const body =
             m.kind === "bytes"
-              ? { challenge_id: b.json.challenge_id, solution: mutate(good, m.i, m.c) }
+              ? { challenge_id: b!.json.challenge_id, solution: mutate(good, m.i, m.c) }
               : m.kind === "claim"
-                ? { challenge_id: b.json.challenge_id, solution: await sign({ ...b.json.challenge, [m.k]: m.v }, key) }
+                ? { challenge_id: b!.json.challenge_id, solution: await sign({ ...b!.json.challenge, [m.k]: m.v }, key) }
                 : m.v;
           const r = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", body);
           if (m.kind === "bytes" && sameJws((body as { solution: string }).solution, good)) return; // a no-op mutation
@@ -373,4 +376,246 @@ describe("hostile input", () => {
     // the service still works afterwards
     expect((await join("bkp-p", key)).status).toBe(200);
   }, 60_000);
+});
+
+describe("join state binding (issue 12)", () => {
+  const bk = (key: KeyPair, mode = "standard", limit = 10) => ({ onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit, mode } });
+
+  /** Joins `times` times in a row with `key`, each with the previous state; the last answer. */
+  async function joins(name: string, key: KeyPair, times: number) {
+    let last = await join(name, key);
+    expect(last.status).toBe(200);
+    for (let i = 1; i < times; i++) {
+      last = await join(name, key, { joinState: last.json.join_state });
+      expect(last.status).toBe(200);
+    }
+    return last;
+  }
+
+  test("a sibling token's newer join state does not pass for this token's restored database", async () => {
+    const key = generateKeyPair("ed25519");
+    const ciKey = generateKeyPair("ed25519");
+    await createToken("bkp-t1", bk(key, "standard"));
+    await createToken("bkp-t2", bk(ciKey, "insecure"));
+    await joins("bkp-t1", key, 1);
+    const t2 = await joins("bkp-t2", ciKey, 3); // recovery_sequence 3, higher than T1's 1
+    // a clone of T1's key presents T2's latest state
+    const clone = await join("bkp-t1", key, { joinState: t2.json.join_state });
+    expect(clone.status).toBe(423);
+    expect(clone.json.error.message).toContain("another token");
+    expect(await events("join_state.rollback")).toHaveLength(0);
+    expect((await status("bkp-t1")).recovery_count).toBe(1);
+  });
+
+  test("a join state of a deleted token does not pass for a new token of the same name", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-re", bk(key));
+    const old = await joins("bkp-re", key, 3);
+    const before = (await status("bkp-re")).incarnation;
+    expect((await h.call(h.admin, "DELETE", "/v1/resources/token/bkp-re")).status).toBe(200);
+    await createToken("bkp-re", bk(key));
+    expect((await status("bkp-re")).incarnation).not.toBe(before);
+    await joins("bkp-re", key, 1);
+    const stale = await join("bkp-re", key, { joinState: old.json.join_state });
+    expect(stale.status).toBe(423);
+    expect(await events("join_state.rollback")).toHaveLength(0);
+  });
+
+  test("a join state of a deleted bot does not pass for a new bot and token of the same names", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-rb", bk(key));
+    const old = await joins("bkp-rb", key, 3);
+    expect((await h.call(h.admin, "DELETE", "/v1/resources/bot/edge")).status).toBe(200);
+    await h.call(h.admin, "POST", "/v1/resources", { resources: [{ kind: "bot", version: "v1", metadata: { name: "edge" }, spec: { roles: [] } }] });
+    await createToken("bkp-rb", bk(key));
+    await joins("bkp-rb", key, 1);
+    const stale = await join("bkp-rb", key, { joinState: old.json.join_state });
+    expect(stale.status).toBe(423);
+    expect(await events("join_state.rollback")).toHaveLength(0);
+  });
+
+  test("the restored-database case still holds for the token and incarnation that issued the state", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-rs", bk(key));
+    const first = await joins("bkp-rs", key, 1);
+    const backup = (await h.ctx.backend.get<any>("/tokens/bkp-rs"))!.value;
+    const second = await join("bkp-rs", key, { joinState: first.json.join_state });
+    await h.ctx.backend.put("/tokens/bkp-rs", backup);
+    expect((await join("bkp-rs", key, { joinState: second.json.join_state })).status).toBe(200);
+    expect(await events("join_state.rollback")).toHaveLength(1);
+  });
+
+  /**
+   * A token and a join state as written before join states named their token: the
+   * token has no incarnation, and `legacyState` signs a claim-less state with the
+   * cluster's key (the stored state's claims, changed by `change`).
+   */
+  async function legacyToken(name: string, key: KeyPair) {
+    await createToken(name, bk(key));
+    const first = await joins(name, key, 1);
+    const item = (await h.ctx.backend.get<any>(`/tokens/${name}`))!;
+    delete item.value.status.bound_keypair.incarnation;
+    await h.ctx.backend.put(`/tokens/${name}`, item.value);
+    const { token_name: _n, token_incarnation: _i, ...claims } = JSON.parse(Buffer.from(first.json.join_state.split(".")[1], "base64url").toString());
+    return (change: Record<string, unknown> = {}) =>
+      new SignJWT({ ...claims, ...change }).setProtectedHeader({ alg: "EdDSA", typ: "JWT" }).sign(h.ctx.authorities.jwt.privateKey);
+  }
+
+  test("a token from before incarnations accepts only its exact current legacy state, then gets an incarnation", async () => {
+    const key = generateKeyPair("ed25519");
+    const legacyState = await legacyToken("bkp-old", key);
+    const ok = await join("bkp-old", key, { joinState: await legacyState() });
+    expect(ok.status).toBe(200);
+    expect((await status("bkp-old")).incarnation).toMatch(/^[0-9a-f]{32}$/);
+    expect((await join("bkp-old", key, { joinState: ok.json.join_state })).status).toBe(200);
+  });
+
+  test("a legacy state cannot take the restored-database branch", async () => {
+    const key = generateKeyPair("ed25519");
+    const legacyState = await legacyToken("bkp-old2", key);
+    const higher = await legacyState({ bot_instance_id: "from-a-sibling", recovery_sequence: 5 });
+    expect((await join("bkp-old2", key, { joinState: higher })).status).toBe(423);
+  });
+});
+
+describe("token lifecycle (issue 12)", () => {
+  const pub = (k: KeyPair) => formatSshPublicKey(k.publicKey);
+
+  test("an expired bound_keypair token is refused at begin", async () => {
+    const key = generateKeyPair("ed25519");
+    const t = token("bkp-exp", { onboarding: { initial_public_key: pub(key) }, recovery: { limit: 5, mode: "standard" } });
+    (t.metadata as Record<string, unknown>).expires = "2026-11-22T09:00:00Z";
+    expect((await h.call(h.admin, "POST", "/v1/resources", { resources: [t] })).status).toBe(200);
+    const r = await begin("bkp-exp", key);
+    expect(r.status).toBe(401);
+    expect(r.json.error.code).toBe("EXPIRED");
+    expect(r.json.error.message).toContain("2026-11-22T09:00:00Z");
+  });
+
+  test("a bound_keypair token that expires between begin and solve is refused at solve", async () => {
+    const key = generateKeyPair("ed25519");
+    const t = token("bkp-exp2", { onboarding: { initial_public_key: pub(key) }, recovery: { limit: 5, mode: "standard" } });
+    (t.metadata as Record<string, unknown>).expires = "2026-11-22T10:00:30Z";
+    expect((await h.call(h.admin, "POST", "/v1/resources", { resources: [t] })).status).toBe(200);
+    const b = await begin("bkp-exp2", key);
+    expect(b.status).toBe(200);
+    h.clock.advance(40_000);
+    const r = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) });
+    expect(r.status).toBe(401);
+    expect(r.json.error.code).toBe("EXPIRED");
+    expect((await status("bkp-exp2")).bound_public_key).toBeUndefined();
+  });
+
+  test("must_register_before is checked at solve too", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-mrb", { onboarding: { initial_public_key: pub(key), must_register_before: "2026-11-22T10:00:30Z" }, recovery: { limit: 1, mode: "standard" } });
+    const b = await begin("bkp-mrb", key);
+    expect(b.status).toBe(200);
+    h.clock.advance(40_000);
+    const r = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) });
+    expect(r.status).toBe(401);
+    expect(r.json.error.message).toContain("2026-11-22T10:00:30Z");
+    expect((await status("bkp-mrb")).recovery_count).toBe(0);
+  });
+
+  test("create --force with a new initial_public_key resets the binding: the old key is refused, the new one joins", async () => {
+    const oldKey = generateKeyPair("ed25519");
+    const newKey = generateKeyPair("ed25519");
+    await createToken("bkp-force", { onboarding: { initial_public_key: pub(oldKey) }, recovery: { limit: 5, mode: "standard" } });
+    const first = await join("bkp-force", oldKey);
+    expect(first.status).toBe(200);
+    const instance = first.json.bot_instance_id;
+    // the same spec again (a get | create -f round trip) changes nothing
+    await createToken("bkp-force", { onboarding: { initial_public_key: pub(oldKey) }, recovery: { limit: 5, mode: "standard" } });
+    expect((await status("bkp-force")).bound_public_key).toBe(pub(oldKey));
+    expect(await events("token.binding_reset")).toHaveLength(0);
+    // the admin evicts the old key
+    await createToken("bkp-force", { onboarding: { initial_public_key: pub(newKey) }, recovery: { limit: 5, mode: "standard" } });
+    const s = await status("bkp-force");
+    expect(s.bound_public_key).toBeUndefined();
+    expect(s.recovery_count).toBe(0);
+    const reset = await events("token.binding_reset");
+    expect(reset).toHaveLength(1);
+    expect(reset[0]!.fields).toMatchObject({ token: tokenFingerprint("bkp-force"), bot: "edge", bot_instance_id: instance, user: "admin" });
+    // the old key is refused, with or without its join state; its instance no longer renews
+    expect((await join("bkp-force", oldKey, { joinState: first.json.join_state })).status).toBe(403);
+    const instances = (await h.call(h.admin, "GET", "/v1/bot-instances?bot=edge")).json as { instance_id: string }[];
+    expect(instances.map((i) => i.instance_id)).not.toContain(instance);
+    const fresh = await join("bkp-force", newKey);
+    expect(fresh.status).toBe(200);
+    expect((await status("bkp-force")).bound_public_key).toBe(pub(newKey));
+    expect((await join("bkp-force", oldKey)).status).toBe(403);
+  });
+});
+
+describe("the token name is a secret (issue 12)", () => {
+  test("begin answers a token of another join method exactly like an unknown token", async () => {
+    const add = await h.call(h.admin, "POST", "/v1/bots", { name: "ci", roles: [] }); // a `token` token: its name is the secret
+    expect(add.status).toBe(200);
+    const key = generateKeyPair("ed25519");
+    const wrongMethod = await begin(add.json.token, key);
+    const unknown = await begin("0123456789abcdef0123456789abcdef", key);
+    expect(wrongMethod.status).toBe(403);
+    expect([wrongMethod.status, wrongMethod.json.error]).toEqual([unknown.status, unknown.json.error]);
+    // the token is still there and unspent
+    expect((await h.call(h.anon, "POST", "/v1/join", { ...keyRequest().body, join_method: "token", token_name: add.json.token })).status).toBe(200);
+  });
+
+  test("join answers a token of another join method exactly like an unknown token", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-secret-name", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 1, mode: "standard" } });
+    const j = (name: string) => h.call(h.anon, "POST", "/v1/join", { ...keyRequest().body, join_method: "token", token_name: name });
+    const wrongMethod = await j("bkp-secret-name");
+    const unknown = await j("no-such-token-0123456789");
+    expect(wrongMethod.status).toBe(403);
+    expect([wrongMethod.status, wrongMethod.json.error]).toEqual([unknown.status, unknown.json.error]);
+  });
+
+  test("audit events name tokens only by fingerprint", async () => {
+    const add = await h.call(h.admin, "POST", "/v1/bots", { name: "ci", roles: [] });
+    const secret = add.json.token as string;
+    const key = generateKeyPair("ed25519");
+    await begin(secret, key); // wrong method
+    await begin("bkp-unknown", key);
+    await createToken("bkp-audited", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 5, mode: "standard" } });
+    const first = await join("bkp-audited", key);
+    expect(first.status).toBe(200);
+    expect((await join("bkp-audited", key)).status).toBe(423); // no join state: locked, audited
+    const all = (await h.call(h.admin, "GET", "/v1/events")).json as { type: string; fields: Record<string, unknown> }[];
+    const text = JSON.stringify(all);
+    for (const name of [secret, "bkp-unknown", "bkp-audited"]) {
+      expect(text).not.toContain(name);
+      expect(text).toContain(tokenFingerprint(name));
+    }
+    expect(all.filter((e) => e.type === "join.failed").every((e) => typeof e.fields.token === "string" && (e.fields.token as string).startsWith("sha256:"))).toBe(true);
+  });
+});
+
+describe("unanswered challenges (issue 12)", () => {
+  test("a token has at most MAX_PENDING_CHALLENGES unanswered challenges; they free up as they expire or are answered", async () => {
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-pend", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 0, mode: "insecure" } });
+    const ids: { challenge_id: string; challenge: unknown }[] = [];
+    for (let i = 0; i < 10; i++) {
+      const b = await begin("bkp-pend", key);
+      expect(b.status).toBe(200);
+      ids.push(b.json);
+    }
+    const over = await begin("bkp-pend", key);
+    expect(over.status).toBe(429);
+    expect(over.json.error.code).toBe("LIMIT_EXCEEDED");
+    expect(over.json.error.message).toContain("unanswered challenges");
+    // another token is not affected
+    const other = generateKeyPair("ed25519");
+    await createToken("bkp-pend2", { onboarding: { initial_public_key: formatSshPublicKey(other.publicKey) }, recovery: { limit: 0, mode: "insecure" } });
+    expect((await begin("bkp-pend2", other)).status).toBe(200);
+    // answering one frees a place
+    const s = await h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: ids[0]!.challenge_id, solution: await sign(ids[0]!.challenge, key) });
+    expect(s.status).toBe(200);
+    expect((await begin("bkp-pend", key)).status).toBe(200);
+    expect((await begin("bkp-pend", key)).status).toBe(429);
+    // and they expire after a minute
+    h.clock.advance(61_000);
+    expect((await begin("bkp-pend", key)).status).toBe(200);
+  });
 });

@@ -80,6 +80,50 @@ describe("in process", () => {
     expect(r.status).toBe(423);
   });
 
+  /**
+   * Issue 12: the attacker holds a stale copy of the old identity (certificate and key)
+   * and the *public* key the real agent renewed to (public keys are not secrets). It
+   * retries that renewal (the lost-answer path), then asks for more on that connection.
+   */
+  async function staleRetry() {
+    const { certs, key } = await joined();
+    const next = keyRequest(); // the real agent's new key; the attacker knows only its public half
+    const real = await h.call(h.as(certs, key), "POST", "/v1/bot/renew", next.body);
+    expect(real.status).toBe(200);
+    const conn: ConnInfo = { ...h.as(certs, key).conn, session: {} };
+    const retry = await h.call({ conn }, "POST", "/v1/bot/renew", next.body);
+    return { conn, retry, real };
+  }
+
+  test("a retried renewal answers only what the original did, and does not move the connection", async () => {
+    const { conn, retry, real } = await staleRetry();
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get(CONNECTION_IDENTITY_HEADER)).toBeNull();
+    expect(identityOf(retry.json.certs).generation).toBe(2);
+    // the same key, no later expiry than the original answer
+    expect(identityOf(retry.json.certs).generation).toBe(identityOf(real.json.certs).generation);
+    expect(new Date(retry.json.certs.valid_before).getTime()).toBeLessThanOrEqual(new Date(real.json.certs.valid_before).getTime());
+    expect(conn.session?.renewed).toBeUndefined();
+  });
+
+  test("on a retried renewal's connection, output certificates for another key are refused", async () => {
+    const { conn, retry } = await staleRetry();
+    expect(retry.status).toBe(200);
+    const out = await h.call({ conn }, "POST", "/v1/bot/certs", keyRequest().body);
+    expect(out.status).toBeGreaterThanOrEqual(400);
+    expect(out.status).toBeLessThan(500);
+    expect(out.json.certs).toBeUndefined();
+  });
+
+  test("on a retried renewal's connection, a renewal to another key is refused", async () => {
+    const { conn, retry } = await staleRetry();
+    expect(retry.status).toBe(200);
+    const own = await h.call({ conn }, "POST", "/v1/bot/renew", keyRequest().body);
+    expect(own.status).toBeGreaterThanOrEqual(400);
+    expect(own.status).toBeLessThan(500);
+    expect(own.json.certs).toBeUndefined();
+  });
+
   test("the connection's identity expires with the renewed certificate", async () => {
     const { conn } = await joined();
     const r = await h.call({ conn }, "POST", "/v1/bot/renew", keyRequest(600).body);

@@ -17,6 +17,7 @@ import { metricValue } from "../agent/wait.ts";
 import { ensureBinary, ROOT, run, sh, startAuth, tempDir, waitFor, type AuthProcess, type RunResult } from "./_harness.ts";
 
 import { SCENARIOS } from "../_scenarios.ts";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 const ENV = "TBOT_BOUND_KEYPAIR_STATIC_KEY";
 const IDENTITY_FILES = ["identity", "key", "key-cert.pub", "key.pub", "known_hosts", "ssh_config", "sshcacerts", "tlscacerts", "tlscert"];
 
@@ -205,7 +206,7 @@ describe("standard mode: the keypair in storage", () => {
       const locks = JSON.parse(await auth.ctlOk("locks", "ls", "--format", "json")) as { name: string }[];
       expect(locks.map((l) => l.name)).toContain(`token/${bot.token}`);
       const failed = JSON.parse(await auth.ctlOk("events", "ls", "--type", "token.locked", "--format", "json")) as { fields: Record<string, unknown> }[];
-      expect(failed.some((e) => e.fields.token === bot.token && e.fields.remote_addr === "127.0.0.1")).toBe(true);
+      expect(failed.some((e) => e.fields.token === tokenFingerprint(bot.token) && e.fields.remote_addr === "127.0.0.1")).toBe(true);
     } finally {
       await auth[Symbol.asyncDispose]();
     }

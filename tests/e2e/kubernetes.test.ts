@@ -23,6 +23,7 @@ import { startFakeApiServer, type FakeApiServer } from "../kubernetes/fake_apise
 import { ensureBinary, run, sh, startAuth, tempDir, type AuthProcess } from "./_harness.ts";
 
 import { SCENARIOS } from "../_scenarios.ts";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 const scenario = (name: string) => join(SCENARIOS, name);
 
 /** A v7 role for the denial case: pods in demo only, read-only. */
@@ -223,7 +224,7 @@ describe("flow 3: a pod joins with its service-account token into Secret identit
     expect(sh(["openssl", "verify", "-CAfile", join(files, "tlscacerts"), join(files, "tlscert")]).stdout).toBe(`${join(files, "tlscert")}: OK\n`);
     expect(sh(["openssl", "x509", "-noout", "-subject", "-in", join(files, "tlscert")]).stdout).toBe("subject=O = example.teleport.sh, CN = bot-example\n");
     const joined = (await events("bot.join")).filter((e) => e.fields.join_method === "kubernetes");
-    expect(joined.at(-1)!.fields).toMatchObject({ bot: "example", token: "example-bot", service_account: "default:tbot", remote_addr: "127.0.0.1" });
+    expect(joined.at(-1)!.fields).toMatchObject({ bot: "example", token: tokenFingerprint("example-bot"), service_account: "default:tbot", remote_addr: "127.0.0.1" });
   }, 60_000);
 
   test("tokens for another service account, another audience, another key, or expired are refused and audited", async () => {
@@ -241,6 +242,6 @@ describe("flow 3: a pod joins with its service-account token into Secret identit
     }
     const failed = (await events("join.failed")).slice(before);
     expect(failed.map((e) => e.fields.reason)).toEqual(cases.map((c) => c[2]));
-    for (const e of failed) expect(e.fields).toMatchObject({ join_method: "kubernetes", token: "example-bot", bot: "example", remote_addr: "127.0.0.1" });
+    for (const e of failed) expect(e.fields).toMatchObject({ join_method: "kubernetes", token: tokenFingerprint("example-bot"), bot: "example", remote_addr: "127.0.0.1" });
   }, 120_000);
 });

@@ -8,6 +8,7 @@ import { keyRequest } from "../auth/harness.ts";
 import { ADMIN, CLUSTER, scenario, startKubeAuth, type KubeAuth } from "./_auth.ts";
 import { clusterKey, serviceAccountToken, tokenYaml, type ClusterKey } from "./_jwt.ts";
 import { startFakeApiServer, type FakeApiServer } from "./fake_apiserver.ts";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 
 let auth: KubeAuth;
 let key: ClusterKey;
@@ -37,7 +38,7 @@ describe("static_jwks", () => {
     expect(r.status).toBe(200);
     expect(r.json.bot_name).toBe("example");
     const [ev] = await auth.events("bot.join");
-    expect(ev!.fields).toMatchObject({ bot: "example", join_method: "kubernetes", token: "example-bot", service_account: "default:tbot", remote_addr: "10.0.0.42" });
+    expect(ev!.fields).toMatchObject({ bot: "example", join_method: "kubernetes", token: tokenFingerprint("example-bot"), service_account: "default:tbot", remote_addr: "10.0.0.42" });
   });
 
   test("every join creates a new bot instance: the token is never consumed", async () => {
@@ -136,7 +137,7 @@ describe("static_jwks", () => {
       expect(r.json.error.message).toStartWith(c.message);
       const failed = await auth.events("join.failed");
       expect(failed).toHaveLength(1);
-      expect(failed[0]!.fields).toMatchObject({ join_method: "kubernetes", token: "example-bot", bot: "example", remote_addr: "192.0.2.7" });
+      expect(failed[0]!.fields).toMatchObject({ join_method: "kubernetes", token: tokenFingerprint("example-bot"), bot: "example", remote_addr: "192.0.2.7" });
       expect(failed[0]!.fields.reason).toStartWith(c.reason);
       expect(await auth.admin.listBotInstances("example")).toEqual([]);
     });

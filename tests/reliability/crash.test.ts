@@ -12,7 +12,7 @@ import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { generateKeyPairSync, randomBytes, type KeyObject } from "node:crypto";
 import { join } from "node:path";
-import { tokenFingerprint } from "../../src/auth/audit.ts";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 import { formatSshPublicKey } from "../../src/crypto/index.ts";
 import type { AuthClient, BotInstance } from "../../src/protocol/index.ts";
 import { HttpError, RenewingBot, prepareKeys, type PreparedKey, type Target } from "../../bench/_bot.ts";

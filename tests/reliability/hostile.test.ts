@@ -17,6 +17,7 @@ import { CompactSign, SignJWT, jwtVerify } from "jose";
 import { openBackend } from "../../src/auth/storage/index.ts";
 import { createCA, formatSshPublicKey, generateKeyPair, issueCertificate, parsePrivateKey, privateKeyToPem, type CertIdentity } from "../../src/crypto/index.ts";
 import { ERROR_CODES } from "../../src/lib/errors.ts";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 import { AUTH_SERVER_NAME, MAX_BODY_BYTES, parseIdentityFile, type AuthClient } from "../../src/protocol/index.ts";
 import { JSON_HEADERS, RenewingBot, prepareKeys, signClaims, type PreparedKey, type Target } from "../../bench/_bot.ts";
 import { Http1Connection, type RawResponse } from "../../bench/_http1.ts";
@@ -44,6 +45,11 @@ let jwtKey: KeyObject;
 let cluster: string;
 const bound = generateKeyPairSync("ed25519");
 const BKP_TOKEN = "fuzz-bkp";
+/**
+ * The challenge-answer fuzzing's own token: a token holds at most 10 unanswered
+ * challenges, and the request fuzzing leaves BKP_TOKEN's unanswered.
+ */
+const BKP_ANSWERS_TOKEN = "fuzz-bkp-answers";
 /** The recovery limit of the join-state fuzzing's tokens. */
 const RECOVERY_LIMIT = 100;
 let nextAddress = 1;
@@ -66,6 +72,12 @@ beforeAll(async () => {
       kind: "token",
       version: "v2",
       metadata: { name: BKP_TOKEN },
+      spec: { roles: ["Bot"], bot_name: "fuzz", join_method: "bound_keypair", bound_keypair: { onboarding: { initial_public_key: formatSshPublicKey(bound.publicKey) }, recovery: { mode: "insecure", limit: 1 } } },
+    },
+    {
+      kind: "token",
+      version: "v2",
+      metadata: { name: BKP_ANSWERS_TOKEN },
       spec: { roles: ["Bot"], bot_name: "fuzz", join_method: "bound_keypair", bound_keypair: { onboarding: { initial_public_key: formatSshPublicKey(bound.publicKey) }, recovery: { mode: "insecure", limit: 1 } } },
     },
   ]);
@@ -434,7 +446,7 @@ describe(`hostile input, compiled service${SOAK ? " (soak sizes)" : ""}`, () => 
     );
     await fc.assert(
       fc.asyncProperty(forgeries, async ([name, forge]) => {
-        const begin = await call("anon", "POST", "/v1/join/bound-keypair/begin", JSON.stringify({ ...pool[2]!.body, token_name: BKP_TOKEN, public_key: formatSshPublicKey(bound.publicKey) }));
+        const begin = await call("anon", "POST", "/v1/join/bound-keypair/begin", JSON.stringify({ ...pool[2]!.body, token_name: BKP_ANSWERS_TOKEN, public_key: formatSshPublicKey(bound.publicKey) }));
         if (begin?.status !== 200) throw new Error(`begin answered ${begin?.status}: ${begin?.body.toString()}`);
         const { challenge_id, challenge } = JSON.parse(begin.body.toString()) as { challenge_id: string; challenge: Record<string, unknown> };
         const solution = await forge(challenge);
@@ -452,7 +464,7 @@ describe(`hostile input, compiled service${SOAK ? " (soak sizes)" : ""}`, () => 
 
   test("forged and mutated join states lock the token or are refused, never join", async () => {
     type JoinStateMutation = { name: string; make: (c: Record<string, unknown>) => Promise<string> };
-    const jsonKey = fc.constantFrom("bot_instance_id", "recovery_sequence", "recovery_limit", "recovery_mode", "sub", "iss", "aud");
+    const jsonKey = fc.constantFrom("token_name", "token_incarnation", "bot_instance_id", "recovery_sequence", "recovery_limit", "recovery_mode", "sub", "iss", "aud");
     const signedChange = (k: string, v: unknown): JoinStateMutation => ({ name: `${k} changed, signed by the cluster's own key`, make: async (c) => sign({ ...c, [k]: v }, jwtKey) });
     const mutations = fc.oneof(
       fc.string({ maxLength: 200 }).map((s): JoinStateMutation => ({ name: "random text", make: async () => s || "x" })),
@@ -486,20 +498,27 @@ describe(`hostile input, compiled service${SOAK ? " (soak sizes)" : ""}`, () => 
         const b = JSON.parse(begin.body.toString()) as { challenge_id: string; challenge: unknown };
         const r = await call("anon", "POST", "/v1/join/bound-keypair/solve", JSON.stringify({ challenge_id: b.challenge_id, solution: await signClaims(b.challenge, key.privateKey) }));
         if (!r) throw new Error(`no answer to a join with a "${what}" join state`);
-        // A state only this cluster could sign with a *newer* sequence than the stored one is
-        // what a restored database looks like (docs/reliability.md): the count catches up and
+        // A state only this cluster could sign, for this token and this creation of it (the
+        // instance then is one this token issued), with a *newer* sequence than the stored one
+        // is what a restored database looks like (docs/reliability.md): the count catches up and
         // the join goes on, within the recovery limit (429 beyond it), audited as a rollback.
         const signed = await jwtVerify(joinState, jwtPublic, { issuer: cluster, audience: cluster, subject: "fuzz", algorithms: ["EdDSA"] }).then(({ payload }) => payload, () => undefined);
         const presented = signed?.recovery_sequence;
-        const rollback = Number.isInteger(presented) && (presented as number) > stored ? (presented as number) : undefined;
+        const sameToken = signed?.token_name === name && signed?.token_incarnation === claims.token_incarnation && signed?.bot_instance_id === claims.bot_instance_id;
+        const rollback = sameToken && Number.isInteger(presented) && (presented as number) > stored ? (presented as number) : undefined;
         if (rollback !== undefined) {
           expect([r.status, what]).toEqual([rollback >= RECOVERY_LIMIT ? 429 : 200, what]);
           const audited = await admin.listEvents({ type: "join_state.rollback" });
-          expect(audited.some((e) => e.fields.token === name && e.fields.presented === rollback && e.fields.stored === stored)).toBe(true);
+          expect(audited.some((e) => e.fields.token === tokenFingerprint(name) && e.fields.presented === rollback && e.fields.stored === stored)).toBe(true);
         } else if (r.status === 200) {
           // otherwise only the state the cluster signed, for this instance and sequence, may join
           if (!signed) throw new Error(`a "${what}" join state the cluster did not sign joined`);
-          expect([signed.bot_instance_id, signed.recovery_sequence]).toEqual([claims.bot_instance_id, claims.recovery_sequence]);
+          expect([signed.token_name, signed.token_incarnation, signed.bot_instance_id, signed.recovery_sequence]).toEqual([
+            name,
+            claims.token_incarnation,
+            claims.bot_instance_id,
+            claims.recovery_sequence,
+          ]);
         } else if (r.status !== 403 && r.status !== 423) throw new Error(`a "${what}" join state answered ${r.status}, not 403 or 423: ${r.body.toString().slice(0, 300)}`);
       }),
       // the restored-database cases run every time, not only when the generator happens on them

@@ -9,11 +9,13 @@
 import "reflect-metadata";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http2 from "node:http2";
+import { CompactSign } from "jose";
 import { loadAuthorities, issueServerCertificate } from "../../src/auth/authorities.ts";
 import { FailureLimiter, limitFailedJoins } from "../../src/auth/ratelimit.ts";
 import type { ConnInfo } from "../../src/auth/http.ts";
 import { listen, type Listener } from "../../src/auth/server.ts";
 import { openBackend } from "../../src/auth/storage/index.ts";
+import { formatSshPublicKey, generateKeyPair } from "../../src/crypto/index.ts";
 import { FakeClock } from "../../src/lib/clock.ts";
 import { silentLogger } from "../../src/lib/log.ts";
 import type { Certs } from "../../src/protocol/index.ts";
@@ -298,5 +300,54 @@ describe("limitFailedJoins around the real handler", () => {
     h.clock.advance(6000);
     expect((await join("192.0.2.1", "guess-y")).status).toBe(403);
     expect((await join("192.0.2.1", "guess-z")).status).toBe(429);
+  });
+});
+
+describe("bound keypair begins are limited per address (issue 12)", () => {
+  test("issued challenges spend an address's allowance, answered ones give it back; 429 past it, other addresses unaffected", async () => {
+    const h = await startHarness();
+    try {
+      await h.call(h.admin, "POST", "/v1/resources", { resources: [{ kind: "bot", version: "v1", metadata: { name: "rl" }, spec: { roles: [] } }] });
+      const key = generateKeyPair("ed25519");
+      const tokenName = "bkp-rl";
+      const created = await h.call(h.admin, "POST", "/v1/resources", {
+        resources: [
+          {
+            kind: "token",
+            version: "v2",
+            metadata: { name: tokenName },
+            spec: { roles: ["Bot"], bot_name: "rl", join_method: "bound_keypair", bound_keypair: { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 0, mode: "insecure" } } },
+          },
+        ],
+      });
+      expect(created.status).toBe(200);
+      const handler = limitFailedJoins(h.handler, h.ctx, new FailureLimiter({ clock: h.clock }), new FailureLimiter({ clock: h.clock, burst: 3, refillMs: 1000 }));
+      const post = (path: string, body: unknown, addr: string) =>
+        handler(new Request(`https://auth.test${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }), { remoteAddr: addr });
+      const begin = async (addr: string) => {
+        const r = await post("/v1/join/bound-keypair/begin", { ...keyRequest().body, token_name: tokenName, public_key: formatSshPublicKey(key.publicKey) }, addr);
+        return { status: r.status, headers: r.headers, json: (await r.json()) as any };
+      };
+      const first = await begin("192.0.2.7");
+      expect(first.status).toBe(200);
+      expect((await begin("192.0.2.7")).status).toBe(200);
+      expect((await begin("192.0.2.7")).status).toBe(200);
+      const limited = await begin("192.0.2.7");
+      expect(limited.status).toBe(429);
+      expect(limited.json.error.code).toBe("LIMIT_EXCEEDED");
+      expect(limited.json.error.message).toContain("unanswered bound keypair challenges");
+      expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
+      // another address is not limited
+      expect((await begin("192.0.2.8")).status).toBe(200);
+      // answering a challenge gives the allowance back
+      const solution = await new CompactSign(new TextEncoder().encode(JSON.stringify(first.json.challenge))).setProtectedHeader({ alg: "EdDSA" }).sign(key.privateKey);
+      expect((await post("/v1/join/bound-keypair/solve", { challenge_id: first.json.challenge_id, solution }, "192.0.2.7")).status).toBe(200);
+      expect((await begin("192.0.2.7")).status).toBe(200);
+      expect((await begin("192.0.2.7")).status).toBe(429);
+      const audited = (await h.call(h.admin, "GET", "/v1/events?type=join.failed")).json as { fields: Record<string, unknown> }[];
+      expect(audited.filter((e) => e.fields.error === "LIMIT_EXCEEDED" && e.fields.remote_addr === "192.0.2.7").length).toBeGreaterThanOrEqual(1);
+    } finally {
+      await h.close();
+    }
   });
 });

@@ -20,6 +20,7 @@ import type { Proc } from "../agent/procs.ts";
 import { waitFor } from "../agent/wait.ts";
 import { startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";
 import { startAgent, type RunningAgent } from "./_helpers.ts";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 
 const INTERVAL_MS = 1000;
 /** The agent's retry delays: 1, 2, 4, 8, 16 s (src/lib/retry.ts defaults), each ±20 % jitter. */
@@ -173,11 +174,11 @@ describe("outage", () => {
     const third = await RenewingBot.boundKeypairJoin({ ...target, port: auth!.port }, "edge-key", bound.privateKey, keys[2]!, undefined, second.joinState);
     expect(third.joinState).toBeString();
     const rollbacks = await admin.listEvents({ type: "join_state.rollback" });
-    expect(rollbacks.map((e) => [e.fields.token, e.fields.presented, e.fields.stored])).toEqual([["edge-key", 2, 1]]);
+    expect(rollbacks.map((e) => [e.fields.token, e.fields.presented, e.fields.stored])).toEqual([[tokenFingerprint("edge-key"), 2, 1]]);
     expect(await admin.listEvents({ type: "token.locked" })).toEqual([]);
     // a copy still holding the first join's state is now stale and locks the token
     const clone = RenewingBot.boundKeypairJoin({ ...target, port: auth!.port }, "edge-key", bound.privateKey, keys[0]!, undefined, first.joinState);
     await expect(clone).rejects.toThrow(/HTTP 423 .*stale join state \(sequence 1, expected 3\)/);
-    expect((await admin.listEvents({ type: "token.locked" })).map((e) => e.fields.token)).toEqual(["edge-key"]);
+    expect((await admin.listEvents({ type: "token.locked" })).map((e) => e.fields.token)).toEqual([tokenFingerprint("edge-key")]);
   }, 60_000);
 });

@@ -10,8 +10,9 @@ import { AppError, expired, isAppError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { OnboardingConfig } from "../../config/index.ts";
 import { AuthClient, type BotCertsRequest, type BotCertsResponse, type ClientTLS } from "../../protocol/index.ts";
+import { tokenFingerprint } from "../../resources/index.ts";
 import { joinMethod } from "./join.ts";
-import { identityTLS, makeIdentity, publicKeys, tokenFingerprint, type BotIdentity } from "./identity.ts";
+import { identityTLS, makeIdentity, publicKeys, type BotIdentity } from "./identity.ts";
 import type { BotStore } from "./store.ts";
 import { resolveTrust } from "./trust.ts";
 

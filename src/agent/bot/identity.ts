@@ -5,7 +5,6 @@
  */
 
 import { z } from "zod";
-import { createHash } from "node:crypto";
 import { parseCertificate, parsePrivateKey, formatSshPublicKey, publicKeyToPem, keyId, type KeyPair } from "../../crypto/index.ts";
 import { badParameter } from "../../lib/errors.ts";
 import type { Certs, ClientTLS } from "../../protocol/index.ts";
@@ -21,7 +20,7 @@ export interface BotIdentity {
   /** The auth service address the identity was obtained from. */
   authServer: string;
   joinMethod: string;
-  /** SHA-256 of the join token this instance was created with, to notice a new token in the config. */
+  /** `tokenFingerprint` of the join token this instance was created with, to notice a new token in the config. */
   tokenFingerprint?: string;
 }
 
@@ -103,7 +102,7 @@ export function decodeIdentity(text: string, where: string): BotIdentity {
     return makeIdentity(d.key_pem, d.certs, {
       authServer: d.auth_server,
       joinMethod: d.join_method,
-      ...(d.token_fingerprint ? { tokenFingerprint: d.token_fingerprint } : {}),
+      ...(d.token_fingerprint ? { tokenFingerprint: currentFingerprint(d.token_fingerprint) } : {}),
     });
   } catch (e) {
     throw badParameter(`Cannot read the bot identity in ${where}: ${(e as Error).message}`, { cause: e });
@@ -120,7 +119,10 @@ export function publicKeys(key: KeyPair): { public_tls_key: string; public_ssh_k
   return { public_tls_key: publicKeyToPem(key.publicKey), public_ssh_key: formatSshPublicKey(key.publicKey) };
 }
 
-/** A stable, non-reversible fingerprint of a join token (the token itself is a secret). */
-export function tokenFingerprint(token: string): string {
-  return createHash("sha256").update(token).digest("hex");
+/**
+ * Identities written before the agent and the auth service shared one `tokenFingerprint`
+ * hold the full SHA-256 in hex: the current form is its first 16 hex digits, prefixed.
+ */
+function currentFingerprint(stored: string): string {
+  return /^[0-9a-f]{64}$/.test(stored) ? `sha256:${stored.slice(0, 16)}` : stored;
 }

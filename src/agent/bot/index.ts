@@ -6,4 +6,4 @@ export { Bot, AGENT_KEY_ALGORITHM, type BotOptions, type BotSettings, type Refre
 export { BotStore } from "./store.ts";
 export { registerJoinMethod, joinMethod, tokenJoin, type JoinContext, type JoinMethod } from "./join.ts";
 export { resolveTrust, type TrustSettings } from "./trust.ts";
-export { makeIdentity, encodeIdentity, decodeIdentity, identityTLS, publicKeys, tokenFingerprint, type BotIdentity } from "./identity.ts";
+export { makeIdentity, encodeIdentity, decodeIdentity, identityTLS, publicKeys, type BotIdentity } from "./identity.ts";

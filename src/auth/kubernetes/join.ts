@@ -10,8 +10,8 @@ import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet, type JWK, 
 import { z } from "zod";
 import { AppError, accessDenied, errorMessage, expired, isAppError } from "../../lib/errors.ts";
 import type { JoinRequest, JoinResponse } from "../../protocol/index.ts";
-import type { TokenResource } from "../../resources/index.ts";
-import { EVENT, tokenFingerprint } from "../audit.ts";
+import { tokenExpired, tokenFingerprint, type TokenResource } from "../../resources/index.ts";
+import { EVENT } from "../audit.ts";
 import { checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
 import { requestKeys } from "../issuer.ts";
@@ -197,19 +197,19 @@ async function verifyInCluster(ctx: AuthContext, clusters: KubernetesClusters, i
 
 /**
  * Joins a bot with the `kubernetes` method. Failures are audited as `join.failed`
- * with the reason and the caller's address; the token's name is shown only when it is
- * a kubernetes token (a `token`-method token's name is its secret).
+ * with the reason and the caller's address; the token only by its fingerprint (a
+ * `token`-method token's name is its secret, and any name could be one).
  */
 export async function joinWithKubernetes(ctx: AuthContext, req: JoinRequest, caller: Caller, clusters: KubernetesClusters): Promise<JoinResponse> {
   requestKeys(req); // a malformed key is the caller's error, found before the token is looked at
   const item = await getToken(ctx.backend, req.token_name);
   const token = item?.value.spec.join_method === "kubernetes" ? item.value : undefined;
   const botName = token?.spec.bot_name;
-  const fields = { join_method: "kubernetes", remote_addr: caller.remoteAddr, token: token ? req.token_name : tokenFingerprint(req.token_name), ...(botName ? { bot: botName } : {}) };
+  const fields = { join_method: "kubernetes", remote_addr: caller.remoteAddr, token: tokenFingerprint(req.token_name), ...(botName ? { bot: botName } : {}) };
   try {
     if (!token) throw refuse(accessDenied("There is no kubernetes join token by this name"), item ? `token is for join method ${item.value.spec.join_method}` : "token not found");
     const now = ctx.clock.now();
-    if (token.metadata.expires && new Date(token.metadata.expires).getTime() <= now.getTime()) {
+    if (tokenExpired(token, now)) {
       throw refuse(expired(`The join token "${req.token_name}" expired at ${token.metadata.expires}`), `token expired at ${token.metadata.expires}`);
     }
     await checkLocks(ctx, [{ kind: "token", name: req.token_name }, { kind: "bot", name: token.spec.bot_name }]).catch((e: unknown) => {
