@@ -5,6 +5,7 @@
 
 import "./bound_keypair/index.ts";
 import "./kubernetes/index.ts";
+import "./ci/index.ts";
 
 export { agentCommands, startCommand, initCommand } from "./commands.ts";
 export { Agent, botSettings, IDENTITY_TASK, type AgentOptions, type Service } from "./agent.ts";

@@ -40,6 +40,7 @@ import { beginBoundKeypair, solveBoundKeypair } from "./bound_keypair.ts";
 import type { AuthContext } from "./context.ts";
 import { DEFAULT_HOST_CERT_TTL_MS, signHostKey } from "./issuer.ts";
 import { KubernetesClusters, joinWithKubernetes, kubernetesProxy } from "./kubernetes/index.ts";
+import { OIDC_JOIN_METHODS, OIDC_PLATFORMS, joinWithOidc } from "./oidc/index.ts";
 
 /** What the transport knows about a connection. */
 export interface ConnInfo {
@@ -80,7 +81,7 @@ export interface Authenticated {
 type Env = { Bindings: { conn: ConnInfo } };
 
 /** The join methods this service accepts, as `/webapi/ping` reports them. */
-export const SUPPORTED_JOIN_METHODS = ["token", "bound_keypair", "kubernetes"];
+export const SUPPORTED_JOIN_METHODS = ["token", "bound_keypair", "kubernetes", ...OIDC_JOIN_METHODS];
 
 export interface Handler {
   (req: Request, conn: ConnInfo): Promise<Response>;
@@ -157,6 +158,7 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = [], kuberne
     const req = await body(c, JoinRequest, "join request");
     const caller = { remoteAddr: c.env.conn.remoteAddr };
     if (req.join_method === "kubernetes") return c.json(await joinWithKubernetes(ctx, req, caller, kubernetes));
+    if (OIDC_PLATFORMS[req.join_method]) return c.json(await joinWithOidc(ctx, req, caller, OIDC_PLATFORMS[req.join_method]!));
     if (req.join_method !== "token") throw badParameter(`Join method "${req.join_method}" is not served at ${ROUTES.join}`);
     return c.json(await joinWithToken(ctx, req, caller));
   });

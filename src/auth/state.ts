@@ -18,6 +18,8 @@ export const KEYS = {
   challenge: (id: string) => `/challenges/${id}`,
   /** The pending challenges of one token: ids are `<tag>/<random>`, tag from the token's fingerprint. */
   challenges: (tag: string) => `/challenges/${tag}/`,
+  /** A CI ID token that joined (by hash of issuer and jti), kept until the token expires: it joins once. */
+  usedIdToken: (hash: string) => `/used_id_tokens/${hash}`,
 } as const;
 
 /** The resource kinds the service stores, with their key prefix. */

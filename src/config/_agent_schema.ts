@@ -25,6 +25,8 @@ export const onboardingSchema = z.strictObject({
       registration_secret_path: text().optional(),
     })
     .optional(),
+  /** join_method gitlab: the variable the job's id_tokens section fills (TBOT_GITLAB_JWT by default). */
+  gitlab: z.strictObject({ token_env_var_name: text().optional() }).optional(),
 });
 
 /**

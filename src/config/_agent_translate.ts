@@ -31,6 +31,7 @@ export function translateOnboarding(o: Onboarding): OnboardingConfig {
       ...(bk.registration_secret !== undefined ? { registrationSecret: bk.registration_secret } : {}),
       ...(bk.registration_secret_path !== undefined ? { registrationSecretPath: bk.registration_secret_path } : {}),
     },
+    ...(o.gitlab?.token_env_var_name !== undefined ? { gitlab: { tokenEnvVarName: o.gitlab.token_env_var_name } } : {}),
   };
 }
 

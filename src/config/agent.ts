@@ -143,6 +143,7 @@ export function serializeAgentConfig(cfg: AgentConfig): string {
       ...(o.caPins.length > 0 ? { ca_pins: o.caPins } : {}),
       ...(o.caPath !== undefined ? { ca_path: o.caPath } : {}),
       ...(Object.keys(boundKeypair).length > 0 ? { bound_keypair: boundKeypair } : {}),
+      ...(o.gitlab?.tokenEnvVarName !== undefined ? { gitlab: { token_env_var_name: o.gitlab.tokenEnvVarName } } : {}),
     },
     storage: destinationYaml(cfg.storage, STORAGE_DEFAULT_ACLS),
     outputs: cfg.outputs.map(outputYaml),

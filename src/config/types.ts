@@ -42,6 +42,8 @@ export interface OnboardingConfig {
     registrationSecret?: string;
     registrationSecretPath?: string;
   };
+  /** join_method gitlab: the environment variable holding the job's ID token. */
+  gitlab?: { tokenEnvVarName?: string };
 }
 
 /** The agent's whole configuration after loading (and, later, flags and checks). */

@@ -42,7 +42,7 @@ export function kubernetesProxyPath(cluster: string): string {
 /** Largest request body the service reads; anything bigger is refused before parsing. */
 export const MAX_BODY_BYTES = 256 * 1024;
 
-export const JOIN_METHODS = ["token", "bound_keypair", "kubernetes"] as const;
+export const JOIN_METHODS = ["token", "bound_keypair", "kubernetes", "github", "gitlab", "circleci"] as const;
 export type JoinMethod = (typeof JOIN_METHODS)[number];
 
 export const CA_EXPORT_TYPES = ["tls-host", "tls-user", "ssh-host", "ssh-user"] as const;
@@ -85,9 +85,9 @@ export const Certs = z.object({
 export type Certs = z.infer<typeof Certs>;
 
 export const JoinRequest = KeyRequest.extend({
-  join_method: z.enum(["token", "kubernetes"]),
+  join_method: z.enum(["token", "kubernetes", "github", "gitlab", "circleci"]),
   token_name: z.string().min(1).max(1024),
-  /** The Kubernetes service-account JWT, for join_method kubernetes. */
+  /** The Kubernetes service-account JWT, or the CI platform's OIDC ID token (github, gitlab, circleci). */
   id_token: z.string().max(64 * 1024).optional(),
 });
 export type JoinRequest = z.infer<typeof JoinRequest>;

@@ -57,6 +57,7 @@ export {
   type BoundKeypairStatus,
   type KubernetesJoinSpec,
 } from "./token.ts";
+export { CI_RULE_FIELDS, type GithubJoinSpec, type GitlabJoinSpec, type CircleciJoinSpec, type CiAllowRule } from "./_ci_token.ts";
 export { metadataExpires, type Metadata } from "./_metadata.ts";
 export {
   applyTraits,

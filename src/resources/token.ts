@@ -9,11 +9,12 @@ import { z } from "zod";
 import { expecting } from "./_issues.ts";
 import { raise, resourceName, timeString } from "./_fields.ts";
 import { metadataExpires, metadataSchema } from "./_metadata.ts";
+import { circleciSpec, githubSpec, gitlabSpec } from "./_ci_token.ts";
 
 export const TOKEN_VERSIONS = ["v2"] as const;
 
 /** How a bot proves it may join. */
-export const JOIN_METHODS = ["token", "bound_keypair", "kubernetes"] as const;
+export const JOIN_METHODS = ["token", "bound_keypair", "kubernetes", "github", "gitlab", "circleci"] as const;
 export type JoinMethod = (typeof JOIN_METHODS)[number];
 
 /** What a bound-keypair bot may do after its credentials lapse. */
@@ -115,6 +116,9 @@ const tokenSchemaBase = z.strictObject({
     join_method: z.enum(JOIN_METHODS),
     bound_keypair: boundKeypairSpec.optional(),
     kubernetes: kubernetesSpec.optional(),
+    github: githubSpec.optional(),
+    gitlab: gitlabSpec.optional(),
+    circleci: circleciSpec.optional(),
   }),
   /** Kept by the auth service; accepted on input so `get` output can be created again. */
   status: z.strictObject({ bound_keypair: boundKeypairStatus.optional() }).optional(),
@@ -130,7 +134,7 @@ export type BoundKeypairStatus = z.output<typeof boundKeypairStatus>;
 export const tokenSchema = tokenSchemaBase.superRefine(checkTokenRules);
 
 // Each join method's sub-spec, keyed by method.
-const SUB_SPECS = { bound_keypair: "bound_keypair", kubernetes: "kubernetes" } as const;
+const SUB_SPECS = { bound_keypair: "bound_keypair", kubernetes: "kubernetes", github: "github", gitlab: "gitlab", circleci: "circleci" } as const;
 
 function checkTokenRules(token: TokenResource, ctx: z.RefinementCtx): void {
   const { spec } = token;

@@ -94,7 +94,7 @@ describe("applyAgentFlags()", () => {
       `Invalid value "xml" for --log-format: allowed values are "text", "json"`,
     );
     expect(failure(() => applyAgentFlags(base(), { joinMethod: "iam" })).message).toBe(
-      `Invalid value "iam" for --join-method: allowed values are "token", "bound_keypair", "kubernetes"`,
+      `Invalid value "iam" for --join-method: allowed values are "token", "bound_keypair", "kubernetes", "github", "gitlab", "circleci"`,
     );
     const e = failure(() => applyAgentFlags(base(), { certificateTtl: "forever" }));
     expect(e.message).toBe(`Invalid duration "forever" for --certificate-ttl: expected a number and a unit such as "90s", "20m" or "1h30m"`);

@@ -195,7 +195,7 @@ const cases: ErrorCase[] = [
   {
     name: "an unknown join method",
     text: "version: v2\nonboarding:\n  join_method: iam\n",
-    message: `Invalid value "iam" for onboarding.join_method in agent config: allowed values are "token", "bound_keypair", "kubernetes"`,
+    message: `Invalid value "iam" for onboarding.join_method in agent config: allowed values are "token", "bound_keypair", "kubernetes", "github", "gitlab", "circleci"`,
     line: 3,
     column: 16,
   },

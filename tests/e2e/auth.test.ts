@@ -126,7 +126,7 @@ describe("auth service and ctl, compiled", () => {
       [
         "unknown join method",
         "kind: token\nversion: v2\nmetadata:\n  name: typo-token-0123456789\nspec:\n  roles: [Bot]\n  bot_name: example\n  join_method: tokn\n",
-        /:8:16: .*"tokn".*spec\.join_method.*"token", "bound_keypair", "kubernetes"/,
+        /:8:16: .*"tokn".*spec\.join_method.*"token", "bound_keypair", "kubernetes", "github", "gitlab", "circleci"/,
       ],
       ["YAML syntax error", "kind: role\nversion: v7\nmetadata:\n  name: [broken\nspec: {}\n", /bad\.yaml:\d+:\d+: /],
     ];

@@ -41,7 +41,7 @@ const cases: ErrorCase[] = [
   {
     name: "unknown join method lists the allowed ones",
     text: TOKEN("  join_method: tokn\n"),
-    message: `Invalid value "tokn" for spec.join_method in token "example-bot": allowed values are "token", "bound_keypair", "kubernetes"`,
+    message: `Invalid value "tokn" for spec.join_method in token "example-bot": allowed values are "token", "bound_keypair", "kubernetes", "github", "gitlab", "circleci"`,
     line: 8,
     column: 16,
     field: "spec.join_method",

@@ -15,6 +15,7 @@ import { EVENT } from "../audit.ts";
 import { checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
 import { requestKeys } from "../issuer.ts";
+import { Refusal, refuse } from "../refusal.ts";
 import { KEYS, getBot, getToken } from "../state.ts";
 import type { KubernetesClusters } from "./clusters.ts";
 
@@ -24,18 +25,6 @@ const JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "E
 const CLOCK_TOLERANCE_S = 30;
 const SA_SUBJECT = /^system:serviceaccount:([^:\s]+):([^:\s]+)$/;
 const TOKEN_REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews";
-
-/** A refused join: the error for the caller and the reason for the audit log. */
-class Refusal extends Error {
-  constructor(
-    readonly error: AppError,
-    readonly reason: string,
-  ) {
-    super(error.message);
-  }
-}
-
-const refuse = (error: AppError, reason: string) => new Refusal(error, reason);
 
 /** The service account a token speaks for, as `namespace:name`, from its subject. */
 function serviceAccountOf(subject: unknown, where: string): string {

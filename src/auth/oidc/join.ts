@@ -1,0 +1,187 @@
+/**
+ * The OIDC join, shared by every CI platform: check the ID token (signature against
+ * the issuer's keys, issuer, audience, times), match its claims against the token
+ * resource's allow rules, make sure this ID token has not joined before, and start a
+ * bot instance. The platform only supplies its table (_platform.ts).
+ */
+
+import { createHash } from "node:crypto";
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload } from "jose";
+import { AppError, accessDenied, errorMessage, expired, isAppError } from "../../lib/errors.ts";
+import type { JoinRequest, JoinResponse } from "../../protocol/index.ts";
+import type { TokenResource } from "../../resources/index.ts";
+import { EVENT, tokenFingerprint } from "../audit.ts";
+import { checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
+import type { AuthContext } from "../context.ts";
+import { requestKeys } from "../issuer.ts";
+import { Refusal, refuse } from "../refusal.ts";
+import { KEYS, getBot, getToken } from "../state.ts";
+import { checkJwks, IssuerKeys, type KeyResolver } from "./_keys.ts";
+import { claimText, type CiSpec, type OidcPlatform } from "./_platform.ts";
+import { matchingRule } from "./_rules.ts";
+
+/** Signature algorithms accepted: asymmetric only (no `none`, no HMAC keyed with a public key). */
+export const ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
+/** Clock skew tolerated between the CI platform and this service. */
+export const CLOCK_TOLERANCE_S = 30;
+
+/** The keys of every issuer this process has met; the cache outlives single joins. */
+const issuerKeys = new IssuerKeys();
+
+function keysFor<S extends CiSpec>(ctx: AuthContext, platform: OidcPlatform<S>, token: TokenResource, spec: S, issuer: string): KeyResolver {
+  if (spec.static_jwks === undefined) return issuerKeys.resolver(issuer, () => ctx.clock.now().getTime());
+  try {
+    return createLocalJWKSet(checkJwks(JSON.parse(spec.static_jwks), `the static_jwks of join token "${token.metadata.name}"`));
+  } catch (e) {
+    const why = isAppError(e) ? e.message : `Cannot use the static_jwks of join token "${token.metadata.name}": it is not valid JSON`;
+    throw refuse(accessDenied(`${why}; paste the issuer's JWKS into spec.${platform.method}.static_jwks`), "static JWKS unusable");
+  }
+}
+
+/** Verifies the ID token for `platform` and returns its claims. */
+async function verify<S extends CiSpec>(ctx: AuthContext, platform: OidcPlatform<S>, token: TokenResource, idToken: string): Promise<JWTPayload> {
+  const spec = platform.spec(token);
+  const issuer = platform.issuer(spec);
+  const audience = platform.audience(spec, ctx.authorities.cluster);
+  let alg: unknown;
+  try {
+    alg = decodeProtectedHeader(idToken).alg;
+  } catch {
+    throw refuse(accessDenied(`The ${platform.proof} is not a valid JWT`), "malformed ID token");
+  }
+  if (typeof alg !== "string" || !ID_TOKEN_ALGORITHMS.includes(alg)) {
+    throw refuse(
+      accessDenied(`The ${platform.proof} is signed with algorithm ${JSON.stringify(alg ?? null)}, which the auth service does not accept: only public-key signatures (RS, PS, ES, EdDSA) are`),
+      `signature algorithm ${JSON.stringify(alg ?? null)} not accepted`,
+    );
+  }
+  const keys = keysFor(ctx, platform, token, spec, issuer);
+  let payload: JWTPayload;
+  try {
+    ({ payload } = await jwtVerify(idToken, keys, {
+      issuer,
+      audience,
+      algorithms: ID_TOKEN_ALGORITHMS,
+      currentDate: ctx.clock.now(),
+      clockTolerance: CLOCK_TOLERANCE_S,
+      requiredClaims: ["exp", "iat"],
+    }));
+  } catch (e) {
+    throw verifyRefusal(e, platform, token, issuer, audience);
+  }
+  if (typeof payload.iat === "number" && payload.iat * 1000 > ctx.clock.now().getTime() + CLOCK_TOLERANCE_S * 1000) {
+    throw refuse(accessDenied(`The ${platform.proof} was issued in the future: check the clock of the auth service`), "ID token issued in the future");
+  }
+  return payload;
+}
+
+function verifyRefusal(e: unknown, platform: Pick<OidcPlatform, "proof" | "audienceHint">, token: TokenResource, issuer: string, audience: string): Refusal {
+  if (isAppError(e)) {
+    // the issuer's keys could not be had: the service's problem to report, never a 500
+    return refuse(new AppError(e.code, `Cannot check the ${platform.proof}: ${e.message}`), `issuer keys unavailable (${e.message})`);
+  }
+  const code = (e as { code?: string }).code;
+  const claim = (e as { claim?: string }).claim;
+  const payload = (e as { payload?: JWTPayload }).payload;
+  const proof = platform.proof;
+  if (code === "ERR_JWT_EXPIRED") {
+    const at = typeof payload?.exp === "number" ? new Date(payload.exp * 1000).toISOString() : "an earlier time";
+    return refuse(expired(`The ${proof} expired at ${at}: ask the CI platform for a fresh one`), "ID token expired");
+  }
+  if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED" && claim === "iss") {
+    const iss = JSON.stringify(payload?.iss ?? null);
+    return refuse(accessDenied(`The ${proof} was issued by ${iss}, not by "${issuer}" as join token "${token.metadata.name}" expects`), `issuer ${iss} is not "${issuer}"`);
+  }
+  if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED" && claim === "aud") {
+    const aud = payload?.aud === undefined ? "none" : JSON.stringify(payload.aud);
+    return refuse(accessDenied(`The ${proof} is for audience ${aud}, not "${audience}": ${platform.audienceHint(audience)}`), `audience ${aud} is not "${audience}"`);
+  }
+  if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED" && claim === "nbf") {
+    return refuse(accessDenied(`The ${proof} is not valid yet: check the clock of the auth service`), "ID token not valid yet");
+  }
+  if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED") {
+    return refuse(accessDenied(`The ${proof} lacks a valid "${claim}" claim`), `claim ${claim} missing or invalid`);
+  }
+  if (code === "ERR_JWKS_NO_MATCHING_KEY" || code === "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" || code === "ERR_JWKS_MULTIPLE_MATCHING_KEYS") {
+    return refuse(accessDenied(`The ${proof} is not signed by a key of issuer "${issuer}"`), "signature does not verify with the issuer's keys");
+  }
+  if (code === "ERR_JOSE_ALG_NOT_ALLOWED" || code === "ERR_JOSE_NOT_SUPPORTED") {
+    return refuse(accessDenied(`The ${proof} uses a signature algorithm the auth service does not accept`), "signature algorithm not accepted");
+  }
+  return refuse(accessDenied(`The ${proof} is not a valid JWT`), `malformed ID token (${errorMessage(e)})`);
+}
+
+/** The storage key that marks an ID token as used: its issuer and `jti`, or `sub` and `iat` when it has no `jti`. */
+function usedKey(issuer: string, payload: JWTPayload): string {
+  const id = typeof payload.jti === "string" && payload.jti !== "" ? `jti:${payload.jti}` : `sub-iat:${payload.sub ?? ""}:${payload.iat}`;
+  return KEYS.usedIdToken(createHash("sha256").update(`${issuer}\n${id}`).digest("base64url"));
+}
+
+/** The audit fields saying which job joined. */
+function auditClaims(platform: OidcPlatform<CiSpec>, payload: JWTPayload): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const claim of [...platform.audit, "sub"]) {
+    const v = claimText(payload, claim);
+    if (v !== undefined) out[claim.replace(/^oidc\.circleci\.com\//, "").replace(/-/g, "_")] = v;
+  }
+  return out;
+}
+
+/**
+ * Joins a bot with a CI platform's ID token. Failures are audited as `join.failed`
+ * with the reason and the caller's address. The token resource is a set of rules and
+ * is never consumed; the ID token is, once, in the same write as the new instance.
+ */
+export async function joinWithOidc(ctx: AuthContext, req: JoinRequest, caller: Caller, platform: OidcPlatform<CiSpec>): Promise<JoinResponse> {
+  requestKeys(req); // a malformed key is the caller's error, found before the token is looked at
+  const method = platform.method;
+  const item = await getToken(ctx.backend, req.token_name);
+  const token = item?.value.spec.join_method === method ? item.value : undefined;
+  const botName = token?.spec.bot_name;
+  const fields = { join_method: method, remote_addr: caller.remoteAddr, token: token ? req.token_name : tokenFingerprint(req.token_name), ...(botName ? { bot: botName } : {}) };
+  try {
+    if (!token) throw refuse(accessDenied(`There is no ${method} join token by this name`), item ? `token is for join method ${item.value.spec.join_method}` : "token not found");
+    if (token.metadata.expires && new Date(token.metadata.expires).getTime() <= ctx.clock.now().getTime()) {
+      throw refuse(expired(`The join token "${req.token_name}" expired at ${token.metadata.expires}`), `token expired at ${token.metadata.expires}`);
+    }
+    await checkLocks(ctx, [{ kind: "token", name: req.token_name }, { kind: "bot", name: token.spec.bot_name }]).catch((e: unknown) => {
+      throw isAppError(e) ? refuse(e, "locked") : e;
+    });
+    if (!req.id_token) throw refuse(accessDenied(`A ${method} join needs the job's ${platform.proof} (id_token)`), "no ID token");
+    const payload = await verify(ctx, platform, token, req.id_token);
+    const spec = platform.spec(token);
+    const rule = matchingRule(platform, spec, payload);
+    const who = auditClaims(platform, payload);
+    if (rule < 0) {
+      const described = Object.entries(who).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
+      throw refuse(
+        accessDenied(`The ${platform.proof} (${described}) matches none of the ${spec.allow.length} allow rules of join token "${req.token_name}"`),
+        `claims match no allow rule (${described})`,
+      );
+    }
+    const bot = await getBot(ctx.backend, token.spec.bot_name);
+    if (!bot) throw refuse(accessDenied(`The join token's bot "${token.spec.bot_name}" no longer exists`), "bot not found");
+    const outcome = await startInstance(ctx, bot.value, req, { method, tokenName: req.token_name, remoteAddr: caller.remoteAddr });
+    const events = outcome.events.map((e) => (e.type === EVENT.botJoin ? { ...e, fields: { ...e.fields, ...who, allow_rule: rule } } : e));
+    const expires = new Date(((payload.exp as number) + CLOCK_TOLERANCE_S) * 1000);
+    try {
+      await ctx.backend.atomicWrite(
+        [
+          { key: usedKey(platform.issuer(spec), payload), condition: { kind: "notExists" }, action: { kind: "put", value: { bot: bot.value.metadata.name, instance_id: outcome.instance.instance_id }, expires } },
+          { key: KEYS.instance(bot.value.metadata.name, outcome.instance.instance_id), condition: { kind: "notExists" }, action: { kind: "put", value: outcome.instance } },
+        ],
+        events,
+      );
+    } catch (e) {
+      if (isAppError(e, "COMPARE_FAILED")) {
+        throw refuse(accessDenied(`This ${platform.proof} has already been used to join: each ID token joins once; ask the CI platform for a new one`), "ID token replayed");
+      }
+      throw e;
+    }
+    ctx.audit.logged(events);
+    return outcome.response;
+  } catch (e) {
+    if (e instanceof Refusal) throw await joinFailed(ctx, e.error, { ...fields, reason: e.reason });
+    throw e;
+  }
+}

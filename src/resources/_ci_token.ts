@@ -1,0 +1,105 @@
+/**
+ * The sub-specs of tokens for CI platforms that sign an OIDC ID token for each job
+ * (`github`, `gitlab`, `circleci`), with the field names of Teleport's token reference.
+ * Each allow rule lists claim values; a job may join when every field of one rule
+ * matches. What each field is checked against lives with the auth service's platform
+ * tables (src/auth/oidc/).
+ */
+
+import { z } from "zod";
+import { raise } from "./_fields.ts";
+
+/** The allow-rule fields each CI join method accepts, in Teleport's order. */
+export const CI_RULE_FIELDS = {
+  github: ["sub", "repository", "repository_owner", "workflow", "environment", "actor", "ref", "ref_type"],
+  gitlab: [
+    "sub",
+    "project_path",
+    "namespace_path",
+    "pipeline_source",
+    "environment",
+    "ref",
+    "ref_type",
+    "ref_protected",
+    "environment_protected",
+    "user_login",
+    "user_email",
+    "ci_config_ref_uri",
+    "deployment_tier",
+    "project_visibility",
+  ],
+  circleci: ["project_id", "context_id"],
+} as const;
+
+/**
+ * Fields of which a rule must name at least one: without them a rule would let every
+ * repository or project on the public service join (github.com and gitlab.com issue
+ * tokens to anyone's jobs). A CircleCI issuer is one organization's, so any field will do.
+ */
+const SCOPING_FIELDS: Record<keyof typeof CI_RULE_FIELDS, readonly string[]> = {
+  github: ["sub", "repository", "repository_owner"],
+  gitlab: ["sub", "project_path", "namespace_path"],
+  circleci: CI_RULE_FIELDS.circleci,
+};
+
+const BOOLEAN_FIELDS = new Set(["ref_protected", "environment_protected"]);
+
+const ruleSchema = (method: keyof typeof CI_RULE_FIELDS) =>
+  z.strictObject(Object.fromEntries(CI_RULE_FIELDS[method].map((f) => [f, BOOLEAN_FIELDS.has(f) ? z.boolean().optional() : z.string().min(1).optional()]))).superRefine(
+    (rule, ctx) => {
+      const scoping = SCOPING_FIELDS[method];
+      if (!scoping.some((f) => rule[f] !== undefined)) {
+        raise(ctx, [], "invalid", `each allow rule must name at least one of ${scoping.map((f) => `"${f}"`).join(", ")}, or it would admit any ${method === "circleci" ? "project of the organization" : "repository on the service"}`);
+      }
+    },
+  );
+
+// host or host:port, no scheme or path: the issuer URL is built from it
+const HOST = /^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/;
+
+const host = (example: string) =>
+  z.string().superRefine((s, ctx) => {
+    if (!HOST.test(s)) raise(ctx, [], "invalid", `expected a host name with an optional port, such as "${example}", without "https://" or a path`);
+  });
+
+/** A JWKS as JSON text, for an auth service that cannot reach the issuer; checked to be a JSON object with `keys`. */
+const staticJwks = () =>
+  z.string().superRefine((s, ctx) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(s);
+    } catch {
+      raise(ctx, [], "invalid", `expected the issuer's JWKS as JSON text`);
+      return;
+    }
+    const keys = typeof parsed === "object" && parsed !== null ? (parsed as { keys?: unknown }).keys : undefined;
+    if (!Array.isArray(keys) || keys.length === 0) raise(ctx, [], "invalid", `expected a JWKS: a JSON object with a non-empty "keys" list`);
+  });
+
+export const githubSpec = z.strictObject({
+  /** GitHub Enterprise Server host: tokens issued by https://<host>/_services/token instead of github.com's. */
+  enterprise_server_host: host("ghes.example.com").optional(),
+  static_jwks: staticJwks().optional(),
+  allow: z.array(ruleSchema("github")).min(1),
+});
+
+export const gitlabSpec = z.strictObject({
+  /** A self-managed GitLab's host; gitlab.com when absent. */
+  domain: host("gitlab.example.com").optional(),
+  static_jwks: staticJwks().optional(),
+  allow: z.array(ruleSchema("gitlab")).min(1),
+});
+
+export const circleciSpec = z.strictObject({
+  organization_id: z.string().superRefine((s, ctx) => {
+    if (!/^[A-Za-z0-9-]+$/.test(s)) raise(ctx, [], "invalid", `expected the CircleCI organization ID (a UUID, from Organization Settings > Overview)`);
+  }),
+  static_jwks: staticJwks().optional(),
+  allow: z.array(ruleSchema("circleci")).min(1),
+});
+
+export type GithubJoinSpec = z.output<typeof githubSpec>;
+export type GitlabJoinSpec = z.output<typeof gitlabSpec>;
+export type CircleciJoinSpec = z.output<typeof circleciSpec>;
+/** An allow rule of any CI join method: claim field → expected value. */
+export type CiAllowRule = Partial<Record<string, string | boolean>>;
