@@ -25,6 +25,7 @@ const inputs = [
   { file: join(SCENARIOS, "token-bound-keypair.yaml"), golden: "token-bound-keypair.golden.yaml" },
   { file: join(SCENARIOS, "token-kubernetes.yaml"), golden: "token-kubernetes.golden.yaml" },
   { file: join(FIXTURES, "all-kinds.yaml"), golden: "all-kinds.golden.yaml" },
+  { file: join(FIXTURES, "token-ci.yaml"), golden: "token-ci.golden.yaml" },
 ];
 
 describe("resource round trip", () => {
