@@ -12,6 +12,7 @@ import { badParameter } from "../lib/errors.ts";
 import { fsError, writeFileAtomic } from "../lib/fs.ts";
 import { CA_EXPORT_TYPES, type AddBotResponse, type AuthClient, type CAExportType } from "../protocol/index.ts";
 import { parseResources, serializeResources, type BotResource, type Resource, type RoleResource, type TokenResource } from "../resources/index.ts";
+import { addCiBot, addCiOptions, CI_JOIN_METHODS, isCiJoinMethod } from "./ci.ts";
 import { connect, type ConnectOptions } from "./connect.ts";
 import { addOutputAlias, parseFormat, relativeTime, table } from "./format.ts";
 
@@ -235,14 +236,14 @@ export function ctlCommand(): Command {
     );
 
   const bots = ctl.command("bots").description("Manage bots");
-  bots
+  const botsAdd = bots
     .command("add")
     .description("Create a bot and a join token for it")
     .argument("<name>", "bot name")
     .option("--roles <roles>", "comma-separated roles the bot holds", "")
     .option("--logins <logins>", "comma-separated logins, as the bot's logins trait")
     .option("--ttl <duration>", "how long the join token is valid", "1h")
-    .addOption(new Option("--join-method <method>", "join method of the token").choices(["token", "bound_keypair"]))
+    .addOption(new Option("--join-method <method>", "join method of the token").choices(["token", "bound_keypair", ...CI_JOIN_METHODS]))
     .option("--initial-public-key <key>", "bound keypair: the public key to bind (ssh-ed25519 …)")
     .option("--registration-secret <secret>", "bound keypair: a one-time registration secret (generated when neither this nor a key is given)")
     .addOption(new Option("--recovery-mode <mode>", "bound keypair recovery mode").choices(["standard", "relaxed", "insecure"]))
@@ -252,6 +253,10 @@ export function ctlCommand(): Command {
       run(async ({ client, addr }, name: string, o: Record<string, string | undefined>) => {
         const limit = o.recoveryLimit;
         if (limit !== undefined && !/^\d+$/.test(limit)) throw badParameter(`Invalid --recovery-limit "${limit}": expected a whole number`);
+        if (isCiJoinMethod(o.joinMethod)) {
+          const bot = { kind: "bot", version: "v1", metadata: { name }, spec: { roles: splitList(o.roles), ...(o.logins !== undefined ? { traits: [{ name: "logins", values: splitList(o.logins) }] } : {}) } };
+          return out(await addCiBot(client, addr, bot as Resource, o.joinMethod, o, o.format ?? "text"));
+        }
         const res = await client.addBot({
           name,
           roles: splitList(o.roles),
@@ -269,6 +274,7 @@ export function ctlCommand(): Command {
         });
       }),
     );
+  addCiOptions(botsAdd);
   bots
     .command("ls")
     .description("List bots")
