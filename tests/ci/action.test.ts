@@ -88,6 +88,16 @@ describe("ctl bots add --join-method github", () => {
     expect(token.spec.bot_name).toBe("deployer");
   }, 60_000);
 
+  test("--join-method circleci makes an organization-scoped token and prints a CircleCI job that uses a context", async () => {
+    const out = await auth.ctlOk("bots", "add", "cc-deployer", "--join-method", "circleci", "--organization-id", "9c1f3a2e-7b4d", "--project-id", "a3e1f0c2", "--context-id", "6c5b4a39");
+    expect(out).toContain(`  circleci:\n    organization_id: 9c1f3a2e-7b4d\n    allow:\n      - project_id: a3e1f0c2\n        context_id: 6c5b4a39\n`);
+    const snippet = parseYaml(out.split("explains each line):\n\n")[1]!);
+    expect(snippet.workflows.deploy.jobs[0].deploy.context).toHaveLength(1);
+    expect(snippet.jobs.deploy.steps[1].run.command).toContain(`--join-method circleci --token cc-deployer-circleci --auth-server ${auth.addr} --ca-pin ${pin} --storage memory://`);
+    const missing = await auth.ctl("bots", "add", "cc2", "--join-method", "circleci", "--project-id", "a3e1f0c2");
+    expect(missing.stderr).toContain("--join-method circleci needs --organization-id");
+  }, 60_000);
+
   test("without --repository or --repository-owner it refuses: any repository could join", async () => {
     const r = await auth.ctl("bots", "add", "loose", "--join-method", "github", "--ref", "refs/heads/main");
     expect(r.code).toBe(1);

@@ -159,6 +159,11 @@ export async function joinWithOidc(ctx: AuthContext, req: JoinRequest, caller: C
         `claims match no allow rule (${described})`,
       );
     }
+    const used = usedKey(platform.issuer(spec), payload);
+    const replayed = () =>
+      refuse(accessDenied(`This ${platform.proof} has already been used to join: each ID token joins once; ask the CI platform for a new one`), "ID token replayed");
+    // checked here so a replay costs no signing; the write below settles races
+    if (await ctx.backend.get(used)) throw replayed();
     const bot = await getBot(ctx.backend, token.spec.bot_name);
     if (!bot) throw refuse(accessDenied(`The join token's bot "${token.spec.bot_name}" no longer exists`), "bot not found");
     const outcome = await startInstance(ctx, bot.value, req, { method, tokenName: req.token_name, remoteAddr: caller.remoteAddr });
@@ -167,15 +172,13 @@ export async function joinWithOidc(ctx: AuthContext, req: JoinRequest, caller: C
     try {
       await ctx.backend.atomicWrite(
         [
-          { key: usedKey(platform.issuer(spec), payload), condition: { kind: "notExists" }, action: { kind: "put", value: { bot: bot.value.metadata.name, instance_id: outcome.instance.instance_id }, expires } },
+          { key: used, condition: { kind: "notExists" }, action: { kind: "put", value: { bot: bot.value.metadata.name, instance_id: outcome.instance.instance_id }, expires } },
           { key: KEYS.instance(bot.value.metadata.name, outcome.instance.instance_id), condition: { kind: "notExists" }, action: { kind: "put", value: outcome.instance } },
         ],
         events,
       );
     } catch (e) {
-      if (isAppError(e, "COMPARE_FAILED")) {
-        throw refuse(accessDenied(`This ${platform.proof} has already been used to join: each ID token joins once; ask the CI platform for a new one`), "ID token replayed");
-      }
+      if (isAppError(e, "COMPARE_FAILED")) throw replayed();
       throw e;
     }
     ctx.audit.logged(events);
