@@ -57,7 +57,7 @@ export function addCiOptions(cmd: Command): Command {
 const camel = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 /** The token resource for `bot` from the flags; BAD_PARAMETER naming the missing flag. */
-export function ciToken(bot: string, method: CiJoinMethod, o: Record<string, string | boolean | undefined>): Resource {
+function ciToken(bot: string, method: CiJoinMethod, o: Record<string, string | boolean | undefined>): Resource {
   const rule: Record<string, string | boolean> = {};
   for (const [flag, field] of RULE_FLAGS[method]) {
     const v = o[camel(flag)];
@@ -82,7 +82,7 @@ export function ciToken(bot: string, method: CiJoinMethod, o: Record<string, str
 }
 
 /** What to paste into the CI configuration to join with `token`. */
-export function ciSnippet(method: CiJoinMethod, token: string, addr: string, caPin: string, cluster: string): string {
+function ciSnippet(method: CiJoinMethod, token: string, addr: string, caPin: string, cluster: string): string {
   if (method === "github") {
     return stringify(
       {

@@ -128,6 +128,9 @@ describe("GitHub Actions", () => {
     const r = await job("github", "github-deployer", {});
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`give the job "permissions: id-token: write" in the workflow`);
+    const refused = await job("github", "github-deployer", { ...runner.env, ACTIONS_ID_TOKEN_REQUEST_TOKEN: "stale" });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`the runner answered HTTP 403; give the job "permissions: id-token: write"`);
   }, 60_000);
 
   test("refused and audited: wrong audience, expired, wrong issuer, other repository, ref not allowed, alg none, HS256 with the public key", async () => {

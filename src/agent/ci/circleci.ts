@@ -10,10 +10,10 @@ import { ciTokenName, joinWithIdToken } from "./_join.ts";
 
 type Env = Record<string, string | undefined>;
 
-export const CIRCLECI_TOKEN_ENVS = ["CIRCLE_OIDC_TOKEN_V2", "CIRCLE_OIDC_TOKEN"] as const;
+const CIRCLECI_TOKEN_ENVS = ["CIRCLE_OIDC_TOKEN_V2", "CIRCLE_OIDC_TOKEN"] as const;
 
 /** The circleci join method reading the ID token from `env`. */
-export function circleciJoin(env: Env = process.env): JoinMethod {
+function circleciJoin(env: Env = process.env): JoinMethod {
   return {
     name: "circleci",
     rejoinable: false,

@@ -13,12 +13,12 @@ import { ciTokenName, joinWithIdToken } from "./_join.ts";
 
 type Env = Record<string, string | undefined>;
 
-export const REQUEST_URL_ENV = "ACTIONS_ID_TOKEN_REQUEST_URL";
-export const REQUEST_TOKEN_ENV = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";
+const REQUEST_URL_ENV = "ACTIONS_ID_TOKEN_REQUEST_URL";
+const REQUEST_TOKEN_ENV = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";
 const RUNNER_TIMEOUT_MS = 30_000;
 
 /** Asks the runner for an ID token for `audience`. */
-export async function requestGithubIdToken(env: Env, audience: string): Promise<string> {
+async function requestGithubIdToken(env: Env, audience: string): Promise<string> {
   const url = env[REQUEST_URL_ENV];
   const bearer = env[REQUEST_TOKEN_ENV];
   if (!url || !bearer) {
@@ -56,7 +56,7 @@ export async function requestGithubIdToken(env: Env, audience: string): Promise<
 }
 
 /** The github join method reading the runner's variables from `env`. */
-export function githubJoin(env: Env = process.env): JoinMethod {
+function githubJoin(env: Env = process.env): JoinMethod {
   return {
     name: "github",
     // the runner gives a fresh ID token whenever asked

@@ -11,10 +11,10 @@ import { ciTokenName, joinWithIdToken } from "./_join.ts";
 
 type Env = Record<string, string | undefined>;
 
-export const DEFAULT_GITLAB_TOKEN_ENV = "TBOT_GITLAB_JWT";
+const DEFAULT_GITLAB_TOKEN_ENV = "TBOT_GITLAB_JWT";
 
 /** The gitlab join method reading the ID token from `env`. */
-export function gitlabJoin(env: Env = process.env): JoinMethod {
+function gitlabJoin(env: Env = process.env): JoinMethod {
   return {
     name: "gitlab",
     rejoinable: false,

@@ -8,14 +8,14 @@
 import { connectionProblem, errorMessage, isAppError } from "../../lib/errors.ts";
 
 /** Largest discovery document or JWKS read; real ones are a few KiB. */
-export const MAX_DOCUMENT_BYTES = 1024 * 1024;
+const MAX_DOCUMENT_BYTES = 1024 * 1024;
 /** Default time for one fetch (connect, headers and body). */
-export const DEFAULT_FETCH_TIMEOUT_MS = 10_000;
+const DEFAULT_FETCH_TIMEOUT_MS = 10_000;
 /**
  * Sets the fetch time limit in milliseconds for operators whose issuer is slow to
  * answer (and for tests that make one hang).
  */
-export const FETCH_TIMEOUT_ENV = "MACHINE_ID_OIDC_FETCH_TIMEOUT_MS";
+const FETCH_TIMEOUT_ENV = "MACHINE_ID_OIDC_FETCH_TIMEOUT_MS";
 
 /** Cache lifetimes are clamped: at least a minute (no fetch per join), at most a day. */
 const MIN_MAX_AGE_MS = 60_000;
@@ -23,7 +23,7 @@ const MAX_MAX_AGE_MS = 86_400_000;
 /** Lifetime when the issuer sends no usable Cache-Control. */
 const DEFAULT_MAX_AGE_MS = 3_600_000;
 
-export interface FetchedJson {
+interface FetchedJson {
   json: unknown;
   /** How long the answer may be cached, from its Cache-Control (clamped). */
   maxAgeMs: number;

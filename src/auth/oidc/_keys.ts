@@ -11,7 +11,7 @@ import { connectionProblem } from "../../lib/errors.ts";
 import { fetchJson, fetchTimeoutMs } from "./_fetch.ts";
 
 /** At most one refetch per issuer in this period for tokens whose key is unknown. */
-export const UNKNOWN_KID_REFETCH_INTERVAL_MS = 60_000;
+const UNKNOWN_KID_REFETCH_INTERVAL_MS = 60_000;
 
 /** A key resolver as jose's jwtVerify takes it. */
 export type KeyResolver = ReturnType<typeof createLocalJWKSet>;

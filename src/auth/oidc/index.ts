@@ -8,9 +8,9 @@ import { circleci } from "./circleci.ts";
 import { github } from "./github.ts";
 import { gitlab } from "./gitlab.ts";
 
-export { joinWithOidc, ID_TOKEN_ALGORITHMS, CLOCK_TOLERANCE_S } from "./join.ts";
-export { IssuerKeys, UNKNOWN_KID_REFETCH_INTERVAL_MS } from "./_keys.ts";
-export { FETCH_TIMEOUT_ENV, MAX_DOCUMENT_BYTES, cacheLifetimeMs } from "./_fetch.ts";
+export { joinWithOidc } from "./join.ts";
+export { IssuerKeys } from "./_keys.ts";
+export { cacheLifetimeMs } from "./_fetch.ts";
 export { ciGlobMatch } from "./_rules.ts";
 export type { OidcPlatform } from "./_platform.ts";
 

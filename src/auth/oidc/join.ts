@@ -21,9 +21,9 @@ import { claimText, type CiSpec, type OidcPlatform } from "./_platform.ts";
 import { matchingRule } from "./_rules.ts";
 
 /** Signature algorithms accepted: asymmetric only (no `none`, no HMAC keyed with a public key). */
-export const ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
+const ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
 /** Clock skew tolerated between the CI platform and this service. */
-export const CLOCK_TOLERANCE_S = 30;
+const CLOCK_TOLERANCE_S = 30;
 
 /** The keys of every issuer this process has met; the cache outlives single joins. */
 const issuerKeys = new IssuerKeys();
