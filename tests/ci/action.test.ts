@@ -75,7 +75,7 @@ afterAll(async () => {
   work?.[Symbol.dispose]();
 });
 
-describe("ctl bots add --join-method github", () => {
+describe("ctl bots add with a CI join method", () => {
   test("creates the bot and a github token, and prints the token resource and the workflow to paste", async () => {
     const out = await auth.ctlOk("bots", "add", "deployer", "--roles", "machine-id-kube-role", "--join-method", "github", "--repository", "octo-org/octo-repo", "--ref", "refs/heads/main", "--enterprise-server-host", ghes.host);
     expect(out).toContain(`Bot "deployer" created with github join token "deployer-github":`);
@@ -109,7 +109,7 @@ describe("the GitHub Action in a simulated runner", () => {
   test("installs through the pinned CA, joins with github, and exports the identity and KUBECONFIG", async () => {
     const job = join(work.path, "job-1");
     mkdirSync(job);
-    const r = await runComposite(ACTION, { "auth-server": auth.addr, token: "deployer-github", "ca-pin": pin, "kubernetes-cluster": "example-k8s-cluster" }, { PATH: RUNNER_PATH, HOME: job, ...runner.env }, job);
+    const r = await runComposite(ACTION, { "auth-server": auth.addr, token: "deployer-github", "ca-pin": pin, "kubernetes-cluster": "example-k8s-cluster", roles: "machine-id-kube-role," }, { PATH: RUNNER_PATH, HOME: job, ...runner.env }, job);
     if (r.code !== 0) console.error(r.log);
     expect(r.code).toBe(0);
     expect(runner.audiences.at(-1)).toBe(CLUSTER);
@@ -122,6 +122,7 @@ describe("the GitHub Action in a simulated runner", () => {
     const kubeconfig = parseYaml(readFileSync(r.githubEnv.KUBECONFIG!, "utf8"));
     expect(kubeconfig["current-context"]).toBe("example-k8s-cluster");
     expect(existsSync(join(r.githubPath[0]!, "machine-id"))).toBe(true);
+    expect(readFileSync(join(job, "runner-temp/machine-id/machine-id.yaml"), "utf8")).toContain(`    roles: ["machine-id-kube-role"]\n`);
   }, 180_000);
 
   test("a CA that does not match ca-pin stops the install before anything is downloaded", async () => {
