@@ -136,15 +136,17 @@ function ciSnippet(method: CiJoinMethod, token: string, addr: string, caPin: str
   );
 }
 
-/** Creates the bot (unless it exists and `existing` allows it) and its CI token; returns what to print. */
+/** Creates the bot and its CI token in one request (neither when either is refused); returns what to print. */
 export async function addCiBot(
   client: AuthClient,
   addr: string,
-  bot: Resource,
+  b: { name: string; roles: string[]; logins?: string[] },
   method: CiJoinMethod,
   o: Record<string, string | boolean | undefined>,
   format: string,
 ): Promise<string> {
+  const traits = b.logins ? { traits: [{ name: "logins", values: b.logins }] } : {};
+  const bot = parseResource({ kind: "bot", version: "v1", metadata: { name: b.name }, spec: { roles: b.roles, ...traits } }, "bot");
   const token = ciToken(bot.metadata.name, method, o);
   await client.createResources([bot, token]);
   const ping = await client.ping();

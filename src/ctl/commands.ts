@@ -254,8 +254,8 @@ export function ctlCommand(): Command {
         const limit = o.recoveryLimit;
         if (limit !== undefined && !/^\d+$/.test(limit)) throw badParameter(`Invalid --recovery-limit "${limit}": expected a whole number`);
         if (isCiJoinMethod(o.joinMethod)) {
-          const bot = { kind: "bot", version: "v1", metadata: { name }, spec: { roles: splitList(o.roles), ...(o.logins !== undefined ? { traits: [{ name: "logins", values: splitList(o.logins) }] } : {}) } };
-          return out(await addCiBot(client, addr, bot as Resource, o.joinMethod, o, o.format ?? "text"));
+          const logins = o.logins !== undefined ? splitList(o.logins) : undefined;
+          return out(await addCiBot(client, addr, { name, roles: splitList(o.roles), ...(logins ? { logins } : {}) }, o.joinMethod, o, o.format ?? "text"));
         }
         const res = await client.addBot({
           name,
