@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createPublicKey } from "node:crypto";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 import { ensureBinary, run, sh, startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";
 import {
   circleciClaims,
@@ -118,7 +119,7 @@ describe("GitHub Actions", () => {
     expect(sh(["openssl", "x509", "-noout", "-subject", "-in", join(r.out, "tlscert")]).stdout).toBe(`subject=O = ${CLUSTER}, CN = bot-deployer\n`);
     expect(ghes.jwksRequests - before).toBe(1);
     const joined = (await events("bot.join")).filter((e) => e.fields.join_method === "github");
-    expect(joined.at(-1)!.fields).toMatchObject({ bot: "deployer", token: "github-deployer", repository: "octo-org/octo-repo", workflow: "deploy", ref: "refs/heads/main", run_id: "8123456789", allow_rule: 0 });
+    expect(joined.at(-1)!.fields).toMatchObject({ bot: "deployer", token: tokenFingerprint("github-deployer"), repository: "octo-org/octo-repo", workflow: "deploy", ref: "refs/heads/main", run_id: "8123456789", allow_rule: 0 });
     // a second job uses the cached JWKS
     expect((await job("github", "github-deployer", runner.env)).code).toBe(0);
     expect(ghes.jwksRequests - before).toBe(1);
@@ -155,7 +156,7 @@ describe("GitHub Actions", () => {
     }
     const failed = (await events("join.failed")).slice(before);
     expect(failed.map((e) => (e.fields.reason as string).slice(0, cases[failed.indexOf(e)]![3].length))).toEqual(cases.map((c) => c[3]));
-    for (const e of failed) expect(e.fields).toMatchObject({ join_method: "github", token: "github-deployer", bot: "deployer", remote_addr: "127.0.0.1" });
+    for (const e of failed) expect(e.fields).toMatchObject({ join_method: "github", token: tokenFingerprint("github-deployer"), bot: "deployer", remote_addr: "127.0.0.1" });
     nextGithubToken = (aud) => signIdToken(ghes.keys[0]!, githubClaims(ghes.issuer, aud));
   }, 240_000);
 

@@ -9,8 +9,8 @@ import { createHash } from "node:crypto";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload } from "jose";
 import { AppError, accessDenied, errorMessage, expired, isAppError } from "../../lib/errors.ts";
 import type { JoinRequest, JoinResponse } from "../../protocol/index.ts";
-import type { TokenResource } from "../../resources/index.ts";
-import { EVENT, tokenFingerprint } from "../audit.ts";
+import { tokenExpired, tokenFingerprint, type TokenResource } from "../../resources/index.ts";
+import { EVENT } from "../audit.ts";
 import { checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
 import { requestKeys } from "../issuer.ts";
@@ -129,7 +129,8 @@ function auditClaims(platform: OidcPlatform<CiSpec>, payload: JWTPayload): Recor
 
 /**
  * Joins a bot with a CI platform's ID token. Failures are audited as `join.failed`
- * with the reason and the caller's address. The token resource is a set of rules and
+ * with the reason and the caller's address; the token only by its fingerprint, as
+ * every join method records it. The token resource is a set of rules and
  * is never consumed; the ID token is, once, in the same write as the new instance.
  */
 export async function joinWithOidc(ctx: AuthContext, req: JoinRequest, caller: Caller, platform: OidcPlatform<CiSpec>): Promise<JoinResponse> {
@@ -138,10 +139,10 @@ export async function joinWithOidc(ctx: AuthContext, req: JoinRequest, caller: C
   const item = await getToken(ctx.backend, req.token_name);
   const token = item?.value.spec.join_method === method ? item.value : undefined;
   const botName = token?.spec.bot_name;
-  const fields = { join_method: method, remote_addr: caller.remoteAddr, token: token ? req.token_name : tokenFingerprint(req.token_name), ...(botName ? { bot: botName } : {}) };
+  const fields = { join_method: method, remote_addr: caller.remoteAddr, token: tokenFingerprint(req.token_name), ...(botName ? { bot: botName } : {}) };
   try {
     if (!token) throw refuse(accessDenied(`There is no ${method} join token by this name`), item ? `token is for join method ${item.value.spec.join_method}` : "token not found");
-    if (token.metadata.expires && new Date(token.metadata.expires).getTime() <= ctx.clock.now().getTime()) {
+    if (tokenExpired(token, ctx.clock.now())) {
       throw refuse(expired(`The join token "${req.token_name}" expired at ${token.metadata.expires}`), `token expired at ${token.metadata.expires}`);
     }
     await checkLocks(ctx, [{ kind: "token", name: req.token_name }, { kind: "bot", name: token.spec.bot_name }]).catch((e: unknown) => {
