@@ -102,6 +102,9 @@ describe("ctl bots add --format kubernetes", () => {
     const cm = one(rendered, "ConfigMap", deployment.spec.template.spec.volumes.find((v: { name: string }) => v.name === "config").configMap.name);
     const config = parseYaml(cm.data["tbot.yaml"]);
     expect(config).toMatchObject({ auth_server: auth.addr, onboarding: { join_method: "kubernetes", token: "example-bot", ca_pins: [pin] } });
+    // the probes' port is the one the config's diag listener binds
+    const diag = deployment.spec.template.spec.containers[0].ports.find((p: { name: string }) => p.name === "diag");
+    expect(config.diag_addr).toBe(`0.0.0.0:${diag.containerPort}`);
     const source = deployment.spec.template.spec.volumes.find((v: { name: string }) => v.name === "join-sa-token").projected.sources[0].serviceAccountToken;
     expect(source.audience).toBe(CLUSTER);
   });

@@ -7,12 +7,15 @@
  */
 
 import { beforeAll, describe, expect, test } from "bun:test";
-import { join } from "node:path";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { AgentMetrics, diagHandler, HealthRegistry, parseListenAddr } from "../../src/agent/diag/index.ts";
 import { DEFAULT_JOIN_TOKEN_PATH, TOKEN_PATH_ENV } from "../../src/agent/kubernetes/index.ts";
 import { parseAgentConfig, type AgentConfig } from "../../src/config/index.ts";
 import { systemClock } from "../../src/lib/clock.ts";
+import { kubernetesOverlay, podAgentConfig } from "../../src/ctl/kubernetes.ts";
 import { IMAGE_UID } from "../../scripts/image.ts";
 import { has, requirePrereqs } from "../_prereq.ts";
 import { kustomize, one, type K8sObject } from "../_support/kustomize.ts";
@@ -133,5 +136,25 @@ describe("kubectl kustomize deploy/kubernetes/overlays/example", () => {
     expect(container.image).toBe(`registry.example.com/machine-id:${pkg.version}`);
     expect(configMap.metadata.name).toMatch(/^tbot-config-[a-z0-9]{10}$/);
     expect(overlay).toHaveLength(objects.length);
+  });
+
+  test("is what `ctl bots add --format kubernetes` writes for the same values, object for object", () => {
+    const dir = mkdtempSync(join(tmpdir(), "mid-overlay-"));
+    try {
+      const config = podAgentConfig({ authServer: "auth.example.com:3025", token: "example-bot", caPin: "sha256:1f4d4a6d2b1c0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f" });
+      const base = relative(dir, join(DEPLOY, "base"));
+      writeFileSync(join(dir, "kustomization.yaml"), kubernetesOverlay({ base, namespace: "default", image: `registry.example.com/machine-id:${pkg.version}`, audience: "example.teleport.sh", config }));
+      expect(kustomize(dir)).toEqual(kustomize(join(DEPLOY, "overlays/example")));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("ctl's agent config differs from base/tbot.yaml only in the values an overlay sets", () => {
+    const ctl = parseAgentConfig(podAgentConfig({ authServer: "a.example:3025", token: "t-bot", caPin: "sha256:" + "ab".repeat(32) }), "ctl");
+    const { config } = pod(objects);
+    const withBaseValues: AgentConfig = { ...ctl, onboarding: { ...ctl.onboarding, token: config.onboarding.token, caPins: config.onboarding.caPins } };
+    withBaseValues.authServer = config.authServer;
+    expect(withBaseValues).toEqual(config);
   });
 });
