@@ -11,7 +11,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
@@ -50,7 +50,7 @@ function place(rootfs: string, to: string, from: string, mode: number): void {
   const dest = join(rootfs, to);
   mkdirSync(dirname(dest), { recursive: true, mode: 0o755 });
   copyFileSync(realpathSync(from), dest);
-  Bun.spawnSync(["chmod", mode.toString(8), dest]);
+  chmodSync(dest, mode);
 }
 
 function write(rootfs: string, to: string, text: string, mode = 0o644): void {
@@ -78,7 +78,7 @@ export function assembleRootfs(binary: string, rootfs: string): string[] {
   write(rootfs, "/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n");
   mkdirSync(join(rootfs, "home/nonroot"), { recursive: true });
   mkdirSync(join(rootfs, "tmp"), { recursive: true });
-  Bun.spawnSync(["chmod", "1777", join(rootfs, "tmp")]);
+  chmodSync(join(rootfs, "tmp"), 0o1777);
   return libs;
 }
 
@@ -105,14 +105,14 @@ export function imageArchivePath(arch = process.arch === "arm64" ? "arm64" : "am
   return join(ROOT, "dist", `machine-id-image-linux-${arch}.oci.tar`);
 }
 
-function buildah(storage: string, args: string[]): string {
+function buildah(storage: string, args: string[], check = true): string {
   // vfs and a private storage root: no overlay mounts (not allowed in every sandbox or
   // CI container) and nothing left in, or shared with, the host's image store
   const r = Bun.spawnSync(["buildah", "--root", join(storage, "root"), "--runroot", join(storage, "run"), "--storage-driver", "vfs", ...args], {
     stdout: "pipe",
     stderr: "pipe",
   });
-  if (r.exitCode !== 0) throw new Error(`buildah ${args.join(" ")} exited ${r.exitCode}: ${r.stderr.toString().trim()}`);
+  if (check && r.exitCode !== 0) throw new Error(`buildah ${args.join(" ")} exited ${r.exitCode}: ${r.stderr.toString().trim()}`);
   return r.stdout.toString().trim();
 }
 
@@ -137,7 +137,7 @@ export function buildImage(binary: string, out: string): { libs: string[]; label
       rmSync(out, { force: true });
       buildah(work, ["commit", "--quiet", "--format", "oci", "--disable-compression=false", "--rm", c, `oci-archive:${out}:machine-id:${pkg.version}`]);
     } catch (e) {
-      Bun.spawnSync(["buildah", "--root", join(work, "root"), "--runroot", join(work, "run"), "--storage-driver", "vfs", "rm", c], { stdout: "ignore", stderr: "ignore" });
+      buildah(work, ["rm", c], false);
       throw e;
     }
     return { libs, labels };

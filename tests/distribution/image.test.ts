@@ -9,7 +9,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { chownSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { chownSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { has, requirePrereqs } from "../_prereq.ts";
@@ -131,15 +131,17 @@ describe("the executable in the unpacked rootfs, chrooted as 65532", () => {
     expect(r).toMatchObject({ code: 0, stdout: host });
   }, 60_000);
 
-  test("`start --oneshot` joins the host's auth service over 127.0.0.1 and writes the identity inside the rootfs", async () => {
+  test("`start --oneshot` joins the host's auth service by name over 127.0.0.1 and writes the identity inside the rootfs", async () => {
     auth = await startAuth(join(work.path, "auth"));
+    // runtimes mount /etc/hosts; the name resolves through the image's nsswitch.conf and glibc
+    writeFileSync(join(rootfs, "etc/hosts"), "127.0.0.1 auth.machine-id.test\n");
     const bot = JSON.parse(await auth.ctlOk("bots", "add", "in-image", "--format", "json")) as { token: string; ca_pins: string[] };
     const out = join(rootfs, "out");
     mkdirSync(out, { mode: 0o700 });
     chownSync(out, 65532, 65532);
     const r = await runInRootfs(
       rootfs,
-      [ENTRYPOINT, "start", "--oneshot", "--auth-server", auth.addr, "--token", bot.token, "--ca-pin", bot.ca_pins[0]!, "--storage", "memory://", "--destination-dir", "/out"],
+      [ENTRYPOINT, "start", "--oneshot", "--auth-server", `auth.machine-id.test:${auth.port}`, "--token", bot.token, "--ca-pin", bot.ca_pins[0]!, "--storage", "memory://", "--destination-dir", "/out"],
       {},
     );
     if (r.code !== 0) console.error(r.stderr);
