@@ -22,6 +22,7 @@ import { createServer } from "node:net";
 import { dirname, join, relative } from "node:path";
 import { parseAllDocuments, parse as parseYaml, stringify } from "yaml";
 import { JWKS_PLACEHOLDER } from "../../src/ctl/kubernetes.ts";
+import { tokenFingerprint } from "../../src/resources/index.ts";
 import { assembleRootfs, IMAGE_ENTRYPOINT, IMAGE_UID } from "../../scripts/image.ts";
 import { has, requirePrereqs } from "../_prereq.ts";
 import { kustomize, one, type K8sObject } from "../_support/kustomize.ts";
@@ -220,7 +221,7 @@ describe("the pod the rendered manifests describe", () => {
       expect(api.header(q, "authorization")).toEqual([`Bearer ${POD_TOKEN}`]);
     }
     const joined = JSON.parse(await auth.ctlOk("events", "ls", "--type", "bot.join", "--format", "json")) as { fields: Record<string, string> }[];
-    expect(joined.at(-1)!.fields).toMatchObject({ bot: "example", join_method: "kubernetes", token: "example-bot", service_account: "default:tbot" });
+    expect(joined.at(-1)!.fields).toMatchObject({ bot: "example", join_method: "kubernetes", token: tokenFingerprint("example-bot"), service_account: "default:tbot" });
   }, 120_000);
 
   test("its peak memory stays under the Deployment's limit, and it stops cleanly on SIGTERM", async () => {
