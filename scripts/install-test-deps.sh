@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real tools the test suite checks machine-id's artifacts with, from
 # Debian's packages: OpenSSH (sshd, ssh, ssh-keygen), OpenSSL, shellcheck,
-# systemd-analyze, PostgreSQL, cfssl (the benchmark peer) and kubectl.
+# systemd-analyze, PostgreSQL, cfssl (the benchmark peer), kubectl, and buildah
+# (builds the container image FROM scratch; tests/distribution/image.test.ts).
 # Idempotent: packages already present are skipped.
 set -euo pipefail
 
@@ -20,6 +21,9 @@ need cfssl golang-cfssl
 need kubectl kubernetes-client
 need python3 python3
 need setfacl acl
+need buildah buildah
+need unshare util-linux
+need /etc/ssl/certs/ca-certificates.crt ca-certificates
 
 if [ "${#want[@]}" -eq 0 ]; then
   echo "test dependencies: all present"

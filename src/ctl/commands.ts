@@ -15,6 +15,7 @@ import { parseResources, serializeResources, type BotResource, type Resource, ty
 import { addCiBot, addCiOptions, CI_JOIN_METHODS, isCiJoinMethod } from "./ci.ts";
 import { connect, type ConnectOptions } from "./connect.ts";
 import { addOutputAlias, parseFormat, relativeTime, table } from "./format.ts";
+import { addKubernetesBot, addKubernetesOptions } from "./kubernetes.ts";
 
 const out = (s: string): void => {
   process.stdout.write(s.endsWith("\n") ? s : s + "\n");
@@ -248,9 +249,10 @@ export function ctlCommand(): Command {
     .option("--registration-secret <secret>", "bound keypair: a one-time registration secret (generated when neither this nor a key is given)")
     .addOption(new Option("--recovery-mode <mode>", "bound keypair recovery mode").choices(["standard", "relaxed", "insecure"]))
     .option("--recovery-limit <n>", "bound keypair recovery limit")
-    .addOption(new Option("--format <format>", "output format").choices(["text", "json"]).default("text"))
-    .action(
+    .addOption(new Option("--format <format>", "output format; kubernetes: a kubernetes join token and a kustomize overlay").choices(["text", "json", "kubernetes"]).default("text"));
+  addKubernetesOptions(botsAdd).action(
       run(async ({ client, addr }, name: string, o: Record<string, string | undefined>) => {
+        if (o.format === "kubernetes") return addKubernetesBot({ client, addr }, name, o);
         const limit = o.recoveryLimit;
         if (limit !== undefined && !/^\d+$/.test(limit)) throw badParameter(`Invalid --recovery-limit "${limit}": expected a whole number`);
         if (isCiJoinMethod(o.joinMethod)) {
