@@ -22,7 +22,7 @@ export const RECOVERY_MODES = ["standard", "relaxed", "insecure"] as const;
 export type RecoveryMode = (typeof RECOVERY_MODES)[number];
 
 /** How the auth service checks a Kubernetes service-account token. */
-export const KUBERNETES_JOIN_TYPES = ["in_cluster", "static_jwks"] as const;
+export const KUBERNETES_JOIN_TYPES = ["in_cluster", "static_jwks", "oidc"] as const;
 
 /**
  * A `token`-method token's name is a bearer secret, so it must be long enough not to
@@ -87,6 +87,8 @@ const boundKeypairSpec = z.strictObject({
 const kubernetesSpec = z.strictObject({
   type: z.enum(KUBERNETES_JOIN_TYPES).default("in_cluster"),
   static_jwks: z.strictObject({ jwks: z.string().min(1) }).optional(),
+  /** The cluster's service-account issuer, whose discovery document names its JWKS. */
+  oidc: z.strictObject({ issuer: z.string().min(1) }).optional(),
   allow: z.array(z.strictObject({ service_account: serviceAccount() })).min(1),
 });
 
@@ -164,13 +166,18 @@ function checkTokenRules(token: TokenResource, ctx: z.RefinementCtx): void {
 
   const k = spec.kubernetes;
   if (k) {
-    if (k.type === "static_jwks" && !k.static_jwks) {
-      raise(ctx, ["spec", "kubernetes", "static_jwks"], "missing", `required when spec.kubernetes.type is "static_jwks"`);
-    } else if (k.type !== "static_jwks" && k.static_jwks) {
-      raise(ctx, ["spec", "kubernetes", "static_jwks"], "forbidden", `only allowed when spec.kubernetes.type is "static_jwks"`);
+    // each type with settings has its own field, present exactly when it is the type
+    for (const type of ["static_jwks", "oidc"] as const) {
+      if (k.type === type && !k[type]) {
+        raise(ctx, ["spec", "kubernetes", type], "missing", `required when spec.kubernetes.type is "${type}"`);
+      } else if (k.type !== type && k[type]) {
+        raise(ctx, ["spec", "kubernetes", type], "forbidden", `only allowed when spec.kubernetes.type is "${type}"`);
+      }
     }
     const jwksProblem = k.static_jwks ? checkJwksText(k.static_jwks.jwks) : undefined;
     if (jwksProblem) raise(ctx, ["spec", "kubernetes", "static_jwks", "jwks"], "invalid", jwksProblem);
+    const issuerProblem = k.oidc ? checkIssuerUrl(k.oidc.issuer) : undefined;
+    if (issuerProblem) raise(ctx, ["spec", "kubernetes", "oidc", "issuer"], "invalid", issuerProblem);
   }
 
   if (token.status?.bound_keypair && spec.join_method !== "bound_keypair") {
@@ -192,6 +199,24 @@ function checkJwksText(text: string): string | undefined {
   }
   const keys = typeof parsed === "object" && parsed !== null ? (parsed as { keys?: unknown }).keys : undefined;
   return Array.isArray(keys) ? undefined : `expected a JWKS: a JSON object with a "keys" list`;
+}
+
+/**
+ * An OIDC issuer as Kubernetes publishes it (`kubectl get --raw
+ * /.well-known/openid-configuration` names it): an https URL, since the keys that
+ * decide who joins must not be fetched over a connection anyone could alter.
+ */
+function checkIssuerUrl(text: string): string | undefined {
+  const expected = `expected the cluster's service-account issuer, an https:// URL such as "https://oidc.eks.us-west-2.amazonaws.com/id/EXAMPLE"`;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return expected;
+  }
+  if (url.protocol !== "https:") return `${expected}: the issuer's keys are only fetched over https`;
+  if (url.search || url.hash || url.username || url.password) return `${expected}, without query, fragment or credentials`;
+  return undefined;
 }
 
 /** Whether the path holds a secret that messages must not echo. */

@@ -1,8 +1,8 @@
 /**
  * The `kubernetes` join method, auth side: a pod proves which service account it runs
- * as with a service-account JWT, checked against the token's static JWKS or, for
- * `in_cluster` tokens, by the API server of the cluster the auth service runs in (a
- * TokenReview). The token is a set of rules, never consumed: every join creates a
+ * as with a service-account JWT, checked against the token's static JWKS, the keys its
+ * cluster's OIDC issuer publishes (`oidc`), or, for `in_cluster` tokens, by the API
+ * server of the cluster the auth service runs in (a TokenReview). The token is a set of rules, never consumed: every join creates a
  * new bot instance, so a pod with memory storage joins again at each start.
  */
 
@@ -17,6 +17,7 @@ import type { AuthContext } from "../context.ts";
 import { requestKeys } from "../issuer.ts";
 import { Refusal, refuse } from "../refusal.ts";
 import { KEYS, getBot, getToken } from "../state.ts";
+import { IssuerKeys } from "../oidc/index.ts";
 import type { KubernetesClusters } from "./clusters.ts";
 
 /** Signature algorithms a service-account token may use: asymmetric only, so a JWKS can never hold a shared secret. */
@@ -25,6 +26,23 @@ const JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "E
 const CLOCK_TOLERANCE_S = 30;
 const SA_SUBJECT = /^system:serviceaccount:([^:\s]+):([^:\s]+)$/;
 const TOKEN_REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+/**
+ * The keys of the clusters' issuers (`oidc` tokens): discovery, then the JWKS, cached
+ * as the issuer allows and fetched again for an unknown `kid` (the cluster rotated its
+ * signing key) at most once a minute. The same cache the CI joins use, one per method.
+ */
+const issuerKeys = new IssuerKeys();
+
+/** Where a token's keys come from, as messages and the audit log name it. */
+interface KeySource {
+  keys: Parameters<typeof jwtVerify>[1];
+  /** The `iss` the token must carry (oidc), or undefined (static JWKS: any). */
+  issuer?: string;
+  /** Completes "not signed by a key …": `in the JWKS of join token "x"`, `published by issuer "https://…"`. */
+  signedBy: string;
+  reason: string;
+}
 
 /** The service account a token speaks for, as `namespace:name`, from its subject. */
 function serviceAccountOf(subject: unknown, where: string): string {
@@ -69,13 +87,24 @@ function parseJwks(token: TokenResource): JSONWebKeySet {
   return parsed as JSONWebKeySet;
 }
 
-/** Checks the JWT against the token's static JWKS: signature, expiry, audience (the cluster name). */
-async function verifyWithJwks(ctx: AuthContext, token: TokenResource, idToken: string): Promise<string> {
-  const keys = createLocalJWKSet(parseJwks(token));
+/** The token's static JWKS as a key source. */
+function staticKeys(token: TokenResource): KeySource {
+  return { keys: createLocalJWKSet(parseJwks(token)), signedBy: `in the JWKS of join token "${token.metadata.name}"`, reason: "signature does not verify with the static JWKS" };
+}
+
+/** The keys the token's issuer publishes, as a key source; fetched when a token is checked. */
+function issuerKeySource(ctx: AuthContext, token: TokenResource): KeySource {
+  const issuer = token.spec.kubernetes!.oidc!.issuer;
+  return { keys: issuerKeys.resolver(issuer, () => ctx.clock.now().getTime()), issuer, signedBy: `published by issuer "${issuer}"`, reason: "signature does not verify with the issuer's JWKS" };
+}
+
+/** Checks the JWT against `source`'s keys: signature, issuer (oidc), expiry, audience (the cluster name). */
+async function verifyWithKeys(ctx: AuthContext, token: TokenResource, idToken: string, source: KeySource): Promise<string> {
   const audience = ctx.authorities.cluster;
   let payload: JWTPayload;
   try {
-    ({ payload } = await jwtVerify(idToken, keys, {
+    ({ payload } = await jwtVerify(idToken, source.keys, {
+      ...(source.issuer !== undefined ? { issuer: source.issuer } : {}),
       audience,
       algorithms: JWT_ALGORITHMS,
       currentDate: ctx.clock.now(),
@@ -84,14 +113,23 @@ async function verifyWithJwks(ctx: AuthContext, token: TokenResource, idToken: s
       requiredClaims: ["exp", "sub"],
     }));
   } catch (e) {
-    throw joseRefusal(e, token, audience);
+    if (isAppError(e)) {
+      // the issuer's keys could not be had (unreachable, not an issuer): the service's
+      // problem to report, with what to do, never a 500
+      ctx.log.error("Cannot fetch the keys of a Kubernetes issuer", { token: token.metadata.name, error: e });
+      throw refuse(
+        new AppError("CONNECTION_PROBLEM", `Cannot check the service account token of join token "${token.metadata.name}": ${e.message}; the auth service must reach the cluster's issuer, or the token can use static_jwks`),
+        `issuer keys unavailable (${e.message})`,
+      );
+    }
+    throw joseRefusal(e, source, audience);
   }
   const sa = serviceAccountOf(payload.sub, "service account token's subject");
   checkKubernetesClaim(payload, sa);
   return sa;
 }
 
-function joseRefusal(e: unknown, token: TokenResource, audience: string): Refusal {
+function joseRefusal(e: unknown, source: KeySource, audience: string): Refusal {
   const code = (e as { code?: string }).code;
   const claim = (e as { claim?: string }).claim;
   const payload = (e as { payload?: JWTPayload }).payload;
@@ -112,11 +150,12 @@ function joseRefusal(e: unknown, token: TokenResource, audience: string): Refusa
   if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED" && claim === "nbf") {
     return refuse(accessDenied("The service account token is not valid yet: check the clocks of the cluster and the auth service"), "service account token not valid yet");
   }
+  if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED" && claim === "iss") {
+    const iss = payload?.iss === undefined ? "no issuer" : `issuer ${JSON.stringify(payload.iss)}`;
+    return refuse(accessDenied(`The service account token names ${iss}, not the join token's issuer "${source.issuer}"`), `${iss} is not "${source.issuer}"`);
+  }
   if (code === "ERR_JWKS_NO_MATCHING_KEY" || code === "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" || code === "ERR_JWKS_MULTIPLE_MATCHING_KEYS") {
-    return refuse(
-      accessDenied(`The service account token is not signed by a key in the JWKS of join token "${token.metadata.name}"`),
-      "signature does not verify with the static JWKS",
-    );
+    return refuse(accessDenied(`The service account token is not signed by a key ${source.signedBy}`), source.reason);
   }
   if (code === "ERR_JOSE_ALG_NOT_ALLOWED" || code === "ERR_JOSE_NOT_SUPPORTED") {
     return refuse(accessDenied("The service account token uses a signature algorithm the auth service does not accept"), "signature algorithm not accepted");
@@ -206,7 +245,12 @@ export async function joinWithKubernetes(ctx: AuthContext, req: JoinRequest, cal
     });
     if (!req.id_token) throw refuse(accessDenied("A kubernetes join needs the pod's service account token (id_token)"), "no service account token");
     const spec = token.spec.kubernetes!;
-    const sa = spec.type === "static_jwks" ? await verifyWithJwks(ctx, token, req.id_token) : await verifyInCluster(ctx, clusters, req.id_token);
+    const sa =
+      spec.type === "static_jwks"
+        ? await verifyWithKeys(ctx, token, req.id_token, staticKeys(token))
+        : spec.type === "oidc"
+          ? await verifyWithKeys(ctx, token, req.id_token, issuerKeySource(ctx, token))
+          : await verifyInCluster(ctx, clusters, req.id_token);
     if (!spec.allow.some((rule) => rule.service_account === sa)) {
       throw refuse(
         accessDenied(`Service account "${sa}" may not join with token "${req.token_name}": its allow rules name ${spec.allow.map((r) => `"${r.service_account}"`).join(", ")}`),
