@@ -7,10 +7,11 @@
 import { join } from "node:path";
 import { generateKeyPair, privateKeyToPem } from "../crypto/index.ts";
 import { systemClock, type Clock } from "../lib/clock.ts";
-import { AppError, badParameter, isAppError } from "../lib/errors.ts";
+import { AppError, badParameter, errorMessage, isAppError } from "../lib/errors.ts";
 import { lockExclusive, type DirLock } from "../lib/dirlock.ts";
 import { ensureDir, writeFileAtomic } from "../lib/fs.ts";
 import type { Logger } from "../lib/log.ts";
+import { IntervalLoop } from "../lib/retry.ts";
 import { VERSION } from "../lib/version.ts";
 import { ADMIN_IDENTITY_FILE, formatIdentityFile } from "../protocol/index.ts";
 import { AuditLog, EVENT } from "./audit.ts";
@@ -32,6 +33,8 @@ const SERVER_CERT_TTL_MS = 7 * 86_400_000;
 /** The local admin identity lives this long and is re-written while the service runs. */
 const ADMIN_IDENTITY_TTL_MS = 7 * 86_400_000;
 const REFRESH_EVERY_MS = 12 * 3_600_000;
+/** Ceiling of the delay between retries of a failed refresh. */
+const REFRESH_RETRY_MAX_MS = 10 * 60_000;
 const JANITOR_EVERY_MS = 60_000;
 /** Expired one-time tokens are kept this long so a late join can be told why it failed. */
 const EXPIRED_TOKEN_GRACE_MS = 86_400_000;
@@ -160,29 +163,37 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
     const adminPath = adminIdentityPath(opts.dataDir);
     await writeAdminIdentity(authorities, adminPath, addr, clock.now());
 
-    const timers: ReturnType<typeof setInterval>[] = [];
-    timers.push(
-      setInterval(() => {
-        void (async () => {
-          served.setTls(await serverTls());
-          await writeAdminIdentity(authorities, adminPath, addr, clock.now());
-        })().catch((e) => log.error("Cannot refresh the service certificate or admin identity", { error: e }));
-      }, REFRESH_EVERY_MS),
-    );
-    // One janitor run at a time: a first prune of a long backlog may outlast the interval.
-    const stopJanitor = new AbortController();
-    let janitorRun: Promise<void> | undefined;
-    timers.push(
-      setInterval(() => {
-        if (janitorRun) return;
-        janitorRun = janitor(ctx, { auditRetentionMs, signal: stopJanitor.signal })
-          .catch((e) => log.warn("Janitor failed", { error: e }))
-          .finally(() => (janitorRun = undefined));
-      }, JANITOR_EVERY_MS),
-    );
-    for (const t of timers) t.unref();
+    // Both loops sleep on the service's clock, like the storage sweeper. A failed refresh
+    // is retried with backoff (1 s doubling to 10 min) until it succeeds, not 12 h later:
+    // the certificates it replaces expire in 7 days.
+    const stopLoops = new AbortController();
+    const refresh = new IntervalLoop({
+      name: "certificate-refresh",
+      interval: () => REFRESH_EVERY_MS,
+      runImmediately: false,
+      clock,
+      signal: stopLoops.signal,
+      backoff: { maxMs: REFRESH_RETRY_MAX_MS, retries: Infinity },
+      task: async () => {
+        served.setTls(await serverTls());
+        await writeAdminIdentity(authorities, adminPath, addr, clock.now());
+      },
+      onFailure: (e, attempt, next) =>
+        log.error("Cannot refresh the service certificate or admin identity", { error: errorMessage(e), attempt, retry_in_ms: Math.round(next) }),
+    });
+    // One janitor run at a time (the loop waits for it): a first prune of a long backlog may outlast the interval.
+    const janitorLoop = new IntervalLoop({
+      name: "janitor",
+      interval: () => JANITOR_EVERY_MS,
+      runImmediately: false,
+      clock,
+      signal: stopLoops.signal,
+      task: (signal) => janitor(ctx, { auditRetentionMs, signal }),
+      onFailure: (e, attempt, next) => log.warn("Janitor failed", { error: errorMessage(e), attempt, retry_in_ms: Math.round(next) }),
+    });
     await audit.emit(EVENT.authStart, clock.now(), { cluster, version: VERSION, addr: `${host}:${listener.port}` });
     log.info("Auth service started", { cluster, listen: `${host}:${listener.port}`, ca_pin: authorities.caPin, data_dir: opts.dataDir });
+    const loops = Promise.all([refresh.run(), janitorLoop.run()]);
     return {
       ctx,
       handler,
@@ -190,10 +201,9 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
       addr,
       adminIdentityPath: adminPath,
       async close() {
-        for (const t of timers) clearInterval(t);
         // A prune in progress stops after its current chunk and records what it deleted.
-        stopJanitor.abort();
-        await janitorRun;
+        stopLoops.abort();
+        await loops;
         await served.close();
         kubernetes.close();
         await backend.close();
