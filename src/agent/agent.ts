@@ -1,17 +1,19 @@
 /**
- * The agent at run time: the bot's identity and the configured outputs, driven by
- * one IntervalLoop. Each iteration renews the identity when it is due and then
- * writes every output still waiting for fresh certificates; a failure leaves the
- * last good files in place and the loop backs off and retries.
+ * The agent at run time, as services in tbot's model: the identity service renews the
+ * bot's identity on its interval, and each configured output is its own service with
+ * its own loop and backoff, woken whenever the identity changes. A failing or hanging
+ * destination therefore delays no other output and not the next renewal; a failure
+ * leaves that output's last good files in place while it retries.
  */
 
 import { systemClock, type Clock } from "../lib/clock.ts";
-import { errorMessage } from "../lib/errors.ts";
+import { AppError, errorMessage, isAppError } from "../lib/errors.ts";
 import { IntervalLoop, type BackoffOptions } from "../lib/retry.ts";
 import type { Logger } from "../lib/log.ts";
 import type { AgentConfig } from "../config/index.ts";
 import type { AuthClient, ClientTLS } from "../protocol/index.ts";
-import { Bot, BotStore, type BotSettings } from "./bot/index.ts";
+import { Bot, BotStore, type BotIdentity, type BotSettings } from "./bot/index.ts";
+import { registerBuiltins } from "./builtins.ts";
 import { createDestination } from "./destinations/index.ts";
 import { AgentMetrics, HealthRegistry } from "./diag/index.ts";
 import { buildOutput, type Output, type OutputDeps } from "./outputs/index.ts";
@@ -27,7 +29,7 @@ export interface AgentOptions {
   config: AgentConfig;
   log: Logger;
   clock?: Clock;
-  /** Retry timing of the loop (tests shorten it). */
+  /** Retry timing of the loops (tests shorten it). */
   backoff?: BackoffOptions;
   random?: () => number;
   /** Builds HTTPS clients (tests may inject one). */
@@ -47,24 +49,128 @@ export function botSettings(cfg: AgentConfig): BotSettings {
   };
 }
 
+/** What an output service needs from the agent. */
+interface OutputServiceDeps {
+  identity(): BotIdentity | undefined;
+  /** Runs one attempt of `task`, recording metrics and health under its name. */
+  timed(task: string, fn: () => Promise<void>): Promise<void>;
+  /** Marks the start and end of a write (for the idle collection). */
+  busy(delta: 1 | -1): void;
+  loopOptions: Pick<AgentOptions, "clock" | "backoff" | "random">;
+  log: Logger;
+}
+
+/**
+ * One output as a service: it writes when the identity it last wrote for is not the
+ * current one, then sleeps until the identity service wakes it. A failure is retried
+ * with backoff (≈1, 2, 4, 8, 16 s); when the retry budget is spent it waits for the
+ * next renewal. Two services for the same output never write at once: one replacing
+ * another (a reload) starts after the old one has finished its write.
+ */
+class OutputService {
+  /** The identity whose certificates this output last wrote. */
+  private writtenFor: BotIdentity | undefined;
+  private prepared = false;
+  private loop: IntervalLoop | undefined;
+  private readonly stop = new AbortController();
+  /** Settles when the service has stopped. */
+  done: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly output: Output,
+    private readonly deps: OutputServiceDeps,
+  ) {}
+
+  get name(): string {
+    return this.output.name;
+  }
+
+  /** The identity changed (or a reload wants a rewrite): write at once, or right after the write in progress. */
+  wake(): void {
+    this.loop?.trigger();
+  }
+
+  /** Starts the loop after `previous` (the service this one replaces) has stopped. */
+  start(signal: AbortSignal, previous?: Promise<void>): void {
+    const stop = AbortSignal.any([signal, this.stop.signal]);
+    const { clock, backoff, random } = this.deps.loopOptions;
+    this.loop = new IntervalLoop({
+      name: this.name,
+      interval: () => Infinity, // woken by the identity service, never by a timer
+      task: () => this.writeIfStale(),
+      signal: stop,
+      ...(clock ? { clock } : {}),
+      ...(backoff ? { backoff } : {}),
+      ...(random ? { random } : {}),
+      onFailure: (e, attempt, next) =>
+        this.deps.log.warn("Cannot write output; the last good files stay in place", {
+          output: this.name,
+          error: errorMessage(e),
+          attempt,
+          ...(Number.isFinite(next) ? { retry_in_ms: Math.round(next) } : { retry: "after the next renewal" }),
+        }),
+    });
+    const loop = this.loop;
+    this.done = (async () => {
+      await previous;
+      await loop.run();
+    })();
+  }
+
+  /** Stops the loop; `done` settles once the write in progress (if any) has finished. */
+  retire(): Promise<void> {
+    this.stop.abort();
+    return this.done;
+  }
+
+  /** Writes the output for the current identity unless it already has; throws what the write threw. */
+  async writeIfStale(): Promise<void> {
+    const id = this.deps.identity();
+    if (!id || id === this.writtenFor) return;
+    this.deps.busy(1);
+    try {
+      await this.deps.timed(this.name, async () => {
+        try {
+          if (!this.prepared) {
+            await this.output.init();
+            this.prepared = true;
+          }
+          await this.output.render();
+        } catch (e) {
+          this.prepared = false; // prepare the destination again before the retry
+          throw e;
+        }
+      });
+      this.writtenFor = id;
+      this.deps.log.info("Output written", { output: this.name });
+    } finally {
+      this.deps.busy(-1);
+    }
+  }
+
+  /** Health updates from a retired service would resurrect a removed entry. */
+  get retired(): boolean {
+    return this.stop.signal.aborted;
+  }
+}
+
 /** Joins, renews and writes outputs; see the module comment. */
 export class Agent {
   readonly health = new HealthRegistry();
   readonly metrics: AgentMetrics;
   readonly bot: Bot;
   private config: AgentConfig;
-  private outputs: Output[] = [];
-  /** Outputs that need fresh certificates (by name), and those whose destination is prepared. */
-  private readonly dirty = new Set<string>();
-  private readonly ready = new Set<string>();
-  private pendingConfig: AgentConfig | undefined;
-  private loop: IntervalLoop | undefined;
-  private lastRenewalMs: number | undefined;
-  private identityFailed = false;
+  private outputs: OutputService[] = [];
+  /** Bot settings from a reload, applied before the next renewal (never during one). */
+  private pendingSettings: BotSettings | undefined;
+  /** The signal of run(), while it runs: output services built by a reload start on it. */
+  private running: AbortSignal | undefined;
+  private busyWrites = 0;
   private readonly clock: Clock;
   private readonly log: Logger;
 
   constructor(private readonly options: AgentOptions) {
+    registerBuiltins();
     this.clock = options.clock ?? systemClock;
     this.log = options.log;
     this.config = options.config;
@@ -101,133 +207,121 @@ export class Agent {
     };
   }
 
+  /** Replaces the output services with those `cfg` describes; running ones are retired and the new ones started. */
   private setOutputs(cfg: AgentConfig): void {
     const deps = this.outputDeps(cfg);
-    const outputs = [...cfg.outputs, ...cfg.services].map((o, i) => buildOutput(o, deps, i));
-    for (const old of this.outputs) if (!outputs.some((o) => o.name === old.name)) this.health.remove(old.name);
-    this.outputs = outputs;
-    this.dirty.clear();
-    this.ready.clear();
-    for (const o of outputs) {
-      this.dirty.add(o.name);
-      this.health.set(o.name, "initializing");
-    }
+    const log = this.log.child("output");
+    const services = [...cfg.outputs, ...cfg.services].map((o, i) => {
+      const s: OutputService = new OutputService(buildOutput(o, deps, i), {
+        identity: () => this.bot.identity,
+        timed: (task, fn) => this.timed(task, fn, s),
+        busy: (delta) => this.busy(delta),
+        loopOptions: this.options,
+        log,
+      });
+      return s;
+    });
+    const old = this.outputs;
+    for (const o of old) if (!services.some((s) => s.name === o.name)) this.health.remove(o.name);
+    this.outputs = services;
+    for (const s of services) this.health.set(s.name, "initializing");
+    const signal = this.running;
+    if (!signal) return;
+    for (const s of services) s.start(signal, old.find((o) => o.name === s.name)?.retire());
+    for (const o of old) void o.retire();
   }
 
   /**
-   * Takes a new config (SIGHUP): outputs are rebuilt and all written again at the next
-   * iteration, which starts now. Storage changes need a restart.
+   * Takes a new config (SIGHUP): the outputs are rebuilt and all written again now, with
+   * the current identity; the bot's settings apply from the next renewal. Storage changes
+   * need a restart.
    */
   reload(cfg: AgentConfig): void {
-    this.pendingConfig = cfg;
-    this.loop?.trigger();
-  }
-
-  private applyPendingConfig(): boolean {
-    const cfg = this.pendingConfig;
-    if (!cfg) return false;
-    this.pendingConfig = undefined;
     if (JSON.stringify(cfg.storage) !== JSON.stringify(this.config.storage)) {
       this.log.warn("The storage setting changed: it takes effect after a restart");
     }
     this.config = cfg;
-    this.bot.settings = botSettings(cfg);
+    this.pendingSettings = botSettings(cfg);
     this.setOutputs(cfg);
     this.log.info("Configuration reloaded", { outputs: this.outputs.length });
-    return true;
   }
 
-  /** Whether the identity should be renewed now: never obtained, last attempt failed, or an interval has passed. */
-  private renewalDue(): boolean {
-    if (this.identityFailed || this.lastRenewalMs === undefined || !this.bot.identity) return true;
-    const interval = this.config.renewalIntervalMs;
-    // The loop wakes one interval after the last success; allow for timers firing a little early.
-    const slack = Math.min(1000, interval / 4);
-    return this.clock.now().getTime() - this.lastRenewalMs >= interval - slack;
-  }
-
-  private async timed<T>(task: string, fn: () => Promise<T>): Promise<T> {
+  private async timed(task: string, fn: () => Promise<void>, service?: OutputService): Promise<void> {
     const start = performance.now();
+    const report = (status: "healthy" | "unhealthy", reason?: string) => {
+      if (!service?.retired) this.health.set(task, status, reason);
+    };
     try {
-      const out = await fn();
+      await fn();
       this.metrics.record(task, true, (performance.now() - start) / 1000);
-      this.health.set(task, "healthy");
-      return out;
+      report("healthy");
     } catch (e) {
       this.metrics.record(task, false, (performance.now() - start) / 1000);
-      this.health.set(task, "unhealthy", errorMessage(e));
+      report("unhealthy", errorMessage(e));
       throw e;
     }
   }
 
-  /**
-   * One iteration: renew when due (or when `force`), then write each output that waits
-   * for certificates. Throws the first failure after trying every output, so one broken
-   * destination does not hold the others back.
-   */
-  async iteration(signal?: AbortSignal, force = false): Promise<void> {
-    this.applyPendingConfig();
-    if (force || this.renewalDue()) {
-      try {
-        const outcome = await this.timed(IDENTITY_TASK, () => this.bot.refresh());
-        this.identityFailed = false;
-        this.lastRenewalMs = this.clock.now().getTime();
-        for (const o of this.outputs) this.dirty.add(o.name);
-        this.log.debug("Identity refreshed", { outcome });
-      } catch (e) {
-        this.identityFailed = true;
-        throw e;
-      }
+  private busy(delta: 1 | -1): void {
+    this.busyWrites += delta;
+    // The agent sleeps for most of its life: once the last write is done, hand back what
+    // the renewal and the writes allocated (keys, certificates, TLS state) now rather
+    // than whenever the heap next grows. A full collection costs ~10 ms of CPU per
+    // renewal — nothing at real renewal intervals — and keeps the daemon's RSS ~5 MB
+    // lower (bench/RESULTS.md).
+    if (this.busyWrites === 0) Bun.gc(true);
+  }
+
+  /** Joins or renews once, recording health and metrics, and wakes every output. */
+  private async renew(): Promise<void> {
+    if (this.pendingSettings) {
+      this.bot.settings = this.pendingSettings;
+      this.pendingSettings = undefined;
     }
-    let first: unknown;
-    do {
-      for (const o of this.outputs) {
-        if (signal?.aborted) return;
-        if (!this.dirty.has(o.name)) continue;
-        try {
-          await this.timed(o.name, async () => {
-            if (!this.ready.has(o.name)) {
-              await o.init();
-              this.ready.add(o.name);
-            }
-            await o.render();
-          });
-          this.dirty.delete(o.name);
-          this.log.info("Output written", { output: o.name });
-        } catch (e) {
-          this.ready.delete(o.name);
-          this.log.warn("Cannot write output", { output: o.name, error: errorMessage(e) });
-          first ??= e;
-        }
-      }
-      // A reload that arrived while this ran would lose its trigger: apply it now.
-    } while (!signal?.aborted && this.applyPendingConfig());
-    // The agent sleeps for most of its life: hand back what this iteration allocated
-    // (keys, certificates, TLS state) now rather than whenever the heap next grows.
-    // A full collection costs ~10 ms of CPU per iteration — nothing at real renewal
-    // intervals — and keeps the daemon's RSS ~5 MB lower (bench/RESULTS.md).
-    Bun.gc(true);
-    if (first !== undefined) throw first;
+    await this.timed(IDENTITY_TASK, async () => {
+      const outcome = await this.bot.refresh();
+      this.log.debug("Identity refreshed", { outcome });
+    });
+    for (const o of this.outputs) o.wake();
   }
 
-  /** Joins or renews once and writes every output; throws the first failure. */
+  /**
+   * Joins or renews once, then writes every output concurrently. Throws when the
+   * identity or any output failed, naming each output that did (the others are written).
+   */
   async oneshot(): Promise<void> {
-    await this.iteration(undefined, true);
+    await this.renew();
+    const results = await Promise.allSettled(this.outputs.map((o) => o.writeIfStale()));
+    const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ name: this.outputs[i]!.name, error: r.reason as unknown }] : []));
+    if (failed.length === 0) return;
+    const first = failed[0]!.error;
+    const list = failed.map((f) => `"${f.name}" (${errorMessage(f.error)})`).join(", ");
+    throw new AppError(
+      isAppError(first) ? first.code : "INTERNAL",
+      `Cannot write ${failed.length === 1 ? "output" : `${failed.length} of ${this.outputs.length} outputs`} ${list}; the others were written`,
+      { cause: first, details: { outputs: failed.map((f) => f.name) } },
+    );
   }
 
-  /** Runs the loop until `signal` aborts; failures are retried with backoff, never thrown. */
+  /**
+   * Runs the identity service and one service per output until `signal` aborts;
+   * failures are retried with backoff, never thrown. `onIteration` reports each renewal
+   * attempt. Resolves once every service has finished its write in progress.
+   */
   async run(signal: AbortSignal, hooks: { onIteration?: (error?: unknown) => void } = {}): Promise<void> {
-    this.loop = new IntervalLoop({
-      name: "agent",
+    this.running = signal;
+    for (const o of this.outputs) o.start(signal);
+    const identity = new IntervalLoop({
+      name: IDENTITY_TASK,
       interval: () => this.config.renewalIntervalMs,
-      task: (s) => this.iteration(s),
+      task: () => this.renew(),
       signal,
       clock: this.clock,
       ...(this.options.backoff ? { backoff: this.options.backoff } : {}),
       ...(this.options.random ? { random: this.options.random } : {}),
       onSuccess: () => hooks.onIteration?.(),
       onFailure: (e, attempt, next) => {
-        this.log.warn("Agent iteration failed; the last good outputs stay in place", {
+        this.log.warn("Cannot renew the bot identity; the last good outputs stay in place", {
           error: errorMessage(e),
           attempt,
           retry_in_ms: Math.round(next),
@@ -236,13 +330,14 @@ export class Agent {
       },
     });
     try {
-      await this.loop.run();
+      await identity.run();
     } finally {
-      this.loop = undefined;
+      this.running = undefined;
+      await Promise.all(this.outputs.map((o) => o.retire()));
     }
   }
 
-  /** The agent loop as a Service. */
+  /** The identity and output services as one Service. */
   service(hooks: { onIteration?: (error?: unknown) => void } = {}): Service {
     return { name: "agent", run: (signal) => this.run(signal, hooks) };
   }

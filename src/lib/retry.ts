@@ -20,7 +20,11 @@ export interface BackoffOptions {
 
 export interface LoopOptions {
   name: string;
-  /** Milliseconds between successful runs; read before every wait so a reload can change it. */
+  /**
+   * Milliseconds between successful runs; read before every wait so a reload can change it.
+   * `Infinity` runs the task again only when `trigger()` is called (a service woken by
+   * another one, such as an output by a renewed identity); no timer is set meanwhile.
+   */
   interval: () => number;
   /** The work. Throwing counts as a failure; the signal aborts when the loop stops. */
   task: (signal: AbortSignal) => Promise<void>;
@@ -102,8 +106,10 @@ export class IntervalLoop {
       return true;
     }
     this.wake = new AbortController();
+    const woken = AbortSignal.any([signal, this.wake.signal]);
     try {
-      await this.clock.sleep(ms, AbortSignal.any([signal, this.wake.signal]));
+      if (ms === Infinity) await new Promise<void>((resolve) => woken.addEventListener("abort", () => resolve(), { once: true }));
+      else await this.clock.sleep(ms, woken);
     } catch {
       // woken early by trigger() or stopped by the signal
     } finally {

@@ -51,6 +51,21 @@ describe("IntervalLoop", () => {
     await done;
   });
 
+  test("an Infinity interval sets no timer: the task runs again only when triggered", async () => {
+    const clock = new FakeClock();
+    let runs = 0;
+    const { l, ac, done } = loop(clock, async () => void runs++, { interval: () => Infinity });
+    await waitUntil(() => runs === 1);
+    clock.advance(365 * 86_400_000);
+    await settle();
+    expect(runs).toBe(1);
+    expect(clock.waiting).toBe(0);
+    l.trigger();
+    await waitUntil(() => runs === 2);
+    ac.abort();
+    await done;
+  });
+
   test("on failure backs off 1, 2, 4, 8, 16s, then waits a full interval and starts over", async () => {
     const clock = new FakeClock();
     const delays: number[] = [];

@@ -41,9 +41,11 @@ export type RefreshOutcome = "joined" | "renewed";
 export const AGENT_KEY_ALGORITHM = "ecdsa-p256" as const;
 
 /**
- * Holds the current identity. Not safe for concurrent use: the caller runs one
- * operation at a time, because a certificate request made with an identity the
- * service has since renewed would look like a stolen copy and lock the instance.
+ * Holds the current identity. Outputs ask for certificates concurrently with each other
+ * and with renewal, so the two are ordered here: a renewal waits for the certificate
+ * requests in flight, and requests made meanwhile wait for the renewal — a request
+ * made with an identity the service has since renewed would look like a stolen copy
+ * and lock the instance. Renewals run one at a time.
  */
 export class Bot {
   settings: BotSettings;
@@ -53,6 +55,10 @@ export class Bot {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly makeClient: (addr: string, tls: ClientTLS) => AuthClient;
+  /** The join or renewal in progress: certificate requests wait for it. */
+  private refreshing: Promise<RefreshOutcome> | undefined;
+  /** Certificate requests in flight: a renewal waits for them. */
+  private readonly requests = new Set<Promise<unknown>>();
 
   constructor(options: BotOptions) {
     this.settings = options.settings;
@@ -83,8 +89,22 @@ export class Bot {
     return this.identityValue;
   }
 
-  /** Joins or renews, whichever the stored identity and the config call for. */
+  /** Joins or renews, whichever the stored identity and the config call for; see the class comment on ordering. */
   async refresh(): Promise<RefreshOutcome> {
+    while (this.refreshing) await this.refreshing.catch(() => {});
+    const run = (async () => {
+      await Promise.allSettled([...this.requests]);
+      return this.refreshNow();
+    })();
+    this.refreshing = run;
+    try {
+      return await run;
+    } finally {
+      this.refreshing = undefined;
+    }
+  }
+
+  private async refreshNow(): Promise<RefreshOutcome> {
     const id = await this.load();
     const { onboarding } = this.settings;
     const configured = onboarding.token ? tokenFingerprint(onboarding.token) : undefined;
@@ -181,8 +201,15 @@ export class Bot {
 
   /** Asks for role certificates (for an output) with the current identity. */
   async botCerts(req: BotCertsRequest): Promise<BotCertsResponse> {
+    while (this.refreshing) await this.refreshing.catch(() => {});
     const id = this.identityValue;
     if (!id) throw new AppError("BAD_PARAMETER", "The bot has no identity yet: it must join before outputs can be written");
-    return this.makeClient(this.settings.addr, identityTLS(id)).botCerts(req);
+    const request = this.makeClient(this.settings.addr, identityTLS(id)).botCerts(req);
+    this.requests.add(request);
+    try {
+      return await request;
+    } finally {
+      this.requests.delete(request);
+    }
   }
 }

@@ -61,5 +61,3 @@ export const tokenJoin: JoinMethod = {
     return ctx.client.join({ join_method: "token", token_name: token, ttl_seconds: ctx.ttlSeconds, ...publicKeys(ctx.key) });
   },
 };
-
-registerJoinMethod(tokenJoin);

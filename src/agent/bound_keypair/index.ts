@@ -1,10 +1,7 @@
 /**
- * Bound keypair joining for the agent: the `bound_keypair` join method (registered on
- * import), static keys, and the keypair kept in the bot's storage.
+ * Bound keypair joining for the agent: the `bound_keypair` join method (builtins.ts
+ * registers it), static keys, and the keypair kept in the bot's storage.
  */
-
-import { registerJoinMethod } from "../bot/index.ts";
-import { boundKeypairJoin } from "./join.ts";
 
 export { boundKeypairJoin, boundKeypairJoinMethod, signChallenge, BOUND_KEY_ALGORITHM, type BoundKeypairJoinOptions } from "./join.ts";
 export { STATIC_KEY_ENV, checkStaticKeyMode, decodeStaticKeyEnv, loadStaticKey, readStaticKeyFile, type StaticKey } from "./_static_key.ts";
@@ -18,5 +15,3 @@ export {
   type BoundKeypairState,
   type KeyHistoryEntry,
 } from "./_keystore.ts";
-
-registerJoinMethod(boundKeypairJoin);

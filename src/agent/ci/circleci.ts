@@ -5,7 +5,7 @@
  */
 
 import { AppError } from "../../lib/errors.ts";
-import { registerJoinMethod, type JoinMethod } from "../bot/index.ts";
+import type { JoinMethod } from "../bot/index.ts";
 import { ciTokenName, joinWithIdToken } from "./_join.ts";
 
 type Env = Record<string, string | undefined>;
@@ -13,7 +13,7 @@ type Env = Record<string, string | undefined>;
 const CIRCLECI_TOKEN_ENVS = ["CIRCLE_OIDC_TOKEN_V2", "CIRCLE_OIDC_TOKEN"] as const;
 
 /** The circleci join method reading the ID token from `env`. */
-function circleciJoin(env: Env = process.env): JoinMethod {
+export function circleciJoin(env: Env = process.env): JoinMethod {
   return {
     name: "circleci",
     rejoinable: false,
@@ -31,4 +31,3 @@ function circleciJoin(env: Env = process.env): JoinMethod {
   };
 }
 
-registerJoinMethod(circleciJoin());

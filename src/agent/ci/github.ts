@@ -8,7 +8,7 @@
 
 import { z } from "zod";
 import { AppError, connectionProblem, errorMessage } from "../../lib/errors.ts";
-import { registerJoinMethod, type JoinMethod } from "../bot/index.ts";
+import type { JoinMethod } from "../bot/index.ts";
 import { ciTokenName, joinWithIdToken } from "./_join.ts";
 
 type Env = Record<string, string | undefined>;
@@ -56,7 +56,7 @@ async function requestGithubIdToken(env: Env, audience: string): Promise<string>
 }
 
 /** The github join method reading the runner's variables from `env`. */
-function githubJoin(env: Env = process.env): JoinMethod {
+export function githubJoin(env: Env = process.env): JoinMethod {
   return {
     name: "github",
     // the runner gives a fresh ID token whenever asked
@@ -69,4 +69,3 @@ function githubJoin(env: Env = process.env): JoinMethod {
   };
 }
 
-registerJoinMethod(githubJoin());

@@ -6,7 +6,7 @@
  */
 
 import { AppError } from "../../lib/errors.ts";
-import { registerJoinMethod, type JoinMethod } from "../bot/index.ts";
+import type { JoinMethod } from "../bot/index.ts";
 import { ciTokenName, joinWithIdToken } from "./_join.ts";
 
 type Env = Record<string, string | undefined>;
@@ -14,7 +14,7 @@ type Env = Record<string, string | undefined>;
 const DEFAULT_GITLAB_TOKEN_ENV = "TBOT_GITLAB_JWT";
 
 /** The gitlab join method reading the ID token from `env`. */
-function gitlabJoin(env: Env = process.env): JoinMethod {
+export function gitlabJoin(env: Env = process.env): JoinMethod {
   return {
     name: "gitlab",
     rejoinable: false,
@@ -34,4 +34,3 @@ function gitlabJoin(env: Env = process.env): JoinMethod {
   };
 }
 
-registerJoinMethod(gitlabJoin());

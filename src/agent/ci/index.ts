@@ -1,8 +1,8 @@
 /**
- * CI join methods, agent side: each registers itself with the join registry when
- * imported (GitHub Actions, GitLab CI, CircleCI).
+ * CI join methods, agent side: GitHub Actions, GitLab CI, CircleCI (builtins.ts
+ * registers them).
  */
 
-import "./github.ts";
-import "./gitlab.ts";
-import "./circleci.ts";
+export { githubJoin } from "./github.ts";
+export { gitlabJoin } from "./gitlab.ts";
+export { circleciJoin } from "./circleci.ts";

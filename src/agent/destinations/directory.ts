@@ -13,7 +13,7 @@ import { assertNoSymlinks, ensureDir, formatMode, fsError, fsyncDir, readFileIfE
 import type { Logger } from "../../lib/log.ts";
 import type { AclsMode, SymlinksMode } from "../../config/index.ts";
 import { aclGrantsNamedReaders, getAcl, isExtendedAcl } from "./acl.ts";
-import { checkFileName, registerDestination, type Destination, type FileData } from "./destination.ts";
+import { checkFileName, type Destination, type DestinationFactory, type FileData } from "./destination.ts";
 
 export interface DirectoryOptions {
   path: string;
@@ -194,7 +194,8 @@ async function writeTemp(tmp: string, file: string, data: FileData, mode: number
   }
 }
 
-registerDestination("directory", (config, deps) => {
+/** The `directory` destination type (registered in builtins.ts). */
+export const directoryDestination: DestinationFactory = (config, deps) => {
   if (config.type !== "directory") throw new TypeError(`directory factory given a "${config.type}" destination`);
   return new DirectoryDestination({ path: config.path, symlinks: config.symlinks, acls: config.acls, log: deps.log });
-});
+};

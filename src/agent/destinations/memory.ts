@@ -3,7 +3,7 @@
  * storage where the join method can always join again (Kubernetes), and in tests.
  */
 
-import { checkFileName, registerDestination, type Destination, type FileData } from "./destination.ts";
+import { checkFileName, type Destination, type DestinationFactory, type FileData } from "./destination.ts";
 
 /** An in-memory destination; `files` is exposed so tests and other outputs can look inside. */
 export class MemoryDestination implements Destination {
@@ -29,4 +29,5 @@ export class MemoryDestination implements Destination {
   }
 }
 
-registerDestination("memory", () => new MemoryDestination());
+/** The `memory` destination type (registered in builtins.ts). */
+export const memoryDestination: DestinationFactory = () => new MemoryDestination();

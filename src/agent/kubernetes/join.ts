@@ -8,7 +8,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError } from "../../lib/errors.ts";
 import { fsError } from "../../lib/fs.ts";
-import { publicKeys, registerJoinMethod, type JoinMethod } from "../bot/index.ts";
+import { publicKeys, type JoinMethod } from "../bot/index.ts";
 import { serviceAccountDir, type Env } from "./_apiclient.ts";
 
 /** Names the file holding the JWT to join with (k8s-deployment.yaml sets it). */
@@ -58,5 +58,3 @@ export function kubernetesJoin(env: Env = process.env): JoinMethod {
     },
   };
 }
-
-registerJoinMethod(kubernetesJoin());

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { parseCertificate } from "../../crypto/index.ts";
 import { AppError } from "../../lib/errors.ts";
 import type { Certs } from "../../protocol/index.ts";
-import { IDENTITY_FILES, issueIdentityFiles, outputName, registerOutput, type Output } from "../outputs/index.ts";
+import { IDENTITY_FILES, issueIdentityFiles, outputName, type Output, type OutputBuilder } from "../outputs/index.ts";
 import { renderKubeconfig } from "./kubeconfig.ts";
 
 /** The kubeconfig's file name, as tbot writes it. */
@@ -22,7 +22,8 @@ export function serverCaPem(certs: Certs): string {
   return chosen.map((p) => (p.endsWith("\n") ? p : p + "\n")).join("");
 }
 
-registerOutput({
+/** The `kubernetes` output type (registered in builtins.ts). */
+export const kubernetesOutput: OutputBuilder<"kubernetes"> = {
   type: "kubernetes",
   build(config, deps, index): Output {
     const destination = deps.destination(config.destination);
@@ -49,4 +50,4 @@ registerOutput({
       },
     };
   },
-});
+};

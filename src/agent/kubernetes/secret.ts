@@ -8,7 +8,7 @@
 
 import { AppError, errorMessage } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
-import { checkFileName, registerDestination, type Destination, type FileData } from "../destinations/index.ts";
+import { checkFileName, type Destination, type DestinationFactory, type FileData } from "../destinations/index.ts";
 import { InClusterApi, statusMessage, type Env } from "./_apiclient.ts";
 
 /** Conflicting writes are retried this many times before the write fails. */
@@ -153,7 +153,8 @@ export class KubernetesSecretDestination implements Destination {
   }
 }
 
-registerDestination("kubernetes_secret", (config, deps) => {
+/** The `kubernetes_secret` destination type (registered in builtins.ts). */
+export const kubernetesSecretDestination: DestinationFactory = (config, deps) => {
   if (config.type !== "kubernetes_secret") throw new TypeError(`kubernetes_secret factory given a "${config.type}" destination`);
   return new KubernetesSecretDestination({ name: config.name, ...(config.namespace ? { namespace: config.namespace } : {}), log: deps.log });
-});
+};

@@ -8,7 +8,7 @@ import { formatSshPublicKey, generateKeyPair, privateKeyToPem } from "../../cryp
 import type { Certs } from "../../protocol/index.ts";
 import { AGENT_KEY_ALGORITHM, publicKeys } from "../bot/index.ts";
 import type { Destination } from "../destinations/index.ts";
-import { outputName, registerOutput, type Output, type OutputDeps } from "./output.ts";
+import { outputName, type Output, type OutputBuilder, type OutputDeps } from "./output.ts";
 import { renderIdentityFiles } from "./identity_files.ts";
 
 export interface IssuedIdentity {
@@ -47,7 +47,8 @@ export async function issueIdentityFiles(
   return { files, certs: res.certs, keyPem };
 }
 
-registerOutput({
+/** The `identity` output type (registered in builtins.ts). */
+export const identityOutput: OutputBuilder<"identity"> = {
   type: "identity",
   build(config, deps, index): Output {
     const destination = deps.destination(config.destination);
@@ -64,4 +65,4 @@ registerOutput({
       },
     };
   },
-});
+};

@@ -1,10 +1,8 @@
 /**
- * Outputs: what the agent writes for other programs. Importing this module
- * registers the built-in output types.
+ * Outputs: what the agent writes for other programs; the `identity` output type
+ * (builtins.ts registers it).
  */
 
-import "./identity.ts";
-
-export { issueIdentityFiles, type IssuedIdentity } from "./identity.ts";
+export { identityOutput, issueIdentityFiles, type IssuedIdentity } from "./identity.ts";
 export { buildOutput, outputName, registerOutput, type Output, type OutputBuilder, type OutputDeps } from "./output.ts";
 export { IDENTITY_FILES, knownHostsLines, renderIdentityFiles, renderSshConfig, sshConfigPath, type IdentityFilesInput } from "./identity_files.ts";
