@@ -13,7 +13,6 @@
  *   bun bench/breakdown.ts [--seconds 3]
  */
 
-import "reflect-metadata";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { issueServerCertificate, loadAuthorities } from "../src/auth/authorities.ts";

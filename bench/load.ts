@@ -17,7 +17,6 @@
  *        per client, each client with its own token (recovery mode insecure, so it may join again).
  */
 
-import "reflect-metadata";
 import { generateKeyPairSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";

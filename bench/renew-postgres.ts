@@ -5,7 +5,6 @@
  *
  *   bun bench/renew-postgres.ts
  */
-import "reflect-metadata";
 import { join } from "node:path";
 import { startAuthService } from "../src/auth/service.ts";
 import { silentLogger } from "../src/lib/log.ts";

@@ -3,7 +3,6 @@
  * `machine-id ctl …`. Exit codes: 0 ok, 1 failure, 2 usage error.
  */
 
-import "reflect-metadata";
 import { Command, CommanderError } from "commander";
 import { formatError, isAppError } from "./lib/errors.ts";
 import { VERSION, COMMIT } from "./lib/version.ts";

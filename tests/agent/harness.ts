@@ -4,7 +4,6 @@
  * with a role, temp directories, and a quiet logger that keeps what it logged.
  */
 
-import "reflect-metadata";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

@@ -5,7 +5,6 @@
  * other connection, and locks and expiry still apply to the connection's identity.
  */
 
-import "reflect-metadata";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import http2 from "node:http2";
 import { mkdtempSync, rmSync } from "node:fs";

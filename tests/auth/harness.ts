@@ -3,7 +3,6 @@
  * FakeClock, and helpers to call `handle(req, conn)` as an admin, a bot or nobody.
  */
 
-import "reflect-metadata";
 import { generateKeyPair, formatSshPublicKey, publicKeyToPem, privateKeyToPem, parseCertificate, type CertIdentity, type KeyPair } from "../../src/crypto/index.ts";
 import { FakeClock } from "../../src/lib/clock.ts";
 import { silentLogger } from "../../src/lib/log.ts";

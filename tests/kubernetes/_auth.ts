@@ -5,7 +5,6 @@
  * output certificates for a cluster.
  */
 
-import "reflect-metadata";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";

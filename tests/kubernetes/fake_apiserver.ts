@@ -6,7 +6,6 @@
  * per group is exactly what it checks.
  */
 
-import "reflect-metadata";
 import https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";

@@ -7,7 +7,6 @@
  * the process never dies, no "Unhandled error" in its log, and it answers afterwards.
  */
 
-import "reflect-metadata";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";

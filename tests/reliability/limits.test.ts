@@ -6,7 +6,6 @@
  * FakeClock, alone and wrapped around the real handler.
  */
 
-import "reflect-metadata";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http2 from "node:http2";
 import { CompactSign } from "jose";
