@@ -6,6 +6,7 @@
 
 import { z } from "zod";
 import { badParameter } from "../lib/errors.ts";
+import { JOIN_METHODS } from "../resources/index.ts";
 
 /** Routes of the auth service. Paths under /webapi are public; /v1 needs a client certificate or a join secret. */
 export const ROUTES = {
@@ -41,9 +42,6 @@ export function kubernetesProxyPath(cluster: string): string {
 
 /** Largest request body the service reads; anything bigger is refused before parsing. */
 export const MAX_BODY_BYTES = 256 * 1024;
-
-export const JOIN_METHODS = ["token", "bound_keypair", "kubernetes", "github", "gitlab", "circleci"] as const;
-export type JoinMethod = (typeof JOIN_METHODS)[number];
 
 export const CA_EXPORT_TYPES = ["tls-host", "tls-user", "ssh-host", "ssh-user"] as const;
 export type CAExportType = (typeof CA_EXPORT_TYPES)[number];

@@ -94,13 +94,6 @@ export function checkAndSetDefaults<R extends Resource>(r: R): R {
   return parseResource(r, r.kind) as R;
 }
 
-/** `checkAndSetDefaults` for a role. */
-export const checkRole = (r: RoleResource): RoleResource => checkAndSetDefaults(r);
-/** `checkAndSetDefaults` for a bot. */
-export const checkBot = (r: BotResource): BotResource => checkAndSetDefaults(r);
-/** `checkAndSetDefaults` for a token. */
-export const checkToken = (r: TokenResource): TokenResource => checkAndSetDefaults(r);
-
 /** The resource with its top-level fields in the canonical order. */
 function ordered(r: Resource): Record<string, unknown> {
   const out: Record<string, unknown> = { kind: r.kind, version: r.version, metadata: r.metadata, spec: r.spec };
