@@ -290,28 +290,8 @@ export class DerReader {
   }
 }
 
-/**
- * Decoded OIDs by a hash of their content bytes (entries keep the bytes to compare):
- * the dozen a certificate holds repeat on every read, and a numeric key allocates nothing.
- */
-const oidTextCache = new Map<number, { bytes: Uint8Array; dotted: string }[]>();
-let oidCacheSize = 0;
-const OID_CACHE_LIMIT = 512;
-
 function decodeOidRange(r: DerReader, buf: Uint8Array, from: number, to: number): string {
   if (to === from) r.fail("empty object identifier");
-  let hash = to - from;
-  for (let i = from; i < to; i++) hash = (Math.imul(hash, 31) + buf[i]!) | 0;
-  const bucket = oidTextCache.get(hash);
-  if (bucket) {
-    // only bytes that decoded cleanly are cached
-    for (const e of bucket) {
-      if (e.bytes.length !== to - from) continue;
-      let same = true;
-      for (let i = 0; same && i < e.bytes.length; i++) same = e.bytes[i] === buf[from + i];
-      if (same) return e.dotted;
-    }
-  }
   const arcs: number[] = [];
   let v = 0;
   let digits = 0;
@@ -330,15 +310,7 @@ function decodeOidRange(r: DerReader, buf: Uint8Array, from: number, to: number)
   if (digits !== 0) r.fail("truncated object identifier");
   const first = arcs[0]!;
   const head = first < 40 ? [0, first] : first < 80 ? [1, first - 40] : [2, first - 80];
-  const dotted = [...head, ...arcs.slice(1)].join(".");
-  // bounded: hostile input could otherwise grow it without end
-  if (oidCacheSize < OID_CACHE_LIMIT) {
-    oidCacheSize++;
-    const entry = { bytes: buf.slice(from, to), dotted };
-    if (bucket) bucket.push(entry);
-    else oidTextCache.set(hash, [entry]);
-  }
-  return dotted;
+  return [...head, ...arcs.slice(1)].join(".");
 }
 
 /** Decodes a non-negative INTEGER to its minimal big-endian magnitude. */
