@@ -9,6 +9,12 @@ import { AppError } from "../../src/lib/errors.ts";
 import { parseResource, parseResources, serializeResources } from "../../src/resources/index.ts";
 
 import { SCENARIOS } from "../_scenarios.ts";
+
+// Each property does a fixed amount of work (numRuns inputs): 0.7-2 s alone on this
+// 2-core machine, over 5 s with other processes on the cores. Bun's default 5 s limit
+// made the result depend on machine load; the limit here only guards against a hang.
+const HANG_GUARD_MS = 120_000;
+
 const SEEDS = ["bot.yaml", "role-kube.yaml", "token-bound-keypair.yaml", "token-kubernetes.yaml"].map((f) =>
   readFileSync(join(SCENARIOS, f), "utf8"),
 );
@@ -55,11 +61,11 @@ describe("hostile input", () => {
     fc.assert(fc.property(fc.string({ unit: "binary", maxLength: 200 }), (s) => onlyAppError(() => parseResources(s, "fuzz.yaml"))), {
       numRuns: 500,
     });
-  });
+  }, HANG_GUARD_MS);
 
   test("YAML-ish strings into parseResources only ever throw AppError", () => {
     fc.assert(fc.property(yamlish, (s) => onlyAppError(() => parseResources(s, "fuzz.yaml"))), { numRuns: 1500 });
-  });
+  }, HANG_GUARD_MS);
 
   test("mutated scenario files only ever throw AppError, and what parses round-trips", () => {
     fc.assert(
@@ -75,11 +81,11 @@ describe("hostile input", () => {
       }),
       { numRuns: 1500 },
     );
-  });
+  }, HANG_GUARD_MS);
 
   test("random JSON values into parseResource only ever throw AppError", () => {
     fc.assert(fc.property(fc.jsonValue(), (v) => onlyAppError(() => parseResource(v))), { numRuns: 1000 });
-  });
+  }, HANG_GUARD_MS);
 
   test("arbitrary JS values (odd prototypes, symbols, sparse arrays) into parseResource only ever throw AppError", () => {
     fc.assert(
@@ -88,7 +94,7 @@ describe("hostile input", () => {
       ),
       { numRuns: 1000 },
     );
-  });
+  }, HANG_GUARD_MS);
 
   test("resource-shaped objects with random leaves only ever throw AppError", () => {
     const leaf = fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.constantFrom("*", "^[$", "", "v6", "Bot", "bound_keypair", "1h", "200h"));
@@ -102,7 +108,7 @@ describe("hostile input", () => {
       ),
     });
     fc.assert(fc.property(shaped, (v) => onlyAppError(() => parseResource(v))), { numRuns: 1500 });
-  });
+  }, HANG_GUARD_MS);
 
   test("an alias bomb is refused rather than expanded", () => {
     const bomb = ["a: &a [x, x, x, x, x, x, x, x, x, x]"];
@@ -113,5 +119,5 @@ describe("hostile input", () => {
     }
     onlyAppError(() => parseResources(bomb.join("\n") + "\n", "bomb.yaml"));
     expect(() => parseResources(bomb.join("\n") + "\n", "bomb.yaml")).toThrow(/alias/i);
-  });
+  }, HANG_GUARD_MS);
 });
