@@ -35,10 +35,12 @@ if (!pg) {
 } else {
   const server = pg;
   const admin = new SQL({ url: server.url(), max: 2 });
+  // Stopping removes a data directory as large as the databases the tests created: the
+  // limit is a hang guard, not a speed requirement.
   afterAll(async () => {
     await admin.close();
     await server.stop();
-  });
+  }, 120_000);
   let n = 0;
   /** A new empty database; returns its connection string. */
   const freshDb = async () => {
