@@ -2,7 +2,6 @@
 // endless body must make the agent fail at once with a clear error and a bounded read,
 // and see its connection closed (not the agent buffering the body until memory runs out).
 
-import "reflect-metadata";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
