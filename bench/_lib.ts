@@ -6,10 +6,8 @@
  */
 
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
-import net from "node:net";
 import { cpus, totalmem, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { AuthClient, parseIdentityFile } from "../src/protocol/index.ts";
 
 export const ROOT = resolve(import.meta.dir, "..");
 
@@ -155,23 +153,8 @@ export async function startAuth(bin: string, dataDir: string, opts: { cpu?: numb
   return { service, addr: `127.0.0.1:${port}`, port };
 }
 
-/** A protocol client with the admin identity the service wrote into its data directory. */
-export function adminClient(dataDir: string, addr: string): AuthClient {
-  const id = parseIdentityFile(readFileSync(join(dataDir, "admin-identity"), "utf8"));
-  return new AuthClient({ addr, tls: { caCertsPem: id.tlsCaCertsPem, certPem: id.tlsCertPem, keyPem: id.keyPem } });
-}
-
-/** A free TCP port on loopback (bound and released). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+// shared with the tests
+export { adminClient, freePort } from "../tests/_support/clients.ts";
 
 /** Prints a markdown table. */
 export function table(header: string[], rows: (string | number)[][]): string {

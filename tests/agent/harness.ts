@@ -4,19 +4,16 @@
  * with a role, temp directories, and a quiet logger that keeps what it logged.
  */
 
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { startAuthService, type RunningAuth } from "../../src/auth/service.ts";
 import type { Actor } from "../../src/auth/audit.ts";
 import type { AgentConfig } from "../../src/config/index.ts";
 import { FakeClock } from "../../src/lib/clock.ts";
 import { Logger, silentLogger } from "../../src/lib/log.ts";
+import { TempDir } from "../_support/tmp.ts";
 
-/** A temp directory removed by `await using`. */
-export async function tempDir(prefix = "agent-test-"): Promise<{ path: string; [Symbol.asyncDispose](): Promise<void> }> {
-  const path = await mkdtemp(join(tmpdir(), prefix));
-  return { path, [Symbol.asyncDispose]: () => rm(path, { recursive: true, force: true }) };
+/** A temp directory removed by `await using` (tests/_support/tmp.ts). */
+export function tempDir(prefix = "agent-test-"): TempDir {
+  return new TempDir(prefix);
 }
 
 /** A logger whose lines tests can read. */

@@ -1,20 +1,2 @@
-/**
- * Waiting for a condition with a deadline, instead of sleeping a guessed time.
- */
-
-/** Polls `cond` until it returns a truthy value (returned) or the deadline passes (throws with `what`). */
-export async function waitFor<T>(what: string, cond: () => T | Promise<T>, deadlineMs = 10_000): Promise<NonNullable<T>> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    const v = await cond();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > until) throw new Error(`timed out after ${deadlineMs}ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** The value of one Prometheus sample, e.g. `metric{task="identity"}`; 0 when absent. */
-export function metricValue(text: string, sample: string): number {
-  const line = text.split("\n").find((l) => l.startsWith(sample + " "));
-  return line ? Number(line.slice(sample.length + 1)) : 0;
-}
+/** Moved to tests/_support/wait.ts; kept so existing imports keep working. */
+export { metricValue, waitFor } from "../_support/wait.ts";

@@ -14,7 +14,7 @@ import type { ConnInfo } from "../../src/auth/http.ts";
 import { startAuthService, type RunningAuth } from "../../src/auth/service.ts";
 import { silentLogger } from "../../src/lib/log.ts";
 import { AUTH_SERVER_NAME, CONNECTION_IDENTITY_HEADER, CONNECTION_RENEWED } from "../../src/protocol/index.ts";
-import { HttpError, JSON_HEADERS, RenewingBot, connect, prepareKeys, type PreparedKey, type Target } from "../../bench/_bot.ts";
+import { HttpError, JSON_HEADERS, RenewingBot, connect, prepareKeys, type PreparedKey, type Target } from "../_support/bot.ts";
 import { identityOf, keyRequest, startHarness, type Harness } from "./harness.ts";
 
 describe("in process", () => {

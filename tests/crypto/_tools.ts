@@ -3,39 +3,13 @@
  * the real tools (openssl, ssh-keygen) used as oracles, and a sample SSH certificate.
  */
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { KeyObject } from "node:crypto";
 import { generateKeyPair, signSshCertificate, type SignSshCertificateOptions } from "../../src/crypto/index.ts";
 import { AppError, type ErrorCode } from "../../src/lib/errors.ts";
+import { TempDir } from "../_support/tmp.ts";
 
 /** A temp dir removed on dispose: `using dir = new TempDir()`. */
-export class TempDir implements Disposable {
-  readonly path = mkdtempSync(join(tmpdir(), "mid-crypto-"));
-
-  file(name: string): string {
-    return join(this.path, name);
-  }
-
-  write(name: string, data: string | Uint8Array, mode = 0o600): string {
-    const p = this.file(name);
-    writeFileSync(p, data, { mode });
-    return p;
-  }
-
-  read(name: string): string {
-    return readFileSync(this.file(name), "utf8");
-  }
-
-  readBytes(name: string): Uint8Array {
-    return new Uint8Array(readFileSync(this.file(name)));
-  }
-
-  [Symbol.dispose](): void {
-    rmSync(this.path, { recursive: true, force: true });
-  }
-}
+export { TempDir };
 
 export interface RunResult {
   code: number;

@@ -6,11 +6,11 @@
 
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { createSecureServer, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { TempDir } from "../_support/tmp.ts";
 
 export const ROOT = resolve(import.meta.dir, "../..");
 export const HOST_ARCH = process.arch === "arm64" ? "arm64" : "x64";
@@ -41,10 +41,9 @@ export async function runOk(cmd: string[], options: Parameters<typeof run>[1] = 
   return r;
 }
 
-/** A temp directory removed (recursively) when the `await using` scope ends. */
-export async function tempDir(prefix = "machine-id-dist-"): Promise<{ path: string } & AsyncDisposable> {
-  const path = await mkdtemp(join(tmpdir(), prefix));
-  return { path, [Symbol.asyncDispose]: () => rm(path, { recursive: true, force: true }) };
+/** A temp directory removed (recursively) when the `await using` scope ends (tests/_support/tmp.ts). */
+export function tempDir(prefix = "machine-id-dist-"): TempDir {
+  return new TempDir(prefix);
 }
 
 let built: Promise<string> | undefined;

@@ -4,9 +4,10 @@
  * Every process started here is killed and reaped by its disposer.
  */
 
-import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { TempDir } from "../_support/tmp.ts";
+import { waitFor as waitForCondition } from "../_support/wait.ts";
 
 export const ROOT = resolve(import.meta.dir, "../..");
 export const BIN = join(ROOT, "dist", "machine-id");
@@ -33,9 +34,8 @@ function newestSource(): number {
 }
 
 /** A temp directory removed on dispose. */
-export function tempDir(prefix = "mid-e2e-"): { path: string; [Symbol.dispose](): void } {
-  const path = mkdtempSync(join(tmpdir(), prefix));
-  return { path, [Symbol.dispose]: () => rmSync(path, { recursive: true, force: true }) };
+export function tempDir(prefix = "mid-e2e-"): TempDir {
+  return new TempDir(prefix);
 }
 
 export interface RunResult {
@@ -59,15 +59,9 @@ export async function run(args: string[], opts: { env?: Record<string, string>; 
   return { code, stdout, stderr };
 }
 
-/** Polls `cond` until it is truthy or the deadline passes. */
-export async function waitFor<T>(cond: () => T | Promise<T>, what: string, timeoutMs = 20_000): Promise<NonNullable<T>> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await cond();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > end) throw new Error(`Timed out after ${timeoutMs}ms waiting for ${what}`);
-    await Bun.sleep(25);
-  }
+/** @deprecated the old argument order, for tests written before tests/_support/wait.ts; use that. */
+export function waitFor<T>(cond: () => T | Promise<T>, what: string, timeoutMs = 20_000): Promise<NonNullable<T>> {
+  return waitForCondition(what, cond, timeoutMs);
 }
 
 /** A running auth service from the compiled binary. */

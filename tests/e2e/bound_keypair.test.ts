@@ -14,7 +14,8 @@ import { parse as parseYaml } from "yaml";
 import { Proc } from "../agent/procs.ts";
 import { freePort } from "../agent/sshd.ts";
 import { metricValue } from "../agent/wait.ts";
-import { ensureBinary, ROOT, run, sh, startAuth, tempDir, waitFor, type AuthProcess, type RunResult } from "./_harness.ts";
+import { waitFor } from "../_support/wait.ts";
+import { ensureBinary, ROOT, run, sh, startAuth, tempDir, type AuthProcess, type RunResult } from "./_harness.ts";
 
 import { SCENARIOS } from "../_scenarios.ts";
 import { tokenFingerprint } from "../../src/resources/index.ts";
@@ -136,7 +137,7 @@ describe("seed 003: static keys with the compiled binary", () => {
         s.env,
       );
       const metrics = async () => (await fetch(`http://127.0.0.1:${diagPort}/metrics`).catch(() => undefined))?.text() ?? "";
-      await waitFor(async () => metricValue(await metrics(), 'machine_id_task_iterations_total{task="identity"}') >= 3, "a join and two renewals", 30_000);
+      await waitFor("a join and two renewals", async () => metricValue(await metrics(), 'machine_id_task_iterations_total{task="identity"}') >= 3, 30_000);
       expect(metricValue(await metrics(), 'machine_id_task_iterations_failed_total{task="identity"}')).toBe(0);
       expect(agent.stderr.match(/"msg":"Renewed bot identity"/g)!.length).toBeGreaterThanOrEqual(2);
       expect(await agent.stop("SIGTERM")).toBe(0);
@@ -182,7 +183,7 @@ describe("standard mode: the keypair in storage", () => {
       const diag = `http://127.0.0.1:${diagPort}`;
       const readyz = async () => (await fetch(`${diag}/readyz`).catch(() => undefined))?.status;
       const metric = async (sample: string) => metricValue(await (await fetch(`${diag}/metrics`)).text(), sample);
-      await waitFor(async () => (await readyz()) === 200, "the first join", 30_000);
+      await waitFor("the first join", async () => (await readyz()) === 200, 30_000);
       // host B: a copy of the keypair and of the join state as they are now
       const b = join(dir, "host-b");
       await cp(a, b, { recursive: true });
@@ -190,10 +191,10 @@ describe("standard mode: the keypair in storage", () => {
 
       // auth down until the agent's identity has expired, then back on the same port
       expect(await auth.stop("SIGTERM")).toBe(0);
-      await waitFor(async () => (await metric('machine_id_identity_expires_in_seconds{bot="std"}')) < 0, "the identity to expire", 30_000);
+      await waitFor("the identity to expire", async () => (await metric('machine_id_identity_expires_in_seconds{bot="std"}')) < 0, 30_000);
       auth = await startAuth(auth.dataDir, { port: auth.port, args: ["--cluster-name", "standard.example"] });
-      await waitFor(async () => (await tokenStatus(auth, bot.token)).recovery_count === 2, "the rejoin", 60_000);
-      await waitFor(async () => (await readyz()) === 200, "the agent to be ready again", 30_000);
+      await waitFor("the rejoin", async () => (await tokenStatus(auth, bot.token)).recovery_count === 2, 60_000);
+      await waitFor("the agent to be ready again", async () => (await readyz()) === 200, 30_000);
       expect(agent.stderr.match(/"msg":"Joined"/g)!.length).toBe(2);
       const instances = JSON.parse(await auth.ctlOk("bots", "instances", "ls", "std", "--format", "json")) as unknown[];
       expect(instances.length).toBe(2);
@@ -221,7 +222,7 @@ describe("standard mode: the keypair in storage", () => {
     /** Waits until the identity in `storage` has expired (by the certificate's own notAfter). */
     const expiredIn = async (storage: string) => {
       const until = Date.parse(JSON.parse(await readFile(join(storage, "identity.json"), "utf8")).certs.valid_before);
-      await waitFor(() => Date.now() > until + 50, "the identity to expire", 10_000);
+      await waitFor("the identity to expire", () => Date.now() > until + 50, 10_000);
     };
     const keypair = async (storage: string) => {
       const r = await run(["keypair", "create", "--storage", storage]);

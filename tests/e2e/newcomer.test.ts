@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { ROOT, ensureBinary, run, startAuth, tempDir, waitFor, type AuthProcess } from "./_harness.ts";
+import { waitFor } from "../_support/wait.ts";
+import { ROOT, ensureBinary, run, startAuth, tempDir, type AuthProcess } from "./_harness.ts";
 
 let dir: ReturnType<typeof tempDir>;
 let auth: AuthProcess;
@@ -115,7 +116,7 @@ describe("the newcomer's path, compiled", () => {
       sock.on("error", reject);
     });
     expect(reply).toBe("");
-    await waitFor(() => auth.logs().includes("A plain http:// request reached the TLS port"), "the plain-HTTP warning");
+    await waitFor("the plain-HTTP warning", () => auth.logs().includes("A plain http:// request reached the TLS port"), 20_000);
     // the listener still serves TLS
     expect(await auth.ctlOk("status")).toContain("newcomer.example");
   });

@@ -9,7 +9,7 @@ import net from "node:net";
 import { join } from "node:path";
 import tls from "node:tls";
 import type { AuthClient } from "../../src/protocol/index.ts";
-import { freePort } from "../../bench/_lib.ts";
+import { freePort } from "../_support/clients.ts";
 import { Proc } from "../agent/procs.ts";
 import { waitFor } from "../agent/wait.ts";
 

@@ -15,8 +15,8 @@ import { join } from "node:path";
 import { tokenFingerprint } from "../../src/resources/index.ts";
 import { formatSshPublicKey } from "../../src/crypto/index.ts";
 import type { AuthClient, BotInstance } from "../../src/protocol/index.ts";
-import { HttpError, RenewingBot, prepareKeys, type PreparedKey, type Target } from "../../bench/_bot.ts";
-import { adminClient } from "../../bench/_lib.ts";
+import { HttpError, RenewingBot, prepareKeys, type PreparedKey, type Target } from "../_support/bot.ts";
+import { adminClient } from "../_support/clients.ts";
 import { startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";
 import { SOAK, size } from "./_helpers.ts";
 

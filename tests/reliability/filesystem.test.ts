@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, truncateSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { AuthClient } from "../../src/protocol/index.ts";
-import { adminClient } from "../../bench/_lib.ts";
+import { adminClient } from "../_support/clients.ts";
 import { waitFor } from "../agent/wait.ts";
 import { isRoot, requirePrereqs } from "../_prereq.ts";
 import { sh, startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";

@@ -18,9 +18,9 @@ import { createCA, formatSshPublicKey, generateKeyPair, issueCertificate, parseP
 import { ERROR_CODES } from "../../src/lib/errors.ts";
 import { tokenFingerprint } from "../../src/resources/index.ts";
 import { AUTH_SERVER_NAME, MAX_BODY_BYTES, parseIdentityFile, type AuthClient } from "../../src/protocol/index.ts";
-import { JSON_HEADERS, RenewingBot, prepareKeys, signClaims, type PreparedKey, type Target } from "../../bench/_bot.ts";
-import { Http1Connection, type RawResponse } from "../../bench/_http1.ts";
-import { adminClient } from "../../bench/_lib.ts";
+import { JSON_HEADERS, RenewingBot, prepareKeys, signClaims, type PreparedKey, type Target } from "../_support/bot.ts";
+import { Http1Connection, type RawResponse } from "../_support/http1.ts";
+import { adminClient } from "../_support/clients.ts";
 import { sh, startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";
 import { SOAK, size } from "./_helpers.ts";
 

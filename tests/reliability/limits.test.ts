@@ -18,7 +18,7 @@ import { formatSshPublicKey, generateKeyPair } from "../../src/crypto/index.ts";
 import { FakeClock } from "../../src/lib/clock.ts";
 import { silentLogger } from "../../src/lib/log.ts";
 import type { Certs } from "../../src/protocol/index.ts";
-import { Http1Connection } from "../../bench/_http1.ts";
+import { Http1Connection } from "../_support/http1.ts";
 import { keyRequest, startHarness, type Harness } from "../auth/harness.ts";
 import { waitFor } from "../agent/wait.ts";
 import { closedWithin, tcpConnect, tlsConnect } from "./_helpers.ts";

@@ -14,8 +14,8 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync 
 import { join } from "node:path";
 import { formatSshPublicKey } from "../../src/crypto/index.ts";
 import type { AuthClient } from "../../src/protocol/index.ts";
-import { RenewingBot, prepareKeys, type Target } from "../../bench/_bot.ts";
-import { adminClient } from "../../bench/_lib.ts";
+import { RenewingBot, prepareKeys, type Target } from "../_support/bot.ts";
+import { adminClient } from "../_support/clients.ts";
 import type { Proc } from "../agent/procs.ts";
 import { waitFor } from "../agent/wait.ts";
 import { startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";

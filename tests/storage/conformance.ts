@@ -9,7 +9,8 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import type { Backend, ConditionalOp, OpenOptions, StoredEvent } from "../../src/auth/storage/index.ts";
 import { FakeClock } from "../../src/lib/clock.ts";
 import { AppError, isAppError } from "../../src/lib/errors.ts";
-import { captureLogger, incrementByCas, rejectsWith, waitFor } from "./helpers.ts";
+import { waitFor } from "../_support/wait.ts";
+import { captureLogger, incrementByCas, rejectsWith } from "./helpers.ts";
 
 /** Opens an empty backend; the suite always passes a clock and turns the sweeper off unless it tests it. */
 export type OpenBackend = (opts: OpenOptions) => Promise<Backend>;
@@ -462,9 +463,9 @@ export function runBackendConformance(name: string, open: OpenBackend, cleanup: 
         const { b } = await fresh({ clock, sweepIntervalMs: 1000, logger });
         await b.put("/s/a", 1, { expires: new Date(T0 + 500) });
         await b.put("/s/b", 2);
-        await waitFor(() => clock.waiting > 0, "the sweeper to wait");
+        await waitFor("the sweeper to wait", () => clock.waiting > 0);
         clock.advance(1000);
-        await waitFor(() => lines.some((l) => l.includes("Removed expired items") && l.includes("count=1")), "a sweep");
+        await waitFor("a sweep", () => lines.some((l) => l.includes("Removed expired items") && l.includes("count=1")));
         expect(await b.deleteExpired(new Date(T0 + 10_000))).toBe(0);
         expect((await b.list("/s")).map((i) => i.key)).toEqual(["/s/b"]);
       });

@@ -4,12 +4,11 @@
  */
 
 import { expect } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Backend } from "../../src/auth/storage/index.ts";
 import { AppError, isAppError, type ErrorCode } from "../../src/lib/errors.ts";
 import { Logger } from "../../src/lib/log.ts";
+import { TempDir } from "../_support/tmp.ts";
+import { waitFor as waitForCondition } from "../_support/wait.ts";
 
 /** Awaits `p`, expects it to reject with an AppError of `code`, and returns the error. */
 export async function rejectsWith(p: Promise<unknown>, code: ErrorCode, message?: string | RegExp): Promise<AppError> {
@@ -27,19 +26,14 @@ export async function rejectsWith(p: Promise<unknown>, code: ErrorCode, message?
   return err;
 }
 
-/** Resolves once `cond()` is true; fails after `timeoutMs`. Polls, it does not guess a delay. */
+/** @deprecated the old argument order, for tests written before tests/_support/wait.ts; use that. */
 export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
+  await waitForCondition(what, cond, timeoutMs);
 }
 
 /** A temp directory (mode 0700, as mkdtemp makes it) removed on dispose. */
-export function tempDir(prefix = "storage-test-"): { path: string } & Disposable {
-  const path = mkdtempSync(join(tmpdir(), prefix));
-  return { path, [Symbol.dispose]: () => rmSync(path, { recursive: true, force: true }) };
+export function tempDir(prefix = "storage-test-"): TempDir {
+  return new TempDir(prefix);
 }
 
 /** A debug logger whose lines the test can read. */
