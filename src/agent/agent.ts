@@ -283,6 +283,8 @@ export class Agent {
       this.log.debug("Identity refreshed", { outcome });
     });
     for (const o of this.outputs) o.wake();
+    // with outputs, the last write collects (busy()); without, the renewal does
+    if (this.outputs.length === 0) Bun.gc(true);
   }
 
   /**

@@ -79,6 +79,34 @@ afterAll(async () => {
 });
 
 describe("agent, compiled", () => {
+  test("start --oneshot with one output it cannot write exits 1 naming it, and writes the other", async () => {
+    const bot = await addBot("oneshot-partial");
+    const blocked = join(work.path, "partial-file-not-dir");
+    const good = join(work.path, "partial-good");
+    await writeFile(blocked, "x");
+    const cfg = join(work.path, "partial.yaml");
+    await writeFile(
+      cfg,
+      [
+        "version: v2",
+        `auth_server: ${authAddr}`,
+        "onboarding:",
+        "  join_method: token",
+        `  token: ${bot.token}`,
+        `  ca_pins: ["${bot.ca_pins[0]}"]`,
+        "storage:",
+        "  type: memory",
+        "outputs:",
+        ...[blocked, good].flatMap((p) => ["  - type: identity", "    destination:", "      type: directory", `      path: ${p}`]),
+        "",
+      ].join("\n"),
+    );
+    const r = await runBin(["start", "--oneshot", "-c", cfg]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`ERROR: Cannot write output "identity:${blocked}" (Cannot use directory "${blocked}": it is not a directory); the others were written`);
+    expect((await readdir(good)).sort()).toEqual(IDENTITY_FILES);
+  });
+
   test("start --oneshot writes an identity that OpenSSL, ssh-keygen and sshd accept", async () => {
     const bot = await addBot("oneshot");
     const out = join(work.path, "oneshot-out");
