@@ -36,6 +36,12 @@ export const EVENT = {
   auditPruned: "audit.pruned",
   /** A request through the Kubernetes proxy, allowed or denied. */
   kubeRequest: "kube.request",
+  /** An exec, attach or port-forward session through the Kubernetes proxy began (after the API server's 101). */
+  kubeSessionStart: "kube.session.start",
+  /** It ended: `duration_ms`, bytes each way, and how (`ended`). */
+  kubeSessionEnd: "kube.session.end",
+  /** A watch or follow stream through the Kubernetes proxy was cut by a lock. */
+  kubeStreamEnd: "kube.stream.end",
 } as const;
 
 export type EventType = (typeof EVENT)[keyof typeof EVENT];

@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyPair, issueCertificate, privateKeyToPem } from "../../src/crypto/index.ts";
 import { testServerTls } from "../_tls.ts";
+import { SpdyPortForward, WsConn, newPodWorld, serveChannels, wsAccept, type PodWorld } from "./_streams.ts";
 
 /** One request as the server saw it. */
 export interface SeenRequest {
@@ -74,6 +75,14 @@ export interface FakeApiServer {
   emitPod(type: "ADDED" | "MODIFIED" | "DELETED", pod: Pod): void;
   /** Ends every open watch. */
   endWatches(): void;
+  /** The pods' insides for exec, attach and cp (files, directories, held commands). */
+  world: PodWorld;
+  /** Port-forward sessions served, each with the data its connections sent. */
+  portForwards: SpdyPortForward[];
+  /** TCP connections open to this server now (a leaked upstream connection shows here). */
+  openConnections(): number;
+  /** Answers WebSocket upgrades with 400, as an API server older than 1.30 would (kubectl then falls back to SPDY). */
+  refuseWebSockets: boolean;
   /** Writes a service account directory (token, ca.crt, namespace) and returns its path and the env that points a client at this server. */
   serviceAccountDir(namespace: string, token: string): Promise<{ dir: string; env: Record<string, string> }>;
   close(): Promise<void>;
@@ -257,6 +266,58 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       });
     },
   );
+  const world = newPodWorld();
+  const portForwards: SpdyPortForward[] = [];
+  const flags = { refuseWebSockets: false };
+  const rawStatus = (sock: Socket, code: number, reason: string, message: string) => {
+    const body = JSON.stringify({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", reason, message, code });
+    sock.end(`HTTP/1.1 ${code} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  };
+  // exec, attach and portforward: the upgrade protocols of kubectl 1.32 (see _streams.ts)
+  server.on("upgrade", (req: IncomingMessage, sock: Socket, head: Buffer) => {
+    sock.on("error", () => {});
+    const url = new URL(req.url ?? "/", "https://fake");
+    const headerLines: [string, string][] = [];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) headerLines.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
+    const seen: SeenRequest = { method: req.method ?? "GET", path: url.pathname, query: url.searchParams, headerLines, body: "" };
+    requests.push(seen);
+    if (!authorized(req, seen)) return rawStatus(sock, 401, "Unauthorized", "Unauthorized");
+    const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/(exec|attach|portforward)$/.exec(url.pathname);
+    if (!m) return rawStatus(sock, 404, "NotFound", `no upgrade at ${url.pathname}`);
+    if (!pods.some((p) => p.namespace === m[1] && p.name === m[2])) return rawStatus(sock, 404, "NotFound", `pods "${m[2]}" not found`);
+    const upgrade = (req.headers.upgrade ?? "").toLowerCase();
+    const offered = String(req.headers["sec-websocket-protocol"] ?? "").split(",").map((p) => p.trim());
+    const echo = (text: string) => `pong:${text}`;
+    if (upgrade === "websocket") {
+      if (flags.refuseWebSockets) return rawStatus(sock, 400, "BadRequest", "websockets not served here");
+      if (m[3] === "portforward") {
+        if (!offered.includes("SPDY/3.1+portforward.k8s.io")) return rawStatus(sock, 400, "BadRequest", "no supported protocol offered");
+        sock.write(wsAccept(String(req.headers["sec-websocket-key"]), "SPDY/3.1+portforward.k8s.io"));
+        let ws: WsConn | undefined = undefined;
+        const pf = new SpdyPortForward((b) => ws?.send(b), echo);
+        portForwards.push(pf);
+        ws = new WsConn(sock, (msg) => pf.feed(msg));
+        if (head.length) ws.feed(head);
+        return;
+      }
+      const proto = ["v5.channel.k8s.io", "v4.channel.k8s.io"].find((p) => offered.includes(p));
+      if (!proto) return rawStatus(sock, 400, "BadRequest", "no supported protocol offered");
+      sock.write(wsAccept(String(req.headers["sec-websocket-key"]), proto));
+      serveChannels(sock, world, { command: m[3] === "exec" ? url.searchParams.getAll("command") : undefined, stdin: url.searchParams.get("stdin") === "true" });
+      return;
+    }
+    if (upgrade === "spdy/3.1" && m[3] === "portforward") {
+      const versions = headerLines.filter(([k]) => k === "x-stream-protocol-version").map(([, v]) => v);
+      if (!versions.includes("portforward.k8s.io")) return rawStatus(sock, 400, "BadRequest", "no supported stream protocol offered");
+      sock.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n");
+      const pf = new SpdyPortForward((b) => sock.write(b), echo);
+      portForwards.push(pf);
+      sock.on("data", (d: Buffer) => pf.feed(d));
+      if (head.length) pf.feed(head);
+      return;
+    }
+    rawStatus(sock, 400, "BadRequest", `upgrade "${upgrade}" is not served by this double for ${m[3]}`);
+  });
   server.on("connection", (s: Socket) => {
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
@@ -285,6 +346,15 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     },
     requests,
     header: headerValues,
+    world,
+    portForwards,
+    openConnections: () => sockets.size,
+    get refuseWebSockets() {
+      return flags.refuseWebSockets;
+    },
+    set refuseWebSockets(v: boolean) {
+      flags.refuseWebSockets = v;
+    },
     pods,
     secrets,
     injectConflicts(n) {

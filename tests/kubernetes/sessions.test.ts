@@ -1,0 +1,178 @@
+// kubectl 1.32's streaming commands through the auth service's Kubernetes proxy, end
+// to end: exec (with and without -i), cp both ways, attach and port-forward are
+// connection upgrades the proxy authorizes, forwards as the bot's Kubernetes user and
+// groups, and splices; locks end them; caps refuse past a limit. The upstream is the
+// fake API server with the WebSocket and SPDY double of _streams.ts.
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { renderKubeconfig } from "../../src/agent/kubernetes/index.ts";
+import { privateKeyToPem } from "../../src/crypto/index.ts";
+import { has, requirePrereqs } from "../_prereq.ts";
+import { tempDir } from "../agent/harness.ts";
+import { ADMIN, scenario, startKubeAuth, type KubeAuth } from "./_auth.ts";
+import { startFakeApiServer, type FakeApiServer } from "./fake_apiserver.ts";
+
+const CLUSTER = "example-k8s-cluster";
+let api: FakeApiServer;
+let auth: KubeAuth;
+let work: Awaited<ReturnType<typeof tempDir>>;
+/** Kubeconfigs of bots: `example` (seed 002's role), `viewer` (a v7 role with get/list/watch only). */
+const kubeconfigs: Record<string, string> = {};
+
+const VIEWER_ROLE = `
+kind: role
+version: v7
+metadata: {name: pod-viewer}
+spec:
+  allow:
+    kubernetes_labels: {'*': '*'}
+    kubernetes_resources:
+      - {kind: pod, namespace: demo, name: "*", verbs: [get, list, watch]}
+    kubernetes_groups: [viewers]
+`;
+
+async function botKubeconfig(name: string, roles: string[]): Promise<string> {
+  const token = await auth.addBot(name, roles);
+  const bot = await auth.joinWithToken(token);
+  const out = await auth.kubeCerts(bot, CLUSTER);
+  const path = join(work.path, `${name}.kubeconfig`);
+  await writeFile(
+    path,
+    renderKubeconfig({
+      cluster: CLUSTER,
+      authAddr: auth.addr,
+      caPem: auth.running.ctx.authorities.host.tlsCertPem,
+      credentials: { certPem: out.certs.tls_cert, keyPem: privateKeyToPem(out.key.privateKey) },
+    }),
+  );
+  return path;
+}
+
+beforeAll(async () => {
+  requirePrereqs({ kubectl: [has("kubectl"), "apt-get install kubernetes-client"] });
+  work = await tempDir("kube-sessions-");
+  api = await startFakeApiServer({ token: "sa-token" });
+  api.pods.push({ namespace: "demo", name: "web-1" });
+  await writeFile(join(work.path, "k8s-ca.crt"), api.caPem);
+  await writeFile(join(work.path, "k8s-token"), "sa-token");
+  auth = await startKubeAuth([
+    { name: CLUSTER, server: api.url, caPath: join(work.path, "k8s-ca.crt"), tokenPath: join(work.path, "k8s-token"), insecureSkipTlsVerify: false, labels: {} },
+  ]);
+  await auth.create(scenario("role-kube.yaml"));
+  await auth.create(VIEWER_ROLE);
+  kubeconfigs.example = await botKubeconfig("example", ["machine-id-kube-role"]);
+  kubeconfigs.viewer = await botKubeconfig("viewer", ["pod-viewer"]);
+});
+afterAll(async () => {
+  await auth?.close();
+  await api?.close();
+  await work?.[Symbol.asyncDispose]();
+});
+
+interface Run {
+  proc: Bun.Subprocess<"pipe", "pipe", "pipe">;
+  /** Everything on stdout so far. */
+  out(): string;
+  /** Resolves once stdout contains `text`. */
+  waitFor(text: string): Promise<void>;
+  done: Promise<{ code: number; out: string; err: string }>;
+}
+
+/** Starts kubectl (never blocking this process: the auth service under test lives in it). */
+function kubectl(bot: string, args: string[], env: Record<string, string> = {}): Run {
+  const proc = Bun.spawn(["kubectl", "--kubeconfig", kubeconfigs[bot]!, "--cache-dir", join(work.path, "kube-cache"), ...args], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, HOME: work.path, ...env },
+  });
+  let out = "";
+  const waiters: { text: string; resolve: () => void }[] = [];
+  const pump = (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of proc.stdout) {
+      out += dec.decode(chunk, { stream: true });
+      for (const w of [...waiters]) if (out.includes(w.text)) (waiters.splice(waiters.indexOf(w), 1), w.resolve());
+    }
+  })();
+  const errText = new Response(proc.stderr).text();
+  return {
+    proc,
+    out: () => out,
+    waitFor: (text) => (out.includes(text) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ text, resolve }))),
+    done: (async () => {
+      const code = await proc.exited;
+      await pump;
+      return { code, out, err: await errText };
+    })(),
+  };
+}
+
+/** Waits until `cond` holds (no fixed sleeps: polls, for as long as the test's timeout allows). */
+async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
+  while (!(await cond())) await Bun.sleep(20);
+}
+
+const upgradesSeen = (sub: string) => api.requests.filter((r) => r.path.endsWith(`/${sub}`));
+const sessionEvents = async (type: string, sub: string) => (await auth.events(type)).filter((e) => e.fields.subresource === sub);
+
+describe("kubectl exec", () => {
+  test("without -i: the command's output and exit status come back; upstream saw the bot's Kubernetes user and groups", async () => {
+    const before = upgradesSeen("exec").length;
+    const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "echo", "hello", "from", "the", "pod"]).done;
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.out).toBe("hello from the pod\n");
+    const seen = upgradesSeen("exec").slice(before);
+    expect(seen).toHaveLength(1);
+    expect(api.header(seen[0]!, "impersonate-user")).toEqual(["alice"]);
+    expect(api.header(seen[0]!, "impersonate-group")).toEqual(["example"]);
+    expect(api.header(seen[0]!, "authorization")).toEqual(["Bearer sa-token"]);
+    expect(api.header(seen[0]!, "sec-websocket-protocol").join(",")).toContain("v5.channel.k8s.io");
+    expect(seen[0]!.query.getAll("command")).toEqual(["echo", "hello", "from", "the", "pod"]);
+
+    const start = (await sessionEvents("kube.session.start", "exec")).at(-1)!;
+    expect(start.fields).toMatchObject({ bot: "example", kubernetes_cluster: CLUSTER, namespace: "demo", pod: "web-1", container: "main", command: ["echo", "hello", "from", "the", "pod"], kubernetes_user: "alice", kubernetes_groups: ["example"], protocol: "v5.channel.k8s.io" });
+    expect(start.fields.bot_instance_id).toBeString();
+    await until(async () => (await sessionEvents("kube.session.end", "exec")).some((e) => e.fields.session_id === start.fields.session_id));
+    const end = (await sessionEvents("kube.session.end", "exec")).find((e) => e.fields.session_id === start.fields.session_id)!;
+    expect(end.fields.bytes_from_upstream).toBeGreaterThan("hello from the pod\n".length);
+    expect(end.fields.bytes_from_client).toBeGreaterThan(0);
+    expect(end.fields.duration_ms).toBeGreaterThanOrEqual(0);
+    expect(["client_closed", "upstream_closed"]).toContain(end.fields.ended);
+  }, 60_000);
+
+  test("a non-zero exit code of the command is kubectl's exit code", async () => {
+    const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "false"]).done;
+    expect(r.code).toBe(1);
+  }, 60_000);
+
+  test("with -i: stdin reaches the pod and its echo comes back; the first output arrives while the session is open", async () => {
+    const run = kubectl("example", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"]);
+    run.proc.stdin.write("line one\n");
+    await run.proc.stdin.flush();
+    await run.waitFor("line one\n");
+    // the pod still holds the session open: stdin has not ended
+    expect(api.world.openSessions).toBeGreaterThan(0);
+    run.proc.stdin.write("line two\n");
+    await run.proc.stdin.end();
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.out).toBe("line one\nline two\n");
+    await until(() => api.world.openSessions === 0);
+  }, 60_000);
+
+  test("a role without exec is refused before anything reaches upstream, and the refusal is audited", async () => {
+    const before = api.requests.length;
+    const r = await kubectl("viewer", ["exec", "-n", "demo", "web-1", "--", "echo", "hi"]).done;
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain("no role allows exec on pod");
+    // kubectl may read the pod first (allowed), but no exec request reaches the API server
+    expect(api.requests.slice(before).filter((q) => q.path.endsWith("/exec"))).toEqual([]);
+    const refused = (await auth.events("kube.request")).filter((e) => e.fields.bot === "viewer" && e.fields.subresource === "exec");
+    expect(refused.length).toBeGreaterThan(0);
+    expect(refused.every((e) => e.fields.allowed === false)).toBe(true);
+  }, 60_000);
+});
