@@ -351,7 +351,8 @@ export class SpdyPortForward {
     stored.writeUInt16LE(~raw.length & 0xffff, 3);
     const zhead = this.headerStarted ? Buffer.alloc(0) : Buffer.from([0x78, 0x01]);
     this.headerStarted = true;
-    return Buffer.concat([zhead, stored, raw]);
+    // the empty stored block of a zlib sync flush: Go's inflater hands out what it has only when it sees one
+    return Buffer.concat([zhead, stored, raw, Buffer.from([0, 0, 0, 0xff, 0xff])]);
   }
 
   private control(type: number, flags: number, body: Buffer): void {

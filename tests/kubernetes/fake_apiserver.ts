@@ -81,6 +81,8 @@ export interface FakeApiServer {
   portForwards: SpdyPortForward[];
   /** TCP connections open to this server now (a leaked upstream connection shows here). */
   openConnections(): number;
+  /** Upgraded connections (exec, attach, portforward) open now. */
+  openUpgrades(): number;
   /** Answers WebSocket upgrades with 400, as an API server older than 1.30 would (kubectl then falls back to SPDY). */
   refuseWebSockets: boolean;
   /** Writes a service account directory (token, ca.crt, namespace) and returns its path and the env that points a client at this server. */
@@ -269,6 +271,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   const world = newPodWorld();
   const portForwards: SpdyPortForward[] = [];
   const flags = { refuseWebSockets: false };
+  const upgraded = new Set<Socket>();
   const rawStatus = (sock: Socket, code: number, reason: string, message: string) => {
     const body = JSON.stringify({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", reason, message, code });
     sock.end(`HTTP/1.1 ${code} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
@@ -276,6 +279,10 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   // exec, attach and portforward: the upgrade protocols of kubectl 1.32 (see _streams.ts)
   server.on("upgrade", (req: IncomingMessage, sock: Socket, head: Buffer) => {
     sock.on("error", () => {});
+    upgraded.add(sock);
+    sock.once("close", () => upgraded.delete(sock));
+    // the client (the proxy) went away: an API server closes its side too
+    sock.once("end", () => sock.end());
     const url = new URL(req.url ?? "/", "https://fake");
     const headerLines: [string, string][] = [];
     for (let i = 0; i < req.rawHeaders.length; i += 2) headerLines.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
@@ -349,6 +356,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     world,
     portForwards,
     openConnections: () => sockets.size,
+    openUpgrades: () => upgraded.size,
     get refuseWebSockets() {
       return flags.refuseWebSockets;
     },

@@ -176,3 +176,123 @@ describe("kubectl exec", () => {
     expect(refused.every((e) => e.fields.allowed === false)).toBe(true);
   }, 60_000);
 });
+
+describe("kubectl cp (tar through exec)", () => {
+  test("from the pod: the file comes out whole", async () => {
+    const content = "report line\n".repeat(5000); // 60 kB: several frames
+    api.world.files.set("/tmp/report.txt", Buffer.from(content));
+    const dest = join(work.path, "report.txt");
+    const r = await kubectl("example", ["cp", "demo/web-1:/tmp/report.txt", dest]).done;
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(await readFile(dest, "utf8")).toBe(content);
+    const start = (await sessionEvents("kube.session.start", "exec")).at(-1)!;
+    expect(start.fields.command).toEqual(["tar", "cf", "-", "/tmp/report.txt"]);
+  }, 60_000);
+
+  test("to the pod: the file arrives through stdin", async () => {
+    const src = join(work.path, "config.ini");
+    const content = "[main]\nkey = value\n".repeat(3000);
+    await writeFile(src, content);
+    const r = await kubectl("example", ["cp", src, "demo/web-1:/tmp/config.ini"]).done;
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(api.world.files.get("/tmp/config.ini")?.toString("utf8")).toBe(content);
+  }, 60_000);
+});
+
+describe("kubectl attach", () => {
+  test("the container's output comes back, and with -i its stdin goes in", async () => {
+    const plain = await kubectl("example", ["attach", "-n", "demo", "web-1"]).done;
+    expect(plain.code).toBe(0);
+    expect(plain.out).toContain("attached to main\n");
+
+    const run = kubectl("example", ["attach", "-i", "-n", "demo", "web-1"]);
+    await run.waitFor("attached to main\n");
+    run.proc.stdin.write("typed in\n");
+    await run.proc.stdin.end();
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("typed in\n");
+    const seen = upgradesSeen("attach").at(-1)!;
+    expect(api.header(seen, "impersonate-user")).toEqual(["alice"]);
+    expect((await sessionEvents("kube.session.start", "attach")).at(-1)!.fields).toMatchObject({ pod: "web-1", stdin: true, kubernetes_user: "alice" });
+  }, 60_000);
+});
+
+/** A free local port, for kubectl port-forward to listen on. */
+async function freePort(): Promise<number> {
+  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = s.port;
+  s.stop(true);
+  return port;
+}
+
+/** Sends `text` to 127.0.0.1:`port` and reads until `expect` came back. */
+async function roundTrip(port: number, text: string, expected: string): Promise<string> {
+  const { promise, resolve, reject } = Promise.withResolvers<string>();
+  let got = "";
+  const sock = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: {
+      data(s, d) {
+        got += Buffer.from(d).toString("utf8");
+        if (got.includes(expected)) {
+          resolve(got); // before end(): Bun may run close() within it
+          s.end();
+        }
+      },
+      close() {
+        reject(new Error(`connection closed with only "${got}"`));
+      },
+      error(_s, e) {
+        reject(e);
+      },
+    },
+  });
+  sock.write(text);
+  return promise;
+}
+
+describe("kubectl port-forward", () => {
+  for (const [label, env] of [
+    ["over WebSocket-tunnelled SPDY (kubectl 1.32's default)", {}],
+    ["over legacy SPDY (KUBECTL_PORT_FORWARD_WEBSOCKETS=false)", { KUBECTL_PORT_FORWARD_WEBSOCKETS: "false" }],
+  ] as const) {
+    test(label, async () => {
+      const local = await freePort();
+      const pfBefore = api.portForwards.length;
+      const run = kubectl("example", ["port-forward", "-n", "demo", "pod/web-1", `${local}:5432`], env);
+      await run.waitFor("Forwarding from");
+      expect(await roundTrip(local, "ping-1", "pong:ping-1")).toBe("pong:ping-1");
+      expect(await roundTrip(local, "ping-2", "pong:ping-2")).toBe("pong:ping-2");
+      run.proc.kill();
+      await run.done;
+      expect(api.portForwards.length).toBe(pfBefore + 1);
+      expect(api.portForwards.at(-1)!.received).toEqual(["ping-1", "ping-2"]);
+      const seen = upgradesSeen("portforward").at(-1)!;
+      expect(api.header(seen, "impersonate-user")).toEqual(["alice"]);
+      if ("KUBECTL_PORT_FORWARD_WEBSOCKETS" in env) expect(api.header(seen, "upgrade")).toEqual(["SPDY/3.1"]);
+      else expect(api.header(seen, "sec-websocket-protocol").join(",")).toContain("SPDY/3.1+portforward.k8s.io");
+      const start = (await sessionEvents("kube.session.start", "portforward")).at(-1)!;
+      // kubectl names the port inside the stream (a SPDY header), not in the URL: the proxy does not parse the framing
+      expect(start.fields).toMatchObject({ pod: "web-1", ports: [], kubernetes_user: "alice" });
+      await until(async () => (await sessionEvents("kube.session.end", "portforward")).some((e) => e.fields.session_id === start.fields.session_id));
+      const end = (await sessionEvents("kube.session.end", "portforward")).find((e) => e.fields.session_id === start.fields.session_id)!;
+      expect(end.fields.ended).toBe("client_closed");
+      // the upstream connection went with kubectl
+      await until(() => api.openUpgrades() === 0);
+    }, 60_000);
+  }
+
+  test("a role without portforward is refused before anything reaches upstream", async () => {
+    const local = await freePort();
+    const before = api.requests.length;
+    const run = kubectl("viewer", ["port-forward", "-n", "demo", "pod/web-1", `${local}:5432`]);
+    const r = await run.done;
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain("no role allows portforward on pod");
+    expect(api.requests.slice(before).filter((q) => q.path.endsWith("/portforward"))).toEqual([]);
+  }, 60_000);
+});

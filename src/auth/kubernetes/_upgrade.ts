@@ -173,6 +173,7 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, u: U
     pod: resource.name,
     ...(q.get("container") ? { container: q.get("container") } : {}),
     ...(resource.subresource === "exec" ? { command: q.getAll("command") } : {}),
+    // the ports a client names in the URL; kubectl names them per stream, inside the framing the proxy does not parse
     ...(resource.subresource === "portforward" ? { ports: q.getAll("ports") } : {}),
     ...(resource.subresource !== "portforward" ? { stdin: q.get("stdin") === "true", tty: q.get("tty") === "true" } : {}),
     protocol: answerHead.headers.get("sec-websocket-protocol") ?? answerHead.headers.get("x-stream-protocol-version") ?? answerHead.headers.get("upgrade") ?? "",
