@@ -57,13 +57,18 @@ beforeAll(async () => {
   api.pods.push({ namespace: "demo", name: "web-1" });
   await writeFile(join(work.path, "k8s-ca.crt"), api.caPem);
   await writeFile(join(work.path, "k8s-token"), "sa-token");
-  auth = await startKubeAuth([
-    { name: CLUSTER, server: api.url, caPath: join(work.path, "k8s-ca.crt"), tokenPath: join(work.path, "k8s-token"), insecureSkipTlsVerify: false, labels: {} },
-  ]);
+  // one session per bot instance: the limit test reaches it, the others run one at a time anyway
+  auth = await startKubeAuth(
+    [{ name: CLUSTER, server: api.url, caPath: join(work.path, "k8s-ca.crt"), tokenPath: join(work.path, "k8s-token"), insecureSkipTlsVerify: false, labels: {} }],
+    {},
+    { limits: { maxKubernetesSessionsPerInstance: 1, maxKubernetesSessions: 8 } },
+  );
   await auth.create(scenario("role-kube.yaml"));
   await auth.create(VIEWER_ROLE);
   kubeconfigs.example = await botKubeconfig("example", ["machine-id-kube-role"]);
   kubeconfigs.viewer = await botKubeconfig("viewer", ["pod-viewer"]);
+  kubeconfigs.locked = await botKubeconfig("locked", ["machine-id-kube-role"]);
+  kubeconfigs.watcher = await botKubeconfig("watcher", ["machine-id-kube-role"]);
 });
 afterAll(async () => {
   await auth?.close();
@@ -294,5 +299,73 @@ describe("kubectl port-forward", () => {
     expect(r.code).not.toBe(0);
     expect(r.err).toContain("no role allows portforward on pod");
     expect(api.requests.slice(before).filter((q) => q.path.endsWith("/portforward"))).toEqual([]);
+  }, 60_000);
+});
+
+describe("live sessions", () => {
+  test("killing kubectl mid-session closes the upstream connection; output arrived while the pod still held it open", async () => {
+    const run = kubectl("example", ["exec", "-n", "demo", "web-1", "--", "hold"]);
+    await run.waitFor("started\n");
+    // the pod has not finished: the first output came through while upstream held the session
+    expect(api.world.openSessions).toBe(1);
+    expect(api.openUpgrades()).toBe(1);
+    run.proc.kill("SIGKILL");
+    await run.done;
+    await until(() => api.openUpgrades() === 0);
+    await until(() => api.world.openSessions === 0);
+    const start = (await sessionEvents("kube.session.start", "exec")).at(-1)!;
+    expect(start.fields.command).toEqual(["hold"]);
+    await until(async () => (await sessionEvents("kube.session.end", "exec")).some((e) => e.fields.session_id === start.fields.session_id));
+    const end = (await sessionEvents("kube.session.end", "exec")).find((e) => e.fields.session_id === start.fields.session_id)!;
+    expect(end.fields.ended).toBe("client_closed");
+  }, 60_000);
+
+  test("past the per-instance cap an exec is refused with a 429 Status before reaching upstream; a slot frees when a session ends", async () => {
+    const first = kubectl("example", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"]);
+    first.proc.stdin.write("holding\n");
+    await first.proc.stdin.flush();
+    await first.waitFor("holding\n");
+    const before = upgradesSeen("exec").length;
+    const second = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "echo", "second"]).done;
+    expect(second.code).not.toBe(0);
+    expect(second.err).toContain("Too many Kubernetes sessions of bot instance");
+    expect(upgradesSeen("exec").length).toBe(before);
+    const refused = (await auth.events("kube.request")).filter((e) => e.fields.bot === "example" && e.fields.subresource === "exec").at(-1)!;
+    expect(refused.fields).toMatchObject({ allowed: false, reason: "session limit reached (bot instance)" });
+    await first.proc.stdin.end();
+    expect((await first.done).code).toBe(0);
+    await until(async () => (await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "echo", "third"]).done).out === "third\n");
+  }, 60_000);
+
+  test("locking the bot ends its open exec session within seconds, audited; new sessions are refused", async () => {
+    const run = kubectl("locked", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"]);
+    run.proc.stdin.write("before the lock\n");
+    await run.proc.stdin.flush();
+    await run.waitFor("before the lock\n");
+    const lockedAt = Date.now();
+    await auth.admin.lock({ bot: "locked", message: "compromised runner" }, ADMIN);
+    const r = await run.done;
+    const tookMs = Date.now() - lockedAt;
+    expect(r.code).not.toBe(0);
+    // the registry looks locks up every 2 s: well within seconds, whatever the machine's load
+    expect(tookMs).toBeLessThan(20_000);
+    await until(() => api.openUpgrades() === 0);
+    const start = (await auth.events("kube.session.start")).filter((e) => e.fields.bot === "locked").at(-1)!;
+    await until(async () => (await auth.events("kube.session.end")).some((e) => e.fields.session_id === start.fields.session_id));
+    const end = (await auth.events("kube.session.end")).find((e) => e.fields.session_id === start.fields.session_id)!;
+    expect(end.fields).toMatchObject({ ended: "locked", detail: "bot/locked" });
+    const again = await kubectl("locked", ["exec", "-n", "demo", "web-1", "--", "echo", "hi"]).done;
+    expect(again.code).not.toBe(0);
+    expect(again.err).toContain("locked");
+  }, 60_000);
+
+  test("locking the bot ends its open watch within seconds, audited", async () => {
+    const run = kubectl("watcher", ["get", "pods", "-n", "demo", "-w"]);
+    await run.waitFor("web-1");
+    await auth.admin.lock({ bot: "watcher" }, ADMIN);
+    await run.done;
+    await until(async () => (await auth.events("kube.stream.end")).some((e) => e.fields.bot === "watcher"));
+    const end = (await auth.events("kube.stream.end")).find((e) => e.fields.bot === "watcher")!;
+    expect(end.fields).toMatchObject({ ended: "locked", verb: "watch", kind: "pod" });
   }, 60_000);
 });

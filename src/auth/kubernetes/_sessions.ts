@@ -144,3 +144,45 @@ export class KubeSessions {
     this.timer = undefined;
   }
 }
+
+/**
+ * `body` passed through unchanged, registered with `sessions` as a long answer of
+ * `owner` (a watch, `logs -f`): when a lock covers the owner, the answer ends there
+ * (the client sees the stream close, and its next request is refused) and the
+ * upstream request is cancelled; `ended` records why.
+ */
+export function trackedStream(
+  sessions: KubeSessions | undefined,
+  owner: SessionOwner,
+  body: ReadableStream<Uint8Array>,
+  ended: (why: string, detail?: string) => void,
+): ReadableStream<Uint8Array> {
+  if (!sessions) return body;
+  const reader = body.getReader();
+  let slot: SessionSlot | undefined;
+  let closed = false;
+  const finish = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+    slot?.release();
+    if (closed) return;
+    closed = true;
+    controller.close();
+  };
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      slot = sessions.open(owner, "stream", (why, detail) => {
+        finish(controller);
+        void reader.cancel().catch(() => {});
+        ended(why, detail);
+      });
+    },
+    async pull(controller) {
+      const r = await reader.read();
+      if (r.done) finish(controller);
+      else if (!closed) controller.enqueue(r.value);
+    },
+    cancel(reason) {
+      slot?.release();
+      return reader.cancel(reason);
+    },
+  });
+}

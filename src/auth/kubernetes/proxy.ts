@@ -21,6 +21,7 @@ import { allowObject, authorizeRequest } from "./_access.ts";
 import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
 import { filterListText, filterWatchStream } from "./_filter.ts";
 import { statusOf, statusResponse } from "./_status.ts";
+import { trackedStream } from "./_sessions.ts";
 import { readCapped, type HeaderMap } from "./_upstream.ts";
 import type { KubernetesClusters } from "./clusters.ts";
 
@@ -296,10 +297,17 @@ async function serve(ctx: AuthContext, clusters: KubernetesClusters, req: Reques
       if (DROPPED_RESPONSE_HEADERS.has(k)) continue;
       for (const one of Array.isArray(v) ? v : [v]) headers.append(k, one);
     }
+    // Live answers (watches, logs -f) are registered so that a lock ends them (see _sessions.ts).
+    const live = (body: ReadableStream<Uint8Array>) =>
+      api!.verb === "watch" || url.searchParams.get("follow") === "true"
+        ? trackedStream(clusters.sessions, { bot: id.botName!, ...(id.botInstanceId ? { instance: id.botInstanceId } : {}) }, body, (why, detail) => {
+            void ctx.audit.emit(EVENT.kubeStreamEnd, ctx.clock.now(), { ...allowed, ended: why, ...(detail ? { detail } : {}) }).catch(() => {});
+          })
+        : body;
     const resource = api.type === "resource" ? api : undefined;
-    if (!decision.filter || !resource || res.status < 200 || res.status >= 300) return new Response(res.body, { status: res.status, headers });
+    if (!decision.filter || !resource || res.status < 200 || res.status >= 300) return new Response(live(res.body), { status: res.status, headers });
     const check = (o: { name: string; namespace?: string }) => allowObject(roles, labels, resource, o);
-    if (resource.verb === "watch") return new Response(filterWatchStream(res.body, check), { status: res.status, headers });
+    if (resource.verb === "watch") return new Response(live(filterWatchStream(res.body, check)), { status: res.status, headers });
     const text = await readCapped(res.body, MAX_LIST_BYTES, `the list from Kubernetes cluster "${cluster}"`);
     return new Response(filterListText(text, check), { status: res.status, headers });
   } catch (e) {
