@@ -48,6 +48,17 @@ export interface FakeApiServerOptions {
 interface Pod {
   name: string;
   namespace: string;
+  /** The Ready condition (`kubectl wait --for=condition=Ready`); absent: none reported. */
+  ready?: boolean;
+}
+
+/** A Deployment as `kubectl rollout status` reads it. */
+export interface Deployment {
+  name: string;
+  namespace: string;
+  replicas: number;
+  updated: number;
+  available: number;
 }
 
 interface StoredSecret {
@@ -75,6 +86,11 @@ export interface FakeApiServer {
   emitPod(type: "ADDED" | "MODIFIED" | "DELETED", pod: Pod): void;
   /** Ends every open watch. */
   endWatches(): void;
+  /** Pod and deployment watches open now. */
+  openWatches(): number;
+  deployments: Deployment[];
+  /** Sends a MODIFIED event about a deployment (after storing it) to every open deployment watch. */
+  updateDeployment(d: Deployment): void;
   /** The pods' insides for exec, attach and cp (files, directories, held commands). */
   world: PodWorld;
   /** Port-forward sessions served, each with the data its connections sent. */
@@ -104,8 +120,23 @@ const podObject = (p: Pod) => ({
   apiVersion: "v1",
   metadata: { name: p.name, namespace: p.namespace, uid: `uid-${p.namespace}-${p.name}`, resourceVersion: "1", creationTimestamp: "2026-01-01T00:00:00Z" },
   spec: { containers: [{ name: "main", image: "busybox" }] },
-  status: { phase: "Running" },
+  status: { phase: "Running", ...(p.ready !== undefined ? { conditions: [{ type: "Ready", status: p.ready ? "True" : "False" }] } : {}) },
 });
+
+const deploymentObject = (d: Deployment, rv: number) => ({
+  kind: "Deployment",
+  apiVersion: "apps/v1",
+  metadata: { name: d.name, namespace: d.namespace, uid: `uid-${d.namespace}-${d.name}`, resourceVersion: String(rv), generation: 2, creationTimestamp: "2026-01-01T00:00:00Z" },
+  spec: { replicas: d.replicas, selector: { matchLabels: { app: d.name } }, template: { metadata: { labels: { app: d.name } }, spec: { containers: [{ name: "main", image: "busybox" }] } } },
+  status: { observedGeneration: 2, replicas: d.replicas, updatedReplicas: d.updated, availableReplicas: d.available, readyReplicas: d.available },
+});
+
+const APPS_RESOURCES = {
+  kind: "APIResourceList",
+  apiVersion: "v1",
+  groupVersion: "apps/v1",
+  resources: [{ name: "deployments", singularName: "deployment", namespaced: true, kind: "Deployment", verbs: ["create", "delete", "get", "list", "patch", "update", "watch"], shortNames: ["deploy"] }],
+};
 
 const podRow = (p: Pod) => ({
   cells: [p.name, "1/1", "Running", 0, "1d"],
@@ -140,6 +171,8 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   const pods: Pod[] = [];
   const secrets = new Map<string, StoredSecret>();
   const watches = new Set<{ res: ServerResponse; namespace?: string; table: boolean }>();
+  const deployments: Deployment[] = [];
+  const deploymentWatches = new Set<{ res: ServerResponse; namespace: string; name?: string }>();
   const sockets = new Set<Socket>();
   let conflicts = 0;
   let version = 100;
@@ -183,6 +216,25 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     w.res.write(JSON.stringify({ type, object }) + "\n");
   }
 
+  function serveDeployments(res: ServerResponse, seen: SeenRequest, namespace: string, name: string | undefined) {
+    const byField = /metadata\.name=([^,]+)/.exec(seen.query.get("fieldSelector") ?? "")?.[1];
+    const wanted = name ?? byField;
+    const inScope = deployments.filter((d) => d.namespace === namespace && (wanted === undefined || d.name === wanted));
+    if (name !== undefined) {
+      return inScope[0] ? json(res, 200, deploymentObject(inScope[0], version)) : status(res, 404, "NotFound", `deployments.apps "${name}" not found`);
+    }
+    if (seen.query.get("watch") === "true" || seen.query.get("watch") === "1") {
+      res.writeHead(200, { "content-type": "application/json;stream=watch", "transfer-encoding": "chunked" });
+      // Go's client reads a watch only once the headers are flushed: send them now, events later
+      res.flushHeaders();
+      const w = { res, namespace, ...(wanted !== undefined ? { name: wanted } : {}) };
+      deploymentWatches.add(w);
+      res.on("close", () => deploymentWatches.delete(w));
+      return;
+    }
+    json(res, 200, { kind: "DeploymentList", apiVersion: "apps/v1", metadata: { resourceVersion: String(version) }, items: inScope.map((d) => deploymentObject(d, version)) });
+  }
+
   function secretObject(ns: string, name: string, s: StoredSecret) {
     return { kind: "Secret", apiVersion: "v1", metadata: { name, namespace: ns, resourceVersion: String(s.resourceVersion), labels: s.labels }, type: "Opaque", data: s.data };
   }
@@ -224,7 +276,13 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     if (p === "/version") return json(res, 200, { major: "1", minor: "32", gitVersion: "v1.32.0-fake", platform: "linux/amd64" });
     if (p === "/api") return json(res, 200, { kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [{ clientCIDR: "0.0.0.0/0", serverAddress: "127.0.0.1:443" }] });
     if (p === "/api/v1") return json(res, 200, API_RESOURCES);
-    if (p === "/apis") return json(res, 200, { kind: "APIGroupList", apiVersion: "v1", groups: [] });
+    if (p === "/apis") {
+      const apps = { name: "apps", versions: [{ groupVersion: "apps/v1", version: "v1" }], preferredVersion: { groupVersion: "apps/v1", version: "v1" } };
+      return json(res, 200, { kind: "APIGroupList", apiVersion: "v1", groups: [apps] });
+    }
+    if (p === "/apis/apps/v1") return json(res, 200, APPS_RESOURCES);
+    const dm = /^\/apis\/apps\/v1\/namespaces\/([^/]+)\/deployments(?:\/([^/]+))?$/.exec(p);
+    if (dm && seen.method === "GET") return serveDeployments(res, seen, dm[1]!, dm[2]);
     if (p === "/apis/authentication.k8s.io/v1/tokenreviews" && seen.method === "POST") {
       const spec = (JSON.parse(seen.body) as { spec: { token: string; audiences?: string[] } }).spec;
       const r = opts.review?.(spec.token, spec.audiences) ?? { authenticated: false, error: "no reviewer" };
@@ -375,6 +433,17 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       for (const w of watches) w.res.end();
       watches.clear();
     },
+    openWatches: () => watches.size + deploymentWatches.size,
+    deployments,
+    updateDeployment(d) {
+      const i = deployments.findIndex((x) => x.namespace === d.namespace && x.name === d.name);
+      if (i >= 0) deployments[i] = d;
+      else deployments.push(d);
+      const obj = deploymentObject(d, ++version);
+      for (const w of deploymentWatches) {
+        if (w.namespace === d.namespace && (w.name === undefined || w.name === d.name)) w.res.write(JSON.stringify({ type: "MODIFIED", object: obj }) + "\n");
+      }
+    },
     async serviceAccountDir(namespace, token) {
       const dir = await mkdtemp(join(tmpdir(), "fake-sa-"));
       dirs.push(dir);
@@ -388,6 +457,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     },
     async close() {
       for (const w of watches) w.res.end();
+      for (const w of deploymentWatches) w.res.end();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         for (const s of sockets) s.destroy();
