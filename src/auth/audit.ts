@@ -75,10 +75,22 @@ export function event(type: EventType, time: Date, fields: Record<string, unknow
 
 /** Writes events on their own (for refusals, which change nothing else) and logs them. */
 export class AuditLog {
+  private readonly watchers = new Set<(type: string) => void>();
+
   constructor(
     private readonly backend: Backend,
     private readonly logger: Logger,
   ) {}
+
+  /**
+   * Calls `fn` with the type of every event this process records from now on (after it
+   * is written); for reactions within this process, such as ending sessions at a lock.
+   * Returns the way to stop.
+   */
+  watch(fn: (type: string) => void): () => void {
+    this.watchers.add(fn);
+    return () => this.watchers.delete(fn);
+  }
 
   async emit(type: EventType, time: Date, fields: Record<string, unknown>): Promise<void> {
     this.logger.info(type, fields);
@@ -88,10 +100,12 @@ export class AuditLog {
       // The refusal itself must still reach the caller; a lost audit record is logged loudly.
       this.logger.error("Cannot write audit event", { type, error: e });
     }
+    for (const w of this.watchers) w(type);
   }
 
   /** Logs events that were committed as part of an atomic write. */
   logged(events: Omit<StoredEvent, "id">[]): void {
     for (const e of events) this.logger.info(e.type, e.fields);
+    for (const e of events) for (const w of this.watchers) w(e.type);
   }
 }

@@ -86,8 +86,10 @@ export interface FakeApiServer {
   emitPod(type: "ADDED" | "MODIFIED" | "DELETED", pod: Pod): void;
   /** Ends every open watch. */
   endWatches(): void;
-  /** Pod and deployment watches open now. */
+  /** Pod and deployment watches, and `log?follow=true` streams, open now. */
   openWatches(): number;
+  /** Writes a line to every followed log (`kubectl logs -f`); `end` ends them. */
+  logLine(text: string, end?: boolean): void;
   deployments: Deployment[];
   /** Sends a MODIFIED event about a deployment (after storing it) to every open deployment watch. */
   updateDeployment(d: Deployment): void;
@@ -172,6 +174,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   const secrets = new Map<string, StoredSecret>();
   const watches = new Set<{ res: ServerResponse; namespace?: string; table: boolean }>();
   const deployments: Deployment[] = [];
+  const logFollowers = new Set<ServerResponse>();
   const deploymentWatches = new Set<{ res: ServerResponse; namespace: string; name?: string }>();
   const sockets = new Set<Socket>();
   let conflicts = 0;
@@ -292,6 +295,16 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
         spec,
         status: { authenticated: r.authenticated, ...(r.username ? { user: { username: r.username } } : {}), ...(r.audiences ? { audiences: r.audiences } : {}), ...(r.error ? { error: r.error } : {}) },
       });
+    }
+    const lm = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/log$/.exec(p);
+    if (lm && seen.method === "GET") {
+      if (!pods.some((q) => q.namespace === lm[1] && q.name === lm[2])) return status(res, 404, "NotFound", `pods "${lm[2]}" not found`);
+      res.writeHead(200, { "content-type": "text/plain", "transfer-encoding": "chunked" });
+      res.write(`log line 1 of ${lm[2]}\n`);
+      if (seen.query.get("follow") !== "true") return res.end();
+      logFollowers.add(res);
+      res.on("close", () => logFollowers.delete(res));
+      return;
     }
     let m = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?pods(?:\/([^/]+))?$/.exec(p);
     if (m && seen.method === "GET") return servePods(req, res, seen, m[1], m[2]);
@@ -433,7 +446,13 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       for (const w of watches) w.res.end();
       watches.clear();
     },
-    openWatches: () => watches.size + deploymentWatches.size,
+    openWatches: () => watches.size + deploymentWatches.size + logFollowers.size,
+    logLine(text, end = false) {
+      for (const r of logFollowers) {
+        r.write(text + "\n");
+        if (end) r.end();
+      }
+    },
     deployments,
     updateDeployment(d) {
       const i = deployments.findIndex((x) => x.namespace === d.namespace && x.name === d.name);
@@ -458,6 +477,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     async close() {
       for (const w of watches) w.res.end();
       for (const w of deploymentWatches) w.res.end();
+      for (const r of logFollowers) r.end();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         for (const s of sockets) s.destroy();

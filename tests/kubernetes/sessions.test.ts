@@ -8,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:tes
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { renderKubeconfig } from "../../src/agent/kubernetes/index.ts";
+import { KEYS, type LockRecord } from "../../src/auth/state.ts";
 import { privateKeyToPem } from "../../src/crypto/index.ts";
 import { has, requirePrereqs } from "../_prereq.ts";
 import { tempDir } from "../agent/harness.ts";
@@ -69,6 +70,7 @@ beforeAll(async () => {
   kubeconfigs.viewer = await botKubeconfig("viewer", ["pod-viewer"]);
   kubeconfigs.locked = await botKubeconfig("locked", ["machine-id-kube-role"]);
   kubeconfigs.watcher = await botKubeconfig("watcher", ["machine-id-kube-role"]);
+  kubeconfigs.replica = await botKubeconfig("replica", ["machine-id-kube-role"]);
 });
 afterAll(async () => {
   await auth?.close();
@@ -186,6 +188,28 @@ describe("kubectl exec", () => {
     const refused = (await auth.events("kube.request")).filter((e) => e.fields.bot === "viewer" && e.fields.subresource === "exec");
     expect(refused.length).toBeGreaterThan(0);
     expect(refused.every((e) => e.fields.allowed === false)).toBe(true);
+  }, 60_000);
+});
+
+describe("answers of the API server other than 101", () => {
+  test("are relayed as they are: an API server refusing WebSockets and SPDY exec fails kubectl with its message", async () => {
+    api.refuseWebSockets = true;
+    try {
+      const before = upgradesSeen("exec").length;
+      const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "echo", "hi"]).done;
+      expect(r.code).not.toBe(0);
+      // kubectl tried WebSocket, then fell back to SPDY: both reached the API server, both refused there
+      const seen = upgradesSeen("exec").slice(before);
+      expect(seen.map((q) => (api.header(q, "upgrade")[0] ?? "").toLowerCase())).toEqual(["websocket", "spdy/3.1"]);
+      expect(r.err).toContain("is not served by this double");
+      const relayed = (await auth.events("kube.request")).filter((e) => e.fields.bot === "example" && e.fields.subresource === "exec").slice(-2);
+      expect(relayed.map((e) => [e.fields.allowed, e.fields.status])).toEqual([
+        [true, 400],
+        [true, 400],
+      ]);
+    } finally {
+      api.refuseWebSockets = false;
+    }
   }, 60_000);
 });
 
@@ -367,6 +391,23 @@ describe("live sessions", () => {
     expect(again.err).toContain("locked");
   }, 60_000);
 
+  test("a lock on the bot instance written by another replica (straight into the shared storage) ends the session too", async () => {
+    const run = kubectl("replica", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"]);
+    run.proc.stdin.write("open\n");
+    await run.proc.stdin.flush();
+    await run.waitFor("open\n");
+    const start = (await auth.events("kube.session.start")).filter((e) => e.fields.bot === "replica").at(-1)!;
+    const instance = start.fields.bot_instance_id as string;
+    // no admin call in this process: only the periodic look-up can see it
+    const lock: LockRecord = { target: { kind: "bot_instance", name: instance }, created_at: new Date().toISOString() };
+    await auth.running.ctx.backend.atomicWrite([{ key: KEYS.lock(lock.target), condition: { kind: "whatever" }, action: { kind: "put", value: lock } }], []);
+    const r = await run.done;
+    expect(r.code).not.toBe(0);
+    await until(async () => (await auth.events("kube.session.end")).some((e) => e.fields.session_id === start.fields.session_id));
+    const end = (await auth.events("kube.session.end")).find((e) => e.fields.session_id === start.fields.session_id)!;
+    expect(end.fields).toMatchObject({ ended: "locked", detail: `bot_instance/${instance}` });
+  }, 60_000);
+
   test("locking the bot ends its open watch within seconds, audited", async () => {
     const run = kubectl("watcher", ["get", "pods", "-n", "demo", "-w"]);
     await run.waitFor("web-1");
@@ -411,6 +452,20 @@ describe("watches through the listener, with kubectl", () => {
     expect(r.code).toBe(0);
     expect(r.out).toContain("pod/job-1 condition met");
     await until(() => api.openWatches() === 0);
+  }, 60_000);
+
+  test("kubectl logs -f prints each line as the API server sends it", async () => {
+    const run = kubectl("example", ["logs", "-f", "-n", "demo", "web-1"]);
+    await run.waitFor("log line 1 of web-1\n");
+    await until(() => api.openWatches() === 1);
+    api.logLine("log line 2");
+    // arrived while the API server still holds the stream open
+    await run.waitFor("log line 2\n");
+    expect(api.openWatches()).toBe(1);
+    api.logLine("log line 3", true);
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.out).toBe("log line 1 of web-1\nlog line 2\nlog line 3\n");
   }, 60_000);
 
   test("killing kubectl get -w closes the upstream watch", async () => {

@@ -3,11 +3,13 @@
  * attach, port-forward) and long answers (watches, `logs -f`). It caps concurrent
  * upgraded sessions, and makes locks reach what is already open: every few seconds it
  * looks up locks for the bots and instances with something open and ends what a lock
- * now covers. Looking locks up in storage (rather than being told by the admin API)
- * is what makes a lock created through another replica sharing the database apply too.
+ * now covers, and at once when a lock is created through this process. Looking locks
+ * up in storage (rather than only being told by the admin API) is what makes a lock
+ * created through another replica sharing the database apply too.
  */
 
 import { errorMessage } from "../../lib/errors.ts";
+import { EVENT } from "../audit.ts";
 import type { AuthContext } from "../context.ts";
 import { findLock, lockName, type LockTarget } from "../state.ts";
 
@@ -57,12 +59,19 @@ export class KubeSessions {
   private readonly live = new Set<Live>();
   private timer: ReturnType<typeof setInterval> | undefined;
   private checking = false;
+  /** A lock arrived while a check ran: check once more after it. */
+  private again = false;
+  private readonly unwatch: () => void;
 
   constructor(
     private readonly ctx: AuthContext,
     private readonly limits: KubeSessionLimits = DEFAULT_SESSION_LIMITS,
     private readonly recheckMs = LOCK_RECHECK_MS,
-  ) {}
+  ) {
+    this.unwatch = ctx.audit.watch((type) => {
+      if (type === EVENT.lockCreate && this.live.size > 0) void this.recheck();
+    });
+  }
 
   /** Upgraded sessions open now, in total and of one instance. */
   count(instance?: string): number {
@@ -116,8 +125,12 @@ export class KubeSessions {
 
   /** Ends every session a lock now covers; one lookup per distinct bot and instance. */
   async recheck(): Promise<void> {
-    if (this.checking) return;
+    if (this.checking) {
+      this.again = true;
+      return;
+    }
     this.checking = true;
+    this.again = false;
     try {
       const owners = new Map<string, LockTarget[]>();
       for (const s of this.live) {
@@ -135,10 +148,12 @@ export class KubeSessions {
     } finally {
       this.checking = false;
     }
+    if (this.again) await this.recheck();
   }
 
   /** Ends every session (the service is stopping). */
   close(): void {
+    this.unwatch();
     for (const s of [...this.live]) s.end("service_stopping");
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
