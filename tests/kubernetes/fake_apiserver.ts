@@ -357,7 +357,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     const url = new URL(req.url ?? "/", "https://fake");
     const headerLines: [string, string][] = [];
     for (let i = 0; i < req.rawHeaders.length; i += 2) headerLines.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
-    const seen: SeenRequest = { method: req.method ?? "GET", path: url.pathname, query: url.searchParams, headerLines, body: "" };
+    const seen: SeenRequest = { method: req.method ?? "GET", path: url.pathname, query: url.searchParams, search: url.search, headerLines, body: "" };
     requests.push(seen);
     if (!authorized(req, seen)) return rawStatus(sock, 401, "Unauthorized", "Unauthorized");
     const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/(exec|attach|portforward)$/.exec(url.pathname);

@@ -19,7 +19,7 @@ import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
 import { SessionLimitReached, type SessionOwner, type SessionSlot } from "./_sessions.ts";
 import { statusOf, statusResponse } from "./_status.ts";
 import type { KubernetesClusters } from "./clusters.ts";
-import { Denied, auditBase, authenticate, choosePrincipals, describe, rolesOnCluster, splitProxyPath, type Principals, type ProxyConn } from "./proxy.ts";
+import { Denied, auditBase, authenticate, choosePrincipals, describe, forwardedQuery, rolesOnCluster, splitProxyPath, type Principals, type ProxyConn } from "./proxy.ts";
 
 /** Subresources served as upgrades. */
 const UPGRADABLE = new Set(["exec", "attach", "portforward"]);
@@ -132,7 +132,7 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, u: U
   let up: Socket | undefined;
   let answerHead: { status: number; head: Buffer; rest: Buffer; headers: Map<string, string> };
   try {
-    const dialed = await upstream.connect(resource.path + url.search);
+    const dialed = await upstream.connect(resource.path + forwardedQuery(url.searchParams));
     up = dialed.socket;
     const lines = [`${req.method} ${dialed.target} HTTP/1.1`, ...dialed.headerLines.map(([k, v]) => `${k}: ${v}`)];
     for (let i = 0; i + 1 < u.rawHeaders.length; i += 2) {

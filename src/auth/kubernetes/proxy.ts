@@ -203,6 +203,7 @@ function upstreamHeaders(req: Request, who: Principals, filtered: boolean): Head
   return out;
 }
 
+/** The query as forwarded upstream: what was parsed, serialized again. */
 export function forwardedQuery(query: URLSearchParams): string {
   const q = query.toString();
   return q === "" ? "" : `?${q}`;
