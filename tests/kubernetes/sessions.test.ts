@@ -6,6 +6,8 @@
 
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { readFile, writeFile } from "node:fs/promises";
+import http2 from "node:http2";
+import tls from "node:tls";
 import { join } from "node:path";
 import { renderKubeconfig } from "../../src/agent/kubernetes/index.ts";
 import { KEYS, type LockRecord } from "../../src/auth/state.ts";
@@ -21,6 +23,8 @@ let auth: KubeAuth;
 let work: Awaited<ReturnType<typeof tempDir>>;
 /** Kubeconfigs of bots: `example` (seed 002's role), `viewer` (a v7 role with get/list/watch only). */
 const kubeconfigs: Record<string, string> = {};
+/** The bots' output certificates and keys, for clients other than kubectl. */
+const creds: Record<string, { certPem: string; keyPem: string }> = {};
 
 const VIEWER_ROLE = `
 kind: role
@@ -38,6 +42,7 @@ async function botKubeconfig(name: string, roles: string[]): Promise<string> {
   const token = await auth.addBot(name, roles);
   const bot = await auth.joinWithToken(token);
   const out = await auth.kubeCerts(bot, CLUSTER);
+  creds[name] = { certPem: out.certs.tls_cert, keyPem: privateKeyToPem(out.key.privateKey) };
   const path = join(work.path, `${name}.kubeconfig`);
   await writeFile(
     path,
@@ -158,6 +163,14 @@ describe("kubectl exec", () => {
     expect(["client_closed", "upstream_closed"]).toContain(end.fields.ended);
   }, 60_000);
 
+  test("--as a Kubernetes user the roles do not grant is refused before upstream", async () => {
+    const before = upgradesSeen("exec").length;
+    const r = await kubectl("example", ["exec", "--as", "root", "-n", "demo", "web-1", "--", "echo", "hi"]).done;
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain(`may not act as Kubernetes user "root"`);
+    expect(upgradesSeen("exec").length).toBe(before);
+  }, 60_000);
+
   test("a non-zero exit code of the command is kubectl's exit code", async () => {
     const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "false"]).done;
     expect(r.code).toBe(1);
@@ -215,7 +228,8 @@ describe("answers of the API server other than 101", () => {
 
 describe("kubectl cp (tar through exec)", () => {
   test("from the pod: the file comes out whole", async () => {
-    const content = "report line\n".repeat(5000); // 60 kB: several frames
+    // 4 MiB: more than the sockets buffer, so the splice pauses a side while the other catches up
+    const content = Array.from({ length: 1 << 16 }, (_, i) => `report line ${String(i).padStart(8, "0")}\n`.padEnd(64, ".")).join("");
     api.world.files.set("/tmp/report.txt", Buffer.from(content));
     const dest = join(work.path, "report.txt");
     const r = await kubectl("example", ["cp", "demo/web-1:/tmp/report.txt", dest]).done;
@@ -476,4 +490,54 @@ describe("watches through the listener, with kubectl", () => {
     await run.done;
     await until(() => api.openWatches() === 0);
   }, 60_000);
+});
+
+describe("the listener's upgrade path", () => {
+  const [host, port] = [() => auth.addr.split(":")[0]!, () => Number(auth.addr.split(":")[1])];
+  const caPem = () => auth.running.ctx.authorities.host.tlsCertPem;
+
+  /** Sends raw HTTP/1.1 over TLS with the example bot's certificate; resolves with all the server wrote before closing. */
+  function rawRequest(text: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const sock = tls.connect({ host: host(), port: port(), ca: caPem(), servername: "auth.machine-id.cluster.local", ALPNProtocols: ["http/1.1"], cert: creds.example!.certPem, key: creds.example!.keyPem }, () => sock.write(text));
+      let got = "";
+      sock.on("data", (d: Buffer) => (got += d.toString("utf8")));
+      sock.on("close", () => resolve(got));
+      sock.on("error", reject);
+    });
+  }
+
+  test("an upgrade outside the Kubernetes proxy is refused with 400 and closed", async () => {
+    const got = await rawRequest("GET /v1/ping HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    expect(got).toStartWith("HTTP/1.1 400 ");
+    expect(got).toContain("Connection upgrades are served only for the Kubernetes proxy");
+  });
+
+  test("an upgrade of a request other than exec, attach or portforward is refused before upstream", async () => {
+    const before = api.requests.length;
+    const got = await rawRequest(`GET /v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+    expect(got).toStartWith("HTTP/1.1 400 ");
+    expect(got).toContain("Only exec, attach and portforward are served as connection upgrades");
+    expect(api.requests.length).toBe(before);
+  });
+
+  test("exec over h2 (no Upgrade there) gets a 400 Status saying to use HTTP/1.1", async () => {
+    const client = http2.connect(`https://${auth.addr}`, { ca: caPem(), servername: "auth.machine-id.cluster.local", cert: creds.example!.certPem, key: creds.example!.keyPem });
+    try {
+      const req = client.request({ ":method": "POST", ":path": `/v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods/web-1/exec?command=sh&stdout=true` });
+      req.end();
+      const [status, body] = await new Promise<[number, string]>((resolve, reject) => {
+        let s = 0;
+        let b = "";
+        req.on("response", (h) => (s = Number(h[":status"])));
+        req.on("data", (d: Buffer) => (b += d.toString("utf8")));
+        req.on("end", () => resolve([s, b]));
+        req.on("error", reject);
+      });
+      expect(status).toBe(400);
+      expect(JSON.parse(body)).toMatchObject({ kind: "Status", code: 400, message: expect.stringContaining("need an HTTP/1.1 connection upgrade") });
+    } finally {
+      client.close();
+    }
+  });
 });
