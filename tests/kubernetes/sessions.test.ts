@@ -521,6 +521,21 @@ describe("the listener's upgrade path", () => {
     expect(api.requests.length).toBe(before);
   });
 
+  test("a client that hangs up right after asking leaves no session and no upstream connection behind", async () => {
+    const before = (await auth.events("kube.session.start")).length;
+    const sock = tls.connect({ host: host(), port: port(), ca: caPem(), servername: "auth.machine-id.cluster.local", ALPNProtocols: ["http/1.1"], cert: creds.example!.certPem, key: creds.example!.keyPem });
+    await new Promise<void>((resolve) => sock.once("secureConnect", () => resolve()));
+    sock.on("error", () => {});
+    sock.write(
+      `GET /v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods/web-1/exec?command=hold&stdout=true HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n",
+    );
+    sock.destroy();
+    await until(async () => (await auth.events("kube.session.start")).length > before);
+    await until(allSessionsEnded);
+    await until(() => api.openUpgrades() === 0 && api.world.openSessions === 0);
+  }, 60_000);
+
   test("exec over h2 (no Upgrade there) gets a 400 Status saying to use HTTP/1.1", async () => {
     const client = http2.connect(`https://${auth.addr}`, { ca: caPem(), servername: "auth.machine-id.cluster.local", cert: creds.example!.certPem, key: creds.example!.keyPem });
     try {

@@ -8,6 +8,7 @@
  * parses the framing, so every protocol kubectl speaks passes.
  */
 
+import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import { AppError, errorMessage } from "../../lib/errors.ts";
 import { ROUTES } from "../../protocol/index.ts";
@@ -86,7 +87,7 @@ interface UpgradeRequest {
 /** Writes `res` on the raw socket as an HTTP/1.1 answer and closes the connection. */
 async function answer(sock: Socket, res: Response): Promise<void> {
   const body = Buffer.from(await res.arrayBuffer());
-  const lines = [`HTTP/1.1 ${res.status} ${res.statusText || "Error"}`];
+  const lines = [`HTTP/1.1 ${res.status} ${STATUS_CODES[res.status] ?? "Error"}`];
   res.headers.forEach((v, k) => lines.push(`${k}: ${v}`));
   lines.push(`content-length: ${body.length}`, "connection: close", "", "");
   if (!sock.destroyed) sock.end(Buffer.concat([Buffer.from(lines.join("\r\n")), body]));
@@ -94,6 +95,9 @@ async function answer(sock: Socket, res: Response): Promise<void> {
 
 async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, u: UpgradeRequest): Promise<void> {
   const { req, url, conn, client } = u;
+  // A socket error is followed by its close, which is what ends a session (splice() sees
+  // a socket closed before it started too); until then, an error must not go unheard.
+  client.on("error", () => {});
   const { cluster, apiPath } = splitProxyPath(url);
   const upstream = clusters.requireUpstream(cluster);
   const id = await authenticate(ctx, conn, cluster);
@@ -134,6 +138,7 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, u: U
   try {
     const dialed = await upstream.connect(resource.path + forwardedQuery(url.searchParams));
     up = dialed.socket;
+    up.on("error", () => {});
     const lines = [`${req.method} ${dialed.target} HTTP/1.1`, ...dialed.headerLines.map(([k, v]) => `${k}: ${v}`)];
     for (let i = 0; i + 1 < u.rawHeaders.length; i += 2) {
       const name = u.rawHeaders[i]!;
@@ -315,22 +320,30 @@ function splice(client: Socket, up: Socket, bytes: Counts, done: (how: string, d
       if (!dst.write(chunk)) src.pause();
     });
     dst.on("drain", () => src.resume());
-    src.once("end", () => {
+    const onEnd = () => {
       how ??= `${side}_closed`;
       dst.end();
-    });
-    src.once("error", (e) => {
-      how ??= `${side}_error`;
-      detail ??= errorMessage(e);
-    });
-    src.once("close", () => {
+    };
+    let closed = false;
+    const onClose = () => {
+      if (closed) return;
+      closed = true;
       how ??= `${side}_closed`;
       if (!dst.destroyed) {
         dst.end();
         setTimeout(() => dst.destroy(), LINGER_MS).unref?.();
       }
       if (--open === 0) done(how, detail, bytes);
+    };
+    src.once("end", onEnd);
+    src.once("error", (e) => {
+      how ??= `${side}_error`;
+      detail ??= errorMessage(e);
     });
+    src.once("close", onClose);
+    // a side that ended or closed while the session was being set up has no event left to tell
+    if (src.destroyed) onClose();
+    else if (src.readableEnded) onEnd();
     src.resume();
   };
   pipe(client, up, (n) => (bytes.fromClient += n), "client");

@@ -154,15 +154,16 @@ export class Upstream {
     });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => socket.destroy(new AppError("CONNECTION_PROBLEM", "no TLS handshake in time")), timeoutMs);
-      socket.once("secureConnect", () => {
-        clearTimeout(timer);
-        socket.off("error", reject);
-        resolve();
-      });
-      socket.once("error", (e) => {
+      const onError = (e: Error) => {
         clearTimeout(timer);
         reject(this.networkError(e));
+      };
+      socket.once("secureConnect", () => {
+        clearTimeout(timer);
+        socket.off("error", onError);
+        resolve();
       });
+      socket.once("error", onError);
     });
     const headerLines: [string, string][] = [["Host", this.server.host]];
     if (token) headerLines.push(["Authorization", `Bearer ${token}`]);
