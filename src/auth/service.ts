@@ -198,6 +198,8 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
         // A prune in progress stops after its current chunk and records what it deleted.
         stopJanitor.abort();
         await janitorRun;
+        // live Kubernetes sessions first: an upgraded connection would hold the listener open
+        kubernetes.sessions?.close();
         await served.close();
         kubernetes.close();
         await backend.close();
