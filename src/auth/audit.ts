@@ -36,6 +36,12 @@ export const EVENT = {
   auditPruned: "audit.pruned",
   /** A request through the Kubernetes proxy, allowed or denied. */
   kubeRequest: "kube.request",
+  /** An exec, attach or port-forward session through the Kubernetes proxy began (after the API server's 101). */
+  kubeSessionStart: "kube.session.start",
+  /** It ended: `duration_ms`, bytes each way, and how (`ended`). */
+  kubeSessionEnd: "kube.session.end",
+  /** A watch or follow stream through the Kubernetes proxy was cut by a lock. */
+  kubeStreamEnd: "kube.stream.end",
 } as const;
 
 export type EventType = (typeof EVENT)[keyof typeof EVENT];
@@ -69,10 +75,22 @@ export function event(type: EventType, time: Date, fields: Record<string, unknow
 
 /** Writes events on their own (for refusals, which change nothing else) and logs them. */
 export class AuditLog {
+  private readonly watchers = new Set<(type: string) => void>();
+
   constructor(
     private readonly backend: Backend,
     private readonly logger: Logger,
   ) {}
+
+  /**
+   * Calls `fn` with the type of every event this process records from now on (after it
+   * is written); for reactions within this process, such as ending sessions at a lock.
+   * Returns the way to stop.
+   */
+  watch(fn: (type: string) => void): () => void {
+    this.watchers.add(fn);
+    return () => this.watchers.delete(fn);
+  }
 
   async emit(type: EventType, time: Date, fields: Record<string, unknown>): Promise<void> {
     this.logger.info(type, fields);
@@ -82,10 +100,12 @@ export class AuditLog {
       // The refusal itself must still reach the caller; a lost audit record is logged loudly.
       this.logger.error("Cannot write audit event", { type, error: e });
     }
+    for (const w of this.watchers) w(type);
   }
 
   /** Logs events that were committed as part of an atomic write. */
   logged(events: Omit<StoredEvent, "id">[]): void {
     for (const e of events) this.logger.info(e.type, e.fields);
+    for (const e of events) for (const w of this.watchers) w(e.type);
   }
 }

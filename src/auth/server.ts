@@ -8,6 +8,7 @@
  * `allowHTTP1` ignores `headersTimeout`, `requestTimeout` and `keepAliveTimeout`.
  */
 
+import type { IncomingMessage } from "node:http";
 import http2 from "node:http2";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
@@ -26,8 +27,8 @@ export interface TlsMaterial {
 }
 
 /** Deadlines and caps of the listener; every field has a default fit for production. */
-/** The listener's deadlines and caps: the same settings as `limits` in auth.yaml. */
-export type ConnectionLimits = AuthLimitsConfig;
+/** The listener's deadlines and caps: the connection settings of `limits` in auth.yaml. */
+export type ConnectionLimits = Omit<AuthLimitsConfig, "maxKubernetesSessions" | "maxKubernetesSessionsPerInstance">;
 
 export const DEFAULT_LIMITS: Required<ConnectionLimits> = {
   headersTimeoutMs: 10_000,
@@ -42,8 +43,19 @@ export interface ListenOptions extends ConnectionLimits {
   port: number;
   tls: TlsMaterial;
   handler: (req: Request, conn: ConnInfo) => Promise<Response>;
+  /** Serves HTTP/1.1 connection upgrades (see UpgradeHandler); without it they are refused. */
+  upgrade?: UpgradeHandler;
   log: Logger;
 }
+
+/**
+ * Takes over a connection that asked for an HTTP/1.1 upgrade (`Connection: Upgrade`):
+ * `req` has the request's headers (no body), `rawHeaders` its header lines as sent
+ * (name, value, name, value…: repeated lines stay apart), `head` the bytes the client
+ * sent after the headers. From then on the socket is the handler's: it answers on it
+ * and closes it. Resolves to false when the path is not one it serves.
+ */
+export type UpgradeHandler = (req: Request, rawHeaders: string[], conn: ConnInfo, socket: Socket, head: Uint8Array) => Promise<boolean>;
 
 export interface Listener {
   host: string;
@@ -144,6 +156,13 @@ class ConnectionGuard {
     res.once("close", finished);
   }
 
+  /** The connection was upgraded: it is a stream now, whose life its handler governs, not a request's deadlines. */
+  onUpgrade(sock: Socket): void {
+    const t = (sock as unknown as Record<symbol, Tracked | undefined>)[TRACKED];
+    if (t?.timer) clearTimeout(t.timer);
+    if (t) t.timer = undefined;
+  }
+
   /** The request's body has been read: from here on the handler, not the client, decides how long it takes. */
   bodyRead(req: http2.Http2ServerRequest): void {
     clearTimeout(this.bodyDeadlines.get(req));
@@ -191,7 +210,7 @@ class ConnectionGuard {
  * request a fresh ConnInfo, and a renewal recorded there would be lost, so it is never
  * offered.
  */
-function connInfo(req: http2.Http2ServerRequest): ConnInfo {
+function connInfo(req: { socket: unknown }): ConnInfo {
   const t = (req.socket as unknown as Record<symbol, Tracked | undefined>)[TRACKED];
   if (t?.conn) return t.conn;
   const sock = req.socket as unknown as TLSSocket;
@@ -268,6 +287,20 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
       }
     });
   });
+  // --- HTTP/1.1 connection upgrades (Kubernetes exec, attach, port-forward) ---
+  // Bun's node:http2 server with allowHTTP1 emits "upgrade" with the TLS socket itself
+  // (peer certificate, the bytes after the headers, back-pressure on write): measured in
+  // docs/design.md. h2 has no Upgrade; those clients reach the handler and are refused there.
+  server.on("upgrade", (req: IncomingMessage, sock: Socket, head: Buffer) => {
+    guard.onUpgrade(sock);
+    // nothing reads the socket until the handler splices it: keep what arrives meanwhile
+    sock.pause();
+    void serveUpgrade(req, sock, head, opts).catch((e) => {
+      opts.log.error("Cannot serve a connection upgrade", { path: req.url, error: errorMessage(e) });
+      sock.destroy();
+    });
+  });
+  // --- end of upgrades ---
   server.on("tlsClientError", handshakeFailureLogger(opts.log));
 
   await new Promise<void>((resolve, reject) => {
@@ -294,6 +327,22 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
         setTimeout(resolve, 2000).unref();
       }),
   };
+}
+
+/** Hands an upgrade to opts.upgrade, or refuses it (400) when nothing serves that path. */
+async function serveUpgrade(req: IncomingMessage, sock: Socket, head: Buffer, opts: ListenOptions): Promise<void> {
+  const headers = new Headers();
+  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(", ") : String(v));
+  let request: Request | undefined;
+  try {
+    request = new Request(`https://${req.headers.host ?? "localhost"}${req.url}`, { method: req.method ?? "GET", headers });
+  } catch {
+    // a malformed target: refused below
+  }
+  if (request && opts.upgrade && (await opts.upgrade(request, req.rawHeaders, connInfo(req), sock, new Uint8Array(head)))) return;
+  const e = new AppError("BAD_PARAMETER", "Connection upgrades are served only for the Kubernetes proxy's exec, attach and portforward");
+  const body = JSON.stringify(errorBody(e));
+  sock.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
 async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, opts: ListenOptions, bodyRead: () => void): Promise<void> {

@@ -20,13 +20,13 @@ import type { AuthContext } from "./context.ts";
 import { createHandler, type Handler, type RouteHook } from "./http.ts";
 import { issueCerts } from "./issuer.ts";
 import { limitFailedJoins } from "./ratelimit.ts";
-import { listen, type ConnectionLimits, type Listener } from "./server.ts";
+import { listen, type Listener } from "./server.ts";
 import { openBackend, type Backend } from "./storage/index.ts";
 import { hostname } from "node:os";
 import { tokenExpires, type TokenResource } from "../resources/index.ts";
 import { KEYS } from "./state.ts";
-import { KubernetesClusters } from "./kubernetes/index.ts";
-import { DEFAULT_AUDIT_RETENTION_MS, type CaKeyAlgorithm, type KubernetesClusterConfig } from "../config/index.ts";
+import { DEFAULT_SESSION_LIMITS, KubeSessions, KubernetesClusters, kubernetesUpgrade } from "./kubernetes/index.ts";
+import { DEFAULT_AUDIT_RETENTION_MS, type AuthLimitsConfig, type CaKeyAlgorithm, type KubernetesClusterConfig } from "../config/index.ts";
 
 /** The service's TLS certificate lives this long and is re-issued well before. */
 const SERVER_CERT_TTL_MS = 7 * 86_400_000;
@@ -57,7 +57,7 @@ export interface AuthServiceOptions {
   /** Key type of the X.509 CAs created on first start (`ca_key_algorithm`); default ECDSA P-256. */
   caKeyAlgorithm?: CaKeyAlgorithm;
   /** Connection deadlines and caps (`limits` in the config); DEFAULT_LIMITS where unset. */
-  limits?: ConnectionLimits;
+  limits?: AuthLimitsConfig;
   /** The Kubernetes API servers to proxy (`kubernetes_clusters` in the config). */
   kubernetesClusters?: KubernetesClusterConfig[];
   /** Where in-cluster settings are read (KUBERNETES_SERVICE_HOST…); default process.env. */
@@ -150,12 +150,16 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
     const audit = new AuditLog(backend, log.child("audit"));
     const ctx: AuthContext = { backend, authorities, clock, log, audit, version: VERSION, publicAddr: opts.publicAddr ?? "" };
     const kubernetes = await KubernetesClusters.load(opts.kubernetesClusters, opts.env);
+    kubernetes.sessions = new KubeSessions(ctx, {
+      total: opts.limits?.maxKubernetesSessions ?? DEFAULT_SESSION_LIMITS.total,
+      perInstance: opts.limits?.maxKubernetesSessionsPerInstance ?? DEFAULT_SESSION_LIMITS.perInstance,
+    });
     const handler = limitFailedJoins(createHandler(ctx, opts.hooks?.(ctx) ?? [], kubernetes), ctx);
     const serverTls = async () => {
       const c = await issueServerCertificate(authorities, names, clock.now(), SERVER_CERT_TTL_MS);
       return { certPem: c.certPem + authorities.host.tlsCertPem, keyPem: c.keyPem, clientCaPem: [authorities.user.tlsCertPem] };
     };
-    const served = await listen({ host: host || "0.0.0.0", port, tls: await serverTls(), handler, log: log.child("http"), ...opts.limits });
+    const served = await listen({ host: host || "0.0.0.0", port, tls: await serverTls(), handler, upgrade: kubernetesUpgrade(ctx, kubernetes), log: log.child("http"), ...opts.limits });
     listener = served;
     await prepared.persist();
     const addr = localAddr(host, listener.port);
@@ -204,6 +208,8 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
         // A prune in progress stops after its current chunk and records what it deleted.
         stopLoops.abort();
         await loops;
+        // live Kubernetes sessions first: an upgraded connection would hold the listener open
+        kubernetes.sessions?.close();
         await served.close();
         kubernetes.close();
         await backend.close();

@@ -177,6 +177,8 @@ const authSchema = z.strictObject({
       idle_timeout: durationString({ positive: true }).optional(),
       max_connections: z.number().int().positive().optional(),
       max_connections_per_address: z.number().int().positive().optional(),
+      max_kubernetes_sessions: z.number().int().positive().optional(),
+      max_kubernetes_sessions_per_instance: z.number().int().positive().optional(),
     })
     .optional(),
   audit: z.strictObject({ retention: retentionSchema.optional() }).prefault({}),
@@ -190,6 +192,8 @@ const LIMIT_FIELDS = [
   ["idle_timeout", "idleTimeoutMs"],
   ["max_connections", "maxConnections"],
   ["max_connections_per_address", "maxConnectionsPerAddress"],
+  ["max_kubernetes_sessions", "maxKubernetesSessions"],
+  ["max_kubernetes_sessions_per_instance", "maxKubernetesSessionsPerInstance"],
 ] as const;
 
 function translateLimits(l: Partial<Record<(typeof LIMIT_FIELDS)[number][0], string | number>>): AuthLimitsConfig {

@@ -120,6 +120,10 @@ export interface AuthLimitsConfig {
   maxConnections?: number;
   /** Concurrent connections from one remote address. */
   maxConnectionsPerAddress?: number;
+  /** Concurrent Kubernetes sessions (exec, attach, port-forward) through the proxy, in total. */
+  maxKubernetesSessions?: number;
+  /** Concurrent Kubernetes sessions of one bot instance. */
+  maxKubernetesSessionsPerInstance?: number;
 }
 
 /** The audit log's settings (`audit` in auth.yaml). */

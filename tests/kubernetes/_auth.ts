@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import type { Actor } from "../../src/auth/audit.ts";
 import type { ConnInfo } from "../../src/auth/http.ts";
-import { startAuthService, type RunningAuth } from "../../src/auth/service.ts";
+import { startAuthService, type AuthServiceOptions, type RunningAuth } from "../../src/auth/service.ts";
 import type { KubernetesClusterConfig } from "../../src/config/index.ts";
 import type { KeyPair } from "../../src/crypto/index.ts";
 import { FakeClock } from "../../src/lib/clock.ts";
@@ -62,7 +62,11 @@ export interface KubeAuth {
 export const conn = (certs: Certs, remoteAddr = "10.1.2.3"): ConnInfo => ({ remoteAddr, peerCertDer: pemDecodeOne(certs.tls_cert, ["CERTIFICATE"]).der });
 
 /** Starts one auth service; `env` is what it reads in-cluster settings from (none by default). */
-export async function startKubeAuth(clusters: KubernetesClusterConfig[] = [], env: Record<string, string | undefined> = {}): Promise<KubeAuth> {
+export async function startKubeAuth(
+  clusters: KubernetesClusterConfig[] = [],
+  env: Record<string, string | undefined> = {},
+  extra: Pick<AuthServiceOptions, "limits"> = {},
+): Promise<KubeAuth> {
   const clock = new FakeClock(Date.now());
   const dataDir = await mkdtemp(join(tmpdir(), "kube-auth-"));
   let running: RunningAuth;
@@ -76,6 +80,7 @@ export async function startKubeAuth(clusters: KubernetesClusterConfig[] = [], en
       clusterName: CLUSTER,
       kubernetesClusters: clusters,
       env,
+      ...extra,
     });
   } catch (e) {
     await rm(dataDir, { recursive: true, force: true });

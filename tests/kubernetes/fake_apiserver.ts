@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyPair, issueCertificate, privateKeyToPem } from "../../src/crypto/index.ts";
 import { testServerTls } from "../_tls.ts";
+import { SpdyPortForward, WsConn, newPodWorld, serveChannels, wsAccept, type PodWorld } from "./_streams.ts";
 
 /** One request as the server saw it. */
 export interface SeenRequest {
@@ -46,6 +47,17 @@ export interface FakeApiServerOptions {
 interface Pod {
   name: string;
   namespace: string;
+  /** The Ready condition (`kubectl wait --for=condition=Ready`); absent: none reported. */
+  ready?: boolean;
+}
+
+/** A Deployment as `kubectl rollout status` reads it. */
+export interface Deployment {
+  name: string;
+  namespace: string;
+  replicas: number;
+  updated: number;
+  available: number;
 }
 
 interface StoredSecret {
@@ -73,6 +85,23 @@ export interface FakeApiServer {
   emitPod(type: "ADDED" | "MODIFIED" | "DELETED", pod: Pod): void;
   /** Ends every open watch. */
   endWatches(): void;
+  /** Pod and deployment watches, and `log?follow=true` streams, open now. */
+  openWatches(): number;
+  /** Writes a line to every followed log (`kubectl logs -f`); `end` ends them. */
+  logLine(text: string, end?: boolean): void;
+  deployments: Deployment[];
+  /** Sends a MODIFIED event about a deployment (after storing it) to every open deployment watch. */
+  updateDeployment(d: Deployment): void;
+  /** The pods' insides for exec, attach and cp (files, directories, held commands). */
+  world: PodWorld;
+  /** Port-forward sessions served, each with the data its connections sent. */
+  portForwards: SpdyPortForward[];
+  /** TCP connections open to this server now (a leaked upstream connection shows here). */
+  openConnections(): number;
+  /** Upgraded connections (exec, attach, portforward) open now. */
+  openUpgrades(): number;
+  /** Answers WebSocket upgrades with 400, as an API server older than 1.30 would (kubectl then falls back to SPDY). */
+  refuseWebSockets: boolean;
   /** Writes a service account directory (token, ca.crt, namespace) and returns its path and the env that points a client at this server. */
   serviceAccountDir(namespace: string, token: string): Promise<{ dir: string; env: Record<string, string> }>;
   close(): Promise<void>;
@@ -92,8 +121,23 @@ const podObject = (p: Pod) => ({
   apiVersion: "v1",
   metadata: { name: p.name, namespace: p.namespace, uid: `uid-${p.namespace}-${p.name}`, resourceVersion: "1", creationTimestamp: "2026-01-01T00:00:00Z" },
   spec: { containers: [{ name: "main", image: "busybox" }] },
-  status: { phase: "Running" },
+  status: { phase: "Running", ...(p.ready !== undefined ? { conditions: [{ type: "Ready", status: p.ready ? "True" : "False" }] } : {}) },
 });
+
+const deploymentObject = (d: Deployment, rv: number) => ({
+  kind: "Deployment",
+  apiVersion: "apps/v1",
+  metadata: { name: d.name, namespace: d.namespace, uid: `uid-${d.namespace}-${d.name}`, resourceVersion: String(rv), generation: 2, creationTimestamp: "2026-01-01T00:00:00Z" },
+  spec: { replicas: d.replicas, selector: { matchLabels: { app: d.name } }, template: { metadata: { labels: { app: d.name } }, spec: { containers: [{ name: "main", image: "busybox" }] } } },
+  status: { observedGeneration: 2, replicas: d.replicas, updatedReplicas: d.updated, availableReplicas: d.available, readyReplicas: d.available },
+});
+
+const APPS_RESOURCES = {
+  kind: "APIResourceList",
+  apiVersion: "v1",
+  groupVersion: "apps/v1",
+  resources: [{ name: "deployments", singularName: "deployment", namespaced: true, kind: "Deployment", verbs: ["create", "delete", "get", "list", "patch", "update", "watch"], shortNames: ["deploy"] }],
+};
 
 const podRow = (p: Pod) => ({
   cells: [p.name, "1/1", "Running", 0, "1d"],
@@ -128,6 +172,9 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   const pods: Pod[] = [];
   const secrets = new Map<string, StoredSecret>();
   const watches = new Set<{ res: ServerResponse; namespace?: string; table: boolean }>();
+  const deployments: Deployment[] = [];
+  const logFollowers = new Set<ServerResponse>();
+  const deploymentWatches = new Set<{ res: ServerResponse; namespace: string; name?: string }>();
   const sockets = new Set<Socket>();
   let conflicts = 0;
   let version = 100;
@@ -171,6 +218,25 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     w.res.write(JSON.stringify({ type, object }) + "\n");
   }
 
+  function serveDeployments(res: ServerResponse, seen: SeenRequest, namespace: string, name: string | undefined) {
+    const byField = /metadata\.name=([^,]+)/.exec(seen.query.get("fieldSelector") ?? "")?.[1];
+    const wanted = name ?? byField;
+    const inScope = deployments.filter((d) => d.namespace === namespace && (wanted === undefined || d.name === wanted));
+    if (name !== undefined) {
+      return inScope[0] ? json(res, 200, deploymentObject(inScope[0], version)) : status(res, 404, "NotFound", `deployments.apps "${name}" not found`);
+    }
+    if (seen.query.get("watch") === "true" || seen.query.get("watch") === "1") {
+      res.writeHead(200, { "content-type": "application/json;stream=watch", "transfer-encoding": "chunked" });
+      // Go's client reads a watch only once the headers are flushed: send them now, events later
+      res.flushHeaders();
+      const w = { res, namespace, ...(wanted !== undefined ? { name: wanted } : {}) };
+      deploymentWatches.add(w);
+      res.on("close", () => deploymentWatches.delete(w));
+      return;
+    }
+    json(res, 200, { kind: "DeploymentList", apiVersion: "apps/v1", metadata: { resourceVersion: String(version) }, items: inScope.map((d) => deploymentObject(d, version)) });
+  }
+
   function secretObject(ns: string, name: string, s: StoredSecret) {
     return { kind: "Secret", apiVersion: "v1", metadata: { name, namespace: ns, resourceVersion: String(s.resourceVersion), labels: s.labels }, type: "Opaque", data: s.data };
   }
@@ -212,7 +278,13 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     if (p === "/version") return json(res, 200, { major: "1", minor: "32", gitVersion: "v1.32.0-fake", platform: "linux/amd64" });
     if (p === "/api") return json(res, 200, { kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [{ clientCIDR: "0.0.0.0/0", serverAddress: "127.0.0.1:443" }] });
     if (p === "/api/v1") return json(res, 200, API_RESOURCES);
-    if (p === "/apis") return json(res, 200, { kind: "APIGroupList", apiVersion: "v1", groups: [] });
+    if (p === "/apis") {
+      const apps = { name: "apps", versions: [{ groupVersion: "apps/v1", version: "v1" }], preferredVersion: { groupVersion: "apps/v1", version: "v1" } };
+      return json(res, 200, { kind: "APIGroupList", apiVersion: "v1", groups: [apps] });
+    }
+    if (p === "/apis/apps/v1") return json(res, 200, APPS_RESOURCES);
+    const dm = /^\/apis\/apps\/v1\/namespaces\/([^/]+)\/deployments(?:\/([^/]+))?$/.exec(p);
+    if (dm && seen.method === "GET") return serveDeployments(res, seen, dm[1]!, dm[2]);
     if (p === "/apis/authentication.k8s.io/v1/tokenreviews" && seen.method === "POST") {
       const spec = (JSON.parse(seen.body) as { spec: { token: string; audiences?: string[] } }).spec;
       const r = opts.review?.(spec.token, spec.audiences) ?? { authenticated: false, error: "no reviewer" };
@@ -222,6 +294,16 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
         spec,
         status: { authenticated: r.authenticated, ...(r.username ? { user: { username: r.username } } : {}), ...(r.audiences ? { audiences: r.audiences } : {}), ...(r.error ? { error: r.error } : {}) },
       });
+    }
+    const lm = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/log$/.exec(p);
+    if (lm && seen.method === "GET") {
+      if (!pods.some((q) => q.namespace === lm[1] && q.name === lm[2])) return status(res, 404, "NotFound", `pods "${lm[2]}" not found`);
+      res.writeHead(200, { "content-type": "text/plain", "transfer-encoding": "chunked" });
+      res.write(`log line 1 of ${lm[2]}\n`);
+      if (seen.query.get("follow") !== "true") return res.end();
+      logFollowers.add(res);
+      res.on("close", () => logFollowers.delete(res));
+      return;
     }
     let m = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?pods(?:\/([^/]+))?$/.exec(p);
     if (m && seen.method === "GET") return servePods(req, res, seen, m[1], m[2]);
@@ -256,6 +338,63 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       });
     },
   );
+  const world = newPodWorld();
+  const portForwards: SpdyPortForward[] = [];
+  const flags = { refuseWebSockets: false };
+  const upgraded = new Set<Socket>();
+  const rawStatus = (sock: Socket, code: number, reason: string, message: string) => {
+    const body = JSON.stringify({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", reason, message, code });
+    sock.end(`HTTP/1.1 ${code} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  };
+  // exec, attach and portforward: the upgrade protocols of kubectl 1.32 (see _streams.ts)
+  server.on("upgrade", (req: IncomingMessage, sock: Socket, head: Buffer) => {
+    sock.on("error", () => {});
+    upgraded.add(sock);
+    sock.once("close", () => upgraded.delete(sock));
+    // the client (the proxy) went away: an API server closes its side too
+    sock.once("end", () => sock.end());
+    const url = new URL(req.url ?? "/", "https://fake");
+    const headerLines: [string, string][] = [];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) headerLines.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
+    const seen: SeenRequest = { method: req.method ?? "GET", path: url.pathname, query: url.searchParams, search: url.search, headerLines, body: "" };
+    requests.push(seen);
+    if (!authorized(req, seen)) return rawStatus(sock, 401, "Unauthorized", "Unauthorized");
+    const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/(exec|attach|portforward)$/.exec(url.pathname);
+    if (!m) return rawStatus(sock, 404, "NotFound", `no upgrade at ${url.pathname}`);
+    if (!pods.some((p) => p.namespace === m[1] && p.name === m[2])) return rawStatus(sock, 404, "NotFound", `pods "${m[2]}" not found`);
+    const upgrade = (req.headers.upgrade ?? "").toLowerCase();
+    const offered = String(req.headers["sec-websocket-protocol"] ?? "").split(",").map((p) => p.trim());
+    const echo = (text: string) => `pong:${text}`;
+    if (upgrade === "websocket") {
+      if (flags.refuseWebSockets) return rawStatus(sock, 400, "BadRequest", "websockets not served here");
+      if (m[3] === "portforward") {
+        if (!offered.includes("SPDY/3.1+portforward.k8s.io")) return rawStatus(sock, 400, "BadRequest", "no supported protocol offered");
+        sock.write(wsAccept(String(req.headers["sec-websocket-key"]), "SPDY/3.1+portforward.k8s.io"));
+        let ws: WsConn | undefined = undefined;
+        const pf = new SpdyPortForward((b) => ws?.send(b), echo);
+        portForwards.push(pf);
+        ws = new WsConn(sock, (msg) => pf.feed(msg));
+        if (head.length) ws.feed(head);
+        return;
+      }
+      const proto = ["v5.channel.k8s.io", "v4.channel.k8s.io"].find((p) => offered.includes(p));
+      if (!proto) return rawStatus(sock, 400, "BadRequest", "no supported protocol offered");
+      sock.write(wsAccept(String(req.headers["sec-websocket-key"]), proto));
+      serveChannels(sock, world, { command: m[3] === "exec" ? url.searchParams.getAll("command") : undefined, stdin: url.searchParams.get("stdin") === "true" });
+      return;
+    }
+    if (upgrade === "spdy/3.1" && m[3] === "portforward") {
+      const versions = headerLines.filter(([k]) => k === "x-stream-protocol-version").map(([, v]) => v);
+      if (!versions.includes("portforward.k8s.io")) return rawStatus(sock, 400, "BadRequest", "no supported stream protocol offered");
+      sock.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n");
+      const pf = new SpdyPortForward((b) => sock.write(b), echo);
+      portForwards.push(pf);
+      sock.on("data", (d: Buffer) => pf.feed(d));
+      if (head.length) pf.feed(head);
+      return;
+    }
+    rawStatus(sock, 400, "BadRequest", `upgrade "${upgrade}" is not served by this double for ${m[3]}`);
+  });
   server.on("connection", (s: Socket) => {
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
@@ -284,6 +423,16 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     },
     requests,
     header: headerValues,
+    world,
+    portForwards,
+    openConnections: () => sockets.size,
+    openUpgrades: () => upgraded.size,
+    get refuseWebSockets() {
+      return flags.refuseWebSockets;
+    },
+    set refuseWebSockets(v: boolean) {
+      flags.refuseWebSockets = v;
+    },
     pods,
     secrets,
     injectConflicts(n) {
@@ -295,6 +444,23 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     endWatches() {
       for (const w of watches) w.res.end();
       watches.clear();
+    },
+    openWatches: () => watches.size + deploymentWatches.size + logFollowers.size,
+    logLine(text, end = false) {
+      for (const r of logFollowers) {
+        r.write(text + "\n");
+        if (end) r.end();
+      }
+    },
+    deployments,
+    updateDeployment(d) {
+      const i = deployments.findIndex((x) => x.namespace === d.namespace && x.name === d.name);
+      if (i >= 0) deployments[i] = d;
+      else deployments.push(d);
+      const obj = deploymentObject(d, ++version);
+      for (const w of deploymentWatches) {
+        if (w.namespace === d.namespace && (w.name === undefined || w.name === d.name)) w.res.write(JSON.stringify({ type: "MODIFIED", object: obj }) + "\n");
+      }
     },
     async serviceAccountDir(namespace, token) {
       const dir = await mkdtemp(join(tmpdir(), "fake-sa-"));
@@ -309,6 +475,8 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     },
     async close() {
       for (const w of watches) w.res.end();
+      for (const w of deploymentWatches) w.res.end();
+      for (const r of logFollowers) r.end();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         for (const s of sockets) s.destroy();

@@ -177,7 +177,7 @@ describe("refused requests never reach the cluster", () => {
     ["impersonation extras", () => example, "GET", "/api/v1/namespaces/demo/pods", { "impersonate-extra-scopes": "x" }, 403, `The Kubernetes proxy does not forward the "impersonate-extra-scopes" header`],
     ["the renewable identity (issued for no cluster)", () => exampleRenewable, "GET", "/api/v1/namespaces/demo/pods", {}, 403, `The client certificate was issued for no Kubernetes cluster, not "example-k8s-cluster"`],
     ["no client certificate", () => undefined, "GET", "/api/v1/namespaces/demo/pods", {}, 403, "The Kubernetes proxy needs a client certificate: use the kubeconfig a machine-id kubernetes output writes"],
-    ["exec, which the proxy cannot stream", () => example, "POST", "/api/v1/namespaces/demo/pods/web-1/exec?command=sh", {}, 501, "The Kubernetes proxy does not forward streaming connections (exec, attach, port-forward) yet"],
+    ["exec without an HTTP/1.1 upgrade (h2, or no Upgrade header)", () => example, "POST", "/api/v1/namespaces/demo/pods/web-1/exec?command=sh", {}, 400, "exec, attach and portforward need an HTTP/1.1 connection upgrade (WebSocket or SPDY): connect with HTTP/1.1"],
     ["a non-resource path", () => example, "GET", "/logs/", {}, 403, `Access denied to Kubernetes cluster "example-k8s-cluster": the proxy forwards only discovery among non-resource paths, not get on "/logs"`],
   ];
   for (const [name, who, method, path, headers, status, message] of refusals) {

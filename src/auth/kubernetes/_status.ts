@@ -13,6 +13,7 @@ const REASONS: Record<number, string> = {
   403: "Forbidden",
   404: "NotFound",
   413: "RequestEntityTooLarge",
+  429: "TooManyRequests",
   500: "InternalError",
   501: "MethodNotAllowed",
   502: "ServiceUnavailable",

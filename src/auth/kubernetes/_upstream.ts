@@ -6,6 +6,8 @@
  */
 
 import https from "node:https";
+import { isIP } from "node:net";
+import tls, { type TLSSocket } from "node:tls";
 import type { IncomingMessage } from "node:http";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -68,7 +70,7 @@ export class Upstream {
   private constructor(
     readonly config: KubernetesClusterConfig,
     private readonly server: URL,
-    tls: { ca?: string; cert?: string; key?: string },
+    private readonly tls: { ca?: string; cert?: string; key?: string },
   ) {
     this.agent = new https.Agent({ keepAlive: true, rejectUnauthorized: !config.insecureSkipTlsVerify, ...tls });
   }
@@ -130,6 +132,42 @@ export class Upstream {
       });
       req.end(opts.body ? Buffer.from(opts.body) : undefined);
     });
+  }
+
+  /**
+   * A new TLS connection of its own to the API server (for a connection upgrade, which
+   * is never pooled), with the `Host`, request target and `Authorization` header lines
+   * an HTTP/1.1 request on it needs. Resolves once the handshake is done.
+   */
+  async connect(path: string, timeoutMs = HEADERS_TIMEOUT_MS): Promise<{ socket: TLSSocket; target: string; headerLines: [string, string][] }> {
+    const token = await this.token();
+    const hostname = this.server.hostname.replace(/^\[|\]$/g, "");
+    const port = Number(this.server.port || 443);
+    const socket = tls.connect({
+      host: hostname,
+      port,
+      ...(isIP(hostname) ? {} : { servername: hostname }),
+      rejectUnauthorized: !this.config.insecureSkipTlsVerify,
+      // the upgrade is an HTTP/1.1 mechanism: never h2
+      ALPNProtocols: ["http/1.1"],
+      ...this.tls,
+    });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => socket.destroy(new AppError("CONNECTION_PROBLEM", "no TLS handshake in time")), timeoutMs);
+      const onError = (e: Error) => {
+        clearTimeout(timer);
+        reject(this.networkError(e));
+      };
+      socket.once("secureConnect", () => {
+        clearTimeout(timer);
+        socket.off("error", onError);
+        resolve();
+      });
+      socket.once("error", onError);
+    });
+    const headerLines: [string, string][] = [["Host", this.server.host]];
+    if (token) headerLines.push(["Authorization", `Bearer ${token}`]);
+    return { socket, target: this.server.pathname.replace(/\/+$/, "") + path, headerLines };
   }
 
   /** A JSON request whose whole answer is read (at most `maxBytes`); for the service's own API calls. */

@@ -8,11 +8,14 @@ import type { KubernetesClusterConfig } from "../../config/index.ts";
 import { AppError, accessDenied } from "../../lib/errors.ts";
 import type { RoleResource } from "../../resources/index.ts";
 import { clusterAccess } from "./_access.ts";
+import type { KubeSessions } from "./_sessions.ts";
 import { inClusterConfig, Upstream } from "./_upstream.ts";
 
 /** The clusters of one auth service. Built once at start-up; `close()` drops idle upstream connections. */
 export class KubernetesClusters {
   private inCluster: Promise<Upstream> | undefined;
+  /** The live sessions and long answers through the proxy (set by the service; absent in handler-only tests). */
+  sessions: KubeSessions | undefined;
 
   private constructor(
     private readonly upstreams: Map<string, Upstream>,
@@ -71,6 +74,7 @@ export class KubernetesClusters {
   }
 
   close(): void {
+    this.sessions?.close();
     for (const u of this.upstreams.values()) u.close();
     void this.inCluster?.then((u) => u.close()).catch(() => {});
   }

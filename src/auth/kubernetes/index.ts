@@ -5,6 +5,8 @@
 
 export { KubernetesClusters } from "./clusters.ts";
 export { kubernetesProxy, type ProxyConn } from "./proxy.ts";
+export { kubernetesUpgrade } from "./_upgrade.ts";
+export { KubeSessions, DEFAULT_SESSION_LIMITS, type KubeSessionLimits } from "./_sessions.ts";
 export { joinWithKubernetes } from "./join.ts";
 export { parseKubeApiRequest, roleKind, type KubeApiRequest, type ResourceRequest, type NonResourceRequest } from "./_apipath.ts";
 export { authorizeRequest, allowObject, clusterAccess, type ProxyDecision } from "./_access.ts";

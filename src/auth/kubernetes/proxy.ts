@@ -21,6 +21,7 @@ import { allowObject, authorizeRequest } from "./_access.ts";
 import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
 import { filterListText, filterWatchStream } from "./_filter.ts";
 import { statusOf, statusResponse } from "./_status.ts";
+import { trackedStream } from "./_sessions.ts";
 import { readCapped, type HeaderMap } from "./_upstream.ts";
 import type { KubernetesClusters } from "./clusters.ts";
 
@@ -56,13 +57,13 @@ const FORWARDED_REQUEST_HEADERS = new Set([
 const DROPPED_RESPONSE_HEADERS = new Set(["connection", "keep-alive", "transfer-encoding", "trailer", "upgrade", "content-length", "set-cookie"]);
 
 /** The Kubernetes users and groups a request is forwarded as. */
-interface Principals {
+export interface Principals {
   user: string;
   groups: string[];
 }
 
 /** A refusal of an identified bot's request: audited, then answered as a Status. */
-class Denied extends Error {
+export class Denied extends Error {
   constructor(
     readonly status: number,
     message: string,
@@ -97,7 +98,7 @@ export function kubernetesProxy(ctx: AuthContext, clusters: KubernetesClusters):
 }
 
 /** The caller's certificate, verified against the user CA, must be a bot's output certificate for `cluster`. */
-async function authenticate(ctx: AuthContext, conn: ProxyConn, cluster: string): Promise<CertIdentity> {
+export async function authenticate(ctx: AuthContext, conn: ProxyConn, cluster: string): Promise<CertIdentity> {
   if (!conn.peerCertDer?.length) {
     throw accessDenied("The Kubernetes proxy needs a client certificate: use the kubeconfig a machine-id kubernetes output writes");
   }
@@ -142,7 +143,7 @@ function headerList(req: Request, name: string): string[] {
  * the client's own `Impersonate-User`/`Impersonate-Group` (kubectl --as/--as-group) when
  * it sends them. Roles that grant groups but no user act as the bot's own user name.
  */
-function choosePrincipals(req: Request, id: CertIdentity, granted: { kubernetesUsers: string[]; kubernetesGroups: string[] }, cluster: string): Principals {
+export function choosePrincipals(req: Request, id: CertIdentity, granted: { kubernetesUsers: string[]; kubernetesGroups: string[] }, cluster: string): Principals {
   for (const h of req.headers.keys()) {
     if (h === "impersonate-uid" || h.startsWith("impersonate-extra-")) {
       throw new Denied(403, `The Kubernetes proxy does not forward the "${h}" header`, `client sent ${h}`);
@@ -202,12 +203,13 @@ function upstreamHeaders(req: Request, who: Principals, filtered: boolean): Head
   return out;
 }
 
-function forwardedQuery(query: URLSearchParams): string {
+/** The query as forwarded upstream: what was parsed, serialized again. */
+export function forwardedQuery(query: URLSearchParams): string {
   const q = query.toString();
   return q === "" ? "" : `?${q}`;
 }
 
-function describe(api: KubeApiRequest | undefined): Record<string, unknown> {
+export function describe(api: KubeApiRequest | undefined): Record<string, unknown> {
   if (!api) return {};
   if (api.type === "nonresource") return { verb: api.verb, path: api.path };
   return {
@@ -221,35 +223,48 @@ function describe(api: KubeApiRequest | undefined): Record<string, unknown> {
   };
 }
 
-async function serve(ctx: AuthContext, clusters: KubernetesClusters, req: Request, url: URL, conn: ProxyConn): Promise<Response> {
-  const rest = url.pathname.slice(ROUTES.kubernetes.length);
-  const slash = rest.indexOf("/");
-  let cluster: string;
-  try {
-    cluster = decodeURIComponent(slash < 0 ? rest : rest.slice(0, slash));
-  } catch {
-    throw new AppError("BAD_PARAMETER", "The Kubernetes cluster name in the path is not valid percent-encoding");
-  }
-  const apiPath = slash < 0 ? "/" : rest.slice(slash);
-  const upstream = clusters.requireUpstream(cluster);
-  const id = await authenticate(ctx, conn, cluster);
-
-  const base = {
+/** The fields every `kube.request` event of an identified bot carries. */
+export function auditBase(id: CertIdentity, cluster: string, req: Request, conn: ProxyConn) {
+  return {
     bot: id.botName,
     ...(id.botInstanceId ? { bot_instance_id: id.botInstanceId } : {}),
     kubernetes_cluster: cluster,
     method: req.method,
     remote_addr: conn.remoteAddr,
   };
+}
+
+/** The bot's current roles for a request on `cluster`: refused (Denied) for a certificate of another cluster, a lock, a deleted bot. */
+export async function rolesOnCluster(ctx: AuthContext, id: CertIdentity, cluster: string): Promise<{ roles: RoleResource[]; bot: BotResource }> {
+  if (id.kubernetesCluster !== cluster) {
+    const issued = id.kubernetesCluster ? `Kubernetes cluster "${id.kubernetesCluster}"` : "no Kubernetes cluster";
+    throw new Denied(403, `The client certificate was issued for ${issued}, not "${cluster}"`, `certificate is for ${issued}`);
+  }
+  return currentRoles(ctx, id).catch((e: unknown) => {
+    throw e instanceof AppError ? new Denied(403, e.message, e.code === "LOCKED" ? "locked" : e.message) : e;
+  });
+}
+
+/** The cluster name and the API path of a proxy URL (`/v1/kubernetes/<cluster>/<api path>`). */
+export function splitProxyPath(url: URL): { cluster: string; apiPath: string } {
+  const rest = url.pathname.slice(ROUTES.kubernetes.length);
+  const slash = rest.indexOf("/");
+  try {
+    return { cluster: decodeURIComponent(slash < 0 ? rest : rest.slice(0, slash)), apiPath: slash < 0 ? "/" : rest.slice(slash) };
+  } catch {
+    throw new AppError("BAD_PARAMETER", "The Kubernetes cluster name in the path is not valid percent-encoding");
+  }
+}
+
+async function serve(ctx: AuthContext, clusters: KubernetesClusters, req: Request, url: URL, conn: ProxyConn): Promise<Response> {
+  const { cluster, apiPath } = splitProxyPath(url);
+  const upstream = clusters.requireUpstream(cluster);
+  const id = await authenticate(ctx, conn, cluster);
+
+  const base = auditBase(id, cluster, req, conn);
   let api: KubeApiRequest | undefined;
   try {
-    if (id.kubernetesCluster !== cluster) {
-      const issued = id.kubernetesCluster ? `Kubernetes cluster "${id.kubernetesCluster}"` : "no Kubernetes cluster";
-      throw new Denied(403, `The client certificate was issued for ${issued}, not "${cluster}"`, `certificate is for ${issued}`);
-    }
-    const { bot, roles } = await currentRoles(ctx, id).catch((e: unknown) => {
-      throw e instanceof AppError ? new Denied(403, e.message, e.code === "LOCKED" ? "locked" : e.message) : e;
-    });
+    const { bot, roles } = await rolesOnCluster(ctx, id, cluster);
     api = parseKubeApiRequest(req.method, apiPath, url.searchParams);
     const body = req.body ? new Uint8Array(await req.arrayBuffer()) : undefined;
     const labels = upstream.config.labels;
@@ -258,7 +273,8 @@ async function serve(ctx: AuthContext, clusters: KubernetesClusters, req: Reques
     if (!decision.allowed) throw new Denied(403, `Access denied to Kubernetes cluster "${cluster}": ${decision.reason}`, decision.reason);
     const who = choosePrincipals(req, id, grants(bot, roles, labels), cluster);
     const streaming = api.type === "resource" && (api.verb === "exec" || api.verb === "portforward" || req.headers.has("upgrade"));
-    if (streaming) throw new Denied(501, "The Kubernetes proxy does not forward streaming connections (exec, attach, port-forward) yet", "streaming connection");
+    // Upgrades reach _upgrade.ts from the listener; what is left here (h2, no Upgrade header) cannot be spliced.
+    if (streaming) throw new Denied(400, "exec, attach and portforward need an HTTP/1.1 connection upgrade (WebSocket or SPDY): connect with HTTP/1.1", "streaming connection without an HTTP/1.1 upgrade");
 
     const allowed = { ...base, ...describe(api), allowed: true, reason: decision.reason, kubernetes_user: who.user, kubernetes_groups: who.groups };
     let res;
@@ -282,10 +298,17 @@ async function serve(ctx: AuthContext, clusters: KubernetesClusters, req: Reques
       if (DROPPED_RESPONSE_HEADERS.has(k)) continue;
       for (const one of Array.isArray(v) ? v : [v]) headers.append(k, one);
     }
+    // Live answers (watches, logs -f) are registered so that a lock ends them (see _sessions.ts).
+    const live = (body: ReadableStream<Uint8Array>) =>
+      api!.verb === "watch" || url.searchParams.get("follow") === "true"
+        ? trackedStream(clusters.sessions, { bot: id.botName!, ...(id.botInstanceId ? { instance: id.botInstanceId } : {}) }, body, (why, detail) => {
+            void ctx.audit.emit(EVENT.kubeStreamEnd, ctx.clock.now(), { ...allowed, ended: why, ...(detail ? { detail } : {}) }).catch(() => {});
+          })
+        : body;
     const resource = api.type === "resource" ? api : undefined;
-    if (!decision.filter || !resource || res.status < 200 || res.status >= 300) return new Response(res.body, { status: res.status, headers });
+    if (!decision.filter || !resource || res.status < 200 || res.status >= 300) return new Response(live(res.body), { status: res.status, headers });
     const check = (o: { name: string; namespace?: string }) => allowObject(roles, labels, resource, o);
-    if (resource.verb === "watch") return new Response(filterWatchStream(res.body, check), { status: res.status, headers });
+    if (resource.verb === "watch") return new Response(live(filterWatchStream(res.body, check)), { status: res.status, headers });
     const text = await readCapped(res.body, MAX_LIST_BYTES, `the list from Kubernetes cluster "${cluster}"`);
     return new Response(filterListText(text, check), { status: res.status, headers });
   } catch (e) {

@@ -1,0 +1,413 @@
+/**
+ * The streaming half of the fake API server: what kubectl 1.32 speaks after a
+ * connection upgrade. Hand-written rather than a library because a double must show
+ * exactly what goes over the wire and needs only the server side of each:
+ *
+ * - RFC 6455 WebSocket framing, with the channel protocols `v5.channel.k8s.io` and
+ *   `v4.channel.k8s.io` (one byte of channel, then data: 0 stdin, 1 stdout, 2 stderr,
+ *   3 the error channel's Status, 4 resize, and in v5 255 "close this channel").
+ * - SPDY/3.1 framing for port-forward, over WebSocket (`SPDY/3.1+portforward.k8s.io`) or
+ *   as the legacy `Upgrade: SPDY/3.1`. Header blocks the server sends are zlib stored
+ *   blocks (valid zlib, no dictionary needed); the client's are not decompressed: its
+ *   streams come in pairs, error stream then data stream, per forwarded connection.
+ *
+ * The "pod" runs a few commands: `echo`, `cat` (stdin to stdout), `hold` (writes, then
+ * waits for the test), `false`, `test -d`, and the two tar commands `kubectl cp` runs.
+ */
+
+import { createHash } from "node:crypto";
+import type { Socket } from "node:net";
+
+const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/** Encodes one unmasked server frame. */
+export function wsFrame(opcode: number, payload: Uint8Array): Buffer {
+  const n = payload.length;
+  const head = n < 126 ? Buffer.from([0x80 | opcode, n]) : n < 65536 ? Buffer.alloc(4) : Buffer.alloc(10);
+  if (n >= 126 && n < 65536) {
+    head[0] = 0x80 | opcode;
+    head[1] = 126;
+    head.writeUInt16BE(n, 2);
+  } else if (n >= 65536) {
+    head[0] = 0x80 | opcode;
+    head[1] = 127;
+    head.writeBigUInt64BE(BigInt(n), 2);
+  }
+  return Buffer.concat([head, payload]);
+}
+
+/** A WebSocket connection, server side: whole messages in, messages out. */
+export class WsConn {
+  private buf = Buffer.alloc(0);
+  private fragments: Buffer[] = [];
+  closed = false;
+
+  constructor(
+    readonly sock: Socket,
+    private readonly onMessage: (data: Buffer) => void,
+    private readonly onClose: () => void = () => {},
+  ) {
+    sock.on("data", (d: Buffer) => this.feed(d));
+    sock.on("close", () => {
+      if (!this.closed) {
+        this.closed = true;
+        this.onClose();
+      }
+    });
+    sock.on("error", () => {});
+  }
+
+  send(data: Uint8Array): void {
+    if (!this.sock.destroyed) this.sock.write(wsFrame(2, data));
+  }
+
+  close(code = 1000): void {
+    if (this.sock.destroyed) return;
+    const p = Buffer.alloc(2);
+    p.writeUInt16BE(code);
+    this.sock.write(wsFrame(8, p));
+    this.sock.end();
+  }
+
+  feed(d: Buffer): void {
+    this.buf = Buffer.concat([this.buf, d]);
+    for (;;) {
+      if (this.buf.length < 2) return;
+      const fin = (this.buf[0]! & 0x80) !== 0;
+      const opcode = this.buf[0]! & 0x0f;
+      const masked = (this.buf[1]! & 0x80) !== 0;
+      let len = this.buf[1]! & 0x7f;
+      let off = 2;
+      if (len === 126) {
+        if (this.buf.length < 4) return;
+        len = this.buf.readUInt16BE(2);
+        off = 4;
+      } else if (len === 127) {
+        if (this.buf.length < 10) return;
+        len = Number(this.buf.readBigUInt64BE(2));
+        off = 10;
+      }
+      const maskAt = off;
+      if (masked) off += 4;
+      if (this.buf.length < off + len) return;
+      const payload = Buffer.from(this.buf.subarray(off, off + len));
+      if (masked) for (let i = 0; i < len; i++) payload[i]! ^= this.buf[maskAt + (i % 4)]!;
+      this.buf = this.buf.subarray(off + len);
+      if (opcode === 8) {
+        this.closed = true;
+        this.close();
+        this.onClose();
+        return;
+      }
+      if (opcode === 9) {
+        this.sock.write(wsFrame(10, payload));
+        continue;
+      }
+      if (opcode === 10) continue;
+      this.fragments.push(payload);
+      if (fin) {
+        const msg = Buffer.concat(this.fragments);
+        this.fragments = [];
+        this.onMessage(msg);
+      }
+    }
+  }
+}
+
+/** The 101 answer to a WebSocket handshake, choosing the first of `offered` this server speaks. */
+export function wsAccept(key: string, protocol: string): string {
+  const accept = createHash("sha1").update(key + WS_GUID).digest("base64");
+  return `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: ${protocol}\r\n\r\n`;
+}
+
+// ---------------------------------------------------------------- tar (ustar, what kubectl cp reads and writes)
+
+function tarHeader(name: string, size: number): Buffer {
+  const h = Buffer.alloc(512);
+  h.write(name, 0, 100, "utf8");
+  h.write("0000644\0", 100);
+  h.write("0000000\0", 108);
+  h.write("0000000\0", 116);
+  h.write(size.toString(8).padStart(11, "0") + "\0", 124);
+  h.write(Math.floor(Date.now() / 1000).toString(8).padStart(11, "0") + "\0", 136);
+  h.write("        ", 148);
+  h.write("0", 156);
+  h.write("ustar\0", 257);
+  h.write("00", 263);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, "0") + "\0 ", 148);
+  return h;
+}
+
+/** A tar archive of files. */
+export function makeTar(files: Record<string, string | Uint8Array>): Buffer {
+  const parts: Buffer[] = [];
+  for (const [name, content] of Object.entries(files)) {
+    const data = Buffer.from(content);
+    parts.push(tarHeader(name, data.length), data, Buffer.alloc((512 - (data.length % 512)) % 512));
+  }
+  parts.push(Buffer.alloc(1024));
+  return Buffer.concat(parts);
+}
+
+/** The regular files of a tar archive. */
+export function readTar(tar: Buffer): Record<string, Buffer> {
+  const out: Record<string, Buffer> = {};
+  let off = 0;
+  while (off + 512 <= tar.length) {
+    const h = tar.subarray(off, off + 512);
+    if (h.every((b) => b === 0)) break;
+    const name = h.subarray(0, 100).toString("utf8").replace(/\0.*$/s, "");
+    const prefix = h.subarray(345, 500).toString("utf8").replace(/\0.*$/s, "");
+    const size = parseInt(h.subarray(124, 136).toString("latin1").replace(/\0.*$/s, "").trim() || "0", 8);
+    const type = String.fromCharCode(h[156]!);
+    off += 512;
+    if (type === "0" || type === "\0") out[prefix ? `${prefix}/${name}` : name] = Buffer.from(tar.subarray(off, off + size));
+    off += Math.ceil(size / 512) * 512;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- exec and attach over v5/v4 channels
+
+/** What the fake pod's containers have and do, shared with the test. */
+export interface PodWorld {
+  /** Files in the pod, by absolute path (`kubectl cp` from the pod reads them). */
+  files: Map<string, Buffer>;
+  /** Directories that exist (`test -d`). */
+  dirs: Set<string>;
+  /** `hold` waits until this is called (or its session ends). */
+  releaseHolds(): void;
+  /** Exec and attach sessions that are open now. */
+  openSessions: number;
+}
+
+export function newPodWorld(): PodWorld & { holds: Set<() => void> } {
+  const holds = new Set<() => void>();
+  return {
+    files: new Map(),
+    dirs: new Set(["/", "/tmp"]),
+    holds,
+    openSessions: 0,
+    releaseHolds() {
+      for (const h of [...holds]) h();
+      holds.clear();
+    },
+  };
+}
+
+const success = { metadata: {}, status: "Success" };
+const exitCode = (code: number) => ({
+  metadata: {},
+  status: "Failure",
+  message: `command terminated with non-zero exit code: error executing command, exit code ${code}`,
+  reason: "NonZeroExitCode",
+  details: { causes: [{ reason: "ExitCode", message: String(code) }] },
+});
+
+/**
+ * Runs an exec (command) or attach (no command) session on a channel WebSocket: the
+ * socket has had its 101 written. `v5` adds the close-channel message for stdin's end.
+ */
+export function serveChannels(sock: Socket, world: PodWorld & { holds: Set<() => void> }, opts: { command: string[] | undefined; stdin: boolean }): void {
+  world.openSessions++;
+  const stdinChunks: Buffer[] = [];
+  let stdinDone = !opts.stdin;
+  let onStdin: (() => void) | undefined;
+  let finished = false;
+  const ws = new WsConn(
+    sock,
+    (msg) => {
+      const ch = msg[0];
+      if (ch === 0) {
+        stdinChunks.push(msg.subarray(1));
+        onStdin?.();
+      } else if (ch === 255 && msg[1] === 0) {
+        stdinDone = true;
+        onStdin?.();
+      }
+    },
+    () => {
+      stdinDone = true;
+      onStdin?.();
+      end();
+    },
+  );
+  const out = (ch: number, data: string | Uint8Array) => ws.send(Buffer.concat([Buffer.from([ch]), Buffer.from(data)]));
+  function end(status?: object) {
+    if (finished) return;
+    finished = true;
+    world.openSessions--;
+    if (status && !ws.closed) {
+      out(3, JSON.stringify(status));
+      ws.close();
+    }
+  }
+  const stdinEnd = () =>
+    new Promise<void>((resolve) => {
+      if (stdinDone) return resolve();
+      onStdin = () => stdinDone && resolve();
+    });
+
+  /** stdin to stdout as it comes, then success once stdin ends. */
+  const echoStdin = () => {
+    let sent = 0;
+    onStdin = () => {
+      for (; sent < stdinChunks.length; sent++) out(1, stdinChunks[sent]!);
+      if (stdinDone) end(success);
+    };
+    onStdin();
+  };
+
+  const cmd = opts.command;
+  void (async () => {
+    if (cmd === undefined) {
+      // attach: the container's output, then its stdin echoed until it ends
+      out(1, "attached to main\n");
+      return opts.stdin ? echoStdin() : end(success);
+    }
+    const [prog, ...args] = cmd;
+    if (prog === "echo") {
+      out(1, args.join(" ") + "\n");
+      return end(success);
+    }
+    if (prog === "false") return end(exitCode(1));
+    if (prog === "cat") return echoStdin();
+    if (prog === "hold") {
+      out(1, "started\n");
+      await new Promise<void>((resolve) => {
+        world.holds.add(resolve);
+        sock.once("close", resolve);
+      });
+      out(1, "done\n");
+      return end(success);
+    }
+    if (prog === "test" && args[0] === "-d") return end(world.dirs.has(args[1]!.replace(/\/+$/, "") || "/") ? success : exitCode(1));
+    if (prog === "tar" && args[0] === "cf" && args[1] === "-") {
+      const path = args[2]!;
+      const data = world.files.get(path);
+      if (!data) {
+        out(2, `tar: ${path}: Cannot stat: No such file or directory\n`);
+        return end(exitCode(2));
+      }
+      out(1, makeTar({ [path.replace(/^\/+/, "")]: data }));
+      return end(success);
+    }
+    if (prog === "tar" && (args[0] === "-xmf" || args[0] === "xmf") && args[1] === "-") {
+      const dir = args[2] === "-C" ? args[3]! : "/";
+      await stdinEnd();
+      for (const [name, data] of Object.entries(readTar(Buffer.concat(stdinChunks)))) world.files.set(`${dir.replace(/\/+$/, "")}/${name}`, data);
+      return end(success);
+    }
+    out(2, `${prog}: command not found\n`);
+    end(exitCode(127));
+  })();
+}
+
+// ---------------------------------------------------------------- port-forward over SPDY/3.1
+
+const SPDY_SYN_STREAM = 1;
+const SPDY_SYN_REPLY = 2;
+const SPDY_RST_STREAM = 3;
+const SPDY_PING = 6;
+const FLAG_FIN = 1;
+
+/**
+ * A SPDY/3.1 server session for port-forward. `write` sends bytes to the client (raw,
+ * or one WebSocket message each when tunnelled). Each forwarded connection's data is
+ * answered by `respond` (the "pod's port").
+ */
+export class SpdyPortForward {
+  private buf = Buffer.alloc(0);
+  private headerStarted = false;
+  private readonly kinds = new Map<number, { type: "error" | "data"; pair: number; got: Buffer[] }>();
+  private streamsSeen = 0;
+  /** Data received on data streams, by stream id. */
+  readonly received: string[] = [];
+
+  constructor(
+    private readonly write: (b: Buffer) => void,
+    private readonly respond: (data: string) => string,
+  ) {}
+
+  /** A header block as zlib stored blocks: a valid continuation of one zlib stream per direction. */
+  private headerBlock(headers: [string, string][]): Buffer {
+    const parts: Buffer[] = [];
+    const n = Buffer.alloc(4);
+    n.writeUInt32BE(headers.length);
+    parts.push(n);
+    for (const [k, v] of headers) {
+      for (const s of [k, v]) {
+        const l = Buffer.alloc(4);
+        l.writeUInt32BE(Buffer.byteLength(s));
+        parts.push(l, Buffer.from(s));
+      }
+    }
+    const raw = Buffer.concat(parts);
+    const stored = Buffer.alloc(5);
+    stored[0] = 0; // not final, stored
+    stored.writeUInt16LE(raw.length, 1);
+    stored.writeUInt16LE(~raw.length & 0xffff, 3);
+    const zhead = this.headerStarted ? Buffer.alloc(0) : Buffer.from([0x78, 0x01]);
+    this.headerStarted = true;
+    // the empty stored block of a zlib sync flush: Go's inflater hands out what it has only when it sees one
+    return Buffer.concat([zhead, stored, raw, Buffer.from([0, 0, 0, 0xff, 0xff])]);
+  }
+
+  private control(type: number, flags: number, body: Buffer): void {
+    const h = Buffer.alloc(8);
+    h.writeUInt16BE(0x8003, 0);
+    h.writeUInt16BE(type, 2);
+    h.writeUInt32BE((flags << 24) | body.length, 4);
+    this.write(Buffer.concat([h, body]));
+  }
+
+  private data(stream: number, flags: number, body: Buffer): void {
+    const h = Buffer.alloc(8);
+    h.writeUInt32BE(stream & 0x7fffffff, 0);
+    h.writeUInt32BE((flags << 24) | body.length, 4);
+    this.write(Buffer.concat([h, body]));
+  }
+
+  feed(d: Buffer): void {
+    this.buf = Buffer.concat([this.buf, d]);
+    while (this.buf.length >= 8) {
+      const len = this.buf.readUInt32BE(4) & 0xffffff;
+      if (this.buf.length < 8 + len) return;
+      const frame = this.buf.subarray(0, 8 + len);
+      this.buf = this.buf.subarray(8 + len);
+      const flags = frame[4]!;
+      const body = frame.subarray(8);
+      if (frame[0]! & 0x80) {
+        const type = frame.readUInt16BE(2);
+        if (type === SPDY_SYN_STREAM) {
+          const id = body.readUInt32BE(0) & 0x7fffffff;
+          // error stream first, then the data stream, for each forwarded connection
+          const type = this.streamsSeen++ % 2 === 0 ? "error" : "data";
+          this.kinds.set(id, { type, pair: type === "data" ? id - 2 : id + 2, got: [] });
+          const reply = Buffer.alloc(4);
+          reply.writeUInt32BE(id);
+          this.control(SPDY_SYN_REPLY, 0, Buffer.concat([reply, this.headerBlock([])]));
+        } else if (type === SPDY_PING) {
+          this.control(SPDY_PING, 0, Buffer.from(body));
+        } else if (type === SPDY_RST_STREAM) {
+          this.kinds.delete(body.readUInt32BE(0) & 0x7fffffff);
+        }
+        continue;
+      }
+      const id = frame.readUInt32BE(0) & 0x7fffffff;
+      const s = this.kinds.get(id);
+      if (!s || s.type !== "data") continue;
+      if (body.length > 0) {
+        const text = body.toString("utf8");
+        this.received.push(text);
+        this.data(id, 0, Buffer.from(this.respond(text)));
+      }
+      if (flags & FLAG_FIN) {
+        this.data(id, FLAG_FIN, Buffer.alloc(0));
+        if (this.kinds.has(s.pair)) this.data(s.pair, FLAG_FIN, Buffer.alloc(0));
+      }
+    }
+  }
+}

@@ -1,0 +1,558 @@
+// kubectl 1.32's streaming commands through the auth service's Kubernetes proxy, end
+// to end: exec (with and without -i), cp both ways, attach and port-forward are
+// connection upgrades the proxy authorizes, forwards as the bot's Kubernetes user and
+// groups, and splices; locks end them; caps refuse past a limit. The upstream is the
+// fake API server with the WebSocket and SPDY double of _streams.ts.
+
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
+import { readFile, writeFile } from "node:fs/promises";
+import http2 from "node:http2";
+import tls from "node:tls";
+import { join } from "node:path";
+import { renderKubeconfig } from "../../src/agent/kubernetes/index.ts";
+import { KEYS, type LockRecord } from "../../src/auth/state.ts";
+import { privateKeyToPem } from "../../src/crypto/index.ts";
+import { has, requirePrereqs } from "../_prereq.ts";
+import { tempDir } from "../agent/harness.ts";
+import { ADMIN, scenario, startKubeAuth, type KubeAuth } from "./_auth.ts";
+import { startFakeApiServer, type FakeApiServer } from "./fake_apiserver.ts";
+
+const CLUSTER = "example-k8s-cluster";
+let api: FakeApiServer;
+let auth: KubeAuth;
+let work: Awaited<ReturnType<typeof tempDir>>;
+/** Kubeconfigs of bots: `example` (seed 002's role), `viewer` (a v7 role with get/list/watch only). */
+const kubeconfigs: Record<string, string> = {};
+/** The bots' output certificates and keys, for clients other than kubectl. */
+const creds: Record<string, { certPem: string; keyPem: string }> = {};
+
+const VIEWER_ROLE = `
+kind: role
+version: v7
+metadata: {name: pod-viewer}
+spec:
+  allow:
+    kubernetes_labels: {'*': '*'}
+    kubernetes_resources:
+      - {kind: pod, namespace: demo, name: "*", verbs: [get, list, watch]}
+    kubernetes_groups: [viewers]
+`;
+
+async function botKubeconfig(name: string, roles: string[]): Promise<string> {
+  const token = await auth.addBot(name, roles);
+  const bot = await auth.joinWithToken(token);
+  const out = await auth.kubeCerts(bot, CLUSTER);
+  creds[name] = { certPem: out.certs.tls_cert, keyPem: privateKeyToPem(out.key.privateKey) };
+  const path = join(work.path, `${name}.kubeconfig`);
+  await writeFile(
+    path,
+    renderKubeconfig({
+      cluster: CLUSTER,
+      authAddr: auth.addr,
+      caPem: auth.running.ctx.authorities.host.tlsCertPem,
+      credentials: { certPem: out.certs.tls_cert, keyPem: privateKeyToPem(out.key.privateKey) },
+    }),
+  );
+  return path;
+}
+
+beforeAll(async () => {
+  requirePrereqs({ kubectl: [has("kubectl"), "apt-get install kubernetes-client"] });
+  work = await tempDir("kube-sessions-");
+  api = await startFakeApiServer({ token: "sa-token" });
+  api.pods.push({ namespace: "demo", name: "web-1" });
+  await writeFile(join(work.path, "k8s-ca.crt"), api.caPem);
+  await writeFile(join(work.path, "k8s-token"), "sa-token");
+  // one session per bot instance: the limit test reaches it, the others run one at a time anyway
+  auth = await startKubeAuth(
+    [{ name: CLUSTER, server: api.url, caPath: join(work.path, "k8s-ca.crt"), tokenPath: join(work.path, "k8s-token"), insecureSkipTlsVerify: false, labels: {} }],
+    {},
+    { limits: { maxKubernetesSessionsPerInstance: 1, maxKubernetesSessions: 8 } },
+  );
+  await auth.create(scenario("role-kube.yaml"));
+  await auth.create(VIEWER_ROLE);
+  kubeconfigs.example = await botKubeconfig("example", ["machine-id-kube-role"]);
+  kubeconfigs.viewer = await botKubeconfig("viewer", ["pod-viewer"]);
+  kubeconfigs.locked = await botKubeconfig("locked", ["machine-id-kube-role"]);
+  kubeconfigs.watcher = await botKubeconfig("watcher", ["machine-id-kube-role"]);
+  kubeconfigs.replica = await botKubeconfig("replica", ["machine-id-kube-role"]);
+});
+afterAll(async () => {
+  await auth?.close();
+  await api?.close();
+  await work?.[Symbol.asyncDispose]();
+});
+
+interface Run {
+  proc: Bun.Subprocess<"pipe", "pipe", "pipe">;
+  /** Everything on stdout so far. */
+  out(): string;
+  /** Resolves once stdout contains `text`. */
+  waitFor(text: string): Promise<void>;
+  done: Promise<{ code: number; out: string; err: string }>;
+}
+
+/** Starts kubectl (never blocking this process: the auth service under test lives in it). */
+function kubectl(bot: string, args: string[], env: Record<string, string> = {}): Run {
+  const proc = Bun.spawn(["kubectl", "--kubeconfig", kubeconfigs[bot]!, "--cache-dir", join(work.path, "kube-cache"), ...args], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, HOME: work.path, ...env },
+  });
+  let out = "";
+  const waiters: { text: string; resolve: () => void }[] = [];
+  const pump = (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of proc.stdout) {
+      out += dec.decode(chunk, { stream: true });
+      for (const w of [...waiters]) if (out.includes(w.text)) (waiters.splice(waiters.indexOf(w), 1), w.resolve());
+    }
+  })();
+  const errText = new Response(proc.stderr).text();
+  return {
+    proc,
+    out: () => out,
+    waitFor: (text) => (out.includes(text) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ text, resolve }))),
+    done: (async () => {
+      const code = await proc.exited;
+      await pump;
+      return { code, out, err: await errText };
+    })(),
+  };
+}
+
+/** Waits until `cond` holds (no fixed sleeps: polls, for as long as the test's timeout allows). */
+async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
+  while (!(await cond())) await Bun.sleep(20);
+}
+
+/** Every session that started has ended (the per-instance cap is 1: a test must not meet the last one's session). */
+async function allSessionsEnded(): Promise<boolean> {
+  const ended = new Set((await auth.events("kube.session.end")).map((e) => e.fields.session_id));
+  return (await auth.events("kube.session.start")).every((e) => ended.has(e.fields.session_id));
+}
+beforeEach(() => until(allSessionsEnded));
+
+const upgradesSeen = (sub: string) => api.requests.filter((r) => r.path.endsWith(`/${sub}`));
+const sessionEvents = async (type: string, sub: string) => (await auth.events(type)).filter((e) => e.fields.subresource === sub);
+
+describe("kubectl exec", () => {
+  test("without -i: the command's output and exit status come back; upstream saw the bot's Kubernetes user and groups", async () => {
+    const before = upgradesSeen("exec").length;
+    const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "echo", "hello", "from", "the", "pod"]).done;
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.out).toBe("hello from the pod\n");
+    const seen = upgradesSeen("exec").slice(before);
+    expect(seen).toHaveLength(1);
+    expect(api.header(seen[0]!, "impersonate-user")).toEqual(["alice"]);
+    expect(api.header(seen[0]!, "impersonate-group")).toEqual(["example"]);
+    expect(api.header(seen[0]!, "authorization")).toEqual(["Bearer sa-token"]);
+    expect(api.header(seen[0]!, "sec-websocket-protocol").join(",")).toContain("v5.channel.k8s.io");
+    expect(seen[0]!.query.getAll("command")).toEqual(["echo", "hello", "from", "the", "pod"]);
+
+    const start = (await sessionEvents("kube.session.start", "exec")).at(-1)!;
+    expect(start.fields).toMatchObject({ bot: "example", kubernetes_cluster: CLUSTER, namespace: "demo", pod: "web-1", container: "main", command: ["echo", "hello", "from", "the", "pod"], kubernetes_user: "alice", kubernetes_groups: ["example"], protocol: "v5.channel.k8s.io" });
+    expect(start.fields.bot_instance_id).toBeString();
+    await until(async () => (await sessionEvents("kube.session.end", "exec")).some((e) => e.fields.session_id === start.fields.session_id));
+    const end = (await sessionEvents("kube.session.end", "exec")).find((e) => e.fields.session_id === start.fields.session_id)!;
+    expect(end.fields.bytes_from_upstream).toBeGreaterThan("hello from the pod\n".length);
+    expect(end.fields.bytes_from_client).toBeGreaterThan(0);
+    expect(end.fields.duration_ms).toBeGreaterThanOrEqual(0);
+    expect(["client_closed", "upstream_closed"]).toContain(end.fields.ended);
+  }, 60_000);
+
+  test("--as a Kubernetes user the roles do not grant is refused before upstream", async () => {
+    const before = upgradesSeen("exec").length;
+    const r = await kubectl("example", ["exec", "--as", "root", "-n", "demo", "web-1", "--", "echo", "hi"]).done;
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain(`may not act as Kubernetes user "root"`);
+    expect(upgradesSeen("exec").length).toBe(before);
+  }, 60_000);
+
+  test("a non-zero exit code of the command is kubectl's exit code", async () => {
+    const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "false"]).done;
+    expect(r.code).toBe(1);
+  }, 60_000);
+
+  test("with -i: stdin reaches the pod and its echo comes back; the first output arrives while the session is open", async () => {
+    const run = kubectl("example", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"]);
+    run.proc.stdin.write("line one\n");
+    await run.proc.stdin.flush();
+    await run.waitFor("line one\n");
+    // the pod still holds the session open: stdin has not ended
+    expect(api.world.openSessions).toBeGreaterThan(0);
+    run.proc.stdin.write("line two\n");
+    await run.proc.stdin.end();
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.out).toBe("line one\nline two\n");
+    await until(() => api.world.openSessions === 0);
+  }, 60_000);
+
+  test("a role without exec is refused before anything reaches upstream, and the refusal is audited", async () => {
+    const before = api.requests.length;
+    const r = await kubectl("viewer", ["exec", "-n", "demo", "web-1", "--", "echo", "hi"]).done;
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain("no role allows exec on pod");
+    // kubectl may read the pod first (allowed), but no exec request reaches the API server
+    expect(api.requests.slice(before).filter((q) => q.path.endsWith("/exec"))).toEqual([]);
+    const refused = (await auth.events("kube.request")).filter((e) => e.fields.bot === "viewer" && e.fields.subresource === "exec");
+    expect(refused.length).toBeGreaterThan(0);
+    expect(refused.every((e) => e.fields.allowed === false)).toBe(true);
+  }, 60_000);
+});
+
+describe("answers of the API server other than 101", () => {
+  test("are relayed as they are: an API server refusing WebSockets and SPDY exec fails kubectl with its message", async () => {
+    api.refuseWebSockets = true;
+    try {
+      const before = upgradesSeen("exec").length;
+      const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "echo", "hi"]).done;
+      expect(r.code).not.toBe(0);
+      // kubectl tried WebSocket, then fell back to SPDY: both reached the API server, both refused there
+      const seen = upgradesSeen("exec").slice(before);
+      expect(seen.map((q) => (api.header(q, "upgrade")[0] ?? "").toLowerCase())).toEqual(["websocket", "spdy/3.1"]);
+      expect(r.err).toContain("is not served by this double");
+      const relayed = (await auth.events("kube.request")).filter((e) => e.fields.bot === "example" && e.fields.subresource === "exec").slice(-2);
+      expect(relayed.map((e) => [e.fields.allowed, e.fields.status])).toEqual([
+        [true, 400],
+        [true, 400],
+      ]);
+    } finally {
+      api.refuseWebSockets = false;
+    }
+  }, 60_000);
+});
+
+describe("kubectl cp (tar through exec)", () => {
+  test("from the pod: the file comes out whole", async () => {
+    // 4 MiB: more than the sockets buffer, so the splice pauses a side while the other catches up
+    const content = Array.from({ length: 1 << 16 }, (_, i) => `report line ${String(i).padStart(8, "0")}\n`.padEnd(64, ".")).join("");
+    api.world.files.set("/tmp/report.txt", Buffer.from(content));
+    const dest = join(work.path, "report.txt");
+    const r = await kubectl("example", ["cp", "demo/web-1:/tmp/report.txt", dest]).done;
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(await readFile(dest, "utf8")).toBe(content);
+    const start = (await sessionEvents("kube.session.start", "exec")).at(-1)!;
+    expect(start.fields.command).toEqual(["tar", "cf", "-", "/tmp/report.txt"]);
+  }, 60_000);
+
+  test("to the pod: the file arrives through stdin", async () => {
+    const src = join(work.path, "config.ini");
+    const content = "[main]\nkey = value\n".repeat(3000);
+    await writeFile(src, content);
+    const r = await kubectl("example", ["cp", src, "demo/web-1:/tmp/config.ini"]).done;
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(api.world.files.get("/tmp/config.ini")?.toString("utf8")).toBe(content);
+  }, 60_000);
+});
+
+describe("kubectl attach", () => {
+  test("the container's output comes back, and with -i its stdin goes in", async () => {
+    const plain = await kubectl("example", ["attach", "-n", "demo", "web-1"]).done;
+    expect(plain.code).toBe(0);
+    expect(plain.out).toContain("attached to main\n");
+
+    const run = kubectl("example", ["attach", "-i", "-n", "demo", "web-1"]);
+    await run.waitFor("attached to main\n");
+    run.proc.stdin.write("typed in\n");
+    await run.proc.stdin.end();
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("typed in\n");
+    const seen = upgradesSeen("attach").at(-1)!;
+    expect(api.header(seen, "impersonate-user")).toEqual(["alice"]);
+    expect((await sessionEvents("kube.session.start", "attach")).at(-1)!.fields).toMatchObject({ pod: "web-1", stdin: true, kubernetes_user: "alice" });
+  }, 60_000);
+});
+
+/** A free local port, for kubectl port-forward to listen on. */
+async function freePort(): Promise<number> {
+  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = s.port;
+  s.stop(true);
+  return port;
+}
+
+/** Sends `text` to 127.0.0.1:`port` and reads until `expect` came back. */
+async function roundTrip(port: number, text: string, expected: string): Promise<string> {
+  const { promise, resolve, reject } = Promise.withResolvers<string>();
+  let got = "";
+  const sock = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: {
+      data(s, d) {
+        got += Buffer.from(d).toString("utf8");
+        if (got.includes(expected)) {
+          resolve(got); // before end(): Bun may run close() within it
+          s.end();
+        }
+      },
+      close() {
+        reject(new Error(`connection closed with only "${got}"`));
+      },
+      error(_s, e) {
+        reject(e);
+      },
+    },
+  });
+  sock.write(text);
+  return promise;
+}
+
+describe("kubectl port-forward", () => {
+  for (const [label, env] of [
+    ["over WebSocket-tunnelled SPDY (kubectl 1.32's default)", {}],
+    ["over legacy SPDY (KUBECTL_PORT_FORWARD_WEBSOCKETS=false)", { KUBECTL_PORT_FORWARD_WEBSOCKETS: "false" }],
+  ] as const) {
+    test(label, async () => {
+      const local = await freePort();
+      const pfBefore = api.portForwards.length;
+      const run = kubectl("example", ["port-forward", "-n", "demo", "pod/web-1", `${local}:5432`], env);
+      await run.waitFor("Forwarding from");
+      expect(await roundTrip(local, "ping-1", "pong:ping-1")).toBe("pong:ping-1");
+      expect(await roundTrip(local, "ping-2", "pong:ping-2")).toBe("pong:ping-2");
+      run.proc.kill();
+      await run.done;
+      expect(api.portForwards.length).toBe(pfBefore + 1);
+      expect(api.portForwards.at(-1)!.received).toEqual(["ping-1", "ping-2"]);
+      const seen = upgradesSeen("portforward").at(-1)!;
+      expect(api.header(seen, "impersonate-user")).toEqual(["alice"]);
+      if ("KUBECTL_PORT_FORWARD_WEBSOCKETS" in env) expect(api.header(seen, "upgrade")).toEqual(["SPDY/3.1"]);
+      else expect(api.header(seen, "sec-websocket-protocol").join(",")).toContain("SPDY/3.1+portforward.k8s.io");
+      const start = (await sessionEvents("kube.session.start", "portforward")).at(-1)!;
+      // kubectl names the port inside the stream (a SPDY header), not in the URL: the proxy does not parse the framing
+      expect(start.fields).toMatchObject({ pod: "web-1", ports: [], kubernetes_user: "alice" });
+      await until(async () => (await sessionEvents("kube.session.end", "portforward")).some((e) => e.fields.session_id === start.fields.session_id));
+      const end = (await sessionEvents("kube.session.end", "portforward")).find((e) => e.fields.session_id === start.fields.session_id)!;
+      // a killed kubectl's connection ends with a FIN or a reset, as the kernel sends it
+      expect(["client_closed", "client_error"]).toContain(end.fields.ended);
+      // the upstream connection went with kubectl
+      await until(() => api.openUpgrades() === 0);
+    }, 60_000);
+  }
+
+  test("a role without portforward is refused before anything reaches upstream", async () => {
+    const local = await freePort();
+    const before = api.requests.length;
+    const run = kubectl("viewer", ["port-forward", "-n", "demo", "pod/web-1", `${local}:5432`]);
+    const r = await run.done;
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain("no role allows portforward on pod");
+    expect(api.requests.slice(before).filter((q) => q.path.endsWith("/portforward"))).toEqual([]);
+  }, 60_000);
+});
+
+describe("live sessions", () => {
+  test("killing kubectl mid-session closes the upstream connection; output arrived while the pod still held it open", async () => {
+    const run = kubectl("example", ["exec", "-n", "demo", "web-1", "--", "hold"]);
+    await run.waitFor("started\n");
+    // the pod has not finished: the first output came through while upstream held the session
+    expect(api.world.openSessions).toBe(1);
+    expect(api.openUpgrades()).toBe(1);
+    run.proc.kill("SIGKILL");
+    await run.done;
+    await until(() => api.openUpgrades() === 0);
+    await until(() => api.world.openSessions === 0);
+    const start = (await sessionEvents("kube.session.start", "exec")).at(-1)!;
+    expect(start.fields.command).toEqual(["hold"]);
+    await until(async () => (await sessionEvents("kube.session.end", "exec")).some((e) => e.fields.session_id === start.fields.session_id));
+    const end = (await sessionEvents("kube.session.end", "exec")).find((e) => e.fields.session_id === start.fields.session_id)!;
+    expect(["client_closed", "client_error"]).toContain(end.fields.ended);
+  }, 60_000);
+
+  test("past the per-instance cap an exec is refused with a 429 Status before reaching upstream; a slot frees when a session ends", async () => {
+    const first = kubectl("example", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"]);
+    first.proc.stdin.write("holding\n");
+    await first.proc.stdin.flush();
+    await first.waitFor("holding\n");
+    const before = upgradesSeen("exec").length;
+    const second = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "echo", "second"]).done;
+    expect(second.code).not.toBe(0);
+    expect(second.err).toContain("Too many Kubernetes sessions of bot instance");
+    expect(upgradesSeen("exec").length).toBe(before);
+    const refused = (await auth.events("kube.request")).filter((e) => e.fields.bot === "example" && e.fields.subresource === "exec").at(-1)!;
+    expect(refused.fields).toMatchObject({ allowed: false, reason: "session limit reached (bot instance)" });
+    await first.proc.stdin.end();
+    expect((await first.done).code).toBe(0);
+    await until(async () => (await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "echo", "third"]).done).out === "third\n");
+  }, 60_000);
+
+  test("locking the bot ends its open exec session within seconds, audited; new sessions are refused", async () => {
+    const run = kubectl("locked", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"]);
+    run.proc.stdin.write("before the lock\n");
+    await run.proc.stdin.flush();
+    await run.waitFor("before the lock\n");
+    const lockedAt = Date.now();
+    await auth.admin.lock({ bot: "locked", message: "compromised runner" }, ADMIN);
+    const r = await run.done;
+    const tookMs = Date.now() - lockedAt;
+    expect(r.code).not.toBe(0);
+    // the registry looks locks up every 2 s: well within seconds, whatever the machine's load
+    expect(tookMs).toBeLessThan(20_000);
+    await until(() => api.openUpgrades() === 0);
+    const start = (await auth.events("kube.session.start")).filter((e) => e.fields.bot === "locked").at(-1)!;
+    await until(async () => (await auth.events("kube.session.end")).some((e) => e.fields.session_id === start.fields.session_id));
+    const end = (await auth.events("kube.session.end")).find((e) => e.fields.session_id === start.fields.session_id)!;
+    expect(end.fields).toMatchObject({ ended: "locked", detail: "bot/locked" });
+    const again = await kubectl("locked", ["exec", "-n", "demo", "web-1", "--", "echo", "hi"]).done;
+    expect(again.code).not.toBe(0);
+    expect(again.err).toContain("locked");
+  }, 60_000);
+
+  test("a lock on the bot instance written by another replica (straight into the shared storage) ends the session too", async () => {
+    const run = kubectl("replica", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"]);
+    run.proc.stdin.write("open\n");
+    await run.proc.stdin.flush();
+    await run.waitFor("open\n");
+    const start = (await auth.events("kube.session.start")).filter((e) => e.fields.bot === "replica").at(-1)!;
+    const instance = start.fields.bot_instance_id as string;
+    // no admin call in this process: only the periodic look-up can see it
+    const lock: LockRecord = { target: { kind: "bot_instance", name: instance }, created_at: new Date().toISOString() };
+    await auth.running.ctx.backend.atomicWrite([{ key: KEYS.lock(lock.target), condition: { kind: "whatever" }, action: { kind: "put", value: lock } }], []);
+    const r = await run.done;
+    expect(r.code).not.toBe(0);
+    await until(async () => (await auth.events("kube.session.end")).some((e) => e.fields.session_id === start.fields.session_id));
+    const end = (await auth.events("kube.session.end")).find((e) => e.fields.session_id === start.fields.session_id)!;
+    expect(end.fields).toMatchObject({ ended: "locked", detail: `bot_instance/${instance}` });
+  }, 60_000);
+
+  test("locking the bot ends its open watch within seconds, audited", async () => {
+    const run = kubectl("watcher", ["get", "pods", "-n", "demo", "-w"]);
+    await run.waitFor("web-1");
+    // kubectl prints the list, then opens the watch: lock only once the watch is open upstream
+    await until(() => api.openWatches() === 1);
+    await auth.admin.lock({ bot: "watcher" }, ADMIN);
+    await run.done;
+    await until(() => api.openWatches() === 0);
+    await until(async () => (await auth.events("kube.stream.end")).some((e) => e.fields.bot === "watcher"));
+    const end = (await auth.events("kube.stream.end")).find((e) => e.fields.bot === "watcher")!;
+    expect(end.fields).toMatchObject({ ended: "locked", verb: "watch", kind: "pod" });
+  }, 60_000);
+});
+
+describe("watches through the listener, with kubectl", () => {
+  test("kubectl rollout status follows the deployment's events as they come, and ends when it is rolled out", async () => {
+    api.updateDeployment({ namespace: "demo", name: "web", replicas: 3, updated: 1, available: 1 });
+    const run = kubectl("example", ["rollout", "status", "deployment/web", "-n", "demo"]);
+    await run.waitFor("1 out of 3 new replicas have been updated");
+    await until(() => api.openWatches() > 0);
+    api.updateDeployment({ namespace: "demo", name: "web", replicas: 3, updated: 2, available: 1 });
+    // this event reached kubectl while the API server still held the watch open
+    await run.waitFor("2 out of 3 new replicas have been updated");
+    expect(api.openWatches()).toBeGreaterThan(0);
+    api.updateDeployment({ namespace: "demo", name: "web", replicas: 3, updated: 3, available: 3 });
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.out).toContain(`deployment "web" successfully rolled out`);
+    const watch = api.requests.filter((q) => q.path === "/apis/apps/v1/namespaces/demo/deployments" && q.query.get("watch") === "true").at(-1)!;
+    expect(api.header(watch, "impersonate-user")).toEqual(["alice"]);
+    await until(() => api.openWatches() === 0);
+  }, 60_000);
+
+  test("kubectl wait --for=condition=Ready returns when the pod's event says so", async () => {
+    api.pods.push({ namespace: "demo", name: "job-1", ready: false });
+    const before = api.requests.length;
+    const run = kubectl("example", ["wait", "--for=condition=Ready", "pod/job-1", "-n", "demo", "--timeout=60s"]);
+    await until(() => api.requests.slice(before).some((q) => q.query.get("watch") === "true") && api.openWatches() > 0);
+    expect(run.proc.exitCode).toBeNull();
+    api.emitPod("MODIFIED", { namespace: "demo", name: "job-1", ready: true });
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("pod/job-1 condition met");
+    await until(() => api.openWatches() === 0);
+  }, 60_000);
+
+  test("kubectl logs -f prints each line as the API server sends it", async () => {
+    const run = kubectl("example", ["logs", "-f", "-n", "demo", "web-1"]);
+    await run.waitFor("log line 1 of web-1\n");
+    await until(() => api.openWatches() === 1);
+    api.logLine("log line 2");
+    // arrived while the API server still holds the stream open
+    await run.waitFor("log line 2\n");
+    expect(api.openWatches()).toBe(1);
+    api.logLine("log line 3", true);
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.out).toBe("log line 1 of web-1\nlog line 2\nlog line 3\n");
+  }, 60_000);
+
+  test("killing kubectl get -w closes the upstream watch", async () => {
+    const run = kubectl("example", ["get", "pods", "-n", "demo", "-w"]);
+    await run.waitFor("web-1");
+    await until(() => api.openWatches() === 1);
+    run.proc.kill("SIGKILL");
+    await run.done;
+    await until(() => api.openWatches() === 0);
+  }, 60_000);
+});
+
+describe("the listener's upgrade path", () => {
+  const [host, port] = [() => auth.addr.split(":")[0]!, () => Number(auth.addr.split(":")[1])];
+  const caPem = () => auth.running.ctx.authorities.host.tlsCertPem;
+
+  /** Sends raw HTTP/1.1 over TLS with the example bot's certificate; resolves with all the server wrote before closing. */
+  function rawRequest(text: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const sock = tls.connect({ host: host(), port: port(), ca: caPem(), servername: "auth.machine-id.cluster.local", ALPNProtocols: ["http/1.1"], cert: creds.example!.certPem, key: creds.example!.keyPem }, () => sock.write(text));
+      let got = "";
+      sock.on("data", (d: Buffer) => (got += d.toString("utf8")));
+      sock.on("close", () => resolve(got));
+      sock.on("error", reject);
+    });
+  }
+
+  test("an upgrade outside the Kubernetes proxy is refused with 400 and closed", async () => {
+    const got = await rawRequest("GET /v1/ping HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    expect(got).toStartWith("HTTP/1.1 400 ");
+    expect(got).toContain("Connection upgrades are served only for the Kubernetes proxy");
+  });
+
+  test("an upgrade of a request other than exec, attach or portforward is refused before upstream", async () => {
+    const before = api.requests.length;
+    const got = await rawRequest(`GET /v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+    expect(got).toStartWith("HTTP/1.1 400 ");
+    expect(got).toContain("Only exec, attach and portforward are served as connection upgrades");
+    expect(api.requests.length).toBe(before);
+  });
+
+  test("a client that hangs up right after asking leaves no session and no upstream connection behind", async () => {
+    const before = (await auth.events("kube.session.start")).length;
+    const sock = tls.connect({ host: host(), port: port(), ca: caPem(), servername: "auth.machine-id.cluster.local", ALPNProtocols: ["http/1.1"], cert: creds.example!.certPem, key: creds.example!.keyPem });
+    await new Promise<void>((resolve) => sock.once("secureConnect", () => resolve()));
+    sock.on("error", () => {});
+    sock.write(
+      `GET /v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods/web-1/exec?command=hold&stdout=true HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n",
+    );
+    sock.destroy();
+    await until(async () => (await auth.events("kube.session.start")).length > before);
+    await until(allSessionsEnded);
+    await until(() => api.openUpgrades() === 0 && api.world.openSessions === 0);
+  }, 60_000);
+
+  test("exec over h2 (no Upgrade there) gets a 400 Status saying to use HTTP/1.1", async () => {
+    const client = http2.connect(`https://${auth.addr}`, { ca: caPem(), servername: "auth.machine-id.cluster.local", cert: creds.example!.certPem, key: creds.example!.keyPem });
+    try {
+      const req = client.request({ ":method": "POST", ":path": `/v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods/web-1/exec?command=sh&stdout=true` });
+      req.end();
+      const [status, body] = await new Promise<[number, string]>((resolve, reject) => {
+        let s = 0;
+        let b = "";
+        req.on("response", (h) => (s = Number(h[":status"])));
+        req.on("data", (d: Buffer) => (b += d.toString("utf8")));
+        req.on("end", () => resolve([s, b]));
+        req.on("error", reject);
+      });
+      expect(status).toBe(400);
+      expect(JSON.parse(body)).toMatchObject({ kind: "Status", code: 400, message: expect.stringContaining("need an HTTP/1.1 connection upgrade") });
+    } finally {
+      client.close();
+    }
+  });
+});
