@@ -103,9 +103,10 @@ class OutputService {
       ...(backoff ? { backoff } : {}),
       ...(random ? { random } : {}),
       onFailure: (e, attempt, next) =>
-        this.deps.log.warn("Cannot write output; the last good files stay in place", {
+        this.deps.log.warn("Cannot write output", {
           output: this.name,
           error: errorMessage(e),
+          kept: "the last good files stay in place",
           attempt,
           ...(Number.isFinite(next) ? { retry_in_ms: Math.round(next) } : { retry: "after the next renewal" }),
         }),
