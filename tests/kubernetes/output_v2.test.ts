@@ -3,12 +3,15 @@
 // and certificates for several clusters that open those and no other.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
+import { Agent, loadStartConfig } from "../../src/agent/index.ts";
 import { kubeContextName, renderMultiKubeconfig, resolveSelectors } from "../../src/agent/kubernetes/index.ts";
+import { silentLogger } from "../../src/lib/log.ts";
+import { has, requirePrereqs } from "../_prereq.ts";
 import { AppError } from "../../src/lib/errors.ts";
-import { tempDir } from "../agent/harness.ts";
+import { memoryLogger, tempDir } from "../agent/harness.ts";
 import { keyRequest } from "../auth/harness.ts";
 import { startKubeAuth, type Identity, type KubeAuth } from "./_auth.ts";
 import { startFakeApiServer, type FakeApiServer } from "./fake_apiserver.ts";
@@ -150,6 +153,49 @@ describe("the auth service and kubernetes/v2 certificates", () => {
     } finally {
       await auth.create(PROD_ROLE);
     }
+  });
+
+  test("an agent's output: a name and a label selector, one matching nothing (warned), disable_exec_plugin inlines credentials kubectl uses", async () => {
+    requirePrereqs({ kubectl: [has("kubectl"), "apt-get install kubernetes-client"] });
+    const token = await auth.addBot("v2agent", ["prod-pods"]);
+    const out = join(work.path, "v2-out");
+    const cfgPath = join(work.path, "v2.yaml");
+    await writeFile(
+      cfgPath,
+      `version: v2\nauth_server: ${auth.addr}\nonboarding: {join_method: token, token: ${token}, ca_pins: ["${auth.running.ctx.authorities.caPin}"]}\nstorage: {type: memory}\n` +
+        `outputs:\n  - type: kubernetes/v2\n    destination: {type: directory, path: ${out}}\n    disable_exec_plugin: true\n` +
+        `    selectors:\n      - name: prod-asia\n      - labels: {env: prod}\n      - labels: {env: staging}\n`,
+    );
+    const { log, lines } = memoryLogger("info");
+    const agent = new Agent({ config: await loadStartConfig({ config: cfgPath, oneshot: true }), log });
+    expect(agent.outputNames).toEqual([`kubernetes/v2:${out}`]);
+    await agent.oneshot();
+    const kubeconfig = join(out, "kubeconfig.yaml");
+    const doc = parseYaml(await readFile(kubeconfig, "utf8"));
+    expect(doc.contexts.map((c: { name: string }) => c.name)).toEqual(["example.teleport.sh-prod-asia", "example.teleport.sh-prod-eu"]);
+    expect(doc["current-context"]).toBe("example.teleport.sh-prod-asia");
+    expect(Object.keys(doc.users[0].user).sort()).toEqual(["client-certificate-data", "client-key-data"]);
+    const warned = lines.map((l) => JSON.parse(l)).filter((l) => l.level === "warn");
+    expect(warned).toEqual([expect.objectContaining({ msg: "A selector matches no Kubernetes cluster the bot's roles reach", selector: "selectors[2]", labels: "env=staging" })]);
+    const tool = Bun.spawn(["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", join(work.path, "cache"), "--context", "example.teleport.sh-prod-eu", "get", "pods", "-n", "demo", "-o", "name"], {
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, HOME: work.path },
+    });
+    const [stdout, stderr, code] = await Promise.all([new Response(tool.stdout).text(), new Response(tool.stderr).text(), tool.exited]);
+    expect({ code, stdout, stderr }).toEqual({ code: 0, stdout: "pod/web-1\n", stderr: "" });
+  });
+
+  test("an agent's output naming a cluster its roles do not reach fails the write, naming what it reaches", async () => {
+    const token = await auth.addBot("v2named", ["prod-pods"]);
+    const cfgPath = join(work.path, "v2-named.yaml");
+    await writeFile(
+      cfgPath,
+      `version: v2\nauth_server: ${auth.addr}\nonboarding: {join_method: token, token: ${token}, ca_pins: ["${auth.running.ctx.authorities.caPin}"]}\nstorage: {type: memory}\n` +
+        `outputs:\n  - type: kubernetes/v2\n    destination: {type: memory}\n    selectors:\n      - name: prod-us\n`,
+    );
+    const agent = new Agent({ config: await loadStartConfig({ config: cfgPath, oneshot: true }), log: silentLogger });
+    await expect(agent.oneshot()).rejects.toThrow(`Kubernetes cluster "prod-us" (selectors[0]) is not served by the auth service or the bot's roles do not reach it: it reaches "prod-asia", "prod-eu"`);
   });
 
   test("certificates are not issued for a cluster the roles do not reach, nor with both kubernetes_cluster and kubernetes_clusters", async () => {
