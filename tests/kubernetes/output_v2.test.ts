@@ -9,6 +9,7 @@ import { parse as parseYaml } from "yaml";
 import { Agent, loadStartConfig } from "../../src/agent/index.ts";
 import { kubeContextName, renderMultiKubeconfig, resolveSelectors } from "../../src/agent/kubernetes/index.ts";
 import { silentLogger } from "../../src/lib/log.ts";
+import type { KubernetesClusterInfo } from "../../src/protocol/index.ts";
 import { has, requirePrereqs } from "../_prereq.ts";
 import { AppError } from "../../src/lib/errors.ts";
 import { memoryLogger, tempDir } from "../agent/harness.ts";
@@ -16,7 +17,7 @@ import { keyRequest } from "../auth/harness.ts";
 import { startKubeAuth, type Identity, type KubeAuth } from "./_auth.ts";
 import { startFakeApiServer, type FakeApiServer } from "./fake_apiserver.ts";
 
-const REACHABLE = [
+const REACHABLE: KubernetesClusterInfo[] = [
   { name: "dev", labels: { env: "dev", team: "a" } },
   { name: "prod-eu", labels: { env: "prod", region: "eu" } },
   { name: "prod-us", labels: { env: "prod", region: "us" } },
