@@ -200,6 +200,7 @@ export class Agent {
   private outputDeps(cfg: AgentConfig): OutputDeps {
     return {
       botCerts: (req) => this.bot.botCerts(req),
+      kubernetesClusters: () => this.bot.kubernetesClusters(),
       identity: () => this.bot.identity,
       destination: (d) => createDestination(d, { log: this.log.child("destination") }),
       credentialTtlMs: cfg.credentialTtlMs,

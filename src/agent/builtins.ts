@@ -9,7 +9,7 @@ import { registerJoinMethod, tokenJoin } from "./bot/index.ts";
 import { boundKeypairJoin } from "./bound_keypair/index.ts";
 import { circleciJoin, githubJoin, gitlabJoin } from "./ci/index.ts";
 import { directoryDestination, memoryDestination, registerDestination } from "./destinations/index.ts";
-import { kubernetesJoin, kubernetesOutput, kubernetesSecretDestination } from "./kubernetes/index.ts";
+import { kubernetesJoin, kubernetesOutput, kubernetesSecretDestination, kubernetesV2Output } from "./kubernetes/index.ts";
 import { identityOutput, registerOutput } from "./outputs/index.ts";
 
 let registered = false;
@@ -33,4 +33,5 @@ export function registerBuiltins(): void {
   registerDestination("kubernetes_secret", kubernetesSecretDestination);
   registerOutput(identityOutput);
   registerOutput(kubernetesOutput);
+  registerOutput(kubernetesV2Output);
 }

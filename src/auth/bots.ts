@@ -6,7 +6,7 @@
 
 import { randomUUID } from "node:crypto";
 import { keyId, type CertIdentity } from "../crypto/index.ts";
-import { AppError, accessDenied, expired, isAppError, locked, notFound } from "../lib/errors.ts";
+import { AppError, accessDenied, badParameter, expired, isAppError, locked, notFound } from "../lib/errors.ts";
 import type { BotCertsRequest, BotCertsResponse, JoinRequest, JoinResponse, RenewRequest, RenewResponse } from "../protocol/index.ts";
 import { tokenExpired, tokenFingerprint, type BotResource, type RoleResource, type TokenResource } from "../resources/index.ts";
 import { checkRoleSubset, effectiveTtlMs, grants, maxTtlMs } from "./access.ts";
@@ -331,6 +331,16 @@ function retryNotAfter(record: BotInstanceRecord, now: Date): Date {
   return at;
 }
 
+/**
+ * The calling bot and all the roles it holds, for a request that issues nothing (the
+ * same refusals as a certificate request: locks, a deleted bot, a stale generation).
+ */
+export async function botAndRoles(ctx: AuthContext, caller: BotCaller): Promise<{ bot: BotResource; roles: RoleResource[] }> {
+  const { bot, gen } = await authorizeBot(ctx, caller);
+  if (gen.retry) throw accessDenied("This identity was renewed since: use the newest renewable identity");
+  return { bot, roles: await loadRoles(ctx, bot.spec.roles) };
+}
+
 /** The proxied Kubernetes clusters, as issuance sees them (KubernetesClusters in auth/kubernetes). */
 export interface KubernetesLabels {
   /** Labels of `cluster` for a bot with `roles`: NOT_FOUND when it is not proxied, ACCESS_DENIED when no role reaches it. */
@@ -346,9 +356,17 @@ export async function botCerts(ctx: AuthContext, req: BotCertsRequest, caller: B
   const roleNames = checkRoleSubset(bot, req.roles);
   const roles = await loadRoles(ctx, roleNames);
   const cluster = req.kubernetes_cluster;
-  if (cluster !== undefined && !kubernetes) throw notFound(`Kubernetes cluster "${cluster}" is not served by this auth service`);
+  const many = req.kubernetes_clusters;
+  if (cluster !== undefined && many !== undefined) throw badParameter("A certificate request names kubernetes_cluster or kubernetes_clusters, not both");
+  for (const c of [...(cluster === undefined ? [] : [cluster]), ...(many ?? [])]) {
+    if (!kubernetes) throw notFound(`Kubernetes cluster "${c}" is not served by this auth service`);
+  }
   const clusterLabels = cluster === undefined ? undefined : kubernetes!.labelsFor(cluster, roles, who.bot);
+  for (const c of many ?? []) kubernetes!.labelsFor(c, roles, who.bot); // NOT_FOUND or ACCESS_DENIED before anything is signed
+  // A multi-cluster certificate carries no Kubernetes users or groups: they differ per
+  // cluster, and the proxy works them out from the current roles on each request anyway.
   const g = grants(bot, roles, clusterLabels);
+  const clusters = many === undefined ? undefined : [...new Set(many)];
   // outputs never outlive the renewable identity that asked for them
   const cap = Math.min(maxTtlMs(bot, roles), caller.notAfter.getTime() - now.getTime());
   const ttl = effectiveTtlMs(req.ttl_seconds, cap);
@@ -364,6 +382,7 @@ export async function botCerts(ctx: AuthContext, req: BotCertsRequest, caller: B
     ...(g.kubernetesUsers.length ? { kubernetesUsers: g.kubernetesUsers } : {}),
     ...(g.kubernetesGroups.length ? { kubernetesGroups: g.kubernetesGroups } : {}),
     ...(req.kubernetes_cluster ? { kubernetesCluster: req.kubernetes_cluster } : {}),
+    ...(clusters ? { kubernetesClusters: clusters } : {}),
   };
   const notAfter = new Date(now.getTime() + ttl);
   const { certs, serial } = await issueCerts(ctx.authorities, { identity, publicTlsKey: keys.tls, publicSshKey: keys.ssh, notAfter, now });
@@ -377,6 +396,7 @@ export async function botCerts(ctx: AuthContext, req: BotCertsRequest, caller: B
     not_after: notAfter.toISOString(),
     reason: "output",
     ...(req.kubernetes_cluster ? { kubernetes_cluster: req.kubernetes_cluster } : {}),
+    ...(clusters ? { kubernetes_clusters: clusters } : {}),
   });
   return { certs };
 }

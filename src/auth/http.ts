@@ -39,7 +39,7 @@ import { botCerts, joinWithToken, renew, type BotCaller } from "./bots.ts";
 import { beginBoundKeypair, solveBoundKeypair } from "./bound_keypair.ts";
 import type { AuthContext } from "./context.ts";
 import { DEFAULT_HOST_CERT_TTL_MS, signHostKey } from "./issuer.ts";
-import { KubernetesClusters, joinWithKubernetes, kubernetesProxy } from "./kubernetes/index.ts";
+import { KubernetesClusters, joinWithKubernetes, kubernetesProxy, listKubernetesClusters } from "./kubernetes/index.ts";
 import { OIDC_JOIN_METHODS, OIDC_PLATFORMS, joinWithOidc } from "./oidc/index.ts";
 
 /** What the transport knows about a connection. */
@@ -197,6 +197,8 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = [], kuberne
     const caller = await botCaller(c);
     return c.json(await botCerts(ctx, await body(c, BotCertsRequest, "certificate request"), caller, kubernetes));
   });
+
+  app.get(ROUTES.botKubernetesClusters, async (c) => c.json(await listKubernetesClusters(ctx, await botCaller(c), kubernetes)));
 
   app.get(ROUTES.status, async (c) => {
     await requireAdmin(c);

@@ -4,7 +4,7 @@
  */
 
 import { z } from "zod";
-import { JOIN_METHODS, durationString, expecting, raise, stringList, text } from "../resources/index.ts";
+import { JOIN_METHODS, durationString, expecting, labelMap, raise, stringList, text } from "../resources/index.ts";
 
 export const SYMLINKS_MODES = ["secure", "try-secure", "insecure"] as const;
 export const ACLS_MODES = ["off", "try", "required"] as const;
@@ -61,6 +61,21 @@ export const storageSchema = z.discriminatedUnion("type", [
 
 const sshConfigSchema = expecting(z.union([z.enum(["on", "off"]), z.boolean()]), `"on" or "off"`);
 
+/**
+ * One selector of a kubernetes/v2 output, as tbot has it: a cluster by `name`, or every
+ * cluster whose labels include all of `labels` — exactly one of the two.
+ */
+const kubernetesSelectorSchema = z
+  .strictObject({ name: text().optional(), labels: labelMap().optional() })
+  .superRefine((sel, ctx) => {
+    const hasLabels = sel.labels !== undefined && Object.keys(sel.labels).length > 0;
+    if (sel.name !== undefined && sel.labels !== undefined) {
+      raise(ctx, ["labels"], "forbidden", "name is set: a selector picks a cluster by name or by labels, not both (use two selectors)");
+    } else if (sel.name === undefined && !hasLabels) {
+      raise(ctx, ["name"], "missing", `a selector needs "name: <cluster>" or "labels: {key: value}"`);
+    }
+  });
+
 /** One output (v2); `services` entries use the same schema. */
 export const outputSchema = z.discriminatedUnion("type", [
   z.strictObject({
@@ -74,6 +89,14 @@ export const outputSchema = z.discriminatedUnion("type", [
     destination: destinationSchema,
     kubernetes_cluster: text(),
     roles: stringList().default([]),
+  }),
+  z.strictObject({
+    type: z.literal("kubernetes/v2"),
+    destination: destinationSchema,
+    selectors: z.array(kubernetesSelectorSchema).superRefine((list, ctx) => {
+      if (list.length === 0) raise(ctx, [], "invalid", "at least one selector is needed, such as \"- name: <cluster>\" or \"- labels: {env: prod}\"", "list");
+    }),
+    disable_exec_plugin: z.boolean().default(false),
   }),
 ]);
 

@@ -52,6 +52,10 @@ function translateOutput(o: AgentV2File["outputs"][number]): OutputConfig {
     const sshConfig = o.ssh_config === true || o.ssh_config === "on";
     return { type: "identity", destination, roles: [...o.roles], sshConfig };
   }
+  if (o.type === "kubernetes/v2") {
+    const selectors = o.selectors.map((sel) => (sel.name !== undefined ? { name: sel.name } : { labels: { ...sel.labels } }));
+    return { type: "kubernetes/v2", destination, selectors, disableExecPlugin: o.disable_exec_plugin };
+  }
   return { type: "kubernetes", destination, kubernetesCluster: o.kubernetes_cluster, roles: [...o.roles] };
 }
 

@@ -112,6 +112,14 @@ function destinationYaml(d: DestinationConfig, defaultAcls: AclsMode): Record<st
 }
 
 function outputYaml(o: OutputConfig): Record<string, unknown> {
+  if (o.type === "kubernetes/v2") {
+    return {
+      type: "kubernetes/v2",
+      destination: destinationYaml(o.destination, OUTPUT_DEFAULT_ACLS),
+      selectors: o.selectors,
+      ...(o.disableExecPlugin ? { disable_exec_plugin: true } : {}),
+    };
+  }
   const roles = o.roles.length > 0 ? { roles: o.roles } : {};
   if (o.type === "identity") {
     return { type: "identity", destination: destinationYaml(o.destination, OUTPUT_DEFAULT_ACLS), ...roles, ...(o.sshConfig ? {} : { ssh_config: "off" }) };

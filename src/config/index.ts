@@ -8,6 +8,7 @@ export type {
   OnboardingConfig,
   DestinationConfig,
   OutputConfig,
+  KubernetesSelector,
   SymlinksMode,
   AclsMode,
   AuthConfig,

@@ -23,7 +23,16 @@ export type OutputConfig =
   /** Identity files (certificates, keys, CA bundles), and an SSH config when `sshConfig`. */
   | { type: "identity"; destination: DestinationConfig; roles: string[]; sshConfig: boolean }
   /** A kubeconfig for one cluster, plus the identity files it refers to. */
-  | { type: "kubernetes"; destination: DestinationConfig; kubernetesCluster: string; roles: string[] };
+  | { type: "kubernetes"; destination: DestinationConfig; kubernetesCluster: string; roles: string[] }
+  /**
+   * One kubeconfig for every cluster the selectors pick among those the bot's roles
+   * reach, resolved again on each renewal. `disableExecPlugin`: credentials always
+   * inline in the kubeconfig, never file paths.
+   */
+  | { type: "kubernetes/v2"; destination: DestinationConfig; selectors: KubernetesSelector[]; disableExecPlugin: boolean };
+
+/** A kubernetes/v2 selector: a cluster by name, or the clusters whose labels include all of these. */
+export type KubernetesSelector = { name: string } | { labels: Record<string, string> };
 
 /** How the agent joins the first time. */
 export interface OnboardingConfig {

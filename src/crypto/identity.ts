@@ -26,6 +26,8 @@ export interface CertIdentity {
   kubernetesUsers?: string[];
   kubernetesGroups?: string[];
   kubernetesCluster?: string;
+  /** A `kubernetes/v2` output's certificate: every cluster it may reach through the proxy (instead of `kubernetesCluster`). */
+  kubernetesClusters?: string[];
   joinMethod?: string;
   tokenName?: string;
 }
@@ -54,6 +56,7 @@ export const IdentitySchema = z.object({
   kubernetesUsers: names.optional(),
   kubernetesGroups: names.optional(),
   kubernetesCluster: name.optional(),
+  kubernetesClusters: names.optional(),
   joinMethod: name.optional(),
   tokenName: name.optional(),
 });
@@ -62,7 +65,7 @@ export const IdentitySchema = z.object({
 const FIELD_ORDER = Object.keys(IdentitySchema.shape) as (keyof CertIdentity)[];
 
 const NAME_FIELDS = new Set<string>(["cluster", "username", "botName", "botInstanceId", "kubernetesCluster", "joinMethod", "tokenName"]);
-const OPTIONAL_FIELDS = new Set<string>(["botName", "botInstanceId", "generation", "kubernetesUsers", "kubernetesGroups", "kubernetesCluster", "joinMethod", "tokenName"]);
+const OPTIONAL_FIELDS = new Set<string>(["botName", "botInstanceId", "generation", "kubernetesUsers", "kubernetesGroups", "kubernetesCluster", "kubernetesClusters", "joinMethod", "tokenName"]);
 const isName = (v: unknown) => typeof v === "string" && v.length >= 1 && v.length <= 1024;
 function isNames(v: unknown): v is string[] {
   if (!Array.isArray(v) || v.length > 1024) return false;

@@ -12,6 +12,7 @@ import {
   AddBotResponse,
   AuditEvent,
   BotCertsResponse,
+  KubernetesClustersResponse,
   BotInstance,
   BoundKeypairBeginResponse,
   JoinResponse,
@@ -154,6 +155,10 @@ export class AuthClient {
   }
   botCerts(req: BotCertsRequest): Promise<BotCertsResponse> {
     return this.request("POST", ROUTES.botCerts, { body: req, schema: BotCertsResponse });
+  }
+  /** The Kubernetes clusters the bot's roles reach (name and labels). */
+  kubernetesClusters(): Promise<KubernetesClustersResponse> {
+    return this.request("GET", ROUTES.botKubernetesClusters, { schema: KubernetesClustersResponse });
   }
   status(): Promise<StatusResponse> {
     return this.request("GET", ROUTES.status, { schema: StatusResponse });

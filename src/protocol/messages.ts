@@ -19,6 +19,8 @@ export const ROUTES = {
   boundKeypairSolve: "/v1/join/bound-keypair/solve",
   renew: "/v1/bot/renew",
   botCerts: "/v1/bot/certs",
+  /** The Kubernetes clusters the calling bot's roles reach (a kubernetes/v2 output resolves its selectors against them). */
+  botKubernetesClusters: "/v1/bot/kubernetes-clusters",
   status: "/v1/status",
   resources: "/v1/resources",
   bots: "/v1/bots",
@@ -164,11 +166,21 @@ export const BotCertsRequest = KeyRequest.extend({
   /** A subset of the bot's roles; all of them when absent. */
   roles: z.array(z.string()).optional(),
   kubernetes_cluster: z.string().optional(),
+  /** A kubernetes/v2 output: one certificate for all of these clusters (not with kubernetes_cluster). */
+  kubernetes_clusters: z.array(z.string()).max(1024).optional(),
 });
 export type BotCertsRequest = z.infer<typeof BotCertsRequest>;
 
 export const BotCertsResponse = z.object({ certs: Certs, kubernetes: z.object({ server: z.string(), cluster: z.string() }).optional() });
 export type BotCertsResponse = z.infer<typeof BotCertsResponse>;
+
+/** One Kubernetes cluster the auth service proxies, as a bot sees it. */
+export const KubernetesClusterInfo = z.object({ name: z.string(), labels: z.record(z.string(), z.string()) });
+export type KubernetesClusterInfo = z.infer<typeof KubernetesClusterInfo>;
+
+/** The clusters the calling bot's roles reach, sorted by name. */
+export const KubernetesClustersResponse = z.object({ clusters: z.array(KubernetesClusterInfo) });
+export type KubernetesClustersResponse = z.infer<typeof KubernetesClustersResponse>;
 
 export const StatusResponse = z.object({
   cluster_name: z.string(),

@@ -72,6 +72,7 @@ describe("agent config round trip", () => {
     [join(SCENARIOS, "tbot-kubernetes.yaml"), "tbot-kubernetes.golden.yaml"],
     [join(FIXTURES, "agent-v2-full.yaml"), "agent-v2-full.golden.yaml"],
     [join(FIXTURES, "agent-v1-full.yaml"), "agent-v1-full.golden.yaml"],
+    [join(FIXTURES, "agent-kubernetes-v2.yaml"), "agent-kubernetes-v2.golden.yaml"],
   ] as const;
   for (const [file, goldenName] of inputs) {
     const name = file.split("/").pop()!;
@@ -85,6 +86,14 @@ describe("agent config round trip", () => {
       expect(serializeAgentConfig(again)).toBe(serializeAgentConfig(cfg));
     });
   }
+
+  test("agent-kubernetes-v2.yaml: selectors by name and by labels, disable_exec_plugin", async () => {
+    const cfg = await loadAgentConfig(join(FIXTURES, "agent-kubernetes-v2.yaml"));
+    expect(cfg.outputs).toEqual([
+      { type: "kubernetes/v2", destination: outDir("/opt/machine-id/kube"), selectors: [{ name: "prod-eu" }, { labels: { env: "prod", team: "payments" } }], disableExecPlugin: false },
+      { type: "kubernetes/v2", destination: { type: "kubernetes_secret", name: "kube-clusters" }, selectors: [{ labels: { env: "staging" } }], disableExecPlugin: true },
+    ]);
+  });
 
   test("agent-v1-full.yaml: v1 forms translate and ignored template options are warned about", async () => {
     const cfg = await loadAgentConfig(join(FIXTURES, "agent-v1-full.yaml"));
@@ -229,13 +238,13 @@ const cases: ErrorCase[] = [
   {
     name: "an output with an unknown type",
     text: "version: v2\noutputs:\n  - type: ssh_host\n    destination: {type: memory}\n",
-    message: `Invalid value "ssh_host" for outputs[0].type in agent config: allowed values are "identity", "kubernetes"`,
+    message: `Invalid value "ssh_host" for outputs[0].type in agent config: allowed values are "identity", "kubernetes", "kubernetes/v2"`,
     line: 3,
   },
   {
     name: "a service of a type we do not run",
     text: "version: v2\nservices:\n  - type: ssh-multiplexer\n",
-    message: `Invalid value "ssh-multiplexer" for services[0].type in agent config: allowed values are "identity", "kubernetes"`,
+    message: `Invalid value "ssh-multiplexer" for services[0].type in agent config: allowed values are "identity", "kubernetes", "kubernetes/v2"`,
     line: 3,
   },
   {
@@ -243,6 +252,42 @@ const cases: ErrorCase[] = [
     text: "version: v2\noutputs:\n  - type: kubernetes\n    destination:\n      type: directory\n      path: /opt/k\n",
     message: `Missing required field "outputs[0].kubernetes_cluster" in agent config`,
     line: 3,
+  },
+  {
+    name: "a kubernetes/v2 output without selectors",
+    text: "version: v2\noutputs:\n  - type: kubernetes/v2\n    destination: {type: memory}\n",
+    message: `Missing required field "outputs[0].selectors" in agent config`,
+    line: 3,
+  },
+  {
+    name: "a kubernetes/v2 output with an empty selector list",
+    text: "version: v2\noutputs:\n  - type: kubernetes/v2\n    destination: {type: memory}\n    selectors: []\n",
+    message: `Invalid list for outputs[0].selectors in agent config: at least one selector is needed, such as "- name: <cluster>" or "- labels: {env: prod}"`,
+    line: 5,
+  },
+  {
+    name: "a kubernetes/v2 selector with both name and labels",
+    text: "version: v2\noutputs:\n  - type: kubernetes/v2\n    destination: {type: memory}\n    selectors:\n      - name: prod\n        labels: {env: prod}\n",
+    message: `Unexpected field "outputs[0].selectors[0].labels" in agent config: name is set: a selector picks a cluster by name or by labels, not both (use two selectors)`,
+    line: 7,
+  },
+  {
+    name: "a kubernetes/v2 selector with neither name nor labels",
+    text: "version: v2\noutputs:\n  - type: kubernetes/v2\n    destination: {type: memory}\n    selectors:\n      - labels: {}\n",
+    message: `Missing required field "outputs[0].selectors[0].name" in agent config: a selector needs "name: <cluster>" or "labels: {key: value}"`,
+    line: 6,
+  },
+  {
+    name: "a kubernetes/v2 selector with a misspelt field",
+    text: "version: v2\noutputs:\n  - type: kubernetes/v2\n    destination: {type: memory}\n    selectors:\n      - lables: {env: prod}\n",
+    message: `Unknown field "outputs[0].selectors[0].lables" in agent config: did you mean "labels"?`,
+    line: 6,
+  },
+  {
+    name: "a kubernetes/v2 label value that is not a string",
+    text: "version: v2\noutputs:\n  - type: kubernetes/v2\n    destination: {type: memory}\n    selectors:\n      - labels: {env: [a, b]}\n",
+    message: `Invalid value for outputs[0].selectors[0].labels.env in agent config: expected a string, got a list`,
+    line: 6,
   },
   {
     name: "a directory destination without a path",

@@ -54,6 +54,8 @@ export interface KubeAuth {
   joinWithToken(token: string): Promise<Identity>;
   /** Output certificates of `bot` for a Kubernetes cluster. */
   kubeCerts(bot: Identity, cluster: string): Promise<Identity>;
+  /** A kubernetes/v2 output's certificates of `bot`, for several clusters at once. */
+  kubeCertsMany(bot: Identity, clusters: string[]): Promise<Identity>;
   /** Events of one type, oldest first. */
   events(type: string): Promise<{ type: string; fields: Record<string, any> }[]>;
   close(): Promise<void>;
@@ -123,6 +125,10 @@ export async function startKubeAuth(
     async kubeCerts(bot, cluster) {
       const { key, body } = keyRequest();
       return identity((await post("/v1/bot/certs", bot.conn, { ...body, kubernetes_cluster: cluster })).certs, key);
+    },
+    async kubeCertsMany(bot, clusters) {
+      const { key, body } = keyRequest();
+      return identity((await post("/v1/bot/certs", bot.conn, { ...body, kubernetes_clusters: clusters })).certs, key);
     },
     async events(type) {
       return (await admin.listEvents({ type })) as { type: string; fields: Record<string, any> }[];

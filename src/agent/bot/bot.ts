@@ -9,7 +9,7 @@ import type { Clock } from "../../lib/clock.ts";
 import { AppError, expired, isAppError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { OnboardingConfig } from "../../config/index.ts";
-import { AuthClient, type BotCertsRequest, type BotCertsResponse, type ClientTLS } from "../../protocol/index.ts";
+import { AuthClient, type BotCertsRequest, type BotCertsResponse, type ClientTLS, type KubernetesClusterInfo } from "../../protocol/index.ts";
 import { tokenFingerprint } from "../../resources/index.ts";
 import { joinMethod } from "./join.ts";
 import { identityTLS, makeIdentity, publicKeys, type BotIdentity } from "./identity.ts";
@@ -200,11 +200,21 @@ export class Bot {
   }
 
   /** Asks for role certificates (for an output) with the current identity. */
-  async botCerts(req: BotCertsRequest): Promise<BotCertsResponse> {
+  botCerts(req: BotCertsRequest): Promise<BotCertsResponse> {
+    return this.withIdentity((client) => client.botCerts(req));
+  }
+
+  /** The Kubernetes clusters the bot's roles reach, asked with the current identity. */
+  async kubernetesClusters(): Promise<KubernetesClusterInfo[]> {
+    return (await this.withIdentity((client) => client.kubernetesClusters())).clusters;
+  }
+
+  /** One request with the current identity (after a renewal in progress), tracked so stopping waits for it. */
+  private async withIdentity<T>(call: (client: AuthClient) => Promise<T>): Promise<T> {
     while (this.refreshing) await this.refreshing.catch(() => {});
     const id = this.identityValue;
     if (!id) throw new AppError("BAD_PARAMETER", "The bot has no identity yet: it must join before outputs can be written");
-    const request = this.makeClient(this.settings.addr, identityTLS(id)).botCerts(req);
+    const request = call(this.makeClient(this.settings.addr, identityTLS(id)));
     this.requests.add(request);
     try {
       return await request;

@@ -25,7 +25,7 @@ export interface IssuedIdentity {
 export async function issueIdentityFiles(
   deps: OutputDeps,
   destination: Destination,
-  opts: { roles: string[]; sshConfig: boolean; kubernetesCluster?: string },
+  opts: { roles: string[]; sshConfig: boolean; kubernetesCluster?: string; kubernetesClusters?: string[] },
 ): Promise<IssuedIdentity> {
   const key = generateKeyPair(AGENT_KEY_ALGORITHM);
   const res = await deps.botCerts({
@@ -33,6 +33,7 @@ export async function issueIdentityFiles(
     ttl_seconds: Math.max(1, Math.round(deps.credentialTtlMs / 1000)),
     ...(opts.roles.length > 0 ? { roles: opts.roles } : {}),
     ...(opts.kubernetesCluster ? { kubernetes_cluster: opts.kubernetesCluster } : {}),
+    ...(opts.kubernetesClusters?.length ? { kubernetes_clusters: opts.kubernetesClusters } : {}),
   });
   const id = deps.identity();
   const keyPem = privateKeyToPem(key.privateKey);

@@ -7,7 +7,7 @@
 import type { Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { DestinationConfig, OutputConfig } from "../../config/index.ts";
-import type { BotCertsRequest, BotCertsResponse } from "../../protocol/index.ts";
+import type { BotCertsRequest, BotCertsResponse, KubernetesClusterInfo } from "../../protocol/index.ts";
 import type { BotIdentity } from "../bot/index.ts";
 import type { Destination } from "../destinations/index.ts";
 import { Registry } from "../registry.ts";
@@ -16,6 +16,8 @@ import { Registry } from "../registry.ts";
 export interface OutputDeps {
   /** Issues role certificates with the bot's current identity. */
   botCerts(req: BotCertsRequest): Promise<BotCertsResponse>;
+  /** The Kubernetes clusters the bot's roles reach, with their labels (asked with the bot's current identity). */
+  kubernetesClusters(): Promise<KubernetesClusterInfo[]>;
   /** The bot's current renewable identity (for its name and the auth address). */
   identity(): BotIdentity | undefined;
   destination(config: DestinationConfig): Destination;

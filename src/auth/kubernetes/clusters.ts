@@ -64,6 +64,16 @@ export class KubernetesClusters {
     return labels;
   }
 
+  /**
+   * The proxied clusters some of `roles` reach, as the proxy decides it (deny labels
+   * close a cluster), sorted by name: what a kubernetes/v2 output may select from.
+   */
+  reachable(roles: readonly RoleResource[]): { name: string; labels: Record<string, string> }[] {
+    return this.names()
+      .map((name) => ({ name, labels: { ...this.upstreams.get(name)!.config.labels } }))
+      .filter((c) => clusterAccess(roles, c.labels).allowed);
+  }
+
   /** The API server of the cluster this service runs in, for TokenReviews; NOT_IMPLEMENTED outside a cluster. */
   inClusterUpstream(): Promise<Upstream> {
     this.inCluster ??= Upstream.load(inClusterConfig(this.env)).catch((e: unknown) => {

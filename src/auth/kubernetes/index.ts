@@ -8,6 +8,7 @@ export { kubernetesProxy, type ProxyConn } from "./proxy.ts";
 export { kubernetesUpgrade } from "./_upgrade.ts";
 export { KubeSessions, DEFAULT_SESSION_LIMITS, type KubeSessionLimits } from "./_sessions.ts";
 export { joinWithKubernetes } from "./join.ts";
+export { listKubernetesClusters } from "./_list.ts";
 export { parseKubeApiRequest, roleKind, type KubeApiRequest, type ResourceRequest, type NonResourceRequest } from "./_apipath.ts";
 export { authorizeRequest, allowObject, clusterAccess, type ProxyDecision } from "./_access.ts";
 export { filterObject, filterListText, filterWatchStream, type ObjectCheck } from "./_filter.ts";

@@ -236,8 +236,11 @@ export function auditBase(id: CertIdentity, cluster: string, req: Request, conn:
 
 /** The bot's current roles for a request on `cluster`: refused (Denied) for a certificate of another cluster, a lock, a deleted bot. */
 export async function rolesOnCluster(ctx: AuthContext, id: CertIdentity, cluster: string): Promise<{ roles: RoleResource[]; bot: BotResource }> {
-  if (id.kubernetesCluster !== cluster) {
-    const issued = id.kubernetesCluster ? `Kubernetes cluster "${id.kubernetesCluster}"` : "no Kubernetes cluster";
+  // A certificate opens only the clusters it was issued for: one (a kubernetes output) or a list (kubernetes/v2).
+  const issuedFor = id.kubernetesClusters ?? (id.kubernetesCluster ? [id.kubernetesCluster] : []);
+  if (!issuedFor.includes(cluster)) {
+    const issued =
+      issuedFor.length === 0 ? "no Kubernetes cluster" : issuedFor.length === 1 ? `Kubernetes cluster "${issuedFor[0]}"` : `Kubernetes clusters ${issuedFor.map((c) => `"${c}"`).join(", ")}`;
     throw new Denied(403, `The client certificate was issued for ${issued}, not "${cluster}"`, `certificate is for ${issued}`);
   }
   return currentRoles(ctx, id).catch((e: unknown) => {
