@@ -1,7 +1,7 @@
 /**
  * Where a request's time goes, in two halves measured apart:
  *
- * - transport: src/auth/server.ts's listener with a handler that only reads the body and
+ * - transport: src/auth/listener.ts's listener with a handler that only reads the body and
  *   answers `{}` — the ceiling any endpoint can reach — pinned to core 0, 16 clients on
  *   core 1, one new mTLS connection per request (as a renewal) or one keep-alive
  *   connection per client (as output certificates); and, for comparison, the floor of a
@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { issueServerCertificate, loadAuthorities } from "../src/auth/authorities.ts";
 import { issueCerts } from "../src/auth/issuer.ts";
-import { listen } from "../src/auth/server.ts";
+import { listen } from "../src/auth/listener.ts";
 import { startAuthService } from "../src/auth/service.ts";
 import { openBackend } from "../src/auth/storage/index.ts";
 import { generateKeyPair, privateKeyToPem } from "../src/crypto/index.ts";
@@ -209,7 +209,7 @@ export async function handlerCost(dir: string): Promise<Record<string, number>> 
 
 export function breakdownTable(transport: Record<string, number>, handler: Record<string, number>): string {
   return [
-    table(["bare listener (server.ts, handler answers {}), 16 clients", "req/s", "µs per request"], Object.entries(transport).map(([k, v]) => [k, fmt(v), fmt(1e6 / v)])),
+    table(["bare listener (listener.ts, handler answers {}), 16 clients", "req/s", "µs per request"], Object.entries(transport).map(([k, v]) => [k, fmt(v), fmt(1e6 / v)])),
     "",
     table(["handler in process, one request at a time", "µs per request", "req/s"], Object.entries(handler).map(([k, v]) => [k, fmt(v), fmt(1e6 / v)])),
   ].join("\n");

@@ -103,7 +103,7 @@ if (only.has("breakdown")) {
     "",
     "### Where the time goes",
     "",
-    "The same listener (src/auth/server.ts) with a handler that answers `{}`, pinned to core 0 with 16 clients on core 1, " +
+    "The same listener (src/auth/listener.ts) with a handler that answers `{}`, pinned to core 0 with 16 clients on core 1, " +
       "beside the floor of any HTTP server on Bun's TLS sockets (`Bun.listen`, client certificate read, a fixed answer, no parser); " +
       "and the service's request handler called in process, no sockets, one request at a time on core 0.",
     "",

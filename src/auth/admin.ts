@@ -21,7 +21,7 @@ import {
 import { actorFields, auditTarget, event, EVENT, type Actor } from "./audit.ts";
 import type { AuthContext } from "./context.ts";
 import { randomId } from "./issuer.ts";
-import { KEYS, RESOURCE_PREFIX, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./state.ts";
+import { KEYS, RESOURCE_PREFIX, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./keys.ts";
 import type { ConditionalOp, Item, StoredEvent } from "./storage/index.ts";
 
 /** Most resources one list request returns. */

@@ -7,7 +7,7 @@
 
 import type { Logger } from "../lib/log.ts";
 import { tokenFingerprint } from "../resources/index.ts";
-import { lockName, type LockTarget } from "./state.ts";
+import { lockName, type LockTarget } from "./keys.ts";
 import type { Backend, StoredEvent } from "./storage/index.ts";
 
 /** Event types, stable strings other tools may filter on. */

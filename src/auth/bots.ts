@@ -13,7 +13,7 @@ import { checkRoleSubset, effectiveTtlMs, grants, maxTtlMs } from "./access.ts";
 import { event, EVENT } from "./audit.ts";
 import type { AuthContext } from "./context.ts";
 import { issueCerts, requestKeys } from "./issuer.ts";
-import { KEYS, findLock, getBot, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./state.ts";
+import { KEYS, findLock, getBot, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./keys.ts";
 import type { ConditionalOp, Item, StoredEvent } from "./storage/index.ts";
 
 /**

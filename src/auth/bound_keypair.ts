@@ -22,7 +22,7 @@ import { auditTarget, event, EVENT } from "./audit.ts";
 import { GENERIC_TOKEN_ERROR, checkLocks, joinFailed, startInstance, type Caller } from "./bots.ts";
 import type { AuthContext } from "./context.ts";
 import { randomId, requestKeys } from "./issuer.ts";
-import { KEYS, getBot, type LockRecord, type LockTarget } from "./state.ts";
+import { KEYS, getBot, type LockRecord, type LockTarget } from "./keys.ts";
 import type { ConditionalOp } from "./storage/index.ts";
 
 /** A challenge must be answered within this long. */

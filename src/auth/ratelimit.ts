@@ -12,7 +12,7 @@ import { AppError } from "../lib/errors.ts";
 import { ROUTES, STATUS_BY_CODE, errorBody } from "../protocol/index.ts";
 import { EVENT } from "./audit.ts";
 import type { AuthContext } from "./context.ts";
-import type { Handler } from "./http.ts";
+import type { Handler } from "./app.ts";
 
 export interface FailureLimiterOptions {
   /** Failures an address may have in a row before it is limited; default 10. */

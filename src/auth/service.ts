@@ -17,14 +17,14 @@ import { ADMIN_IDENTITY_FILE, formatIdentityFile } from "../protocol/index.ts";
 import { AuditLog, EVENT } from "./audit.ts";
 import { hostPort, issueServerCertificate, prepareAuthorities, serverNames, storedClusterName, type Authorities } from "./authorities.ts";
 import type { AuthContext } from "./context.ts";
-import { createHandler, type Handler, type RouteHook } from "./http.ts";
+import { createHandler, type Handler, type RouteHook } from "./app.ts";
 import { issueCerts } from "./issuer.ts";
 import { limitFailedJoins } from "./ratelimit.ts";
-import { listen, type Listener } from "./server.ts";
+import { listen, type Listener } from "./listener.ts";
 import { openBackend, type Backend } from "./storage/index.ts";
 import { hostname } from "node:os";
 import { tokenExpires, type TokenResource } from "../resources/index.ts";
-import { KEYS } from "./state.ts";
+import { KEYS } from "./keys.ts";
 import { DEFAULT_SESSION_LIMITS, KubeSessions, KubernetesClusters, kubernetesUpgrade } from "./kubernetes/index.ts";
 import { DEFAULT_AUDIT_RETENTION_MS, type AuthLimitsConfig, type CaKeyAlgorithm, type KubernetesClusterConfig } from "../config/index.ts";
 

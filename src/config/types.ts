@@ -113,7 +113,7 @@ export interface KubernetesClusterConfig {
 /**
  * The auth service's connection deadlines and caps (`limits` in auth.yaml; the
  * listener's options). Unset fields keep the listener's defaults, DEFAULT_LIMITS in
- * src/auth/server.ts.
+ * src/auth/listener.ts.
  */
 export interface AuthLimitsConfig {
   /** From accept to the first request's complete headers (TLS handshake included). */

@@ -1,6 +1,6 @@
 /**
  * A renewal moves the connection that carried it to the renewed identity: in process
- * (a ConnInfo with a session, as server.ts gives each tracked connection) and over real
+ * (a ConnInfo with a session, as listener.ts gives each tracked connection) and over real
  * TLS, HTTP/1.1 keep-alive and h2. The superseded certificate stays superseded on any
  * other connection, and locks and expiry still apply to the connection's identity.
  */
@@ -10,7 +10,7 @@ import http2 from "node:http2";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ConnInfo } from "../../src/auth/http.ts";
+import type { ConnInfo } from "../../src/auth/app.ts";
 import { startAuthService, type RunningAuth } from "../../src/auth/service.ts";
 import { silentLogger } from "../../src/lib/log.ts";
 import { AUTH_SERVER_NAME, CONNECTION_IDENTITY_HEADER, CONNECTION_RENEWED } from "../../src/protocol/index.ts";

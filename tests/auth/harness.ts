@@ -9,7 +9,7 @@ import { silentLogger } from "../../src/lib/log.ts";
 import { AuditLog } from "../../src/auth/audit.ts";
 import { loadAuthorities } from "../../src/auth/authorities.ts";
 import type { AuthContext } from "../../src/auth/context.ts";
-import { createHandler, type ConnInfo, type Handler } from "../../src/auth/http.ts";
+import { createHandler, type ConnInfo, type Handler } from "../../src/auth/app.ts";
 import { issueCerts } from "../../src/auth/issuer.ts";
 import { openBackend } from "../../src/auth/storage/index.ts";
 import { pemDecodeOne } from "../../src/lib/pem.ts";

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import type { Actor } from "../../src/auth/audit.ts";
-import type { ConnInfo } from "../../src/auth/http.ts";
+import type { ConnInfo } from "../../src/auth/app.ts";
 import { startAuthService, type AuthServiceOptions, type RunningAuth } from "../../src/auth/service.ts";
 import type { KubernetesClusterConfig } from "../../src/config/index.ts";
 import type { KeyPair } from "../../src/crypto/index.ts";

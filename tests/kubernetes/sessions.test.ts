@@ -10,7 +10,7 @@ import http2 from "node:http2";
 import tls from "node:tls";
 import { join } from "node:path";
 import { renderKubeconfig } from "../../src/agent/kubernetes/index.ts";
-import { KEYS, type LockRecord } from "../../src/auth/state.ts";
+import { KEYS, type LockRecord } from "../../src/auth/keys.ts";
 import { privateKeyToPem } from "../../src/crypto/index.ts";
 import { has, requirePrereqs } from "../_prereq.ts";
 import { tempDir } from "../agent/harness.ts";

@@ -15,13 +15,13 @@ import type { AuthClient } from "../../src/protocol/index.ts";
 import { JSON_HEADERS, RenewingBot, prepareKeys, type Target } from "../_support/bot.ts";
 import { Http1Connection } from "../_support/http1.ts";
 import { adminClient } from "../_support/clients.ts";
-import { DEFAULT_LIMITS } from "../../src/auth/server.ts";
+import { DEFAULT_LIMITS } from "../../src/auth/listener.ts";
 import { AUTH_SERVER_NAME } from "../../src/protocol/index.ts";
 import { waitFor } from "../agent/wait.ts";
 import { startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";
 import { SOAK, size, startAgent, tcpConnect, tlsConnect, type RunningAgent } from "./_helpers.ts";
 
-/** The service's defaults (src/auth/server.ts DEFAULT_LIMITS): the compiled binary is tested as shipped. */
+/** The service's defaults (src/auth/listener.ts DEFAULT_LIMITS): the compiled binary is tested as shipped. */
 const HEADERS_TIMEOUT_MS = DEFAULT_LIMITS.headersTimeoutMs;
 const REQUEST_TIMEOUT_MS = DEFAULT_LIMITS.requestTimeoutMs;
 const PER_ADDRESS = DEFAULT_LIMITS.maxConnectionsPerAddress;

@@ -5,7 +5,7 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { MAX_JSON_DEPTH } from "../../src/auth/http.ts";
+import { MAX_JSON_DEPTH } from "../../src/auth/app.ts";
 import { MAX_BODY_BYTES } from "../../src/protocol/index.ts";
 import { startHarness, type Harness } from "../auth/harness.ts";
 

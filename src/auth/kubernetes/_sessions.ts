@@ -11,7 +11,7 @@
 import { errorMessage } from "../../lib/errors.ts";
 import { EVENT } from "../audit.ts";
 import type { AuthContext } from "../context.ts";
-import { findLock, lockName, type LockTarget } from "../state.ts";
+import { findLock, lockName, type LockTarget } from "../keys.ts";
 
 /** A session refused by a cap; `reason` is what the audit records. */
 export class SessionLimitReached extends Error {

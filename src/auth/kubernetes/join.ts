@@ -16,7 +16,7 @@ import { checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
 import { requestKeys } from "../issuer.ts";
 import { Refusal, refuse } from "../refusal.ts";
-import { KEYS, getBot, getToken } from "../state.ts";
+import { KEYS, getBot, getToken } from "../keys.ts";
 import { IssuerKeys } from "../oidc/index.ts";
 import type { KubernetesClusters } from "./clusters.ts";
 

@@ -15,7 +15,7 @@ import { grants } from "../access.ts";
 import { EVENT } from "../audit.ts";
 import { lockedError, loadRoles } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
-import { KEYS, type BotInstanceRecord, type LockRecord } from "../state.ts";
+import { KEYS, type BotInstanceRecord, type LockRecord } from "../keys.ts";
 import type { Item } from "../storage/index.ts";
 import { allowObject, authorizeRequest } from "./_access.ts";
 import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";

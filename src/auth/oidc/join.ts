@@ -15,7 +15,7 @@ import { checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
 import { requestKeys } from "../issuer.ts";
 import { Refusal, refuse } from "../refusal.ts";
-import { KEYS, getBot, getToken } from "../state.ts";
+import { KEYS, getBot, getToken } from "../keys.ts";
 import { checkJwks, IssuerKeys, type KeyResolver } from "./_keys.ts";
 import { claimText, type CiSpec, type OidcPlatform } from "./_platform.ts";
 import { matchingRule } from "./_rules.ts";

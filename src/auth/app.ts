@@ -1,7 +1,7 @@
 /**
  * The auth service as a function of a request: `handle(req, conn) → Response`.
  * Routing, body limits, decoding, authentication from the client certificate and
- * the mapping of errors to statuses live here; the socket lives in server.ts.
+ * the mapping of errors to statuses live here; the socket lives in listener.ts.
  */
 
 import { createHash } from "node:crypto";
@@ -49,7 +49,7 @@ export interface ConnInfo {
   peerCertDer?: Uint8Array;
   /**
    * State that lives as long as the connection. Only a transport that hands the same
-   * ConnInfo to every request of one connection may set it (server.ts does): a renewal
+   * ConnInfo to every request of one connection may set it (listener.ts does): a renewal
    * answered on the connection records the renewed identity here.
    */
   session?: ConnSession;

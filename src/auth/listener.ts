@@ -17,7 +17,7 @@ import { AppError, errorMessage } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { MAX_BODY_BYTES, STATUS_BY_CODE, errorBody } from "../protocol/index.ts";
 import { handshakeFailureLogger } from "./_plain_http.ts";
-import type { ConnInfo } from "./http.ts";
+import type { ConnInfo } from "./app.ts";
 
 export interface TlsMaterial {
   certPem: string;
