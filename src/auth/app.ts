@@ -109,7 +109,8 @@ export function createHandler(ctx: AuthContext, hooks: RouteHook[] = [], kuberne
     if (!der || der.length === 0) throw accessDenied("This request needs a client certificate: use an identity issued by this cluster");
     const cached = verified.get(der, now);
     if (cached) return cached;
-    const parsed = await verifyCertificate(der, [ctx.authorities.user.tlsCertPem], now);
+    // usage "client": a certificate the user CA issued for another purpose does not log in
+    const parsed = await verifyCertificate(der, [ctx.authorities.user.tlsCertPem], now, { usage: "client" });
     if (!parsed.identity) throw accessDenied("The client certificate carries no machine-id identity");
     if (parsed.identity.cluster !== ctx.authorities.cluster) {
       throw accessDenied(`The client certificate is for cluster "${parsed.identity.cluster}", not "${ctx.authorities.cluster}"`);

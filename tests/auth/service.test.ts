@@ -5,7 +5,8 @@
  */
 
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { formatSshPublicKey, parseSshCertificate } from "../../src/crypto/index.ts";
+import { formatSshPublicKey, generateKeyPair, issueCertificate, parseSshCertificate } from "../../src/crypto/index.ts";
+import { pemDecodeOne } from "../../src/lib/pem.ts";
 import { identityOf, keyRequest, startHarness, type Harness } from "./harness.ts";
 
 let h: Harness;
@@ -85,6 +86,30 @@ describe("admin authentication", () => {
     } finally {
       await other.close();
     }
+  });
+
+  test("a certificate from the user CA without clientAuth usage is refused by the API, admin and bot routes alike", async () => {
+    // Signed by the right CA and carrying an admin identity, but issued for serverAuth:
+    // a certificate minted for another purpose must not log in (the Kubernetes proxy
+    // already refused it; the API did not).
+    const key = generateKeyPair("ecdsa-p256");
+    const now = h.clock.now();
+    const pem = await issueCertificate({
+      caCertPem: h.ctx.authorities.user.tlsCertPem,
+      caKey: h.ctx.authorities.user.tlsKey,
+      publicKey: key.publicKey,
+      commonName: "admin",
+      notBefore: now,
+      notAfter: new Date(now.getTime() + 3_600_000),
+      usage: "server",
+      identity: { cluster: "test.example", username: "admin", kind: "admin", renewable: true, roles: [], logins: [] },
+    });
+    const caller = { conn: { remoteAddr: "10.0.0.8", peerCertDer: pemDecodeOne(pem, ["CERTIFICATE"]).der } };
+    const status = await h.call(caller, "GET", "/v1/status");
+    expect(status.status).toBe(403);
+    expect(status.json.error.message).toContain("clientAuth");
+    const renew = await h.call(caller, "POST", "/v1/bot/renew", keyRequest().body);
+    expect(renew.status).toBe(403);
   });
 });
 
