@@ -15,6 +15,7 @@
 
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { Admin } from "../src/auth/admin.ts";
 import { issueServerCertificate, loadAuthorities } from "../src/auth/authorities.ts";
 import { issueCerts } from "../src/auth/issuer.ts";
 import { listen } from "../src/auth/listener.ts";
@@ -180,7 +181,7 @@ export async function handlerCost(dir: string): Promise<Record<string, number>> 
       const h = a.handler;
       const post = (path: string, body: unknown, der?: Uint8Array) =>
         h(new Request(`https://bench${path}`, { method: "POST", headers: JSON_HEADERS, body: JSON.stringify(body) }), { remoteAddr: "127.0.0.1", ...(der ? { peerCertDer: der } : {}) });
-      const bot = await h.admin.addBot({ name: "b", roles: [] }, { user: "admin" });
+      const bot = await new Admin(a.ctx).addBot({ name: "b", roles: [] }, { user: "admin" });
       const keys = prepareKeys(4);
       const joined = (await (await post("/v1/join", { ...keys[0]!.body, join_method: "token", token_name: bot.token })).json()) as { certs: { tls_cert: string } };
       let der = pemDecodeOne(joined.certs.tls_cert, ["CERTIFICATE"]).der;

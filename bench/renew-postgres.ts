@@ -6,6 +6,7 @@
  *   bun bench/renew-postgres.ts
  */
 import { join } from "node:path";
+import { Admin } from "../src/auth/admin.ts";
 import { startAuthService } from "../src/auth/service.ts";
 import { silentLogger } from "../src/lib/log.ts";
 import { pemDecodeOne } from "../src/lib/pem.ts";
@@ -16,10 +17,10 @@ await using pg = await startPostgres();
 using dir = tempDir("prof-");
 const a = await startAuthService({ dataDir: join(dir.path, "d"), listenAddr: "127.0.0.1:0", log: silentLogger, storage: { type: "postgres", connString: pg.url() } });
 const h = a.handler;
-await h.admin.addBot({ name: "b", roles: [] }, { user: "admin" });
+await new Admin(a.ctx).addBot({ name: "b", roles: [] }, { user: "admin" });
 const keys = prepareKeys(4);
 async function client(): Promise<() => Promise<void>> {
-  const { token } = await h.admin.addToken({ bot_name: "b", join_method: "token" }, { user: "admin" });
+  const { token } = await new Admin(a.ctx).addToken({ bot_name: "b", join_method: "token" }, { user: "admin" });
   const conn: any = { remoteAddr: "127.0.0.1", session: {} };
   const post = (p: string, body: unknown) => h(new Request(`https://bench${p}`, { method: "POST", headers: JSON_HEADERS, body: JSON.stringify(body) }), conn);
   const joined = (await (await post("/v1/join", { ...keys[0]!.body, join_method: "token", token_name: token })).json()) as any;

@@ -9,9 +9,8 @@ import { parse as parseYaml } from "yaml";
 import { applyAuthFlags, checkAuthConfig, defaultAuthConfig, loadAuthConfig, type AuthConfig } from "../config/index.ts";
 import { Logger, type LogFormat, type LogLevel } from "../lib/log.ts";
 import { createNotifier } from "../lib/sd_notify.ts";
-import { VERSION } from "../lib/version.ts";
 import { readFileIfExists } from "../lib/fs.ts";
-import { loadBuildChecksums, serveDownload, serveInstallScript } from "./install/index.ts";
+import { loadBuildChecksums } from "./install/index.ts";
 import { startAuthService } from "./service.ts";
 
 interface StartFlags {
@@ -85,16 +84,7 @@ export function authCommand(): Command {
         auditRetentionMs: cfg.audit.retentionMs,
         ...(cfg.kubernetesClusters ? { kubernetesClusters: cfg.kubernetesClusters } : {}),
         log,
-        hooks: (ctx) => [
-          async (req) =>
-            serveInstallScript(req, {
-              publicAddr: ctx.publicAddr,
-              caPin: ctx.authorities.caPin,
-              caCertPem: ctx.authorities.host.tlsCertPem,
-              version: VERSION,
-              checksums,
-            }) ?? (await serveDownload(req, { distDir, checksums })),
-        ],
+        downloads: { distDir, checksums },
       });
       notifier.ready(`Listening on ${running.listener.host}:${running.listener.port}`);
       await new Promise<void>((resolve) => {

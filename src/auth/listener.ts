@@ -6,6 +6,9 @@
  * per address) and deadlines for the handshake, the headers, each request and idle
  * keep-alive connections, enforced here because Bun's HTTP/1 path behind
  * `allowHTTP1` ignores `headersTimeout`, `requestTimeout` and `keepAliveTimeout`.
+ * Everything about a request beyond its socket (body cap, authentication, routing)
+ * is the app's (app.ts): this file turns a node request into a Fetch Request with
+ * the connection's ConnInfo, and writes the Response back.
  */
 
 import type { IncomingMessage } from "node:http";
@@ -15,9 +18,9 @@ import type { TLSSocket } from "node:tls";
 import type { AuthLimitsConfig } from "../config/index.ts";
 import { AppError, errorMessage } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
-import { MAX_BODY_BYTES, STATUS_BY_CODE, errorBody } from "../protocol/index.ts";
+import { errorBody } from "../protocol/index.ts";
 import { handshakeFailureLogger } from "./_plain_http.ts";
-import type { ConnInfo } from "./app.ts";
+import type { ConnInfo } from "./request.ts";
 
 export interface TlsMaterial {
   certPem: string;
@@ -345,26 +348,10 @@ async function serveUpgrade(req: IncomingMessage, sock: Socket, head: Buffer, op
   sock.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
+/** Turns the node request into a Fetch Request for the app and writes the app's answer back. */
 async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, opts: ListenOptions, bodyRead: () => void): Promise<void> {
   const conn = connInfo(req);
   const method = req.method ?? "GET";
-  let body: Uint8Array | undefined;
-  if (method !== "GET" && method !== "HEAD") {
-    // A declared length over the cap is refused before reading: waiting for a body that
-    // large (or one the client never sends) would hold the connection for nothing.
-    const declared = Number(req.headers["content-length"] ?? "0");
-    const read = declared > MAX_BODY_BYTES ? "too-large" : await readCapped(req);
-    if (read === "too-large") {
-      const e = new AppError("TOO_LARGE", `Request body too large: at most ${MAX_BODY_BYTES} bytes`);
-      // HTTP/1.1 closes so the unread rest of the body is not parsed as a request; h2 forbids the header
-      const close = req.httpVersionMajor === 1 ? { connection: "close" } : {};
-      res.writeHead(STATUS_BY_CODE[e.code], { "content-type": "application/json", ...close });
-      res.end(JSON.stringify(errorBody(e)));
-      return;
-    }
-    body = read;
-  }
-  bodyRead();
   const headers = new Headers();
   for (const [k, v] of Object.entries(req.headers)) {
     if (k.startsWith(":") || v === undefined) continue;
@@ -372,9 +359,13 @@ async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerRespon
   }
   const authority = req.headers[":authority"] ?? req.headers.host ?? "localhost";
   const url = `https://${authority}${req.url}`;
+  const hasBody = method !== "GET" && method !== "HEAD";
+  if (hasBody) req.once("end", bodyRead);
+  else bodyRead();
   let request: Request;
   try {
-    request = new Request(url, { method, headers, ...(body ? { body } : {}) });
+    // The body is handed on as it arrives; the app reads it within its cap (app.ts limitBody).
+    request = new Request(url, { method, headers, ...(hasBody ? { body: bodyStream(req) } : {}) });
   } catch {
     res.writeHead(400, { "content-type": "application/json" });
     res.end(JSON.stringify(errorBody(new AppError("BAD_PARAMETER", "Malformed request"))));
@@ -385,7 +376,50 @@ async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerRespon
   response.headers.forEach((v, k) => {
     out[k] = v;
   });
+  // Answered before its body was read (refused as too large, say): HTTP/1.1 closes so
+  // the unread rest is not parsed as the next request; h2 forbids the header.
+  if (hasBody && !req.complete && req.httpVersionMajor === 1) out.connection = "close";
   await sendResponse(res, response.status, out, response.body);
+}
+
+/**
+ * The request body as a stream, paced by its reader: the socket is paused while the
+ * reader has a chunk it has not taken, and left paused when the reader stops (the
+ * app refused the body), so no more of it is buffered.
+ */
+function bodyStream(req: http2.Http2ServerRequest): ReadableStream<Uint8Array> {
+  let closed = false;
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      req.on("data", (chunk: Buffer) => {
+        if (closed) return;
+        controller.enqueue(chunk);
+        if ((controller.desiredSize ?? 1) <= 0) req.pause();
+      });
+      req.once("end", () => {
+        if (closed) return;
+        closed = true;
+        controller.close();
+      });
+      const fail = () => {
+        if (closed) return;
+        closed = true;
+        controller.error(new Error("aborted"));
+      };
+      req.once("error", fail);
+      req.once("aborted", fail);
+      req.once("close", () => {
+        if (!req.complete) fail();
+      });
+    },
+    pull() {
+      if (req.isPaused()) req.resume();
+    },
+    cancel() {
+      closed = true;
+      req.pause();
+    },
+  });
 }
 
 /**
@@ -447,30 +481,4 @@ async function settledSoon<T>(p: Promise<T>): Promise<T | undefined> {
   );
   for (let turn = 0; turn < 4 && !value; turn++) await null;
   return value?.v;
-}
-
-/** Reads the body, stopping as soon as it exceeds MAX_BODY_BYTES. */
-function readCapped(req: http2.Http2ServerRequest): Promise<Uint8Array | "too-large"> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let done = false;
-    req.on("data", (chunk: Buffer) => {
-      if (done) return;
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        done = true;
-        req.pause();
-        resolve("too-large");
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on("end", () => {
-      if (!done) resolve(new Uint8Array(Buffer.concat(chunks)));
-    });
-    req.on("error", (e) => {
-      if (!done) reject(e);
-    });
-  });
 }

@@ -7,12 +7,13 @@
  * each challenge issued spends, each answered one gives it back.
  */
 
+import type { MiddlewareHandler } from "hono";
 import type { Clock } from "../lib/clock.ts";
 import { AppError } from "../lib/errors.ts";
 import { ROUTES, STATUS_BY_CODE, errorBody } from "../protocol/index.ts";
 import { EVENT } from "./audit.ts";
 import type { AuthContext } from "./context.ts";
-import type { Handler } from "./app.ts";
+import type { Env } from "./request.ts";
 
 export interface FailureLimiterOptions {
   /** Failures an address may have in a row before it is limited; default 10. */
@@ -111,31 +112,27 @@ export function challengeLimiter(clock: Clock): FailureLimiter {
 }
 
 /**
- * Wraps the service's handler so that an address with too many failed joins gets 429
- * LIMIT_EXCEEDED with Retry-After on the join routes until its allowance refills. A
- * failure is any 4xx answer from a join route (413 and bad JSON included: junk is how
- * guessing looks). Behind a proxy every client shares the proxy's address, so the
- * limit applies to all of them together. `challenges` limits bound keypair begins the
- * same way: an issued challenge spends, a successful solve from the address refunds.
+ * The app's middleware on the join routes (app.ts mounts it there, outermost): an
+ * address with too many failed joins gets 429 LIMIT_EXCEEDED with Retry-After until
+ * its allowance refills. A failure is any 4xx answer from a join route (413 and bad
+ * JSON included: junk is how guessing looks). Behind a proxy every client shares the
+ * proxy's address, so the limit applies to all of them together. `challenges` limits
+ * bound keypair begins the same way: an issued challenge spends, a successful solve
+ * from the address refunds.
  */
-export function limitFailedJoins(
-  inner: Handler,
-  ctx: AuthContext,
-  limiter = new FailureLimiter({ clock: ctx.clock }),
-  challenges = challengeLimiter(ctx.clock),
-): Handler {
-  const handler = (async (req, conn) => {
-    const path = new URL(req.url).pathname;
-    if (req.method !== "POST" || !JOIN_PATHS.has(path)) return inner(req, conn);
-    const addr = conn.remoteAddr;
+export function limitFailedJoins(ctx: AuthContext, limiter: FailureLimiter, challenges = challengeLimiter(ctx.clock)): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    const path = c.req.path;
+    const addr = c.env.conn.remoteAddr;
     const waitMs = limiter.retryAfterMs(addr);
     if (waitMs > 0) return tooMany(waitMs, "Too many failed joins from this address");
     const begin = path === ROUTES.boundKeypairBegin;
     const challengeWaitMs = begin ? challenges.retryAfterMs(addr) : 0;
     if (challengeWaitMs > 0) return tooMany(challengeWaitMs, "Too many unanswered bound keypair challenges from this address");
-    const res = await inner(req, conn);
-    if (res.status === 200 && path === ROUTES.boundKeypairSolve) challenges.refund(addr);
-    if (res.status === 200 && begin && challenges.recordFailure(addr)) {
+    await next();
+    const status = c.res.status;
+    if (status === 200 && path === ROUTES.boundKeypairSolve) challenges.refund(addr);
+    if (status === 200 && begin && challenges.recordFailure(addr)) {
       await ctx.audit.emit(EVENT.joinFailed, ctx.clock.now(), {
         reason: `rate limited: ${challenges.burst} unanswered bound keypair challenges from this address`,
         remote_addr: addr,
@@ -143,7 +140,7 @@ export function limitFailedJoins(
         retry_after_seconds: Math.ceil(challenges.retryAfterMs(addr) / 1000),
       });
     }
-    if (res.status >= 400 && res.status < 500 && limiter.recordFailure(addr)) {
+    if (status >= 400 && status < 500 && limiter.recordFailure(addr)) {
       const retryAfter = Math.ceil(limiter.retryAfterMs(addr) / 1000);
       // Audited once per limited period, not per refused request: a flood must not turn into a flood of writes.
       await ctx.audit.emit(EVENT.joinFailed, ctx.clock.now(), {
@@ -153,10 +150,7 @@ export function limitFailedJoins(
         retry_after_seconds: retryAfter,
       });
     }
-    return res;
-  }) as Handler;
-  handler.admin = inner.admin;
-  return handler;
+  };
 }
 
 function tooMany(waitMs: number, what: string): Response {

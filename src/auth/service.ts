@@ -17,9 +17,11 @@ import { ADMIN_IDENTITY_FILE, formatIdentityFile } from "../protocol/index.ts";
 import { AuditLog, EVENT } from "./audit.ts";
 import { hostPort, issueServerCertificate, prepareAuthorities, serverNames, storedClusterName, type Authorities } from "./authorities.ts";
 import type { AuthContext } from "./context.ts";
-import { createHandler, type Handler, type RouteHook } from "./app.ts";
+import { createApp, type Handler } from "./app.ts";
+import type { DownloadOptions } from "./install/index.ts";
 import { issueCerts } from "./issuer.ts";
-import { limitFailedJoins } from "./ratelimit.ts";
+import { Authenticator } from "./authenticate.ts";
+import { FailureLimiter } from "./ratelimit.ts";
 import { listen, type Listener } from "./listener.ts";
 import { openBackend, type Backend } from "./storage/index.ts";
 import { hostname } from "node:os";
@@ -52,8 +54,8 @@ export interface AuthServiceOptions {
   storage?: { type: "sqlite"; path?: string } | { type: "postgres"; connString: string } | { type: "memory" };
   log: Logger;
   clock?: Clock;
-  /** Extra routes (install script and downloads, bound keypair joins…). */
-  hooks?: (ctx: AuthContext) => RouteHook[];
+  /** Serve the install script and the agent's binaries from here (`--dist-dir`); not served when absent. */
+  downloads?: DownloadOptions;
   /** Key type of the X.509 CAs created on first start (`ca_key_algorithm`); default ECDSA P-256. */
   caKeyAlgorithm?: CaKeyAlgorithm;
   /** Connection deadlines and caps (`limits` in the config); DEFAULT_LIMITS where unset. */
@@ -154,12 +156,19 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
       total: opts.limits?.maxKubernetesSessions ?? DEFAULT_SESSION_LIMITS.total,
       perInstance: opts.limits?.maxKubernetesSessionsPerInstance ?? DEFAULT_SESSION_LIMITS.perInstance,
     });
-    const handler = limitFailedJoins(createHandler(ctx, opts.hooks?.(ctx) ?? [], kubernetes), ctx);
+    // one authentication (and its cache) for the app and the proxy's upgrade path
+    const authenticator = new Authenticator(ctx);
+    const handler = createApp(ctx, {
+      kubernetes,
+      authenticator,
+      joinLimiter: new FailureLimiter({ clock }),
+      ...(opts.downloads ? { downloads: opts.downloads } : {}),
+    });
     const serverTls = async () => {
       const c = await issueServerCertificate(authorities, names, clock.now(), SERVER_CERT_TTL_MS);
       return { certPem: c.certPem + authorities.host.tlsCertPem, keyPem: c.keyPem, clientCaPem: [authorities.user.tlsCertPem] };
     };
-    const served = await listen({ host: host || "0.0.0.0", port, tls: await serverTls(), handler, upgrade: kubernetesUpgrade(ctx, kubernetes), log: log.child("http"), ...opts.limits });
+    const served = await listen({ host: host || "0.0.0.0", port, tls: await serverTls(), handler, upgrade: kubernetesUpgrade(ctx, kubernetes, authenticator), log: log.child("http"), ...opts.limits });
     listener = served;
     await prepared.persist();
     const addr = localAddr(host, listener.port);

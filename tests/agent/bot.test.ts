@@ -18,6 +18,7 @@ import { tokenFingerprint } from "../../src/resources/index.ts";
 import { identityTLS, publicKeys } from "../../src/agent/bot/index.ts";
 import { agentConfig, memoryLogger, startTestAuth, tempDir, type TestAuth } from "./harness.ts";
 import type { AgentConfig } from "../../src/config/index.ts";
+import { adminOf } from "../_support/admin.ts";
 
 function makeBot(auth: TestAuth, cfg: AgentConfig, storageDir: string, log: Logger = silentLogger): Bot {
   return new Bot({
@@ -48,7 +49,7 @@ describe("joining", () => {
     expect(await again.refresh()).toBe("renewed");
     expect(again.identity!.generation).toBe(2);
     expect(again.identity!.instanceId).toBe(first.instanceId);
-    expect((await auth.auth.handler.admin.listBotInstances("ci"))[0]!.generation).toBe(2);
+    expect((await adminOf(auth.auth.ctx).listBotInstances("ci"))[0]!.generation).toBe(2);
   });
 
   test("a wrong CA pin is refused before the token is sent", async () => {
@@ -166,7 +167,7 @@ describe("renewal", () => {
     expect(await auth.events("cert.generation_mismatch")).toEqual([]);
     const reasons = (await auth.events("cert.create")).map((e) => e.fields.reason);
     expect(reasons).toContain("renew-retry");
-    expect((await auth.auth.handler.admin.listBotInstances("ci"))[0]!.locked).toBe(false);
+    expect((await adminOf(auth.auth.ctx).listBotInstances("ci"))[0]!.locked).toBe(false);
   });
 
   test("a copy of the storage used after the original renewed is refused and locks the instance", async () => {
@@ -187,7 +188,7 @@ describe("renewal", () => {
     const mismatch = await auth.events("cert.generation_mismatch");
     expect(mismatch.length).toBe(1);
     expect(mismatch[0]!.fields.bot_instance_id).toBe(bot.identity!.instanceId);
-    expect((await auth.auth.handler.admin.listBotInstances("ci"))[0]!.locked).toBe(true);
+    expect((await adminOf(auth.auth.ctx).listBotInstances("ci"))[0]!.locked).toBe(true);
     // the lock holds for the original too, until an admin unlocks it
     expect(isAppError(await errorOf(bot.refresh()), "LOCKED")).toBe(true);
   });

@@ -27,6 +27,7 @@ import { AuthClient } from "../../src/protocol/index.ts";
 import type { TokenResource } from "../../src/resources/index.ts";
 import { ADMIN, agentConfig, startTestAuth, tempDir, type TestAuth } from "./harness.ts";
 import { tokenFingerprint } from "../../src/resources/index.ts";
+import { adminOf } from "../_support/admin.ts";
 
 /** The environment the registered method reads; each test sets what it needs. */
 const env: Record<string, string | undefined> = {};
@@ -46,7 +47,7 @@ const errorOf = (p: Promise<unknown>) => p.then(() => { throw new Error("expecte
 
 /** Creates bot `edge` (no roles) and a bound_keypair token `name` with `bk` as its spec. */
 async function bkToken(auth: TestAuth, name: string, bk: Record<string, unknown>): Promise<void> {
-  await auth.auth.handler.admin.createResources(
+  await adminOf(auth.auth.ctx).createResources(
     [
       { kind: "bot", version: "v1", metadata: { name: "edge" }, spec: { roles: [] } },
       { kind: "token", version: "v2", metadata: { name }, spec: { roles: ["Bot"], bot_name: "edge", join_method: "bound_keypair", bound_keypair: bk } },
@@ -57,7 +58,7 @@ async function bkToken(auth: TestAuth, name: string, bk: Record<string, unknown>
 }
 
 async function tokenStatus(auth: TestAuth, name: string) {
-  return ((await auth.auth.handler.admin.getResource("token", name)) as TokenResource).status?.bound_keypair ?? {};
+  return ((await adminOf(auth.auth.ctx).getResource("token", name)) as TokenResource).status?.bound_keypair ?? {};
 }
 
 /** The token was never used: no key bound, no recovery consumed. */
@@ -207,7 +208,7 @@ describe("static keys", () => {
     expect(late.message).toBe(`Join token "ci-late" had to be registered before ${before}: ask an admin for a new token`);
 
     await bkToken(auth, "ci-locked", { onboarding: { initial_public_key: pub(key) }, recovery: { limit: 0, mode: "insecure" } });
-    await auth.auth.handler.admin.lock({ token: "ci-locked", message: "host decommissioned" }, ADMIN);
+    await adminOf(auth.auth.ctx).lock({ token: "ci-locked", message: "host decommissioned" }, ADMIN);
     const lockedErr = await errorOf(bkBot(auth, "ci-locked", new MemoryDestination()).refresh());
     expect(isAppError(lockedErr, "LOCKED")).toBe(true);
     expect(lockedErr.message).toBe("Access is locked for token ci-locked: host decommissioned");
@@ -283,7 +284,7 @@ describe("keypair in storage", () => {
     const e = await errorOf(bkBot(auth, "ci-clone", dir(b)).refresh());
     expect(isAppError(e, "LOCKED")).toBe(true);
     expect(e.message).toContain(`Join token "ci-clone" is now locked: a stale join state (sequence 1, expected 2)`);
-    expect((await auth.auth.handler.admin.listLocks()).map((l) => l.name)).toEqual(["token/ci-clone"]);
+    expect((await adminOf(auth.auth.ctx).listLocks()).map((l) => l.name)).toEqual(["token/ci-clone"]);
     auth.clock.advance(HOUR + 60_000);
     expect(isAppError(await errorOf(bkBot(auth, "ci-clone", dir(a)).refresh()), "LOCKED")).toBe(true);
   });

@@ -6,6 +6,7 @@
 
 import { startAuthService, type RunningAuth } from "../../src/auth/service.ts";
 import type { Actor } from "../../src/auth/audit.ts";
+import { adminOf } from "../_support/admin.ts";
 import type { AgentConfig } from "../../src/config/index.ts";
 import { FakeClock } from "../../src/lib/clock.ts";
 import { Logger, silentLogger } from "../../src/lib/log.ts";
@@ -41,7 +42,7 @@ export async function startTestAuth(): Promise<TestAuth> {
   const dir = await tempDir("agent-auth-");
   const clock = new FakeClock(Date.now());
   const auth = await startAuthService({ dataDir: dir.path, listenAddr: "127.0.0.1:0", storage: { type: "memory" }, log: silentLogger, clock, clusterName: "agent.test" });
-  const admin = auth.handler.admin;
+  const admin = adminOf(auth.ctx);
   let roleMade = false;
   return {
     auth,

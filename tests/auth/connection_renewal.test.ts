@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ConnInfo } from "../../src/auth/app.ts";
+import { adminOf } from "../_support/admin.ts";
 import { startAuthService, type RunningAuth } from "../../src/auth/service.ts";
 import { silentLogger } from "../../src/lib/log.ts";
 import { AUTH_SERVER_NAME, CONNECTION_IDENTITY_HEADER, CONNECTION_RENEWED } from "../../src/protocol/index.ts";
@@ -151,7 +152,7 @@ describe("over TLS", () => {
   });
 
   async function joinBot(name: string): Promise<RenewingBot> {
-    const { token } = await auth.handler.admin.addBot({ name, roles: [] }, { user: "admin" });
+    const { token } = await adminOf(auth.ctx).addBot({ name, roles: [] }, { user: "admin" });
     return RenewingBot.tokenJoin(target, token, prepareKeys(1)[0]!);
   }
 

@@ -9,7 +9,8 @@ import { silentLogger } from "../../src/lib/log.ts";
 import { AuditLog } from "../../src/auth/audit.ts";
 import { loadAuthorities } from "../../src/auth/authorities.ts";
 import type { AuthContext } from "../../src/auth/context.ts";
-import { createHandler, type ConnInfo, type Handler } from "../../src/auth/app.ts";
+import { createApp, type ConnInfo, type Handler } from "../../src/auth/app.ts";
+import type { FailureLimiter } from "../../src/auth/ratelimit.ts";
 import { issueCerts } from "../../src/auth/issuer.ts";
 import { openBackend } from "../../src/auth/storage/index.ts";
 import { pemDecodeOne } from "../../src/lib/pem.ts";
@@ -30,6 +31,8 @@ export interface Harness {
   call(caller: Caller, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string; headers: Headers }>;
   /** A caller presenting `certs` (as returned by join/renew) with the key they were issued for. */
   as(certs: Certs, key: KeyPair, remoteAddr?: string): Caller;
+  /** The same service's handler with the failed-join limiter in front of the join routes, as service.ts builds it. */
+  withJoinLimiter(limiter: FailureLimiter, challenges?: FailureLimiter): Handler;
   close(): Promise<void>;
 }
 
@@ -63,7 +66,7 @@ export async function startHarness(): Promise<Harness> {
     version: "0.0.0-test",
     publicAddr: "auth.test:3025",
   };
-  const handler = createHandler(ctx);
+  const handler = createApp(ctx);
   const adminKey = generateKeyPair("ecdsa-p256");
   const adminCerts = (
     await issueCerts(authorities, {
@@ -86,6 +89,7 @@ export async function startHarness(): Promise<Harness> {
     admin: as(adminCerts, adminKey, "127.0.0.1"),
     anon: { conn: { remoteAddr: "10.0.0.9" } },
     as,
+    withJoinLimiter: (limiter, challenges) => createApp(ctx, { joinLimiter: limiter, ...(challenges ? { challengeLimiter: challenges } : {}) }),
     async call(caller, method, path, body) {
       const req = new Request(`https://auth.test${path}`, {
         method,

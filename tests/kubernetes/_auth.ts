@@ -20,6 +20,7 @@ import { silentLogger } from "../../src/lib/log.ts";
 import { pemDecodeOne } from "../../src/lib/pem.ts";
 import type { Certs } from "../../src/protocol/index.ts";
 import { keyRequest } from "../auth/harness.ts";
+import { adminOf, type Admin } from "../_support/admin.ts";
 
 import { SCENARIOS } from "../_scenarios.ts";
 
@@ -35,8 +36,6 @@ export interface Identity {
   key: KeyPair;
   conn: ConnInfo;
 }
-
-type Admin = RunningAuth["handler"]["admin"];
 
 export interface KubeAuth {
   running: RunningAuth;
@@ -88,7 +87,7 @@ export async function startKubeAuth(
     await rm(dataDir, { recursive: true, force: true });
     throw e;
   }
-  const admin = running.handler.admin;
+  const admin = adminOf(running.ctx);
   const call: KubeAuth["call"] = (method, path, opts = {}) =>
     running.handler(
       new Request(`https://auth.test${path}`, {

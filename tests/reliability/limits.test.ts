@@ -10,14 +10,17 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http2 from "node:http2";
 import { CompactSign } from "jose";
 import { loadAuthorities, issueServerCertificate } from "../../src/auth/authorities.ts";
-import { FailureLimiter, limitFailedJoins } from "../../src/auth/ratelimit.ts";
-import type { ConnInfo } from "../../src/auth/app.ts";
+import { Hono } from "hono";
+import { FailureLimiter } from "../../src/auth/ratelimit.ts";
+import { limitBody, type ConnInfo } from "../../src/auth/app.ts";
+import type { Env } from "../../src/auth/request.ts";
 import { listen, type Listener } from "../../src/auth/listener.ts";
 import { openBackend } from "../../src/auth/storage/index.ts";
 import { formatSshPublicKey, generateKeyPair } from "../../src/crypto/index.ts";
 import { FakeClock } from "../../src/lib/clock.ts";
 import { silentLogger } from "../../src/lib/log.ts";
-import type { Certs } from "../../src/protocol/index.ts";
+import { STATUS_BY_CODE, errorBody, type Certs } from "../../src/protocol/index.ts";
+import { AppError } from "../../src/lib/errors.ts";
 import { Http1Connection } from "../_support/http1.ts";
 import { keyRequest, startHarness, type Harness } from "../auth/harness.ts";
 import { waitFor } from "../agent/wait.ts";
@@ -42,6 +45,11 @@ function streamed(): Response {
   });
   return new Response(body, { headers: { "content-type": "text/plain" } });
 }
+const bare = new Hono<Env>()
+  .use(limitBody())
+  .all("*", (c) => (c.req.path === "/stream" ? streamed() : c.json({ ok: true, got: c.var.body?.byteLength ?? 0 })))
+  .onError((e) => (e instanceof AppError ? Response.json(errorBody(e), { status: STATUS_BY_CODE[e.code] }) : Response.json({}, { status: 500 })));
+
 beforeAll(async () => {
   const backend = await openBackend({ type: "memory" }, { logger: silentLogger });
   const auth = await loadAuthorities(backend, "limits.test", new Date());
@@ -52,12 +60,8 @@ beforeAll(async () => {
     tls: { certPem: c.certPem, keyPem: c.keyPem, clientCaPem: [auth.user.tlsCertPem] },
     log: silentLogger,
     ...LIMITS,
-    handler: async (req) => {
-      if (new URL(req.url).pathname === "/stream") return streamed();
-      // read the whole body, as the real handler does, before answering
-      const body = req.method === "POST" ? await req.text() : "";
-      return Response.json({ ok: true, got: body.length });
-    },
+    // the app's body cap (which reads the whole body, as for every route) in front of a handler that answers at once
+    handler: async (req, conn) => bare.fetch(req, { conn }),
   });
   await backend.close();
 });
@@ -268,7 +272,7 @@ describe("limitFailedJoins around the real handler", () => {
   });
 
   test("ten failed joins from one address: 429 with Retry-After, audited once; others and renewals unaffected", async () => {
-    const handler = limitFailedJoins(h.handler, h.ctx, new FailureLimiter({ clock: h.clock }));
+    const handler = h.withJoinLimiter(new FailureLimiter({ clock: h.clock }));
     const post = (path: string, body: unknown, conn: ConnInfo) =>
       handler(new Request(`https://auth.test${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }), conn);
     const join = (addr: string, token: string, key = keyRequest()) =>
@@ -320,7 +324,7 @@ describe("bound keypair begins are limited per address (issue 12)", () => {
         ],
       });
       expect(created.status).toBe(200);
-      const handler = limitFailedJoins(h.handler, h.ctx, new FailureLimiter({ clock: h.clock }), new FailureLimiter({ clock: h.clock, burst: 3, refillMs: 1000 }));
+      const handler = h.withJoinLimiter(new FailureLimiter({ clock: h.clock }), new FailureLimiter({ clock: h.clock, burst: 3, refillMs: 1000 }));
       const post = (path: string, body: unknown, addr: string) =>
         handler(new Request(`https://auth.test${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }), { remoteAddr: addr });
       const begin = async (addr: string) => {

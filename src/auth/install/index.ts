@@ -1,6 +1,6 @@
 /**
  * What the auth service needs to hand out the agent: the rendered install script and
- * the binaries, as Request → Response handlers the server's router calls in turn.
+ * the binaries, as Request → Response handlers app.ts mounts as routes.
  */
 
 export { renderInstallScript, shellQuote, caPinOf } from "./script.ts";

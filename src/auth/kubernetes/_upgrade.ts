@@ -14,13 +14,14 @@ import { AppError, errorMessage } from "../../lib/errors.ts";
 import { ROUTES } from "../../protocol/index.ts";
 import { grants } from "../access.ts";
 import { EVENT } from "../audit.ts";
+import type { Authenticator } from "../authenticate.ts";
 import type { AuthContext } from "../context.ts";
 import { authorizeRequest } from "./_access.ts";
 import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
 import { SessionLimitReached, type SessionOwner, type SessionSlot } from "./_sessions.ts";
 import { statusOf, statusResponse } from "./_status.ts";
 import type { KubernetesClusters } from "./clusters.ts";
-import { Denied, auditBase, authenticate, choosePrincipals, describe, forwardedQuery, rolesOnCluster, splitProxyPath, type Principals, type ProxyConn } from "./proxy.ts";
+import { Denied, auditBase, authenticateBot, choosePrincipals, describe, forwardedQuery, rolesOnCluster, splitProxyPath, type Principals, type ProxyConn } from "./proxy.ts";
 
 /** Subresources served as upgrades. */
 const UPGRADABLE = new Set(["exec", "attach", "portforward"]);
@@ -58,12 +59,13 @@ const LINGER_MS = 10_000;
 export function kubernetesUpgrade(
   ctx: AuthContext,
   clusters: KubernetesClusters,
+  authn: Authenticator,
 ): (req: Request, rawHeaders: string[], conn: ProxyConn, client: Socket, head: Uint8Array) => Promise<boolean> {
   return async (req, rawHeaders, conn, client, head) => {
     const url = new URL(req.url);
     if (!url.pathname.startsWith(ROUTES.kubernetes)) return false;
     try {
-      await serveUpgrade(ctx, clusters, { req, url, rawHeaders, conn, client, head });
+      await serveUpgrade(ctx, clusters, authn, { req, url, rawHeaders, conn, client, head });
     } catch (e) {
       if (e instanceof AppError) await answer(client, statusResponse(statusOf(e), e.message));
       else {
@@ -93,14 +95,14 @@ async function answer(sock: Socket, res: Response): Promise<void> {
   if (!sock.destroyed) sock.end(Buffer.concat([Buffer.from(lines.join("\r\n")), body]));
 }
 
-async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, u: UpgradeRequest): Promise<void> {
+async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, authn: Authenticator, u: UpgradeRequest): Promise<void> {
   const { req, url, conn, client } = u;
   // A socket error is followed by its close, which is what ends a session (splice() sees
   // a socket closed before it started too); until then, an error must not go unheard.
   client.on("error", () => {});
   const { cluster, apiPath } = splitProxyPath(url);
   const upstream = clusters.requireUpstream(cluster);
-  const id = await authenticate(ctx, conn, cluster);
+  const id = await authenticateBot(authn, conn);
   const base = auditBase(id, cluster, req, conn);
   let api: KubeApiRequest | undefined;
   let who: Principals;

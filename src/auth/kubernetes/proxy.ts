@@ -7,15 +7,18 @@
  * Every decision on an identified bot's request is audited as `kube.request`.
  */
 
-import { verifyCertificate, type CertIdentity } from "../../crypto/index.ts";
+import { Hono } from "hono";
+import type { CertIdentity } from "../../crypto/index.ts";
 import { AppError, accessDenied, errorMessage } from "../../lib/errors.ts";
 import { ROUTES } from "../../protocol/index.ts";
 import type { BotResource, RoleResource } from "../../resources/index.ts";
 import { grants } from "../access.ts";
 import { EVENT } from "../audit.ts";
 import { lockedError, loadRoles } from "../bots.ts";
+import type { Authenticator } from "../authenticate.ts";
 import type { AuthContext } from "../context.ts";
 import { KEYS, type BotInstanceRecord, type LockRecord } from "../keys.ts";
+import type { Env } from "../request.ts";
 import type { Item } from "../storage/index.ts";
 import { allowObject, authorizeRequest } from "./_access.ts";
 import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
@@ -73,38 +76,34 @@ export class Denied extends Error {
   }
 }
 
-/** The route hook serving the proxy; undefined for every path outside `/v1/kubernetes/`. */
-export function kubernetesProxy(ctx: AuthContext, clusters: KubernetesClusters): (req: Request, conn: ProxyConn) => Promise<Response | undefined> {
-  return async (req, conn) => {
-    const url = new URL(req.url);
-    if (!url.pathname.startsWith(ROUTES.kubernetes)) return undefined;
-    let res: Response;
-    try {
-      res = await serve(ctx, clusters, req, url, conn);
-    } catch (e) {
-      if (e instanceof AppError) res = statusResponse(statusOf(e), e.message);
-      else {
-        ctx.log.error("Kubernetes proxy failed", { path: url.pathname, error: errorMessage(e), stack: (e as Error)?.stack });
-        res = statusResponse(500, "Internal error: the auth service logged the details");
-      }
-    }
-    // An answer to HEAD has no body: bytes after its headers would be read as the next response.
-    if (req.method === "HEAD" && res.body) {
-      await res.body.cancel().catch(() => {});
-      res = new Response(null, { status: res.status, headers: res.headers });
-    }
-    return res;
-  };
+/**
+ * The proxy as a Hono sub-app, mounted by app.ts under `/v1/kubernetes`: the app's one
+ * client authentication (`authn`) sets the caller, and every refusal, its own
+ * included, is answered as a Kubernetes Status. HEAD is the app's to answer (no body).
+ * Connection upgrades (exec, attach, port-forward) take the listener's other path,
+ * _upgrade.ts, which authenticates with the same `authn` (authenticateBot).
+ */
+export function kubernetesProxy(ctx: AuthContext, clusters: KubernetesClusters, authn: Authenticator): Hono<Env> {
+  const app = new Hono<Env>();
+  app.use(authn.middleware(NEEDS_CERTIFICATE));
+  app.all("*", (c) => serve(ctx, clusters, c.req.raw, new URL(c.req.url), { remoteAddr: c.env.conn.remoteAddr }, botOf(c.var.caller.identity), c.var.body));
+  app.onError((e, c) => {
+    if (e instanceof AppError) return statusResponse(statusOf(e), e.message);
+    ctx.log.error("Kubernetes proxy failed", { path: c.req.path, error: errorMessage(e), stack: (e as Error)?.stack });
+    return statusResponse(500, "Internal error: the auth service logged the details");
+  });
+  return app;
 }
 
-/** The caller's certificate, verified against the user CA, must be a bot's output certificate for `cluster`. */
-export async function authenticate(ctx: AuthContext, conn: ProxyConn, cluster: string): Promise<CertIdentity> {
-  if (!conn.peerCertDer?.length) {
-    throw accessDenied("The Kubernetes proxy needs a client certificate: use the kubeconfig a machine-id kubernetes output writes");
-  }
-  const cert = await verifyCertificate(conn.peerCertDer, [ctx.authorities.user.tlsCertPem], ctx.clock.now(), { usage: "client" });
-  const id = cert.identity;
-  if (!id || id.cluster !== ctx.authorities.cluster) throw accessDenied("The client certificate carries no identity of this cluster");
+const NEEDS_CERTIFICATE = "The Kubernetes proxy needs a client certificate: use the kubeconfig a machine-id kubernetes output writes";
+
+/** The caller, authenticated as for the API (chain, validity, clientAuth, cluster), must be a bot. */
+export async function authenticateBot(authn: Authenticator, conn: ProxyConn): Promise<CertIdentity> {
+  return botOf((await authn.identify(conn, NEEDS_CERTIFICATE)).identity);
+}
+
+/** The proxy serves bots' kubernetes outputs: any other identity is refused. */
+function botOf(id: CertIdentity): CertIdentity {
   if (id.kind !== "bot" || !id.botName) throw accessDenied(`"${id.username}" is not a bot: the Kubernetes proxy serves bots' kubernetes outputs`);
   return id;
 }
@@ -259,17 +258,23 @@ export function splitProxyPath(url: URL): { cluster: string; apiPath: string } {
   }
 }
 
-async function serve(ctx: AuthContext, clusters: KubernetesClusters, req: Request, url: URL, conn: ProxyConn): Promise<Response> {
+async function serve(
+  ctx: AuthContext,
+  clusters: KubernetesClusters,
+  req: Request,
+  url: URL,
+  conn: ProxyConn,
+  id: CertIdentity,
+  body: Uint8Array | undefined,
+): Promise<Response> {
   const { cluster, apiPath } = splitProxyPath(url);
   const upstream = clusters.requireUpstream(cluster);
-  const id = await authenticate(ctx, conn, cluster);
 
   const base = auditBase(id, cluster, req, conn);
   let api: KubeApiRequest | undefined;
   try {
     const { bot, roles } = await rolesOnCluster(ctx, id, cluster);
     api = parseKubeApiRequest(req.method, apiPath, url.searchParams);
-    const body = req.body ? new Uint8Array(await req.arrayBuffer()) : undefined;
     const labels = upstream.config.labels;
     const createName = api.type === "resource" && api.verb === "create" && api.name === undefined ? nameInBody(body) : undefined;
     const decision = authorizeRequest(roles, labels, api, createName);
