@@ -179,8 +179,12 @@ export async function handlerCost(dir: string): Promise<Record<string, number>> 
     const a = await startAuthService({ dataDir: join(dir, `handler-${storage}`), listenAddr: "127.0.0.1:0", log: silentLogger, storage: { type: storage } });
     try {
       const h = a.handler;
-      const post = (path: string, body: unknown, der?: Uint8Array) =>
-        h(new Request(`https://bench${path}`, { method: "POST", headers: JSON_HEADERS, body: JSON.stringify(body) }), { remoteAddr: "127.0.0.1", ...(der ? { peerCertDer: der } : {}) });
+      // with the Content-Length every request the listener hands the app carries (HTTP/1.1 clients declare it)
+      const post = (path: string, body: unknown, der?: Uint8Array) => {
+        const text = JSON.stringify(body);
+        const headers = { ...JSON_HEADERS, "content-length": String(Buffer.byteLength(text)) };
+        return h(new Request(`https://bench${path}`, { method: "POST", headers, body: text }), { remoteAddr: "127.0.0.1", ...(der ? { peerCertDer: der } : {}) });
+      };
       const bot = await new Admin(a.ctx).addBot({ name: "b", roles: [] }, { user: "admin" });
       const keys = prepareKeys(4);
       const joined = (await (await post("/v1/join", { ...keys[0]!.body, join_method: "token", token_name: bot.token })).json()) as { certs: { tls_cert: string } };

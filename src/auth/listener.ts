@@ -385,14 +385,25 @@ async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerRespon
 /**
  * The request body as a stream, paced by its reader: the socket is paused while the
  * reader has a chunk it has not taken, and left paused when the reader stops (the
- * app refused the body), so no more of it is buffered.
+ * app refused the body), so no more of it is buffered. A body longer than its
+ * Content-Length is malformed (RFC 9113 8.1.1; HTTP/1.1's parser never delivers one)
+ * and ends the stream with an error: the app trusts a declared length to bound it.
  */
 function bodyStream(req: http2.Http2ServerRequest): ReadableStream<Uint8Array> {
   let closed = false;
+  const declared = req.headers["content-length"] === undefined ? Infinity : Number(req.headers["content-length"]);
+  let received = 0;
   return new ReadableStream<Uint8Array>({
     start(controller) {
       req.on("data", (chunk: Buffer) => {
         if (closed) return;
+        received += chunk.length;
+        if (received > declared) {
+          closed = true;
+          req.pause();
+          controller.error(new Error("request body longer than its Content-Length"));
+          return;
+        }
         controller.enqueue(chunk);
         if ((controller.desiredSize ?? 1) <= 0) req.pause();
       });

@@ -215,6 +215,28 @@ describe("body size cap", () => {
     expect(performance.now() - t0).toBeLessThan(LIMITS.requestTimeoutMs);
   });
 
+  test("an h2 body longer than its declared Content-Length is refused, not read past the declared length", async () => {
+    const session = http2.connect(`https://127.0.0.1:${listener.port}`, { rejectUnauthorized: false });
+    try {
+      const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const st = session.request({ ":path": "/v1/join", ":method": "POST", "content-type": "application/json", "content-length": "10" });
+        let status = 0;
+        let body = "";
+        st.on("response", (h) => (status = Number(h[":status"])));
+        st.on("data", (d: Buffer) => (body += d.toString()));
+        st.on("end", () => resolve({ status, body }));
+        st.on("close", () => resolve({ status, body }));
+        st.on("error", reject);
+        st.end(Buffer.alloc(300 * 1024, 0x20));
+      }).catch(() => ({ status: 0, body: "" }));
+      // refused (or the stream reset by the runtime): never answered as if the body were read
+      expect(status === 0 || (status >= 400 && status < 500)).toBe(true);
+      expect(body).not.toContain('"ok":true');
+    } finally {
+      session.destroy();
+    }
+  });
+
   test("an h2 body over the cap gets 413 too", async () => {
     const session = http2.connect(`https://127.0.0.1:${listener.port}`, { rejectUnauthorized: false });
     try {
