@@ -38,13 +38,14 @@ import { Admin } from "./admin.ts";
 import { actorFields, EVENT } from "./audit.ts";
 import { exportAuthority } from "./authorities.ts";
 import { botCerts, joinWithToken, renew } from "./bots.ts";
-import { beginBoundKeypair, solveBoundKeypair } from "./bound_keypair.ts";
+import { beginBoundKeypair, solveBoundKeypair } from "./join/bound_keypair.ts";
+import { joinWithKubernetes } from "./join/kubernetes.ts";
 import { Authenticator } from "./authenticate.ts";
 import type { AuthContext } from "./context.ts";
 import { DEFAULT_HOST_CERT_TTL_MS, signHostKey } from "./issuer.ts";
 import { serveDownload, serveInstallScript, type DownloadOptions } from "./install/index.ts";
-import { KubernetesClusters, joinWithKubernetes, kubernetesProxy, listKubernetesClusters } from "./kubernetes/index.ts";
-import { OIDC_JOIN_METHODS, OIDC_PLATFORMS, joinWithOidc } from "./oidc/index.ts";
+import { KubernetesClusters, kubernetesProxy, listKubernetesClusters } from "./kubernetes/index.ts";
+import { OIDC_JOIN_METHODS, OIDC_PLATFORMS, joinWithOidc } from "./join/oidc.ts";
 import { FailureLimiter, JOIN_PATHS, limitFailedJoins } from "./ratelimit.ts";
 import type { Authenticated, ConnInfo, Env } from "./request.ts";
 

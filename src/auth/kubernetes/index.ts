@@ -1,13 +1,12 @@
 /**
- * Kubernetes in the auth service: the clusters it proxies, the proxy itself, and
- * the `kubernetes` join method (static JWKS or in-cluster TokenReview).
+ * Kubernetes in the auth service: the clusters it proxies and the proxy itself (the
+ * `kubernetes` join method is in auth/join/kubernetes.ts).
  */
 
 export { KubernetesClusters } from "./clusters.ts";
 export { kubernetesProxy, type ProxyConn } from "./proxy.ts";
 export { kubernetesUpgrade } from "./_upgrade.ts";
 export { KubeSessions, DEFAULT_SESSION_LIMITS, type KubeSessionLimits } from "./_sessions.ts";
-export { joinWithKubernetes } from "./join.ts";
 export { listKubernetesClusters } from "./_list.ts";
 export { parseKubeApiRequest, roleKind, type KubeApiRequest, type ResourceRequest, type NonResourceRequest } from "./_apipath.ts";
 export { authorizeRequest, allowObject, clusterAccess, type ProxyDecision } from "./_access.ts";

@@ -1,24 +1,10 @@
 /**
- * OIDC joins for CI platforms (GitHub Actions, GitLab CI, CircleCI): one verifier
- * (issuer discovery, cached JWKS, claims) and one table per platform.
+ * OIDC ID tokens, the library the CI joins (auth/join/oidc.ts) and the Kubernetes join
+ * are built on: issuer discovery with cached JWKS, allow-rule matching, and the shape of
+ * a CI platform's table.
  */
 
-import type { CiSpec, OidcPlatform } from "./_platform.ts";
-import { circleci } from "./circleci.ts";
-import { github } from "./github.ts";
-import { gitlab } from "./gitlab.ts";
-
-export { joinWithOidc } from "./join.ts";
-export { IssuerKeys } from "./_keys.ts";
+export { IssuerKeys, checkJwks, type KeyResolver } from "./_keys.ts";
 export { cacheLifetimeMs } from "./_fetch.ts";
-export { ciGlobMatch } from "./_rules.ts";
-export type { OidcPlatform } from "./_platform.ts";
-
-/**
- * The CI platforms by join method name. Each table is typed by its own spec; the join
- * reads only the parts every spec has (CiSpec), hence the widening.
- */
-export const OIDC_PLATFORMS = { github, gitlab, circleci } as unknown as Record<string, OidcPlatform<CiSpec>>;
-
-/** The join methods served by the OIDC join. */
-export const OIDC_JOIN_METHODS = Object.keys(OIDC_PLATFORMS);
+export { ciGlobMatch, matchingRule } from "./_rules.ts";
+export { claimText, type CiSpec, type Match, type OidcPlatform } from "./_platform.ts";

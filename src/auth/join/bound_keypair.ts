@@ -7,8 +7,8 @@
 
 import { randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import { compactVerify, jwtVerify, SignJWT } from "jose";
-import { formatSshPublicKey, keyAlgorithmOf, keyId, parsePublicKey, sshFingerprint } from "../crypto/index.ts";
-import { AppError, accessDenied, badParameter, expired, isAppError, limitExceeded, locked } from "../lib/errors.ts";
+import { formatSshPublicKey, keyAlgorithmOf, keyId, parsePublicKey, sshFingerprint } from "../../crypto/index.ts";
+import { AppError, accessDenied, badParameter, expired, isAppError, limitExceeded, locked } from "../../lib/errors.ts";
 import type {
   BoundKeypairBeginRequest,
   BoundKeypairBeginResponse,
@@ -16,14 +16,14 @@ import type {
   ChallengeClaims,
   JoinResponse,
   KeyRequest,
-} from "../protocol/index.ts";
-import { tokenExpired, tokenFingerprint, type BoundKeypairStatus, type TokenResource } from "../resources/index.ts";
-import { auditTarget, event, EVENT } from "./audit.ts";
-import { GENERIC_TOKEN_ERROR, checkLocks, joinFailed, startInstance, type Caller } from "./bots.ts";
-import type { AuthContext } from "./context.ts";
-import { randomId, requestKeys } from "./issuer.ts";
-import { KEYS, getBot, type LockRecord, type LockTarget } from "./keys.ts";
-import type { ConditionalOp } from "./storage/index.ts";
+} from "../../protocol/index.ts";
+import { tokenExpired, tokenFingerprint, type BoundKeypairStatus, type TokenResource } from "../../resources/index.ts";
+import { auditTarget, event, EVENT } from "../audit.ts";
+import { GENERIC_TOKEN_ERROR, checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
+import type { AuthContext } from "../context.ts";
+import { randomId, requestKeys } from "../issuer.ts";
+import { KEYS, getBot, type LockRecord, type LockTarget } from "../keys.ts";
+import type { ConditionalOp } from "../storage/index.ts";
 
 /** A challenge must be answered within this long. */
 const CHALLENGE_TTL_MS = 60_000;

@@ -6,7 +6,7 @@
  */
 
 import type { GithubJoinSpec } from "../../resources/index.ts";
-import type { OidcPlatform } from "./_platform.ts";
+import type { OidcPlatform } from "../oidc/index.ts";
 
 export const GITHUB_ISSUER = "https://token.actions.githubusercontent.com";
 

@@ -14,11 +14,21 @@ import { EVENT } from "../audit.ts";
 import { checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
 import { requestKeys } from "../issuer.ts";
-import { Refusal, refuse } from "../refusal.ts";
+import { Refusal, refuse } from "./refusal.ts";
 import { KEYS, getBot, getToken } from "../keys.ts";
-import { checkJwks, IssuerKeys, type KeyResolver } from "./_keys.ts";
-import { claimText, type CiSpec, type OidcPlatform } from "./_platform.ts";
-import { matchingRule } from "./_rules.ts";
+import { checkJwks, claimText, IssuerKeys, matchingRule, type CiSpec, type KeyResolver, type OidcPlatform } from "../oidc/index.ts";
+import { circleci } from "./circleci.ts";
+import { github } from "./github.ts";
+import { gitlab } from "./gitlab.ts";
+
+/**
+ * The CI platforms by join method name. Each table is typed by its own spec; the join
+ * reads only the parts every spec has (CiSpec), hence the widening.
+ */
+export const OIDC_PLATFORMS = { github, gitlab, circleci } as unknown as Record<string, OidcPlatform<CiSpec>>;
+
+/** The join methods served by the OIDC join. */
+export const OIDC_JOIN_METHODS = Object.keys(OIDC_PLATFORMS);
 
 /** Signature algorithms accepted: asymmetric only (no `none`, no HMAC keyed with a public key). */
 const ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];

@@ -6,7 +6,7 @@
  */
 
 import type { CircleciJoinSpec } from "../../resources/index.ts";
-import type { OidcPlatform } from "./_platform.ts";
+import type { OidcPlatform } from "../oidc/index.ts";
 
 export const CIRCLECI_ISSUER_BASE = "https://oidc.circleci.com/org/";
 

@@ -4,7 +4,7 @@
  * is told.
  */
 
-import type { AppError } from "../lib/errors.ts";
+import type { AppError } from "../../lib/errors.ts";
 
 export class Refusal extends Error {
   constructor(

@@ -15,10 +15,10 @@ import { EVENT } from "../audit.ts";
 import { checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
 import { requestKeys } from "../issuer.ts";
-import { Refusal, refuse } from "../refusal.ts";
+import { Refusal, refuse } from "./refusal.ts";
 import { KEYS, getBot, getToken } from "../keys.ts";
 import { IssuerKeys } from "../oidc/index.ts";
-import type { KubernetesClusters } from "./clusters.ts";
+import type { KubernetesClusters } from "../kubernetes/index.ts";
 
 /** Signature algorithms a service-account token may use: asymmetric only, so a JWKS can never hold a shared secret. */
 const JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];

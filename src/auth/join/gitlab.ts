@@ -7,7 +7,7 @@
  */
 
 import type { GitlabJoinSpec } from "../../resources/index.ts";
-import type { OidcPlatform } from "./_platform.ts";
+import type { OidcPlatform } from "../oidc/index.ts";
 
 const exact = (claim: string) => ({ claim, match: "exact" as const });
 const glob = (claim: string) => ({ claim, match: "glob" as const });
