@@ -1,28 +1,19 @@
 /**
- * The bot side of the service: joining with a one-time token, renewing the
- * renewable identity (with the generation counter that catches copied
- * identities), and issuing the role certificates outputs are made of.
+ * A bot's standing, as every bot request checks it: the roles it holds, the locks that
+ * stop it, and the renewable identity it calls with (instance, bot and the generation
+ * counter that catches copied identities). Joining is in auth/join/, renewal in
+ * renew.ts, output certificates in certs.ts.
  */
 
-import { randomUUID } from "node:crypto";
-import { keyId, type CertIdentity } from "../crypto/index.ts";
-import { AppError, accessDenied, badParameter, expired, isAppError, locked, notFound } from "../lib/errors.ts";
-import type { BotCertsRequest, BotCertsResponse, JoinRequest, JoinResponse, RenewRequest, RenewResponse } from "../protocol/index.ts";
-import { tokenExpired, tokenFingerprint, type BotResource, type RoleResource, type TokenResource } from "../resources/index.ts";
-import { checkRoleSubset, effectiveTtlMs, grants, maxTtlMs } from "./access.ts";
+import type { CertIdentity } from "../crypto/index.ts";
+import { AppError, accessDenied, locked, notFound } from "../lib/errors.ts";
+import type { BotResource, RoleResource } from "../resources/index.ts";
 import { event, EVENT } from "./audit.ts";
 import type { AuthContext } from "./context.ts";
-import { issueCerts, requestKeys } from "./issuer.ts";
-import { KEYS, findLock, getBot, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./keys.ts";
-import type { ConditionalOp, Item, StoredEvent } from "./storage/index.ts";
+import { KEYS, lockName, type BotInstanceRecord, type LockRecord, type LockTarget } from "./keys.ts";
+import type { Item } from "./storage/index.ts";
 
-/**
- * What a refused join tells the caller when the token is unknown or is for another join
- * method: never whether it ever existed (a `token` token's name is its secret, so any
- * other answer for a wrong method would confirm a guessed secret).
- */
-export const GENERIC_TOKEN_ERROR = "The join token is not valid: it does not exist or was already used; ask an admin for a new one (machine-id ctl bots add, or ctl tokens add)";
-
+/** Who sent a request, as the join and bot routes know it. */
 export interface Caller {
   remoteAddr: string;
 }
@@ -33,140 +24,10 @@ export async function loadRoles(ctx: AuthContext, names: string[]): Promise<Role
   return items.flatMap((r) => (r ? [r.value] : []));
 }
 
-/** Refuses with LOCKED when a lock covers any of `targets`. */
-export async function checkLocks(ctx: AuthContext, targets: LockTarget[]): Promise<void> {
-  const lock = await findLock(ctx.backend, targets);
-  if (lock) throw lockedError(lock);
-}
-
 /** The LOCKED error a lock answers with. */
 export function lockedError(lock: LockRecord): AppError {
   const why = lock.message ? `: ${lock.message}` : "";
   return locked(`Access is locked for ${lockName(lock.target).replace("/", " ")}${why}`);
-}
-
-/** Everything a successful join needs to write: the instance record and the response. */
-export interface JoinOutcome {
-  instance: BotInstanceRecord;
-  response: JoinResponse;
-  events: Omit<StoredEvent, "id">[];
-}
-
-/**
- * Issues the first renewable identity of a new bot instance. The caller commits
- * `instance` together with whatever consumes the join proof, in one write.
- */
-export async function startInstance(
-  ctx: AuthContext,
-  bot: BotResource,
-  req: { public_tls_key: string; public_ssh_key: string; ttl_seconds?: number },
-  join: { method: string; tokenName: string; remoteAddr: string; instanceId?: string; generation?: number; boundPublicKey?: string },
-): Promise<JoinOutcome> {
-  const now = ctx.clock.now();
-  const keys = requestKeys(req);
-  const roles = await loadRoles(ctx, bot.spec.roles ?? []);
-  const ttl = effectiveTtlMs(req.ttl_seconds, maxTtlMs(bot, roles));
-  const instanceId = join.instanceId ?? randomUUID();
-  const generation = join.generation ?? 1;
-  const identity: CertIdentity = {
-    cluster: ctx.authorities.cluster,
-    username: `bot-${bot.metadata.name}`,
-    kind: "bot",
-    botName: bot.metadata.name,
-    botInstanceId: instanceId,
-    generation,
-    renewable: true,
-    roles: bot.spec.roles ?? [],
-    logins: [],
-    joinMethod: join.method,
-  };
-  const notAfter = new Date(now.getTime() + ttl);
-  const { certs, serial } = await issueCerts(ctx.authorities, { identity, publicTlsKey: keys.tls, publicSshKey: keys.ssh, notAfter, now });
-  const instance: BotInstanceRecord = {
-    bot_name: bot.metadata.name,
-    instance_id: instanceId,
-    created_at: now.toISOString(),
-    join_method: join.method,
-    token_name: join.tokenName,
-    generation,
-    last_key_id: keyId(keys.tls),
-    last_renewed_at: now.toISOString(),
-    expires_at: notAfter.toISOString(),
-    remote_addr: join.remoteAddr,
-    ...(join.boundPublicKey ? { bound_public_key: join.boundPublicKey } : {}),
-  };
-  const events = [
-    event(EVENT.botJoin, now, {
-      bot: bot.metadata.name,
-      bot_instance_id: instanceId,
-      join_method: join.method,
-      token: tokenFingerprint(join.tokenName),
-      remote_addr: join.remoteAddr,
-    }),
-    event(EVENT.certCreate, now, {
-      bot: bot.metadata.name,
-      bot_instance_id: instanceId,
-      generation,
-      renewable: true,
-      serial,
-      not_after: notAfter.toISOString(),
-      reason: "join",
-    }),
-  ];
-  return { instance, events, response: { bot_name: bot.metadata.name, bot_instance_id: instanceId, certs } };
-}
-
-/** Records a refused join and returns the error to throw. */
-export async function joinFailed(
-  ctx: AuthContext,
-  err: AppError,
-  fields: { reason: string; join_method: string; remote_addr: string; token?: string; bot?: string },
-): Promise<AppError> {
-  await ctx.audit.emit(EVENT.joinFailed, ctx.clock.now(), { ...fields, error: err.code });
-  return err;
-}
-
-/** Joins with a one-time `token` join token: the token is consumed in the same write that creates the instance. */
-export async function joinWithToken(ctx: AuthContext, req: JoinRequest, caller: Caller): Promise<JoinResponse> {
-  const fp = tokenFingerprint(req.token_name);
-  const fail = (err: AppError, reason: string, bot?: string) =>
-    joinFailed(ctx, err, { reason, join_method: "token", remote_addr: caller.remoteAddr, token: fp, ...(bot ? { bot } : {}) });
-  requestKeys(req); // a malformed key is the caller's error, found before the token is looked at
-  const item = await ctx.backend.get<TokenResource>(KEYS.token(req.token_name));
-  if (!item) throw await fail(accessDenied(GENERIC_TOKEN_ERROR), "token not found (never existed, deleted or already used)");
-  const token = item.value;
-  const botName = token.spec.bot_name;
-  if (token.spec.join_method !== "token") {
-    throw await fail(accessDenied(GENERIC_TOKEN_ERROR), `token is for join method ${token.spec.join_method}`, botName);
-  }
-  const now = ctx.clock.now();
-  if (tokenExpired(token, now)) {
-    throw await fail(
-      expired(`The join token expired at ${token.metadata.expires}: ask an admin for a new one ("ctl bots add" or "ctl tokens add")`),
-      `token expired at ${token.metadata.expires}`,
-      botName,
-    );
-  }
-  try {
-    await checkLocks(ctx, [{ kind: "token", name: req.token_name }, { kind: "bot", name: botName }]);
-  } catch (e) {
-    throw await fail(e as AppError, "locked", botName);
-  }
-  const bot = await getBot(ctx.backend, botName);
-  if (!bot) throw await fail(accessDenied(`The join token's bot "${botName}" no longer exists`), "bot not found", botName);
-  const outcome = await startInstance(ctx, bot.value, req, { method: "token", tokenName: req.token_name, remoteAddr: caller.remoteAddr });
-  const ops: ConditionalOp[] = [
-    { key: item.key, condition: { kind: "revision", revision: item.revision }, action: { kind: "delete" } },
-    { key: KEYS.instance(botName, outcome.instance.instance_id), condition: { kind: "notExists" }, action: { kind: "put", value: outcome.instance } },
-  ];
-  try {
-    await ctx.backend.atomicWrite(ops, outcome.events);
-  } catch (e) {
-    if (isAppError(e, "COMPARE_FAILED")) throw await fail(accessDenied(GENERIC_TOKEN_ERROR), "token used concurrently by another join", botName);
-    throw e;
-  }
-  ctx.audit.logged(outcome.events);
-  return outcome.response;
 }
 
 /** The verified identity of a bot calling with its renewable certificate. */
@@ -241,7 +102,7 @@ async function checkGeneration(
 }
 
 /** Loads the caller's instance and bot, refusing locked, deleted or stale identities. */
-async function authorizeBot(ctx: AuthContext, caller: BotCaller, retryKeyId?: string) {
+export async function authorizeBot(ctx: AuthContext, caller: BotCaller, retryKeyId?: string) {
   const who = requireRenewable(caller.identity);
   // the locks, the instance and the bot in one read: one query (one round trip on PostgreSQL) instead of four
   const [instanceLock, botLock, item, bot] = (await ctx.backend.getMany([
@@ -259,78 +120,6 @@ async function authorizeBot(ctx: AuthContext, caller: BotCaller, retryKeyId?: st
   return { who, item, bot: bot.value, gen };
 }
 
-/** What a renewal issued: the answer, and the identity its new certificate carries. */
-export interface RenewResult {
-  response: RenewResponse;
-  identity: CertIdentity;
-  notAfter: Date;
-  /**
-   * The answer repeats a renewal whose answer was lost (the previous certificate, the
-   * same new key): it proves nothing new about the caller, so the connection that
-   * carried it must keep speaking for the identity it presented.
-   */
-  retry: boolean;
-}
-
-/** Renews a bot's renewable identity, advancing its generation by one. */
-export async function renew(ctx: AuthContext, req: RenewRequest, caller: BotCaller): Promise<RenewResult> {
-  const keys = requestKeys(req);
-  const newKeyId = keyId(keys.tls);
-  const { who, item, bot, gen } = await authorizeBot(ctx, caller, newKeyId);
-  const now = ctx.clock.now();
-  const roles = await loadRoles(ctx, bot.spec.roles ?? []);
-  const ttl = effectiveTtlMs(req.ttl_seconds, maxTtlMs(bot, roles));
-  const generation = gen.generation + 1;
-  const identity: CertIdentity = {
-    ...caller.identity,
-    roles: bot.spec.roles ?? [],
-    logins: [],
-    generation,
-  };
-  // A retry answers what the lost answer held (the key it certified, until its expiry), nothing more.
-  const notAfter = gen.retry ? retryNotAfter(item.value, now) : new Date(now.getTime() + ttl);
-  const { certs, serial } = await issueCerts(ctx.authorities, { identity, publicTlsKey: keys.tls, publicSshKey: keys.ssh, notAfter, now });
-  const record: BotInstanceRecord = {
-    ...item.value,
-    generation,
-    last_key_id: newKeyId,
-    last_renewed_at: now.toISOString(),
-    expires_at: notAfter.toISOString(),
-    remote_addr: caller.remoteAddr,
-  };
-  const ev = [
-    event(EVENT.certCreate, now, {
-      bot: who.bot,
-      bot_instance_id: who.instance,
-      generation,
-      renewable: true,
-      serial,
-      not_after: notAfter.toISOString(),
-      reason: gen.retry ? "renew-retry" : "renew",
-      remote_addr: caller.remoteAddr,
-    }),
-  ];
-  try {
-    await ctx.backend.atomicWrite([{ key: item.key, condition: { kind: "revision", revision: item.revision }, action: { kind: "put", value: record } }], ev);
-  } catch (e) {
-    if (isAppError(e, "COMPARE_FAILED")) {
-      throw accessDenied(`Bot instance "${who.instance}" was renewed by another request at the same time: retry with the newest identity`);
-    }
-    throw e;
-  }
-  ctx.audit.logged(ev);
-  return { response: { certs, generation }, identity, notAfter, retry: gen.retry };
-}
-
-/** The expiry of the certificate a lost renewal answer carried: a retry never outlives it. */
-function retryNotAfter(record: BotInstanceRecord, now: Date): Date {
-  const at = record.expires_at ? new Date(record.expires_at) : undefined;
-  if (!at || Number.isNaN(at.getTime()) || at.getTime() <= now.getTime()) {
-    throw expired(`The renewal of bot instance "${record.instance_id}" that this request repeats expired: join again`);
-  }
-  return at;
-}
-
 /**
  * The calling bot and all the roles it holds, for a request that issues nothing (the
  * same refusals as a certificate request: locks, a deleted bot, a stale generation).
@@ -339,64 +128,4 @@ export async function botAndRoles(ctx: AuthContext, caller: BotCaller): Promise<
   const { bot, gen } = await authorizeBot(ctx, caller);
   if (gen.retry) throw accessDenied("This identity was renewed since: use the newest renewable identity");
   return { bot, roles: await loadRoles(ctx, bot.spec.roles) };
-}
-
-/** The proxied Kubernetes clusters, as issuance sees them (KubernetesClusters in auth/kubernetes). */
-export interface KubernetesLabels {
-  /** Labels of `cluster` for a bot with `roles`: NOT_FOUND when it is not proxied, ACCESS_DENIED when no role reaches it. */
-  labelsFor(cluster: string, roles: readonly RoleResource[], bot: string): Record<string, string>;
-}
-
-/** Issues non-renewable certificates for (a subset of) the bot's roles, for outputs. */
-export async function botCerts(ctx: AuthContext, req: BotCertsRequest, caller: BotCaller, kubernetes?: KubernetesLabels): Promise<BotCertsResponse> {
-  const keys = requestKeys(req);
-  const { who, bot, gen } = await authorizeBot(ctx, caller);
-  if (gen.retry) throw accessDenied("This identity was renewed since: use the newest renewable identity");
-  const now = ctx.clock.now();
-  const roleNames = checkRoleSubset(bot, req.roles);
-  const roles = await loadRoles(ctx, roleNames);
-  const cluster = req.kubernetes_cluster;
-  const many = req.kubernetes_clusters;
-  if (cluster !== undefined && many !== undefined) throw badParameter("A certificate request names kubernetes_cluster or kubernetes_clusters, not both");
-  for (const c of [...(cluster === undefined ? [] : [cluster]), ...(many ?? [])]) {
-    if (!kubernetes) throw notFound(`Kubernetes cluster "${c}" is not served by this auth service`);
-  }
-  const clusterLabels = cluster === undefined ? undefined : kubernetes!.labelsFor(cluster, roles, who.bot);
-  for (const c of many ?? []) kubernetes!.labelsFor(c, roles, who.bot); // NOT_FOUND or ACCESS_DENIED before anything is signed
-  // A multi-cluster certificate carries no Kubernetes users or groups: they differ per
-  // cluster, and the proxy works them out from the current roles on each request anyway.
-  const g = grants(bot, roles, clusterLabels);
-  const clusters = many === undefined ? undefined : [...new Set(many)];
-  // outputs never outlive the renewable identity that asked for them
-  const cap = Math.min(maxTtlMs(bot, roles), caller.notAfter.getTime() - now.getTime());
-  const ttl = effectiveTtlMs(req.ttl_seconds, cap);
-  const identity: CertIdentity = {
-    cluster: ctx.authorities.cluster,
-    username: `bot-${who.bot}`,
-    kind: "bot",
-    botName: who.bot,
-    botInstanceId: who.instance,
-    renewable: false,
-    roles: roleNames,
-    logins: g.logins,
-    ...(g.kubernetesUsers.length ? { kubernetesUsers: g.kubernetesUsers } : {}),
-    ...(g.kubernetesGroups.length ? { kubernetesGroups: g.kubernetesGroups } : {}),
-    ...(req.kubernetes_cluster ? { kubernetesCluster: req.kubernetes_cluster } : {}),
-    ...(clusters ? { kubernetesClusters: clusters } : {}),
-  };
-  const notAfter = new Date(now.getTime() + ttl);
-  const { certs, serial } = await issueCerts(ctx.authorities, { identity, publicTlsKey: keys.tls, publicSshKey: keys.ssh, notAfter, now });
-  await ctx.audit.emit(EVENT.certCreate, now, {
-    bot: who.bot,
-    bot_instance_id: who.instance,
-    renewable: false,
-    roles: roleNames,
-    principals: g.logins,
-    serial,
-    not_after: notAfter.toISOString(),
-    reason: "output",
-    ...(req.kubernetes_cluster ? { kubernetes_cluster: req.kubernetes_cluster } : {}),
-    ...(clusters ? { kubernetes_clusters: clusters } : {}),
-  });
-  return { certs };
 }

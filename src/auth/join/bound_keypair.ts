@@ -19,7 +19,8 @@ import type {
 } from "../../protocol/index.ts";
 import { tokenExpired, tokenFingerprint, type BoundKeypairStatus, type TokenResource } from "../../resources/index.ts";
 import { auditTarget, event, EVENT } from "../audit.ts";
-import { GENERIC_TOKEN_ERROR, checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
+import type { Caller } from "../bots.ts";
+import { GENERIC_TOKEN_ERROR, checkLocks, joinFailed, startInstance } from "./instance.ts";
 import type { AuthContext } from "../context.ts";
 import { randomId, requestKeys } from "../issuer.ts";
 import { KEYS, getBot, type LockRecord, type LockTarget } from "../keys.ts";

@@ -11,7 +11,8 @@ import { AppError, accessDenied, errorMessage, expired, isAppError } from "../..
 import type { JoinRequest, JoinResponse } from "../../protocol/index.ts";
 import { tokenExpired, tokenFingerprint, type TokenResource } from "../../resources/index.ts";
 import { EVENT } from "../audit.ts";
-import { checkLocks, joinFailed, startInstance, type Caller } from "../bots.ts";
+import type { Caller } from "../bots.ts";
+import { checkLocks, joinFailed, startInstance } from "./instance.ts";
 import type { AuthContext } from "../context.ts";
 import { requestKeys } from "../issuer.ts";
 import { Refusal, refuse } from "./refusal.ts";
