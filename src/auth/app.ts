@@ -15,8 +15,6 @@ import {
   AddBotRequest,
   AddTokenRequest,
   BotCertsRequest,
-  BoundKeypairBeginRequest,
-  BoundKeypairSolveRequest,
   CA_EXPORT_TYPES,
   CONNECTION_IDENTITY_HEADER,
   CONNECTION_RENEWED,
@@ -38,16 +36,13 @@ import { Admin } from "./admin.ts";
 import { actorFields, EVENT } from "./audit.ts";
 import { exportAuthority } from "./authorities.ts";
 import { botCerts } from "./certs.ts";
-import { joinWithToken } from "./join/token.ts";
 import { renew } from "./renew.ts";
-import { beginBoundKeypair, solveBoundKeypair } from "./join/bound_keypair.ts";
-import { joinWithKubernetes } from "./join/kubernetes.ts";
 import { Authenticator } from "./authenticate.ts";
 import type { AuthContext } from "./context.ts";
 import { DEFAULT_HOST_CERT_TTL_MS, signHostKey } from "./issuer.ts";
 import { serveDownload, serveInstallScript, type DownloadOptions } from "./install/index.ts";
 import { KubernetesClusters, kubernetesProxy, listKubernetesClusters } from "./kubernetes/index.ts";
-import { OIDC_JOIN_METHODS, OIDC_PLATFORMS, joinWithOidc } from "./join/oidc.ts";
+import { JOIN_REGISTRY, join } from "./join/index.ts";
 import { FailureLimiter, JOIN_PATHS, limitFailedJoins } from "./ratelimit.ts";
 import type { Authenticated, ConnInfo, Env } from "./request.ts";
 
@@ -56,8 +51,8 @@ export type { ConnInfo, ConnSession, Authenticated } from "./request.ts";
 /** The app's entry: one request and the connection it came on, in; the answer, out. */
 export type Handler = (req: Request, conn: ConnInfo) => Promise<Response>;
 
-/** The join methods this service accepts, as `/webapi/ping` reports them. */
-export const SUPPORTED_JOIN_METHODS = ["token", "bound_keypair", "kubernetes", ...OIDC_JOIN_METHODS];
+/** The join methods this service accepts, as `/webapi/ping` reports them: the registered ones. */
+export const SUPPORTED_JOIN_METHODS = [...JOIN_REGISTRY.keys()];
 
 /** What one auth service serves beyond its API. */
 export interface AppOptions {
@@ -107,24 +102,16 @@ export function createApp(ctx: AuthContext, opts: AppOptions = {}): Handler {
     return c.text(exportAuthority(ctx.authorities, type as CAExportType), 200, { "content-type": "text/plain; charset=utf-8" });
   });
 
+  // The joins, each dispatched to its registered method (auth/join/index.ts).
   app.post(ROUTES.join, async (c) => {
     const req = body(c, JoinRequest, "join request");
-    const caller = { remoteAddr: c.env.conn.remoteAddr };
-    if (req.join_method === "kubernetes") return c.json(await joinWithKubernetes(ctx, req, caller, kubernetes));
-    if (OIDC_PLATFORMS[req.join_method]) return c.json(await joinWithOidc(ctx, req, caller, OIDC_PLATFORMS[req.join_method]!));
-    if (req.join_method !== "token") throw badParameter(`Join method "${req.join_method}" is not served at ${ROUTES.join}`);
-    return c.json(await joinWithToken(ctx, req, caller));
+    return c.json(await join(ctx, req, { remoteAddr: c.env.conn.remoteAddr }, { kubernetes }));
   });
-
-  app.post(ROUTES.boundKeypairBegin, async (c) => {
-    const req = body(c, BoundKeypairBeginRequest, "bound keypair join request");
-    return c.json(await beginBoundKeypair(ctx, req, { remoteAddr: c.env.conn.remoteAddr }));
-  });
-
-  app.post(ROUTES.boundKeypairSolve, async (c) => {
-    const req = body(c, BoundKeypairSolveRequest, "bound keypair challenge response");
-    return c.json(await solveBoundKeypair(ctx, req, { remoteAddr: c.env.conn.remoteAddr }));
-  });
+  for (const method of JOIN_REGISTRY.values()) {
+    for (const route of method.routes ?? []) {
+      app.post(route.path, async (c) => c.json(await route.handle(ctx, body(c, route.schema, route.what), { remoteAddr: c.env.conn.remoteAddr })));
+    }
+  }
 
   // 3. A bot's routes need a caller.
   app.post(ROUTES.renew, authenticate, async (c) => {

@@ -8,23 +8,34 @@
 import { randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import { compactVerify, jwtVerify, SignJWT } from "jose";
 import { formatSshPublicKey, keyAlgorithmOf, keyId, parsePublicKey, sshFingerprint } from "../../crypto/index.ts";
-import { AppError, accessDenied, badParameter, expired, isAppError, limitExceeded, locked } from "../../lib/errors.ts";
-import type {
+import { AppError, accessDenied, badParameter, expired, limitExceeded, locked } from "../../lib/errors.ts";
+import {
   BoundKeypairBeginRequest,
-  BoundKeypairBeginResponse,
   BoundKeypairSolveRequest,
-  ChallengeClaims,
-  JoinResponse,
-  KeyRequest,
+  ROUTES,
+  type BoundKeypairBeginResponse,
+  type ChallengeClaims,
+  type JoinResponse,
+  type KeyRequest,
 } from "../../protocol/index.ts";
-import { tokenExpired, tokenFingerprint, type BoundKeypairStatus, type TokenResource } from "../../resources/index.ts";
+import { tokenExpired, tokenFingerprint, type BotResource, type BoundKeypairStatus, type TokenResource } from "../../resources/index.ts";
 import { auditTarget, event, EVENT } from "../audit.ts";
 import type { Caller } from "../bots.ts";
-import { GENERIC_TOKEN_ERROR, checkLocks, joinFailed, startInstance } from "./instance.ts";
 import type { AuthContext } from "../context.ts";
 import { randomId, requestKeys } from "../issuer.ts";
-import { KEYS, getBot, type LockRecord, type LockTarget } from "../keys.ts";
-import type { ConditionalOp } from "../storage/index.ts";
+import { KEYS, type LockRecord, type LockTarget } from "../keys.ts";
+import {
+  GENERIC_TOKEN_ERROR,
+  audited,
+  checkLocks,
+  joinRoute,
+  joiningBot,
+  parseKeys,
+  refuse,
+  startInstance,
+  type JoinAttempt,
+  type JoinMethod,
+} from "./instance.ts";
 
 /** A challenge must be answered within this long. */
 const CHALLENGE_TTL_MS = 60_000;
@@ -79,46 +90,31 @@ interface Loaded {
   token: TokenResource;
   revision: string;
   status: BoundKeypairStatus;
+  bot: BotResource;
 }
 
 /**
- * Loads the token and runs the checks that change nothing: method, expiry, lock, bot.
- * An unknown token and one of another join method get the same answer: the name of a
- * `token` token is its secret, and begin must not confirm a guess.
+ * Loads the token and its bot, and runs the checks that change nothing: method, expiry,
+ * lock, bot. An unknown token and one of another join method get the same answer: the
+ * name of a `token` token is its secret, and begin must not confirm a guess.
  */
-async function loadToken(ctx: AuthContext, name: string, fail: Fail): Promise<Loaded> {
+async function loadToken(ctx: AuthContext, name: string, attempt: JoinAttempt): Promise<Loaded> {
   const item = await ctx.backend.get<TokenResource>(KEYS.token(name));
-  if (!item) throw await fail(accessDenied(GENERIC_TOKEN_ERROR), "token not found");
+  if (!item) throw refuse(accessDenied(GENERIC_TOKEN_ERROR), "token not found");
   const token = item.value;
+  attempt.bot = token.spec.bot_name;
   if (token.spec.join_method !== "bound_keypair" || !token.spec.bound_keypair) {
-    throw await fail(accessDenied(GENERIC_TOKEN_ERROR), `token is for join method ${token.spec.join_method}`, token.spec.bot_name);
+    throw refuse(accessDenied(GENERIC_TOKEN_ERROR), `token is for join method ${token.spec.join_method}`);
   }
   if (tokenExpired(token, ctx.clock.now())) {
-    throw await fail(
-      expired(`Join token "${name}" expired at ${token.metadata.expires}: ask an admin for a new token`),
-      `token expired at ${token.metadata.expires}`,
-      token.spec.bot_name,
-    );
+    throw refuse(expired(`Join token "${name}" expired at ${token.metadata.expires}: ask an admin for a new token`), `token expired at ${token.metadata.expires}`);
   }
-  try {
-    await checkLocks(ctx, [
-      { kind: "token", name },
-      { kind: "bot", name: token.spec.bot_name },
-    ]);
-  } catch (e) {
-    throw await fail(e as AppError, "locked", token.spec.bot_name);
-  }
-  if (!(await getBot(ctx.backend, token.spec.bot_name))) {
-    throw await fail(accessDenied(`The join token's bot "${token.spec.bot_name}" no longer exists`), "bot not found", token.spec.bot_name);
-  }
-  return { token, revision: item.revision, status: token.status?.bound_keypair ?? {} };
-}
-
-type Fail = (err: AppError, reason: string, bot?: string) => Promise<AppError>;
-
-function failer(ctx: AuthContext, tokenName: string, caller: Caller): Fail {
-  return (err, reason, bot) =>
-    joinFailed(ctx, err, { reason, join_method: "bound_keypair", remote_addr: caller.remoteAddr, token: tokenFingerprint(tokenName), ...(bot ? { bot } : {}) });
+  await checkLocks(ctx, [
+    { kind: "token", name },
+    { kind: "bot", name: token.spec.bot_name },
+  ]);
+  const bot = await joiningBot(ctx, token.spec.bot_name);
+  return { token, revision: item.revision, status: token.status?.bound_keypair ?? {}, bot };
 }
 
 /** Refuses when standard recovery has no joins left. */
@@ -141,12 +137,10 @@ function mustRegisterBefore(t: TokenResource, now: Date): void {
 }
 
 /** Step 1: checks the request and issues a challenge for the key that must answer it. */
-export async function beginBoundKeypair(ctx: AuthContext, req: BoundKeypairBeginRequest, caller: Caller): Promise<BoundKeypairBeginResponse> {
-  const fail = failer(ctx, req.token_name, caller);
+async function begin(ctx: AuthContext, req: BoundKeypairBeginRequest, attempt: JoinAttempt): Promise<BoundKeypairBeginResponse> {
   requestKeys(req);
   const presented = req.public_key ? keyText(parsePublicKey(req.public_key, "public_key")) : undefined;
-  const { token, status } = await loadToken(ctx, req.token_name, fail);
-  const bot = token.spec.bot_name;
+  const { token, status } = await loadToken(ctx, req.token_name, attempt);
   const bk = token.spec.bound_keypair!;
   const now = ctx.clock.now();
 
@@ -182,7 +176,7 @@ export async function beginBoundKeypair(ctx: AuthContext, req: BoundKeypairBegin
     }
     checkRecoveryLimit(token, status);
   } catch (e) {
-    if (e instanceof AppError) throw await fail(e, e.message, bot);
+    if (e instanceof AppError) throw refuse(e, e.message);
     throw e;
   }
 
@@ -203,12 +197,11 @@ export async function beginBoundKeypair(ctx: AuthContext, req: BoundKeypairBegin
   const tag = challengeTag(req.token_name);
   const pending = await ctx.backend.list(KEYS.challenges(tag), { limit: MAX_PENDING_CHALLENGES });
   if (pending.length >= MAX_PENDING_CHALLENGES) {
-    throw await fail(
+    throw refuse(
       limitExceeded(`Join token "${token.metadata.name}" has ${MAX_PENDING_CHALLENGES} unanswered challenges: answer one, or try again in a minute when they expire`, {
         details: { pending_challenges: pending.length, retry_after_seconds: CHALLENGE_TTL_MS / 1000 },
       }),
       "too many pending challenges",
-      bot,
     );
   }
   // the token's tag leads the id, so the pending challenges of one token are one directory of keys
@@ -320,25 +313,22 @@ async function checkJoinState(
 }
 
 /** Step 2: checks the signed challenge, applies the recovery rules and joins. */
-export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolveRequest, caller: Caller): Promise<JoinResponse> {
+async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: JoinAttempt): Promise<JoinResponse> {
   const item = await ctx.backend.get<StoredChallenge>(KEYS.challenge(req.challenge_id));
-  if (!item) {
-    await ctx.audit.emit(EVENT.joinFailed, ctx.clock.now(), { reason: "unknown, expired or used challenge", join_method: "bound_keypair", remote_addr: caller.remoteAddr, error: "ACCESS_DENIED" });
-    throw accessDenied("Unknown, expired or already used challenge: start the join again");
-  }
+  if (!item) throw refuse(accessDenied("Unknown, expired or already used challenge: start the join again"), "unknown, expired or used challenge");
   const c = item.value;
-  const fail = failer(ctx, c.token_name, caller);
+  attempt.tokenName = c.token_name;
   const now = ctx.clock.now();
   try {
     await verifySolution(req.solution, parsePublicKey(c.expected_key), c.claims, now);
   } catch (e) {
     // a challenge gets one answer: a wrong one burns it
     await ctx.backend.delete(item.key, item.revision).catch(() => {});
-    if (e instanceof AppError) throw await fail(e, e.message);
+    if (e instanceof AppError) throw refuse(e, e.message);
     throw e;
   }
 
-  const { token, revision, status } = await loadToken(ctx, c.token_name, fail);
+  const { token, revision, status, bot } = await loadToken(ctx, c.token_name, attempt);
   const bk = token.spec.bound_keypair!;
   const botName = token.spec.bot_name;
   let boundKey = c.expected_key;
@@ -358,84 +348,103 @@ export async function solveBoundKeypair(ctx: AuthContext, req: BoundKeypairSolve
       boundKey = keyText(next);
     }
   } catch (e) {
-    if (e instanceof AppError) throw await fail(e, e.message, botName);
+    if (e instanceof AppError) throw refuse(e, e.message);
     throw e;
   }
   let count = status.recovery_count ?? 0;
   if (bk.recovery.mode !== "insecure" && status.bound_bot_instance_id) {
     const js = await checkJoinState(ctx, token, status, c.join_state);
-    if ("why" in js) throw await lockToken(ctx, token, js.why, caller);
+    if ("why" in js) throw await lockToken(ctx, token, js.why, attempt.caller);
     if (js.rollback) {
       await ctx.audit.emit(EVENT.joinStateRollback, now, {
         token: tokenFingerprint(token.metadata.name),
         bot: botName,
         presented: js.sequence,
         stored: count,
-        remote_addr: caller.remoteAddr,
+        remote_addr: attempt.caller.remoteAddr,
       });
       count = js.sequence;
       // the limit applies to the joins that really happened, not to the restored count
       try {
         checkRecoveryLimit(token, { ...status, recovery_count: count });
       } catch (e) {
-        if (e instanceof AppError) throw await fail(e, e.message, botName);
+        if (e instanceof AppError) throw refuse(e, e.message);
         throw e;
       }
     }
   }
 
-  const bot = await getBot(ctx.backend, botName);
-  if (!bot) throw await fail(accessDenied(`The join token's bot "${botName}" no longer exists`), "bot not found", botName);
-  const outcome = await startInstance(ctx, bot.value, c.request, {
-    method: "bound_keypair",
-    tokenName: token.metadata.name,
-    remoteAddr: caller.remoteAddr,
-    boundPublicKey: boundKey,
-  });
-  const instanceId = outcome.instance.instance_id;
   const sequence = count + 1;
-  const { registration_secret: _used, ...rest } = status;
-  const incarnation = status.incarnation ?? randomId(16); // a token from before incarnations gets one now
-  const newStatus: BoundKeypairStatus = {
-    ...rest,
-    incarnation,
-    bound_public_key: boundKey,
-    bound_bot_instance_id: instanceId,
-    recovery_count: sequence,
-    last_recovered_at: now.toISOString(),
-    ...(c.rotate ? { last_rotated_at: now.toISOString() } : {}),
-  };
-  const updated: TokenResource = { ...token, status: { bound_keypair: newStatus } };
-  const joinState = await new SignJWT({
-    token_name: token.metadata.name,
-    token_incarnation: incarnation,
-    bot_instance_id: instanceId,
-    recovery_sequence: sequence,
-    recovery_limit: bk.recovery.limit,
-    recovery_mode: bk.recovery.mode,
-  } satisfies JoinStateClaims as unknown as Record<string, unknown>)
-    .setProtectedHeader({ alg: "EdDSA", typ: "JWT" })
-    .setIssuer(ctx.authorities.cluster)
-    .setAudience(ctx.authorities.cluster)
-    .setSubject(botName)
-    .setIssuedAt(Math.floor(now.getTime() / 1000))
-    .sign(ctx.authorities.jwt.privateKey);
-
-  const events = [...outcome.events];
-  events[0] = { ...events[0]!, fields: { ...events[0]!.fields, recovery_count: sequence, recovery_mode: bk.recovery.mode, ...(c.rotate ? { rotated: true } : {}) } };
-  const ops: ConditionalOp[] = [
-    { key: KEYS.token(token.metadata.name), condition: { kind: "revision", revision }, action: { kind: "put", value: updated } },
-    { key: item.key, condition: { kind: "revision", revision: item.revision }, action: { kind: "delete" } },
-    { key: KEYS.instance(botName, instanceId), condition: { kind: "notExists" }, action: { kind: "put", value: outcome.instance } },
-  ];
-  try {
-    await ctx.backend.atomicWrite(ops, events);
-  } catch (e) {
-    if (isAppError(e, "COMPARE_FAILED")) {
-      throw await fail(accessDenied("Another join with this token completed at the same time: start the join again"), "lost a race with a concurrent join", botName);
-    }
-    throw e;
-  }
-  ctx.audit.logged(events);
-  return { ...outcome.response, join_state: joinState };
+  return startInstance(ctx, attempt, parseKeys(c.request), {
+    bot,
+    tokenName: token.metadata.name,
+    boundPublicKey: boundKey,
+    auditFields: { recovery_count: sequence, recovery_mode: bk.recovery.mode, ...(c.rotate ? { rotated: true } : {}) },
+    // the token's new status and the used challenge, written with the new instance
+    async complete(instance) {
+      const instanceId = instance.instance_id;
+      const { registration_secret: _used, ...rest } = status;
+      const incarnation = status.incarnation ?? randomId(16); // a token from before incarnations gets one now
+      const newStatus: BoundKeypairStatus = {
+        ...rest,
+        incarnation,
+        bound_public_key: boundKey,
+        bound_bot_instance_id: instanceId,
+        recovery_count: sequence,
+        last_recovered_at: now.toISOString(),
+        ...(c.rotate ? { last_rotated_at: now.toISOString() } : {}),
+      };
+      const updated: TokenResource = { ...token, status: { bound_keypair: newStatus } };
+      const joinState = await new SignJWT({
+        token_name: token.metadata.name,
+        token_incarnation: incarnation,
+        bot_instance_id: instanceId,
+        recovery_sequence: sequence,
+        recovery_limit: bk.recovery.limit,
+        recovery_mode: bk.recovery.mode,
+      } satisfies JoinStateClaims as unknown as Record<string, unknown>)
+        .setProtectedHeader({ alg: "EdDSA", typ: "JWT" })
+        .setIssuer(ctx.authorities.cluster)
+        .setAudience(ctx.authorities.cluster)
+        .setSubject(botName)
+        .setIssuedAt(Math.floor(now.getTime() / 1000))
+        .sign(ctx.authorities.jwt.privateKey);
+      return {
+        ops: [
+          { key: KEYS.token(token.metadata.name), condition: { kind: "revision", revision }, action: { kind: "put", value: updated } },
+          { key: item.key, condition: { kind: "revision", revision: item.revision }, action: { kind: "delete" } },
+        ],
+        answer: { join_state: joinState },
+      };
+    },
+    conflict: refuse(accessDenied("Another join with this token completed at the same time: start the join again"), "lost a race with a concurrent join"),
+  });
 }
+
+/**
+ * The `bound_keypair` join method: two requests of its own, each audited as a join is.
+ * Begin answers with a challenge; solve checks the answer and ends in startInstance.
+ */
+export const boundKeypairJoin: JoinMethod = {
+  name: "bound_keypair",
+  routes: [
+    joinRoute({
+      path: ROUTES.boundKeypairBegin,
+      schema: BoundKeypairBeginRequest,
+      what: "bound keypair join request",
+      handle: (ctx, req, caller) => {
+        const attempt: JoinAttempt = { method: "bound_keypair", caller, tokenName: req.token_name };
+        return audited(ctx, attempt, () => begin(ctx, req, attempt));
+      },
+    }),
+    joinRoute({
+      path: ROUTES.boundKeypairSolve,
+      schema: BoundKeypairSolveRequest,
+      what: "bound keypair challenge response",
+      handle: (ctx, req, caller) => {
+        const attempt: JoinAttempt = { method: "bound_keypair", caller };
+        return audited(ctx, attempt, () => solve(ctx, req, attempt));
+      },
+    }),
+  ],
+};

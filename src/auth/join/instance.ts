@@ -1,22 +1,24 @@
 /**
- * What every join method shares: the refusal every method gives for a token that is not
- * one, the lock check, and starting the new bot instance (its first renewable identity,
- * the instance record, the bot.join and cert.create events). A refused join is audited
- * by joinFailed.
+ * What every join method shares: the `JoinMethod` contract, the refusal a method throws
+ * and its audit (`join.failed`), the answer for a token that is not one, the lock check,
+ * and `startInstance`, which every join ends in: the new bot instance's first renewable
+ * identity, written with whatever consumes the join's proof, and its audit events.
  */
 
-import { randomUUID } from "node:crypto";
+import { randomUUID, type KeyObject } from "node:crypto";
+import type { z } from "zod";
 import { keyId, type CertIdentity } from "../../crypto/index.ts";
-import type { AppError } from "../../lib/errors.ts";
-import type { JoinResponse } from "../../protocol/index.ts";
-import { tokenFingerprint, type BotResource } from "../../resources/index.ts";
+import { type AppError, accessDenied, expired, isAppError } from "../../lib/errors.ts";
+import type { JoinRequest, JoinResponse, KeyRequest } from "../../protocol/index.ts";
+import { tokenExpired, tokenFingerprint, type BotResource, type JoinMethod as JoinMethodName, type TokenResource } from "../../resources/index.ts";
 import { effectiveTtlMs, maxTtlMs } from "../access.ts";
 import { event, EVENT } from "../audit.ts";
-import { loadRoles, lockedError } from "../bots.ts";
+import { loadRoles, lockedError, type Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
 import { issueCerts, requestKeys } from "../issuer.ts";
-import { findLock, type BotInstanceRecord, type LockTarget } from "../keys.ts";
-import type { StoredEvent } from "../storage/index.ts";
+import { KEYS, findLock, getBot, getToken, type BotInstanceRecord, type LockTarget } from "../keys.ts";
+import type { KubernetesClusters } from "../kubernetes/index.ts";
+import type { ConditionalOp } from "../storage/index.ts";
 
 /**
  * What a refused join tells the caller when the token is unknown or is for another join
@@ -25,35 +27,159 @@ import type { StoredEvent } from "../storage/index.ts";
  */
 export const GENERIC_TOKEN_ERROR = "The join token is not valid: it does not exist or was already used; ask an admin for a new one (machine-id ctl bots add, or ctl tokens add)";
 
-/** Refuses with LOCKED when a lock covers any of `targets`. */
+/** Refuses (reason "locked") with LOCKED when a lock covers any of `targets`. */
 export async function checkLocks(ctx: AuthContext, targets: LockTarget[]): Promise<void> {
   const lock = await findLock(ctx.backend, targets);
-  if (lock) throw lockedError(lock);
+  if (lock) throw refuse(lockedError(lock), "locked");
 }
 
-/** Everything a successful join needs to write: the instance record and the response. */
-export interface JoinOutcome {
-  instance: BotInstanceRecord;
-  response: JoinResponse;
-  events: Omit<StoredEvent, "id">[];
+
+/**
+ * A refused join, as join methods throw it: the error the caller gets and the reason
+ * the audit log records (`join.failed`), which may say more than the caller is told.
+ * Any other error (a malformed request, storage down) reaches the caller unaudited.
+ */
+export class Refusal extends Error {
+  constructor(
+    readonly error: AppError,
+    readonly reason: string,
+  ) {
+    super(error.message);
+  }
+}
+
+/** A Refusal to throw. */
+export const refuse = (error: AppError, reason: string) => new Refusal(error, reason);
+
+/**
+ * One join as it goes: the method, who calls, and what is known so far. A method sets
+ * `tokenName` and `bot` as soon as it knows them, so the refusals from then on are
+ * audited with them (the token only by its fingerprint: a `token` token's name is its
+ * secret, and any name could be one).
+ */
+export interface JoinAttempt {
+  readonly method: string;
+  readonly caller: Caller;
+  tokenName?: string;
+  bot?: string;
+}
+
+/** What the join's write is, besides the new instance record, and what the answer carries besides the certificates. */
+export interface JoinCompletion {
+  /** Conditional writes committed in the same transaction as the instance (consume the token, mark an ID token used). */
+  ops: ConditionalOp[];
+  answer?: Pick<JoinResponse, "join_state">;
+}
+
+/** What a join method's check proved: which bot joins, with which token, and how the join completes. */
+export interface Verified {
+  bot: BotResource;
+  /** The join token's name: recorded on the instance, audited by its fingerprint. */
+  tokenName: string;
+  /** Fields the bot.join event carries after the common ones (which job, which service account). */
+  auditFields?: Record<string, unknown>;
+  /** Recorded on the instance: the public key a bound keypair token is now bound to. */
+  boundPublicKey?: string;
+  /** The rest of the join, given the new instance (before anything is written); none when only the instance is written. */
+  complete?(instance: BotInstanceRecord): Promise<JoinCompletion> | JoinCompletion;
+  /** The refusal when a write of `complete` finds its condition broken: the proof was used by a concurrent join. */
+  conflict?: Refusal;
+}
+
+/** What a join method may use besides the context: the Kubernetes clusters this service knows. */
+export interface JoinDeps {
+  kubernetes: KubernetesClusters;
 }
 
 /**
- * Issues the first renewable identity of a new bot instance. The caller commits
- * `instance` together with whatever consumes the join proof, in one write.
+ * An extra route a join method serves besides `/v1/join` (bound keypair's begin and
+ * solve). The app decodes the body with `schema`, naming it `what` in errors, and
+ * answers with what `handle` returns as JSON.
  */
-export async function startInstance(
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a registry holds routes of every request type
+export interface JoinRoute<Req = any> {
+  path: string;
+  schema: z.ZodType<Req>;
+  what: string;
+  handle(ctx: AuthContext, req: Req, caller: Caller): Promise<object>;
+}
+
+/**
+ * A join method, auth side. A method that joins in one request (`/v1/join`) has
+ * `verify`: it checks the proof in `req` — the token, its expiry and locks, the
+ * signature, the rules — and throws a Refusal when it does not hold; `joinWith` then
+ * starts the instance. A method with more steps serves `routes` of its own whose last
+ * step ends in `startInstance` too (bound keypair). Register it in join/index.ts.
+ */
+export interface JoinMethod {
+  /** The join method's name, as in a token's spec.join_method and the join request (the protocol's JOIN_METHODS). */
+  name: JoinMethodName;
+  verify?(ctx: AuthContext, req: JoinRequest, attempt: JoinAttempt, deps: JoinDeps): Promise<Verified>;
+  routes?: readonly JoinRoute[];
+}
+
+/** A JoinRoute, typed by its schema. */
+export function joinRoute<Req>(route: JoinRoute<Req>): JoinRoute {
+  return route;
+}
+
+/** Runs `join` for `attempt`, auditing a Refusal as `join.failed` and throwing its error. */
+export async function audited<T>(ctx: AuthContext, attempt: JoinAttempt, join: () => Promise<T>): Promise<T> {
+  try {
+    return await join();
+  } catch (e) {
+    if (!(e instanceof Refusal)) throw e;
+    throw await joinFailed(ctx, e.error, {
+      reason: e.reason,
+      join_method: attempt.method,
+      remote_addr: attempt.caller.remoteAddr,
+      ...(attempt.tokenName !== undefined ? { token: tokenFingerprint(attempt.tokenName) } : {}),
+      ...(attempt.bot ? { bot: attempt.bot } : {}),
+    });
+  }
+}
+
+/** A one-request join (`/v1/join`) with `method`: check the keys, verify the proof, start the instance. */
+export async function joinWith(
   ctx: AuthContext,
-  bot: BotResource,
-  req: { public_tls_key: string; public_ssh_key: string; ttl_seconds?: number },
-  join: { method: string; tokenName: string; remoteAddr: string; instanceId?: string; generation?: number; boundPublicKey?: string },
-): Promise<JoinOutcome> {
+  verify: NonNullable<JoinMethod["verify"]>,
+  req: JoinRequest,
+  caller: Caller,
+  deps: JoinDeps,
+  method: JoinMethodName,
+): Promise<JoinResponse> {
+  const attempt: JoinAttempt = { method, caller, tokenName: req.token_name };
+  return audited(ctx, attempt, async () => {
+    const keys = parseKeys(req); // a malformed key is the caller's error, found before the token is looked at
+    return startInstance(ctx, attempt, keys, await verify(ctx, req, attempt, deps));
+  });
+}
+
+/** The keys a join certifies and the TTL it asks for, parsed once. */
+export interface JoinKeys {
+  tls: KeyObject;
+  ssh: KeyObject;
+  ttlSeconds?: number | undefined;
+}
+
+/** Parses a join's key request (BAD_PARAMETER naming the field for a malformed key). */
+export function parseKeys(req: KeyRequest): JoinKeys {
+  return { ...requestKeys(req), ttlSeconds: req.ttl_seconds };
+}
+
+/**
+ * Starts a new bot instance for a verified join: issues its first renewable identity,
+ * then writes the instance record, `verified.complete`'s writes and the bot.join and
+ * cert.create events in one transaction. A broken condition in that write is
+ * `verified.conflict` when the method named one.
+ */
+export async function startInstance(ctx: AuthContext, attempt: JoinAttempt, keys: JoinKeys, verified: Verified): Promise<JoinResponse> {
+  const { bot, tokenName } = verified;
   const now = ctx.clock.now();
-  const keys = requestKeys(req);
   const roles = await loadRoles(ctx, bot.spec.roles ?? []);
-  const ttl = effectiveTtlMs(req.ttl_seconds, maxTtlMs(bot, roles));
-  const instanceId = join.instanceId ?? randomUUID();
-  const generation = join.generation ?? 1;
+  const ttl = effectiveTtlMs(keys.ttlSeconds, maxTtlMs(bot, roles));
+  const instanceId = randomUUID();
+  const generation = 1;
   const identity: CertIdentity = {
     cluster: ctx.authorities.cluster,
     username: `bot-${bot.metadata.name}`,
@@ -64,7 +190,7 @@ export async function startInstance(
     renewable: true,
     roles: bot.spec.roles ?? [],
     logins: [],
-    joinMethod: join.method,
+    joinMethod: attempt.method,
   };
   const notAfter = new Date(now.getTime() + ttl);
   const { certs, serial } = await issueCerts(ctx.authorities, { identity, publicTlsKey: keys.tls, publicSshKey: keys.ssh, notAfter, now });
@@ -72,22 +198,23 @@ export async function startInstance(
     bot_name: bot.metadata.name,
     instance_id: instanceId,
     created_at: now.toISOString(),
-    join_method: join.method,
-    token_name: join.tokenName,
+    join_method: attempt.method,
+    token_name: tokenName,
     generation,
     last_key_id: keyId(keys.tls),
     last_renewed_at: now.toISOString(),
     expires_at: notAfter.toISOString(),
-    remote_addr: join.remoteAddr,
-    ...(join.boundPublicKey ? { bound_public_key: join.boundPublicKey } : {}),
+    remote_addr: attempt.caller.remoteAddr,
+    ...(verified.boundPublicKey ? { bound_public_key: verified.boundPublicKey } : {}),
   };
   const events = [
     event(EVENT.botJoin, now, {
       bot: bot.metadata.name,
       bot_instance_id: instanceId,
-      join_method: join.method,
-      token: tokenFingerprint(join.tokenName),
-      remote_addr: join.remoteAddr,
+      join_method: attempt.method,
+      token: tokenFingerprint(tokenName),
+      remote_addr: attempt.caller.remoteAddr,
+      ...verified.auditFields,
     }),
     event(EVENT.certCreate, now, {
       bot: bot.metadata.name,
@@ -99,7 +226,45 @@ export async function startInstance(
       reason: "join",
     }),
   ];
-  return { instance, events, response: { bot_name: bot.metadata.name, bot_instance_id: instanceId, certs } };
+  const completion = (await verified.complete?.(instance)) ?? { ops: [] };
+  const ops: ConditionalOp[] = [
+    ...completion.ops,
+    { key: KEYS.instance(bot.metadata.name, instanceId), condition: { kind: "notExists" }, action: { kind: "put", value: instance } },
+  ];
+  try {
+    await ctx.backend.atomicWrite(ops, events);
+  } catch (e) {
+    if (verified.conflict && isAppError(e, "COMPARE_FAILED")) throw verified.conflict;
+    throw e;
+  }
+  ctx.audit.logged(events);
+  return { bot_name: bot.metadata.name, bot_instance_id: instanceId, certs, ...completion.answer };
+}
+
+/** The bot a join token names; refused when it no longer exists. */
+export async function joiningBot(ctx: AuthContext, botName: string): Promise<BotResource> {
+  const bot = await getBot(ctx.backend, botName);
+  if (!bot) throw refuse(accessDenied(`The join token's bot "${botName}" no longer exists`), "bot not found");
+  return bot.value;
+}
+
+/**
+ * The token of a join method whose tokens are sets of rules, never consumed (kubernetes,
+ * the CI joins): refused when there is no token of `attempt.method` by that name, or it
+ * expired, or a lock covers it or its bot.
+ */
+export async function ruleToken(ctx: AuthContext, req: JoinRequest, attempt: JoinAttempt): Promise<TokenResource> {
+  const item = await getToken(ctx.backend, req.token_name);
+  const token = item?.value.spec.join_method === attempt.method ? item.value : undefined;
+  if (!token) {
+    throw refuse(accessDenied(`There is no ${attempt.method} join token by this name`), item ? `token is for join method ${item.value.spec.join_method}` : "token not found");
+  }
+  attempt.bot = token.spec.bot_name;
+  if (tokenExpired(token, ctx.clock.now())) {
+    throw refuse(expired(`The join token "${req.token_name}" expired at ${token.metadata.expires}`), `token expired at ${token.metadata.expires}`);
+  }
+  await checkLocks(ctx, [{ kind: "token", name: req.token_name }, { kind: "bot", name: token.spec.bot_name }]);
+  return token;
 }
 
 /** Records a refused join and returns the error to throw. */

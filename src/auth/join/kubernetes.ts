@@ -2,24 +2,19 @@
  * The `kubernetes` join method, auth side: a pod proves which service account it runs
  * as with a service-account JWT, checked against the token's static JWKS, the keys its
  * cluster's OIDC issuer publishes (`oidc`), or, for `in_cluster` tokens, by the API
- * server of the cluster the auth service runs in (a TokenReview). The token is a set of rules, never consumed: every join creates a
- * new bot instance, so a pod with memory storage joins again at each start.
+ * server of the cluster the auth service runs in (a TokenReview). The token is a set of
+ * rules, never consumed: every join creates a new bot instance, so a pod with memory
+ * storage joins again at each start.
  */
 
 import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet, type JWK, type JWTPayload } from "jose";
 import { z } from "zod";
 import { AppError, accessDenied, errorMessage, expired, isAppError } from "../../lib/errors.ts";
-import type { JoinRequest, JoinResponse } from "../../protocol/index.ts";
-import { tokenExpired, tokenFingerprint, type TokenResource } from "../../resources/index.ts";
-import { EVENT } from "../audit.ts";
-import type { Caller } from "../bots.ts";
-import { checkLocks, joinFailed, startInstance } from "./instance.ts";
+import type { TokenResource } from "../../resources/index.ts";
 import type { AuthContext } from "../context.ts";
-import { requestKeys } from "../issuer.ts";
-import { Refusal, refuse } from "./refusal.ts";
-import { KEYS, getBot, getToken } from "../keys.ts";
-import { IssuerKeys } from "../oidc/index.ts";
 import type { KubernetesClusters } from "../kubernetes/index.ts";
+import { IssuerKeys } from "../oidc/index.ts";
+import { joiningBot, refuse, ruleToken, type JoinMethod, type Refusal } from "./instance.ts";
 
 /** Signature algorithms a service-account token may use: asymmetric only, so a JWKS can never hold a shared secret. */
 const JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
@@ -225,25 +220,13 @@ async function verifyInCluster(ctx: AuthContext, clusters: KubernetesClusters, i
 }
 
 /**
- * Joins a bot with the `kubernetes` method. Failures are audited as `join.failed`
- * with the reason and the caller's address; the token only by its fingerprint (a
- * `token`-method token's name is its secret, and any name could be one).
+ * The `kubernetes` join method. The token is a set of rules, never consumed: every join
+ * creates a new bot instance, and the bot.join event names the service account.
  */
-export async function joinWithKubernetes(ctx: AuthContext, req: JoinRequest, caller: Caller, clusters: KubernetesClusters): Promise<JoinResponse> {
-  requestKeys(req); // a malformed key is the caller's error, found before the token is looked at
-  const item = await getToken(ctx.backend, req.token_name);
-  const token = item?.value.spec.join_method === "kubernetes" ? item.value : undefined;
-  const botName = token?.spec.bot_name;
-  const fields = { join_method: "kubernetes", remote_addr: caller.remoteAddr, token: tokenFingerprint(req.token_name), ...(botName ? { bot: botName } : {}) };
-  try {
-    if (!token) throw refuse(accessDenied("There is no kubernetes join token by this name"), item ? `token is for join method ${item.value.spec.join_method}` : "token not found");
-    const now = ctx.clock.now();
-    if (tokenExpired(token, now)) {
-      throw refuse(expired(`The join token "${req.token_name}" expired at ${token.metadata.expires}`), `token expired at ${token.metadata.expires}`);
-    }
-    await checkLocks(ctx, [{ kind: "token", name: req.token_name }, { kind: "bot", name: token.spec.bot_name }]).catch((e: unknown) => {
-      throw isAppError(e) ? refuse(e, "locked") : e;
-    });
+export const kubernetesJoin: JoinMethod = {
+  name: "kubernetes",
+  async verify(ctx, req, attempt, deps) {
+    const token = await ruleToken(ctx, req, attempt);
     if (!req.id_token) throw refuse(accessDenied("A kubernetes join needs the pod's service account token (id_token)"), "no service account token");
     const spec = token.spec.kubernetes!;
     const sa =
@@ -251,25 +234,13 @@ export async function joinWithKubernetes(ctx: AuthContext, req: JoinRequest, cal
         ? await verifyWithKeys(ctx, token, req.id_token, staticKeys(token))
         : spec.type === "oidc"
           ? await verifyWithKeys(ctx, token, req.id_token, issuerKeySource(ctx, token))
-          : await verifyInCluster(ctx, clusters, req.id_token);
+          : await verifyInCluster(ctx, deps.kubernetes, req.id_token);
     if (!spec.allow.some((rule) => rule.service_account === sa)) {
       throw refuse(
         accessDenied(`Service account "${sa}" may not join with token "${req.token_name}": its allow rules name ${spec.allow.map((r) => `"${r.service_account}"`).join(", ")}`),
         `service account ${sa} matches no allow rule`,
       );
     }
-    const bot = await getBot(ctx.backend, token.spec.bot_name);
-    if (!bot) throw refuse(accessDenied(`The join token's bot "${token.spec.bot_name}" no longer exists`), "bot not found");
-    const outcome = await startInstance(ctx, bot.value, req, { method: "kubernetes", tokenName: req.token_name, remoteAddr: caller.remoteAddr });
-    const events = outcome.events.map((e) => (e.type === EVENT.botJoin ? { ...e, fields: { ...e.fields, service_account: sa } } : e));
-    await ctx.backend.atomicWrite(
-      [{ key: KEYS.instance(bot.value.metadata.name, outcome.instance.instance_id), condition: { kind: "notExists" }, action: { kind: "put", value: outcome.instance } }],
-      events,
-    );
-    ctx.audit.logged(events);
-    return outcome.response;
-  } catch (e) {
-    if (e instanceof Refusal) throw await joinFailed(ctx, e.error, { ...fields, reason: e.reason });
-    throw e;
-  }
-}
+    return { bot: await joiningBot(ctx, token.spec.bot_name), tokenName: req.token_name, auditFields: { service_account: sa } };
+  },
+};

@@ -2,34 +2,18 @@
  * The OIDC join, shared by every CI platform: check the ID token (signature against
  * the issuer's keys, issuer, audience, times), match its claims against the token
  * resource's allow rules, make sure this ID token has not joined before, and start a
- * bot instance. The platform only supplies its table (_platform.ts).
+ * bot instance. A platform only supplies its table (join/github.ts, gitlab.ts,
+ * circleci.ts: claims and rules, no verification code).
  */
 
 import { createHash } from "node:crypto";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload } from "jose";
 import { AppError, accessDenied, errorMessage, expired, isAppError } from "../../lib/errors.ts";
-import type { JoinRequest, JoinResponse } from "../../protocol/index.ts";
-import { tokenExpired, tokenFingerprint, type TokenResource } from "../../resources/index.ts";
-import { EVENT } from "../audit.ts";
-import type { Caller } from "../bots.ts";
-import { checkLocks, joinFailed, startInstance } from "./instance.ts";
+import type { TokenResource } from "../../resources/index.ts";
 import type { AuthContext } from "../context.ts";
-import { requestKeys } from "../issuer.ts";
-import { Refusal, refuse } from "./refusal.ts";
-import { KEYS, getBot, getToken } from "../keys.ts";
+import { KEYS } from "../keys.ts";
 import { checkJwks, claimText, IssuerKeys, matchingRule, type CiSpec, type KeyResolver, type OidcPlatform } from "../oidc/index.ts";
-import { circleci } from "./circleci.ts";
-import { github } from "./github.ts";
-import { gitlab } from "./gitlab.ts";
-
-/**
- * The CI platforms by join method name. Each table is typed by its own spec; the join
- * reads only the parts every spec has (CiSpec), hence the widening.
- */
-export const OIDC_PLATFORMS = { github, gitlab, circleci } as unknown as Record<string, OidcPlatform<CiSpec>>;
-
-/** The join methods served by the OIDC join. */
-export const OIDC_JOIN_METHODS = Object.keys(OIDC_PLATFORMS);
+import { joiningBot, refuse, ruleToken, type JoinMethod, type Refusal } from "./instance.ts";
 
 /** Signature algorithms accepted: asymmetric only (no `none`, no HMAC keyed with a public key). */
 const ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
@@ -129,7 +113,7 @@ function usedKey(issuer: string, payload: JWTPayload): string {
 }
 
 /** The audit fields saying which job joined. */
-function auditClaims(platform: OidcPlatform<CiSpec>, payload: JWTPayload): Record<string, string> {
+function auditClaims<S extends CiSpec>(platform: OidcPlatform<S>, payload: JWTPayload): Record<string, string> {
   const out: Record<string, string> = {};
   for (const claim of [...platform.audit, "sub"]) {
     const v = claimText(payload, claim);
@@ -139,64 +123,44 @@ function auditClaims(platform: OidcPlatform<CiSpec>, payload: JWTPayload): Recor
 }
 
 /**
- * Joins a bot with a CI platform's ID token. Failures are audited as `join.failed`
- * with the reason and the caller's address; the token only by its fingerprint, as
- * every join method records it. The token resource is a set of rules and
- * is never consumed; the ID token is, once, in the same write as the new instance.
+ * The join method of a CI platform: `oidcJoin(github)` in join/index.ts. Failures are
+ * audited as `join.failed` with the reason, as every join method's are. The token
+ * resource is a set of rules and is never consumed; the ID token is, once, in the same
+ * write as the new instance.
  */
-export async function joinWithOidc(ctx: AuthContext, req: JoinRequest, caller: Caller, platform: OidcPlatform<CiSpec>): Promise<JoinResponse> {
-  requestKeys(req); // a malformed key is the caller's error, found before the token is looked at
+export function oidcJoin<S extends CiSpec>(platform: OidcPlatform<S>): JoinMethod {
   const method = platform.method;
-  const item = await getToken(ctx.backend, req.token_name);
-  const token = item?.value.spec.join_method === method ? item.value : undefined;
-  const botName = token?.spec.bot_name;
-  const fields = { join_method: method, remote_addr: caller.remoteAddr, token: tokenFingerprint(req.token_name), ...(botName ? { bot: botName } : {}) };
-  try {
-    if (!token) throw refuse(accessDenied(`There is no ${method} join token by this name`), item ? `token is for join method ${item.value.spec.join_method}` : "token not found");
-    if (tokenExpired(token, ctx.clock.now())) {
-      throw refuse(expired(`The join token "${req.token_name}" expired at ${token.metadata.expires}`), `token expired at ${token.metadata.expires}`);
-    }
-    await checkLocks(ctx, [{ kind: "token", name: req.token_name }, { kind: "bot", name: token.spec.bot_name }]).catch((e: unknown) => {
-      throw isAppError(e) ? refuse(e, "locked") : e;
-    });
-    if (!req.id_token) throw refuse(accessDenied(`A ${method} join needs the job's ${platform.proof} (id_token)`), "no ID token");
-    const payload = await verify(ctx, platform, token, req.id_token);
-    const spec = platform.spec(token);
-    const rule = matchingRule(platform, spec, payload);
-    const who = auditClaims(platform, payload);
-    if (rule < 0) {
-      const described = Object.entries(who).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
-      throw refuse(
-        accessDenied(`The ${platform.proof} (${described}) matches none of the ${spec.allow.length} allow rules of join token "${req.token_name}"`),
-        `claims match no allow rule (${described})`,
-      );
-    }
-    const used = usedKey(platform.issuer(spec), payload);
-    const replayed = () =>
-      refuse(accessDenied(`This ${platform.proof} has already been used to join: each ID token joins once; ask the CI platform for a new one`), "ID token replayed");
-    // checked here so a replay costs no signing; the write below settles races
-    if (await ctx.backend.get(used)) throw replayed();
-    const bot = await getBot(ctx.backend, token.spec.bot_name);
-    if (!bot) throw refuse(accessDenied(`The join token's bot "${token.spec.bot_name}" no longer exists`), "bot not found");
-    const outcome = await startInstance(ctx, bot.value, req, { method, tokenName: req.token_name, remoteAddr: caller.remoteAddr });
-    const events = outcome.events.map((e) => (e.type === EVENT.botJoin ? { ...e, fields: { ...e.fields, ...who, allow_rule: rule } } : e));
-    const expires = new Date(((payload.exp as number) + CLOCK_TOLERANCE_S) * 1000);
-    try {
-      await ctx.backend.atomicWrite(
-        [
-          { key: used, condition: { kind: "notExists" }, action: { kind: "put", value: { bot: bot.value.metadata.name, instance_id: outcome.instance.instance_id }, expires } },
-          { key: KEYS.instance(bot.value.metadata.name, outcome.instance.instance_id), condition: { kind: "notExists" }, action: { kind: "put", value: outcome.instance } },
-        ],
-        events,
-      );
-    } catch (e) {
-      if (isAppError(e, "COMPARE_FAILED")) throw replayed();
-      throw e;
-    }
-    ctx.audit.logged(events);
-    return outcome.response;
-  } catch (e) {
-    if (e instanceof Refusal) throw await joinFailed(ctx, e.error, { ...fields, reason: e.reason });
-    throw e;
-  }
+  return {
+    name: method,
+    async verify(ctx, req, attempt) {
+      const token = await ruleToken(ctx, req, attempt);
+      if (!req.id_token) throw refuse(accessDenied(`A ${method} join needs the job's ${platform.proof} (id_token)`), "no ID token");
+      const payload = await verify(ctx, platform, token, req.id_token);
+      const spec = platform.spec(token);
+      const rule = matchingRule(platform, spec, payload);
+      const who = auditClaims(platform, payload);
+      if (rule < 0) {
+        const described = Object.entries(who).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
+        throw refuse(
+          accessDenied(`The ${platform.proof} (${described}) matches none of the ${spec.allow.length} allow rules of join token "${req.token_name}"`),
+          `claims match no allow rule (${described})`,
+        );
+      }
+      const used = usedKey(platform.issuer(spec), payload);
+      const replayed = refuse(accessDenied(`This ${platform.proof} has already been used to join: each ID token joins once; ask the CI platform for a new one`), "ID token replayed");
+      // checked here so a replay costs no signing; the write settles races
+      if (await ctx.backend.get(used)) throw replayed;
+      const bot = await joiningBot(ctx, token.spec.bot_name);
+      const expires = new Date(((payload.exp as number) + CLOCK_TOLERANCE_S) * 1000);
+      return {
+        bot,
+        tokenName: req.token_name,
+        auditFields: { ...who, allow_rule: rule },
+        complete: (instance) => ({
+          ops: [{ key: used, condition: { kind: "notExists" }, action: { kind: "put", value: { bot: bot.metadata.name, instance_id: instance.instance_id }, expires } }],
+        }),
+        conflict: replayed,
+      };
+    },
+  };
 }
