@@ -35,5 +35,5 @@ export const JOIN_REGISTRY: ReadonlyMap<string, JoinMethod> = new Map(
 export function join(ctx: AuthContext, req: JoinRequest, caller: Caller, deps: JoinDeps): Promise<JoinResponse> {
   const method = JOIN_REGISTRY.get(req.join_method);
   if (!method?.verify) throw badParameter(`Join method "${req.join_method}" is not served at ${ROUTES.join}`);
-  return joinWith(ctx, method.verify.bind(method), req, caller, deps, method.name);
+  return joinWith(ctx, method.name, method.verify.bind(method), req, caller, deps);
 }

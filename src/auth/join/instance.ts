@@ -33,7 +33,6 @@ export async function checkLocks(ctx: AuthContext, targets: LockTarget[]): Promi
   if (lock) throw refuse(lockedError(lock), "locked");
 }
 
-
 /**
  * A refused join, as join methods throw it: the error the caller gets and the reason
  * the audit log records (`join.failed`), which may say more than the caller is told.
@@ -58,7 +57,7 @@ export const refuse = (error: AppError, reason: string) => new Refusal(error, re
  * secret, and any name could be one).
  */
 export interface JoinAttempt {
-  readonly method: string;
+  readonly method: JoinMethodName;
   readonly caller: Caller;
   tokenName?: string;
   bot?: string;
@@ -96,8 +95,7 @@ export interface JoinDeps {
  * solve). The app decodes the body with `schema`, naming it `what` in errors, and
  * answers with what `handle` returns as JSON.
  */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a registry holds routes of every request type
-export interface JoinRoute<Req = any> {
+export interface JoinRoute<Req = unknown> {
   path: string;
   schema: z.ZodType<Req>;
   what: string;
@@ -118,7 +116,7 @@ export interface JoinMethod {
   routes?: readonly JoinRoute[];
 }
 
-/** A JoinRoute, typed by its schema. */
+/** A JoinRoute typed by its schema, as the registry holds it (the app hands `handle` what `schema` decoded). */
 export function joinRoute<Req>(route: JoinRoute<Req>): JoinRoute {
   return route;
 }
@@ -139,14 +137,14 @@ export async function audited<T>(ctx: AuthContext, attempt: JoinAttempt, join: (
   }
 }
 
-/** A one-request join (`/v1/join`) with `method`: check the keys, verify the proof, start the instance. */
+/** A one-request join (`/v1/join`) by `method`: check the keys, `verify` the proof, start the instance. */
 export async function joinWith(
   ctx: AuthContext,
+  method: JoinMethodName,
   verify: NonNullable<JoinMethod["verify"]>,
   req: JoinRequest,
   caller: Caller,
   deps: JoinDeps,
-  method: JoinMethodName,
 ): Promise<JoinResponse> {
   const attempt: JoinAttempt = { method, caller, tokenName: req.token_name };
   return audited(ctx, attempt, async () => {
