@@ -1,0 +1,48 @@
+/**
+ * The join method registry (src/auth/join/index.ts) against the protocol: every join
+ * method the protocol names is served, `/webapi/ping` reports exactly the registered
+ * ones, and every route a method serves is behind the failed-join limiter.
+ */
+
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { JOIN_REGISTRY } from "../../src/auth/join/index.ts";
+import { JOIN_PATHS } from "../../src/auth/ratelimit.ts";
+import { ROUTES } from "../../src/protocol/index.ts";
+import { JOIN_METHODS } from "../../src/resources/index.ts";
+import { keyRequest, startHarness, type Harness } from "./harness.ts";
+
+let h: Harness;
+beforeEach(async () => {
+  h = await startHarness();
+});
+afterEach(async () => {
+  await h.close();
+});
+
+describe("join method registry", () => {
+  test("registers exactly the protocol's JOIN_METHODS, in its order", () => {
+    expect([...JOIN_REGISTRY.keys()]).toEqual([...JOIN_METHODS]);
+    for (const [name, method] of JOIN_REGISTRY) expect(method.name).toBe(name);
+  });
+
+  test("/webapi/ping's join_methods are the registered methods", async () => {
+    const r = await h.call(h.anon, "GET", "/webapi/ping");
+    expect(r.status).toBe(200);
+    expect(r.json.join_methods).toEqual([...JOIN_REGISTRY.keys()]);
+  });
+
+  test("every method joins in one request or serves routes of its own, all behind the failed-join limiter", () => {
+    for (const method of JOIN_REGISTRY.values()) {
+      expect(method.verify !== undefined || (method.routes ?? []).length > 0).toBe(true);
+      for (const route of method.routes ?? []) expect(JOIN_PATHS.has(route.path)).toBe(true);
+    }
+    expect(JOIN_PATHS.has(ROUTES.join)).toBe(true);
+  });
+
+  test("a method with routes of its own (bound_keypair) is refused at /v1/join with BAD_PARAMETER on join_method", async () => {
+    const r = await h.call(h.anon, "POST", ROUTES.join, { ...keyRequest().body, token_name: "x", join_method: "bound_keypair" });
+    expect(r.status).toBe(400);
+    expect(r.json.error.code).toBe("BAD_PARAMETER");
+    expect(r.json.error.message).toContain('"join_method"');
+  });
+});
