@@ -6,6 +6,7 @@
 
 import { badParameter } from "../../lib/errors.ts";
 import { ROUTES, type JoinRequest, type JoinResponse } from "../../protocol/index.ts";
+import type { JoinMethod as JoinMethodName } from "../../resources/index.ts";
 import type { Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
 import { boundKeypairJoin } from "./bound_keypair.ts";
@@ -20,7 +21,7 @@ import { tokenJoin } from "./token.ts";
 export type { JoinDeps, JoinMethod, JoinRoute } from "./instance.ts";
 
 /** The registered join methods by name, in the order `/webapi/ping` lists them. */
-export const JOIN_REGISTRY: ReadonlyMap<string, JoinMethod> = new Map(
+export const JOIN_REGISTRY: ReadonlyMap<JoinMethodName, JoinMethod> = new Map(
   [
     tokenJoin,
     boundKeypairJoin,
