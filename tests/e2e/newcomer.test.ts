@@ -107,7 +107,7 @@ describe("the newcomer's path, compiled", () => {
     expect(r.stderr).toContain(`Cannot reach auth service at "127.0.0.1" (no port given, so port 443 was tried`);
   }, 60_000);
 
-  test("a plain http:// request to the auth port is closed and named in the auth log", async () => {
+  test("a plain http:// request to the auth port gets a 400 saying to use https://, and is named in the auth log", async () => {
     const reply = await new Promise<string>((resolve, reject) => {
       const sock = connect(auth.port, "127.0.0.1", () => sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
       let got = "";
@@ -115,9 +115,29 @@ describe("the newcomer's path, compiled", () => {
       sock.on("close", () => resolve(got));
       sock.on("error", reject);
     });
-    expect(reply).toBe("");
+    expect(reply).toStartWith("HTTP/1.1 400 Bad Request\r\n");
+    expect(reply).toContain("This port speaks TLS: use https://");
+    // curl, as a user would type it, prints the answer instead of "Empty reply from server"
+    const curl = Bun.spawn(["curl", "-sS", "-i", `http://127.0.0.1:${auth.port}/webapi/ping`], { stdout: "pipe", stderr: "pipe" });
+    const [curlOut, curlCode] = await Promise.all([new Response(curl.stdout).text(), curl.exited]);
+    expect(curlCode).toBe(0);
+    expect(curlOut).toContain("use https://");
     await waitFor("the plain-HTTP warning", () => auth.logs().includes("A plain http:// request reached the TLS port"), 20_000);
     // the listener still serves TLS
+    expect(await auth.ctlOk("status")).toContain("newcomer.example");
+  });
+
+  test("other bytes that are not TLS get no plaintext answer, only a closed connection", async () => {
+    // Only BoringSSL's "this is an HTTP request" failure is answered in plaintext; any other
+    // failed handshake (here a record of an unknown type) must not make the port speak HTTP.
+    const reply = await new Promise<string>((resolve, reject) => {
+      const sock = connect(auth.port, "127.0.0.1", () => sock.write(Buffer.from([0x80, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b])));
+      let got = "";
+      sock.on("data", (d) => (got += d.toString("latin1")));
+      sock.on("close", () => resolve(got));
+      sock.on("error", reject);
+    });
+    expect(reply).not.toContain("HTTP/1.1");
     expect(await auth.ctlOk("status")).toContain("newcomer.example");
   });
 
