@@ -79,8 +79,7 @@ function serveFloor(m: Material): number {
   const server = Bun.listen<{ pending: Buffer; peer: unknown }>({
     hostname: "127.0.0.1",
     port: 0,
-    // requestCert/rejectUnauthorized are accepted at run time but missing from Bun's TLSOptions type
-    tls: { cert: m.certPem, key: m.keyPem, ca: m.clientCaPem, requestCert: true, rejectUnauthorized: true } as Parameters<typeof Bun.listen>[0]["tls"],
+    tls: { cert: m.certPem, key: m.keyPem, ca: m.clientCaPem, requestCert: true, rejectUnauthorized: true },
     socket: {
       open(sock) {
         sock.data = { pending: Buffer.alloc(0), peer: (sock as unknown as { getPeerCertificate(detailed: boolean): unknown }).getPeerCertificate(true) };

@@ -267,7 +267,12 @@ export class Admin {
     if (req.join_method === "kubernetes") {
       throw badParameter(`Cannot make a kubernetes token with "tokens add": it needs a JWKS and allow rules; write a token resource and use "ctl create -f"`);
     }
-    const { token, registrationSecret } = this.newToken(req.bot_name, req.join_method, { ttl_seconds: req.ttl_seconds, name: req.name }, now);
+    const { token, registrationSecret } = this.newToken(
+      req.bot_name,
+      req.join_method,
+      { ...(req.ttl_seconds !== undefined ? { ttl_seconds: req.ttl_seconds } : {}), ...(req.name !== undefined ? { name: req.name } : {}) },
+      now,
+    );
     const ev = [event(EVENT.tokenCreate, now, { bot: req.bot_name, join_method: req.join_method, token: tokenFingerprint(token.metadata.name), ...actorFields(actor) })];
     await this.ctx.backend.atomicWrite(
       [{ key: KEYS.token(token.metadata.name), condition: { kind: "notExists" }, action: { kind: "put", value: token } }],

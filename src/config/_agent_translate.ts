@@ -86,7 +86,7 @@ export function defaultStorage(): DestinationConfig {
   return { type: "directory", path: DEFAULT_STORAGE_PATH, symlinks: "try-secure", acls: STORAGE_DEFAULT_ACLS };
 }
 
-function v1Location(l: { directory?: V1Directory; memory?: boolean | undefined }, acls: AclsMode): DestinationConfig {
+function v1Location(l: { directory?: V1Directory | undefined; memory?: boolean | undefined }, acls: AclsMode): DestinationConfig {
   if (l.directory === undefined) return { type: "memory" };
   if (typeof l.directory === "string") return { type: "directory", path: l.directory, symlinks: "try-secure", acls };
   return { type: "directory", path: l.directory.path, symlinks: l.directory.symlinks, acls: l.directory.acls ?? acls };

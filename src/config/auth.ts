@@ -196,7 +196,7 @@ const LIMIT_FIELDS = [
   ["max_kubernetes_sessions_per_instance", "maxKubernetesSessionsPerInstance"],
 ] as const;
 
-function translateLimits(l: Partial<Record<(typeof LIMIT_FIELDS)[number][0], string | number>>): AuthLimitsConfig {
+function translateLimits(l: Partial<Record<(typeof LIMIT_FIELDS)[number][0], string | number | undefined>>): AuthLimitsConfig {
   const out: AuthLimitsConfig = {};
   for (const [yaml, field] of LIMIT_FIELDS) {
     const v = l[yaml];

@@ -171,7 +171,7 @@ interface CaEntry {
   decoded: DecodedCertificate;
   parsed: ParsedCertificate;
   /** Undefined when the CA's key type is one machine-id does not sign or verify with. */
-  algorithm?: KeyAlgorithm;
+  algorithm: KeyAlgorithm | undefined;
   /** The AuthorityKeyIdentifier extension of the leaves it signs (from its SKI), encoded. */
   authorityKeyIdExtension: Uint8Array;
   /** Private keys already checked to match this CA. */

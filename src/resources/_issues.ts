@@ -153,10 +153,10 @@ interface Issue {
 
 interface RawIssue {
   code: string;
-  expected?: string;
+  expected?: string | undefined;
   input?: unknown;
   inst?: unknown;
-  discriminator?: string;
+  discriminator?: string | undefined;
 }
 
 // Runs inside zod for every issue: the only place that sees the schema (`inst`), so it

@@ -18,6 +18,8 @@ import { SCENARIOS } from "../_scenarios.ts";
 const PIN = "sha256:4f1a0b8d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c";
 
 
+/** `c` with no onboarding token (absent, as when the config names none). */
+const withoutToken = ({ onboarding: { token: _, ...onboarding }, ...c }: AgentConfig): AgentConfig => ({ ...c, onboarding });
 const base = (): AgentConfig => parseAgentConfig("version: v2\nauth_server: auth.example.com:3025\nonboarding:\n  token: t0ken-value\n", "base.yaml");
 
 describe("applyAgentFlags()", () => {
@@ -133,7 +135,7 @@ describe("checkAgentConfig()", () => {
   const cases: { name: string; cfg: (c: AgentConfig) => AgentConfig; message: string }[] = [
     {
       name: "no address at all",
-      cfg: (c) => applyAgentFlags({ ...c, authServer: undefined } as AgentConfig, {}),
+      cfg: ({ authServer: _, ...c }) => applyAgentFlags(c, {}),
       message: `Missing auth_server or proxy_server in agent config: set one in the config file or pass --auth-server or --proxy-server`,
     },
     {
@@ -143,12 +145,12 @@ describe("checkAgentConfig()", () => {
     },
     {
       name: "no token for a token join",
-      cfg: (c) => ({ ...c, onboarding: { ...c.onboarding, token: undefined } }) as AgentConfig,
+      cfg: withoutToken,
       message: `Missing required field "onboarding.token" in agent config: join method "token" needs a token; set it in the config file or pass --token`,
     },
     {
       name: "no token for a bound keypair join without a registration secret",
-      cfg: (c) => applyAgentFlags({ ...c, onboarding: { ...c.onboarding, token: undefined } } as AgentConfig, { joinMethod: "bound_keypair" }),
+      cfg: (c) => applyAgentFlags(withoutToken(c), { joinMethod: "bound_keypair" }),
       message: `Missing required field "onboarding.token" in agent config: join method "bound_keypair" needs a token (or a registration secret); set it in the config file or pass --token`,
     },
     {

@@ -64,12 +64,18 @@ async function makeCA(alg: KeyAlgorithm = "ecdsa-p256", name = "example user CA"
   return { keyPair, pem };
 }
 
-async function issue(ca: { keyPair: KeyPair; pem: string }, extra: Partial<Parameters<typeof issueCertificate>[0]> = {}) {
+type LeafOptions = Omit<Parameters<typeof issueCertificate>[0], "caCertPem" | "caKey" | "publicKey">;
+
+/** A leaf signed by `ca` for a fresh key, with exactly the fields `opts` gives. */
+async function issueLeaf(ca: { keyPair: KeyPair; pem: string }, opts: LeafOptions) {
   const leafKey = generateKeyPair("ecdsa-p256");
-  const pem = await issueCertificate({
-    caCertPem: ca.pem,
-    caKey: ca.keyPair.privateKey,
-    publicKey: leafKey.publicKey,
+  const pem = await issueCertificate({ caCertPem: ca.pem, caKey: ca.keyPair.privateKey, publicKey: leafKey.publicKey, ...opts });
+  return { pem, leafKey };
+}
+
+/** A bot's client leaf signed by `ca`, identity included; `extra` overrides the defaults. */
+function issue(ca: { keyPair: KeyPair; pem: string }, extra: Partial<LeafOptions> = {}) {
+  return issueLeaf(ca, {
     commonName: "bot-example",
     organization: ["example.teleport.sh"],
     uris: ["machine-id://example.teleport.sh/bot/example"],
@@ -79,7 +85,6 @@ async function issue(ca: { keyPair: KeyPair; pem: string }, extra: Partial<Param
     identity: IDENTITY,
     ...extra,
   });
-  return { pem, leafKey };
 }
 
 function openssl(dir: TempDir, args: string[], allowFailure = false) {
@@ -135,13 +140,15 @@ describe("issueCertificate() checked by openssl", () => {
     using dir = new TempDir();
     const ca = await makeCA(alg);
     dir.write("ca.pem", ca.pem);
-    const server = await issue(ca, {
+    const server = await issueLeaf(ca, {
       commonName: "auth.example.com",
+      organization: ["example.teleport.sh"],
+      notBefore: T0,
+      notAfter: at(DAY),
       usage: "server",
       dnsNames: ["auth.example.com", "localhost"],
       ipAddresses: ["127.0.0.1", "::1", "2001:db8::8a2e:370:7334"],
       uris: [],
-      identity: undefined,
     });
     const client = await issue(ca);
     dir.write("server.pem", server.pem);

@@ -153,8 +153,15 @@ describe("kubectl kustomize deploy/kubernetes/overlays/example", () => {
   test("ctl's agent config differs from base/tbot.yaml only in the values an overlay sets", () => {
     const ctl = parseAgentConfig(podAgentConfig({ authServer: "a.example:3025", token: "t-bot", caPin: "sha256:" + "ab".repeat(32) }), "ctl");
     const { config } = pod(objects);
-    const withBaseValues: AgentConfig = { ...ctl, onboarding: { ...ctl.onboarding, token: config.onboarding.token, caPins: config.onboarding.caPins } };
-    withBaseValues.authServer = config.authServer;
+    // ctl's values out, base's in (a value base leaves unset stays absent)
+    const { authServer: _a, onboarding: { token: _t, ...onboarding }, ...rest } = ctl;
+    const { authServer } = config;
+    const { token, caPins } = config.onboarding;
+    const withBaseValues: AgentConfig = {
+      ...rest,
+      ...(authServer !== undefined ? { authServer } : {}),
+      onboarding: { ...onboarding, ...(token !== undefined ? { token } : {}), caPins },
+    };
     expect(withBaseValues).toEqual(config);
   });
 });

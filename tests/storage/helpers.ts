@@ -49,7 +49,7 @@ export function captureLogger(): { logger: Logger; lines: string[] } {
 export class LineReader {
   private buf = "";
   private done = false;
-  private readonly reader: { read(): Promise<{ value?: Uint8Array; done: boolean }> };
+  private readonly reader: { read(): Promise<{ value?: Uint8Array | undefined; done: boolean }> };
   private readonly decoder = new TextDecoder();
 
   constructor(stream: ReadableStream<Uint8Array>) {

@@ -23,11 +23,11 @@ export function configPaths(text: string, file: string): ConfigPaths {
   const doc = parseDocument(text);
   if (doc.errors.length > 0) {
     const err = doc.errors[0]!;
-    const [line, column] = err.linePos?.[0] ? [err.linePos[0].line, err.linePos[0].col] : [undefined, undefined];
+    const at = err.linePos?.[0];
     // The position travels separately; the first line of yaml's message says what is wrong.
     const what = err.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "");
     throw badParameter(`Cannot read config "${file}": ${what}`, {
-      position: { file, line, column },
+      position: at ? { file, line: at.line, column: at.col } : { file },
       cause: err,
     });
   }
