@@ -42,8 +42,8 @@ import type { AuthContext } from "./context.ts";
 import { DEFAULT_HOST_CERT_TTL_MS, signHostKey } from "./issuer.ts";
 import { serveDownload, serveInstallScript, type DownloadOptions } from "./install/index.ts";
 import { KubernetesClusters, kubernetesProxy, listKubernetesClusters } from "./kubernetes/index.ts";
-import { JOIN_REGISTRY, join } from "./join/index.ts";
-import { FailureLimiter, JOIN_PATHS, limitFailedJoins } from "./ratelimit.ts";
+import { JOIN_PATHS, JOIN_REGISTRY, join } from "./join/index.ts";
+import { FailureLimiter, limitFailedJoins } from "./ratelimit.ts";
 import type { Authenticated, ConnInfo, Env } from "./request.ts";
 
 export type { ConnInfo, ConnSession, Authenticated } from "./request.ts";

@@ -99,9 +99,6 @@ export class FailureLimiter {
   }
 }
 
-/** The routes whose failures count: every way to join without a certificate. */
-export const JOIN_PATHS: ReadonlySet<string> = new Set([ROUTES.join, ROUTES.boundKeypairBegin, ROUTES.boundKeypairSolve]);
-
 /**
  * The default limit on unanswered bound keypair challenges per address: a burst of 100
  * (a fleet behind one NAT joining at once), then one a second. Challenges expire after a
@@ -112,9 +109,10 @@ export function challengeLimiter(clock: Clock): FailureLimiter {
 }
 
 /**
- * The app's middleware on the join routes (app.ts mounts it there, outermost): an
- * address with too many failed joins gets 429 LIMIT_EXCEEDED with Retry-After until
- * its allowance refills. A failure is any 4xx answer from a join route (413 and bad
+ * The app's middleware on the join routes (app.ts mounts it, outermost, on the join
+ * registry's JOIN_PATHS: every way to join without a certificate): an address with
+ * too many failed joins gets 429 LIMIT_EXCEEDED with Retry-After until its allowance
+ * refills. A failure is any 4xx answer from a join route (413 and bad
  * JSON included: junk is how guessing looks). Behind a proxy every client shares the
  * proxy's address, so the limit applies to all of them together. `challenges` limits
  * bound keypair begins the same way: an issued challenge spends, a successful solve

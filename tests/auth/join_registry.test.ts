@@ -1,12 +1,12 @@
 /**
  * The join method registry (src/auth/join/index.ts) against the protocol: every join
  * method the protocol names is served, `/webapi/ping` reports exactly the registered
- * ones, and every route a method serves is behind the failed-join limiter.
+ * ones, and `/v1/join` and every route a method serves are behind the failed-join limiter.
  */
 
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { JOIN_REGISTRY } from "../../src/auth/join/index.ts";
-import { JOIN_PATHS } from "../../src/auth/ratelimit.ts";
+import { FailureLimiter } from "../../src/auth/ratelimit.ts";
 import { ROUTES } from "../../src/protocol/index.ts";
 import { JOIN_METHODS } from "../../src/resources/index.ts";
 import { keyRequest, startHarness, type Harness } from "./harness.ts";
@@ -31,12 +31,23 @@ describe("join method registry", () => {
     expect(r.json.join_methods).toEqual([...JOIN_REGISTRY.keys()]);
   });
 
-  test("every method joins in one request or serves routes of its own, all behind the failed-join limiter", () => {
+  test("every method joins in one request or serves routes of its own", () => {
     for (const method of JOIN_REGISTRY.values()) {
       expect(method.verify !== undefined || (method.routes ?? []).length > 0).toBe(true);
-      for (const route of method.routes ?? []) expect(JOIN_PATHS.has(route.path)).toBe(true);
     }
-    expect(JOIN_PATHS.has(ROUTES.join)).toBe(true);
+  });
+
+  // Asked of the app, not of JOIN_PATHS: the limiter must answer on each route for real.
+  test("/v1/join and every route a method serves refuse an address with 429 once its failed joins reach the burst", async () => {
+    const paths = [ROUTES.join, ...[...JOIN_REGISTRY.values()].flatMap((m) => (m.routes ?? []).map((r) => r.path))];
+    expect(paths).toContain(ROUTES.boundKeypairBegin);
+    const handler = h.withJoinLimiter(new FailureLimiter({ clock: h.clock, burst: 2 }));
+    for (const [i, path] of paths.entries()) {
+      const conn = { remoteAddr: `192.0.2.${i + 1}` };
+      const junk = async () => (await handler(new Request(`https://auth.test${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }), conn)).status;
+      expect([path, await junk(), await junk()]).toEqual([path, 400, 400]);
+      expect([path, await junk()]).toEqual([path, 429]);
+    }
   });
 
   test("a method with routes of its own (bound_keypair) is refused at /v1/join with BAD_PARAMETER on join_method", async () => {

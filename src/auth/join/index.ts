@@ -32,6 +32,16 @@ export const JOIN_REGISTRY: ReadonlyMap<JoinMethodName, JoinMethod> = new Map(
   ].map((m) => [m.name, m]),
 );
 
+/**
+ * Every path a join is served at: `/v1/join` and each registered method's own routes.
+ * app.ts puts the failed-join limiter on exactly these, so a method's routes are limited
+ * from the moment it is registered, with no second list to keep in step.
+ */
+export const JOIN_PATHS: ReadonlySet<string> = new Set([
+  ROUTES.join,
+  ...[...JOIN_REGISTRY.values()].flatMap((m) => (m.routes ?? []).map((r) => r.path)),
+]);
+
 /** A one-request join (`/v1/join`), by the method the request names. */
 export function join(ctx: AuthContext, req: JoinRequest, caller: Caller, deps: JoinDeps): Promise<JoinResponse> {
   const method = JOIN_REGISTRY.get(req.join_method);
