@@ -5,7 +5,7 @@
  * client for a service the benchmark started.
  */
 
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -78,6 +78,49 @@ export function cpuSeconds(pid: number): number {
 export function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** What one process cost, from exec to exit. */
+export interface Usage {
+  /** user + system CPU, ms (wait4's rusage, µs resolution) */
+  cpuMs: number;
+  wallMs: number;
+  /** peak resident set, MiB (GNU time's %M: see runMeasured) */
+  rssMiB: number;
+}
+
+/**
+ * Runs `argv` (pinned to `cpu`) to its end and returns its CPU time, wall time and peak RSS;
+ * throws when it fails. The peak RSS comes from GNU time, a small C parent that forks the
+ * command: the rusage Bun reports for its own child counts the Bun process it was spawned
+ * from too (26 MiB for `cfssl version`, which peaks at 9). CPU and wall include GNU time's
+ * own fork and exec (~0.3 ms), the same for every command measured.
+ */
+export async function runMeasured(argv: string[], opts: { cpu?: number; env?: Record<string, string>; stdout?: string } = {}): Promise<Usage> {
+  const t0 = performance.now();
+  const p = Bun.spawn(pinned(opts.cpu, ["/usr/bin/time", "-f", "maxrss=%M", ...argv]), {
+    stdout: opts.stdout ? Bun.file(opts.stdout) : "ignore",
+    stderr: "pipe",
+    stdin: "ignore",
+    env: { ...process.env, ...opts.env },
+  });
+  const [err, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
+  const wallMs = performance.now() - t0;
+  if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}: ${err}`);
+  const ru = p.resourceUsage()!;
+  const rss = /maxrss=(\d+)\s*$/.exec(err);
+  if (!rss) throw new Error(`${argv.join(" ")}: no figure from /usr/bin/time (is GNU time installed?): ${err}`);
+  return { cpuMs: Number(ru.cpuTime.total) / 1000, wallMs, rssMiB: Number(rss[1]) / 1024 };
+}
+
+/** Compiles a Bun "hello world" into `dir` with the build's own flags; returns its path. */
+export function helloWorld(dir: string): string {
+  const src = join(dir, "hello.ts");
+  const out = join(dir, "hello");
+  writeFileSync(src, 'console.log("hello world");\n');
+  const r = Bun.spawnSync([process.execPath, "build", "--compile", "--minify", "--bytecode", src, "--outfile", out], { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`bun build --compile hello.ts failed: ${r.stderr.toString()}`);
+  return out;
 }
 
 /** `taskset -c <cpu>` in front of a command, when a core is given. */

@@ -36,6 +36,19 @@ export async function runLoad(args: string[], cpu = 1): Promise<LoadResult> {
 }
 
 /** A cfssl CA (ECDSA P-256), a TLS certificate for its listener, and 64 P-256 CSRs, made with cfssl and openssl. */
+/** `cfssl serve` with its own CA and a TLS listener on loopback, pinned to core 0. */
+export async function startCfssl(dir: string): Promise<{ service: Service; port: number; material: ReturnType<typeof cfsslMaterial> }> {
+  mkdirSync(dir);
+  const m = cfsslMaterial(dir);
+  // cfssl 1.2 reports the port it was given, so give it a free one rather than 0
+  const port = await freePort();
+  const { service } = await Service.start(
+    ["cfssl", "serve", "-ca", m.ca, "-ca-key", m.caKey, "-address", "127.0.0.1", "-port", String(port), "-tls-cert", m.cert, "-tls-key", m.key],
+    { cpu: 0, logPath: join(dir, "serve.log"), ready: /Now listening on https:\/\/127\.0\.0\.1:(\d+)/ },
+  );
+  return { service, port, material: m };
+}
+
 function cfsslMaterial(dir: string): { ca: string; caKey: string; cert: string; key: string; csrDir: string } {
   const run = (cmd: string[], stdin?: string) => {
     const r = Bun.spawnSync(cmd, { cwd: dir, stdout: "pipe", stderr: "pipe", ...(stdin ? { stdin: Buffer.from(stdin) } : {}) });
@@ -80,16 +93,8 @@ export interface IssuanceCell {
 
 /** Runs the whole comparison; returns one cell per (clients, mode) with medians over the runs. */
 export async function issuance(o: IssuanceOptions): Promise<IssuanceCell[]> {
-  const cfDir = join(o.dir, "cfssl");
-  mkdirSync(cfDir);
-  const m = cfsslMaterial(cfDir);
-  // cfssl 1.2 reports the port it was given, so give it a free one rather than 0
-  const cfsslPort = await freePort();
-  const cfssl = await Service.start(
-    ["cfssl", "serve", "-ca", m.ca, "-ca-key", m.caKey, "-address", "127.0.0.1", "-port", String(cfsslPort), "-tls-cert", m.cert, "-tls-key", m.key],
-    { cpu: 0, logPath: join(cfDir, "serve.log"), ready: /Now listening on https:\/\/127\.0\.0\.1:(\d+)/ },
-  );
-  const cfPort = Number(cfssl.match[1]);
+  const cfssl = await startCfssl(join(o.dir, "cfssl"));
+  const { material: m, port: cfPort } = cfssl;
   const auth = await startAuth(o.bin, join(o.dir, "auth"), { cpu: 0 });
   const admin = join(o.dir, "auth", "admin-identity");
   const cells: IssuanceCell[] = [];

@@ -10,7 +10,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { agentBench, agentTable } from "./agent.ts";
+import { agentBench, agentTable, oneshotTable, startupTable } from "./agent.ts";
 import { issuance, issuanceTable } from "./issuance.ts";
 import { ROOT, machine, privateBinary, tempDir } from "./_lib.ts";
 import { scaleBench, scaleTable } from "./scale.ts";
@@ -77,8 +77,18 @@ if (only.has("agent")) {
     "",
     "### Agent (compiled binary)",
     "",
-    `Auth service pinned to core 0, agent to core 1, loopback. ${runs} runs each for \`version\` and \`start --oneshot\` ` +
-      `(fresh token and storage each run); then \`start -c\` with \`renewal_interval: 50ms\` to ${renewals} renewals.`,
+    `Startup: each command ${runs} times, alternated with its peers, pinned to core 1; CPU (user + system) from the process's rusage, ` +
+      "peak RSS from GNU time. The hello world is `console.log` compiled by this run with the build's flags (`--compile --minify --bytecode`).",
+    "",
+    startupTable(f),
+    "",
+    `One join on an ephemeral node: a static-key bound-keypair \`start --oneshot\` (memory storage, the identity output written to a directory) ` +
+      `against \`cfssl gencert -remote https://…\` (a new P-256 key, its CSR, a remote sign over TLS, the answer written to a file) to a local \`cfssl serve\`; ` +
+      `${runs} runs each, alternated, clients pinned to core 1, auth service and cfssl serve to core 0, loopback.`,
+    "",
+    oneshotTable(f),
+    "",
+    `Daemon: \`start -c\` with \`renewal_interval: 50ms\` to ${renewals} renewals (token join, directory storage, the identity output).`,
     "",
     agentTable(f),
     "",
