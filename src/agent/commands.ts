@@ -4,11 +4,11 @@
  */
 
 import { Command, Option } from "commander";
-import { loadAgentConfig, type AgentConfig } from "../config/index.ts";
-import { Logger } from "../lib/log.ts";
-import { initDestinationDir, initDirectory } from "./init.ts";
-import { start, type StartFlags } from "./start.ts";
-import { keypairCommand } from "./keypair/index.ts";
+import type { AgentConfig } from "../config/index.ts";
+import type { StartFlags } from "./start.ts";
+import { keypairCommand } from "./keypair/command.ts";
+
+// The actions import what they run: `start --help` loads only these definitions.
 
 const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
 
@@ -54,6 +54,8 @@ export function startCommand(): Command {
       if (opts.allowNoOutputs) flags.allowNoOutputs = true;
       if (opts.debug) flags.debug = true;
       if (opts.insecure) flags.insecure = true;
+      // start with every join method and output registered, as the agent's index does
+      const [{ start }] = await Promise.all([import("./start.ts"), import("./bound_keypair/index.ts"), import("./kubernetes/index.ts"), import("./ci/index.ts")]);
       await start(flags);
     });
 }
@@ -68,6 +70,7 @@ export function initCommand(): Command {
     .option("--owner <user:group>", "owner of the directory")
     .option("--reader-user <user>", "the user that reads the credentials")
     .action(async (opts: { config?: string; initDir?: string; botUser?: string; owner?: string; readerUser?: string }) => {
+      const [{ Logger }, { loadAgentConfig }, { initDestinationDir, initDirectory }] = await Promise.all([import("../lib/log.ts"), import("../config/index.ts"), import("./init.ts")]);
       const log = new Logger({ component: "init" });
       const cfg: AgentConfig | undefined = opts.config ? await loadAgentConfig(opts.config) : undefined;
       const dir = initDirectory(cfg, opts.initDir);
