@@ -49,6 +49,9 @@ Environment:
   DESTDIR          stage everything below this directory (for packaging): no root needed,
                    no user is created and systemctl is not run
   MACHINE_ID_ARCH  architecture to install instead of \`uname -m\`
+  MACHINE_ID_DOWNLOAD_FORMAT
+                   zst, xz, gz or raw: download the binary in this form only (default: the
+                   smallest the auth service has that this host can decompress)
 EOF
 }
 
@@ -110,7 +113,8 @@ check_ca() {
 	[ "$actual" = "$CA_PIN" ] || die "The embedded CA certificate does not match pin $CA_PIN (it is $actual): the script was altered"
 }
 
-download() {
+# Fetches $1 into $2; returns curl's or wget's exit code.
+fetch() {
 	local url=$1 dest=$2
 	local -a trust=()
 	if [ "$DOWNLOAD_TRUST" = embedded-ca ]; then
@@ -118,14 +122,64 @@ download() {
 	fi
 	if have curl; then
 		curl --fail --silent --show-error --location --proto '=https' --tlsv1.2 --retry 2 \
-			${trust[@]+"${trust[@]}"} --output "$dest" "$url" || die "Cannot download \"$url\" (curl exit code $?)"
+			${trust[@]+"${trust[@]}"} --output "$dest" "$url"
 	elif have wget; then
-		wget --quiet --https-only ${trust[@]+"${trust[@]}"} --output-document="$dest" "$url" ||
-			die "Cannot download \"$url\" (wget exit code $?)"
+		wget --quiet --https-only ${trust[@]+"${trust[@]}"} --output-document="$dest" "$url"
 	else
 		die "Cannot download \"$url\": neither curl nor wget is installed"
 	fi
 }
+
+download() {
+	local code=0
+	fetch "$1" "$2" || code=$?
+	[ "$code" = 0 ] || die "Cannot download \"$1\" (exit code $code)"
+}
+
+# Like download, but returns 1 when the server answers with an HTTP error (404 for a form it
+# does not have: curl exits 22, wget 8), so the caller can ask for another; others die.
+download_if_served() {
+	local code=0
+	fetch "$1" "$2" 2>/dev/null || code=$?
+	case "$code" in
+	0) ;;
+	22 | 8) return 1 ;;
+	*) die "Cannot download \"$1\" (exit code $code)" ;;
+	esac
+}
+
+# Sets FORMATS to the forms of the binary to ask for, smallest first: those this host can
+# decompress, then the raw binary; MACHINE_ID_DOWNLOAD_FORMAT names one.
+pick_formats() {
+	FORMATS=()
+	case "${MACHINE_ID_DOWNLOAD_FORMAT:-}" in
+	"") ;;
+	raw) FORMATS=(raw) && return 0 ;;
+	zst | xz | gz)
+		have "$(decompressor "$MACHINE_ID_DOWNLOAD_FORMAT")" ||
+			die "MACHINE_ID_DOWNLOAD_FORMAT=$MACHINE_ID_DOWNLOAD_FORMAT needs $(decompressor "$MACHINE_ID_DOWNLOAD_FORMAT"), which is not installed; use one of zst, xz, gz or raw"
+		FORMATS=("$MACHINE_ID_DOWNLOAD_FORMAT") && return 0
+		;;
+	*) usage_error "MACHINE_ID_DOWNLOAD_FORMAT must be zst, xz, gz or raw, not \"$MACHINE_ID_DOWNLOAD_FORMAT\"" ;;
+	esac
+	local f
+	for f in xz zst gz; do
+		if have "$(decompressor "$f")"; then FORMATS+=("$f"); fi
+	done
+	FORMATS+=(raw)
+}
+
+decompressor() {
+	case "$1" in
+	zst) echo zstd ;;
+	xz) echo xz ;;
+	gz) echo gzip ;;
+	esac
+}
+
+# No machine-id build is near this size: a compressed file that grows past it is refused
+# before it fills the disk (its checksum could not match anyway).
+readonly MAX_BINARY_BYTES=$((1024 * 1024 * 1024))
 
 # Writes $2 into $1 with mode $3 unless the file already holds exactly that; counts WRITES.
 write_file() {
@@ -157,10 +211,27 @@ install_binary() {
 	esac
 	[[ "$expected" =~ ^[0-9a-f]{64}$ ]] ||
 		die "Cannot verify machine-id-linux-$ARCH: the auth service at $AUTH_SERVER had no build checksum for it when it started (machine-id-linux-$ARCH.sha256 beside the binary in its --dist-dir); nothing was installed"
-	download "$url" "$TMP/machine-id"
+	local format served=""
+	pick_formats
+	for format in "${FORMATS[@]}"; do
+		if [ "$format" = raw ]; then
+			download "$url" "$TMP/machine-id"
+			served=$url
+			break
+		fi
+		download_if_served "$url.$format" "$TMP/machine-id.$format" || continue
+		served=$url.$format
+		# The checksum is of the binary, so it is checked on what comes out of the decompressor.
+		# (pipefail: a damaged file, or one cut off by head, fails the pipeline)
+		"$(decompressor "$format")" -dc <"$TMP/machine-id.$format" | head -c "$MAX_BINARY_BYTES" >"$TMP/machine-id" ||
+			die "Cannot decompress \"$served\" with $(decompressor "$format") (the file is damaged or not $format); nothing was installed"
+		rm -f "$TMP/machine-id.$format"
+		break
+	done
+	[ -n "$served" ] || die "The auth service at $AUTH_SERVER has no machine-id-linux-$ARCH in the form MACHINE_ID_DOWNLOAD_FORMAT=$MACHINE_ID_DOWNLOAD_FORMAT names; nothing was installed"
 	actual=$(sha256_of "$TMP/machine-id")
-	[ "$actual" = "$expected" ] || die "Checksum mismatch for \"$url\": expected $expected, got $actual; nothing was installed"
-	say "Verified machine-id-linux-$ARCH (sha256 $actual)"
+	[ "$actual" = "$expected" ] || die "Checksum mismatch for \"$served\": expected $expected, got $actual; nothing was installed"
+	say "Verified machine-id-linux-$ARCH (sha256 $actual, downloaded as ${served##*/})"
 
 	if [ -f "$BIN" ] && [ "$(sha256_of "$BIN")" = "$actual" ]; then
 		chmod 0755 "$BIN"

@@ -130,6 +130,32 @@ describe("serveDownload()", () => {
     }
   });
 
+  test("serves the compressed forms the build left beside the binary, as they are; 404 for the others", async () => {
+    await using d = await tempDir();
+    await writeFile(join(d.path, "machine-id-linux-x64"), "binary bytes");
+    await writeFile(join(d.path, "machine-id-linux-x64.gz"), "gzip bytes");
+    await writeFile(join(d.path, "machine-id-linux-x64.zst"), "zstd bytes!");
+    const gz = (await serveDownload(get("/downloads/machine-id-linux-x64.gz"), { distDir: d.path, serveSelf: false }))!;
+    expect(gz.status).toBe(200);
+    expect(gz.headers.get("content-type")).toBe("application/gzip");
+    expect(gz.headers.get("content-length")).toBe("10");
+    expect(gz.headers.get("content-disposition")).toBe('attachment; filename="machine-id-linux-x64.gz"');
+    expect(await gz.text()).toBe("gzip bytes");
+    const zst = (await serveDownload(get("/downloads/machine-id-linux-x64.zst", "HEAD"), { distDir: d.path, serveSelf: false }))!;
+    expect(zst.headers.get("content-type")).toBe("application/zstd");
+    expect(zst.headers.get("content-length")).toBe("11");
+    expect(await zst.text()).toBe("");
+    const xz = (await serveDownload(get("/downloads/machine-id-linux-x64.xz"), { distDir: d.path, serveSelf: false }))!;
+    expect(xz.status).toBe(404);
+    expect(await xz.text()).toBe("No .xz form of machine-id-linux-x64 on this server; the uncompressed binary is at /downloads/machine-id-linux-x64\n");
+    // no compressed form without the binary itself, nor of any other suffix
+    await using e = await tempDir();
+    await writeFile(join(e.path, "machine-id-linux-arm64.gz"), "orphan");
+    expect((await serveDownload(get("/downloads/machine-id-linux-arm64.gz"), { distDir: e.path, serveSelf: false }))!.status).toBe(404);
+    expect(await serveDownload(get("/downloads/machine-id-linux-x64.bz2"), { distDir: d.path })).toBeUndefined();
+    expect(await serveDownload(get("/downloads/machine-id-linux-x64.gz.sha256"), { distDir: d.path })).toBeUndefined();
+  });
+
   test("HEAD answers with the length and no body; POST is refused", async () => {
     await using d = await tempDir();
     await writeFile(join(d.path, "machine-id-linux-x64"), "12345");

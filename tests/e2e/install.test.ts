@@ -40,10 +40,10 @@ afterAll(async () => {
 });
 
 /** `curl -fsSL --cacert ca.pem https://auth/scripts/install.sh | DESTDIR=root bash -s -- ARGS`, PATH without node or bun. */
-function install(root: string, args: string[] = [], addr = auth.addr) {
+function install(root: string, args: string[] = [], addr = auth.addr, env: Record<string, string> = {}) {
   const quoted = args.map((a) => `'${a}'`).join(" ");
   return sh(["bash", "-c", `set -o pipefail; curl -fsSL --cacert "$CA" "https://$ADDR/scripts/install.sh" | bash -s -- ${quoted}`], {
-    env: { PATH: "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin", DESTDIR: root, CA: caFile, ADDR: addr, HOME: dir.path },
+    env: { PATH: "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin", DESTDIR: root, CA: caFile, ADDR: addr, HOME: dir.path, ...env },
   });
 }
 
@@ -248,4 +248,106 @@ describe("curl | bash from the auth service", () => {
     const res = await fetch(`https://${auth.addr}/downloads/machine-id-linux-mips`, { tls: { ca: readFileSync(caFile, "utf8"), serverName: "localhost" } } as RequestInit);
     expect(res.status).toBe(404);
   });
+});
+
+describe("compressed downloads", () => {
+  const buildSum = () => readFileSync(join(ROOT, "dist", `${NAME}.sha256`), "utf8").split(" ")[0]!;
+  const sha = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
+
+  /** An auth service of its own serving `files` (name suffix → path or bytes) beside the build's binary and checksum. */
+  async function serving(name: string, files: Record<string, string | Buffer>): Promise<AuthProcess> {
+    const d = join(dir.path, `dist-${name}`);
+    mkdirSync(d);
+    symlinkSync(join(ROOT, "dist", NAME), join(d, NAME));
+    copyFileSync(join(ROOT, "dist", `${NAME}.sha256`), join(d, `${NAME}.sha256`));
+    for (const [suffix, content] of Object.entries(files)) {
+      if (typeof content === "string") symlinkSync(content, join(d, NAME + suffix));
+      else writeFileSync(join(d, NAME + suffix), content);
+    }
+    return startAuth(join(dir.path, `auth-${name}`), { args: ["--dist-dir", d, "--cluster-name", `${name}.example`] });
+  }
+
+  /** Compresses the built binary with a fast level (the build's own levels take minutes; only the format matters here). */
+  function compressed(argv: string[], ext: string): string {
+    const out = join(dir.path, `${NAME}.${ext}`);
+    const r = Bun.spawnSync([...argv, join(ROOT, "dist", NAME)], { stdout: Bun.file(out), stderr: "pipe" });
+    if (r.exitCode !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.toString()}`);
+    return out;
+  }
+
+  async function withCa<T>(svc: AuthProcess, f: () => T): Promise<T> {
+    writeFileSync(caFile, await svc.ctlOk("auth", "export", "--type", "tls-host"));
+    try {
+      return f();
+    } finally {
+      writeFileSync(caFile, await auth.ctlOk("auth", "export", "--type", "tls-host"));
+    }
+  }
+
+  test("each of gz, xz and zst installs the build, verified after decompression; by default the smallest form the host can undo", async () => {
+    const files = { ".gz": join(ROOT, "dist", `${NAME}.gz`), ".xz": compressed(["xz", "-0", "-T2", "-c"], "xz"), ".zst": compressed(["zstd", "-q", "-1", "-c"], "zst") };
+    await using svc = await serving("compressed", files);
+    for (const format of ["gz", "xz", "zst", "raw", ""]) {
+      const root = join(dir.path, `root-format-${format || "auto"}`);
+      mkdirSync(root);
+      const r = await withCa(svc, () => install(root, [], svc.addr, format ? { MACHINE_ID_DOWNLOAD_FORMAT: format } : {}));
+      if (r.code !== 0) console.error(format, r.stdout, r.stderr);
+      expect(r.code).toBe(0);
+      const servedAs = format === "raw" ? NAME : `${NAME}.${format || "xz"}`;
+      expect(r.stdout).toContain(`Verified ${NAME} (sha256 ${buildSum()}, downloaded as ${servedAs})`);
+      expect(sha(join(root, "usr/local/bin/machine-id"))).toBe(buildSum());
+    }
+    // a form the build did not make is a 404, and the script says which forms are asked for
+    const gzOnly = await serving("gz-only", { ".gz": files[".gz"] });
+    await using _gz = gzOnly;
+    const root = join(dir.path, "root-gz-only");
+    mkdirSync(root);
+    const r = await withCa(gzOnly, () => install(root, [], gzOnly.addr, { MACHINE_ID_DOWNLOAD_FORMAT: "zst" }));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("has no machine-id-linux-");
+    expect(readdirSync(root)).toEqual([]);
+    const auto = await withCa(gzOnly, () => install(root, [], gzOnly.addr));
+    expect(auto.code).toBe(0);
+    expect(auto.stdout).toContain(`downloaded as ${NAME}.gz)`);
+  }, 300_000);
+
+  test("a damaged compressed file, or one of another binary, is refused and nothing is installed", async () => {
+    const gz = readFileSync(join(ROOT, "dist", `${NAME}.gz`));
+    const damaged = Buffer.from(gz.subarray(0, gz.length >> 1));
+    const evil = Buffer.from(Bun.gzipSync(Buffer.from("#!/bin/sh\necho evil\n")));
+    await using svc = await serving("damaged", { ".gz": damaged, ".zst": Buffer.from("not a compressed file at all") });
+    const damagedRoot = join(dir.path, "root-damaged");
+    mkdirSync(damagedRoot);
+    const r = await withCa(svc, () => install(damagedRoot, [], svc.addr, { MACHINE_ID_DOWNLOAD_FORMAT: "gz" }));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(`Cannot decompress "https://${svc.addr}/downloads/${NAME}.gz" with gzip`);
+    expect(r.stderr).toContain("nothing was installed");
+    expect(readdirSync(damagedRoot)).toEqual([]);
+
+    // a valid archive of something else: decompresses, and its checksum is not the build's
+    const evilRoot = join(dir.path, "root-evil-gz");
+    mkdirSync(evilRoot);
+    writeFileSync(join(dir.path, "dist-damaged", `${NAME}.gz`), evil);
+    const e = await withCa(svc, () => install(evilRoot, [], svc.addr, { MACHINE_ID_DOWNLOAD_FORMAT: "gz" }));
+    expect(e.code).not.toBe(0);
+    expect(e.stderr).toContain(`Checksum mismatch for "https://${svc.addr}/downloads/${NAME}.gz": expected ${buildSum()}`);
+    expect(readdirSync(evilRoot)).toEqual([]);
+
+    // bytes that are no archive at all
+    const zstRoot = join(dir.path, "root-zst-not-zst");
+    mkdirSync(zstRoot);
+    const z = await withCa(svc, () => install(zstRoot, [], svc.addr, { MACHINE_ID_DOWNLOAD_FORMAT: "zst" }));
+    expect(z.code).not.toBe(0);
+    expect(z.stderr).toContain("Cannot decompress");
+    expect(readdirSync(zstRoot)).toEqual([]);
+  }, 300_000);
+
+  test("MACHINE_ID_DOWNLOAD_FORMAT names a form or the script stops before changing anything", async () => {
+    const root = join(dir.path, "root-bad-format");
+    mkdirSync(root);
+    const r = install(root, [], auth.addr, { MACHINE_ID_DOWNLOAD_FORMAT: "bz2" });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('MACHINE_ID_DOWNLOAD_FORMAT must be zst, xz, gz or raw, not "bz2"');
+    expect(readdirSync(root)).toEqual([]);
+  }, 120_000);
 });

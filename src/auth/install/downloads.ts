@@ -1,7 +1,7 @@
 /**
  * Serves the install script and the agent binaries: /scripts/install.sh and
- * /downloads/machine-id-linux-<arch>[.sha256]. Request in, Response out; any other
- * path returns undefined so the caller's router moves on.
+ * /downloads/machine-id-linux-<arch>[.sha256|.gz|.xz|.zst]. Request in, Response out;
+ * any other path returns undefined so the caller's router moves on.
  */
 
 import { createHash } from "node:crypto";
@@ -16,8 +16,15 @@ export const DOWNLOAD_ARCHES = ["x64", "arm64"] as const;
 export type DownloadArch = (typeof DOWNLOAD_ARCHES)[number];
 
 export const INSTALL_SCRIPT_PATH = "/scripts/install.sh";
-// The arch is matched from a closed list, so no request can name another file.
-const DOWNLOAD_ROUTE = /^\/downloads\/machine-id-linux-(x64|arm64)(\.sha256)?$/;
+// The arch and the suffix are matched from closed lists, so no request can name another file.
+const DOWNLOAD_ROUTE = /^\/downloads\/machine-id-linux-(x64|arm64)(\.sha256|\.gz|\.xz|\.zst)?$/;
+
+/**
+ * The compressed forms of a binary, made by build.ts beside it (scripts/compress.ts) and
+ * served as they are: never compressed per request. install.sh checks the SHA-256 of what
+ * it decompresses against the checksum it embeds, so a compressed file needs none of its own.
+ */
+const COMPRESSED: Record<string, string> = { ".gz": "application/gzip", ".xz": "application/x-xz", ".zst": "application/zstd" };
 
 export interface DownloadOptions {
   /** Directory holding machine-id-linux-<arch> and, from the build, its .sha256. */
@@ -78,7 +85,8 @@ export function serveInstallScript(req: Request, options: InstallScriptOptions):
 }
 
 /**
- * Serves GET/HEAD /downloads/machine-id-linux-<arch> and its `.sha256`; undefined for
+ * Serves GET/HEAD /downloads/machine-id-linux-<arch>, its `.sha256` and its compressed
+ * forms (`.gz`, `.xz`, `.zst`: 404 when the build did not make that one); undefined for
  * other paths, 404 when there is no binary for the arch. The checksum is the one read
  * at start (`options.checksums`), never computed from the file served; 404 without one.
  */
@@ -92,7 +100,7 @@ export async function serveDownload(req: Request, options: DownloadOptions = {})
   const found = await locate(arch, options);
   if (!found) return text(404, `No machine-id binary for linux-${arch} on this server\n`);
 
-  if (m[2]) {
+  if (m[2] === ".sha256") {
     const sum = options.checksums?.[arch];
     if (sum === undefined) return text(404, `No build checksum for ${name} was found when the auth service started\n`);
     const body = `${sum}  ${name}\n`;
@@ -100,16 +108,26 @@ export async function serveDownload(req: Request, options: DownloadOptions = {})
       headers: { "content-type": "text/plain; charset=utf-8", "content-length": String(body.length), "cache-control": "no-cache" },
     });
   }
+  let path = found.path;
+  let size = found.size;
+  const suffix = m[2] ?? "";
+  if (suffix in COMPRESSED) {
+    // only from the dist directory: the running executable served as itself has no compressed forms
+    const st = found.sumPath !== undefined ? await stat(path + suffix).catch(() => undefined) : undefined;
+    if (!st?.isFile()) return text(404, `No ${suffix} form of ${name} on this server; the uncompressed binary is at /downloads/${name}\n`);
+    path += suffix;
+    size = st.size;
+  }
   const headers = {
-    "content-type": "application/octet-stream",
-    "content-length": String(found.size),
-    "content-disposition": `attachment; filename="${name}"`,
+    "content-type": COMPRESSED[suffix] ?? "application/octet-stream",
+    "content-length": String(size),
+    "content-disposition": `attachment; filename="${name}${suffix}"`,
     "cache-control": "no-cache",
     "x-content-type-options": "nosniff",
   };
   if (req.method === "HEAD") return new Response(null, { headers });
   // A BunFile body is streamed from disk (the binary is ~100 MB), never read into memory.
-  return new Response(Bun.file(found.path), { headers });
+  return new Response(Bun.file(path), { headers });
 }
 
 interface Located {
