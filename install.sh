@@ -51,7 +51,7 @@ Environment:
   MACHINE_ID_ARCH  architecture to install instead of \`uname -m\`
   MACHINE_ID_DOWNLOAD_FORMAT
                    zst, xz, gz or raw: download the binary in this form only (default: the
-                   smallest the auth service has that this host can decompress)
+                   first of zst, xz, gz the auth service has and this host can decompress)
 EOF
 }
 
@@ -148,7 +148,7 @@ download_if_served() {
 	esac
 }
 
-# Sets FORMATS to the forms of the binary to ask for, smallest first: those this host can
+# Sets FORMATS to the forms of the binary to ask for, zst, xz, gz: those this host can
 # decompress, then the raw binary; MACHINE_ID_DOWNLOAD_FORMAT names one.
 pick_formats() {
 	FORMATS=()
@@ -163,7 +163,8 @@ pick_formats() {
 	*) usage_error "MACHINE_ID_DOWNLOAD_FORMAT must be zst, xz, gz or raw, not \"$MACHINE_ID_DOWNLOAD_FORMAT\"" ;;
 	esac
 	local f
-	for f in xz zst gz; do
+	# zstd first: 38 % of the size where xz makes 36 %, but it decompresses ~3 times faster
+	for f in zst xz gz; do
 		if have "$(decompressor "$f")"; then FORMATS+=("$f"); fi
 	done
 	FORMATS+=(raw)

@@ -4,13 +4,14 @@
  * into bench/RESULTS.md between its `bench:begin`/`bench:end` markers (the analysis
  * around them is kept). Never part of `bun test`.
  *
- *   bun bench/run.ts [--quick] [--only issuance,agent,scale,breakdown] [--no-write]
+ *   bun bench/run.ts [--quick] [--only issuance,agent,download,scale,breakdown] [--no-write]
  */
 
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { agentBench, agentTable, oneshotTable, startupTable } from "./agent.ts";
+import { downloadBench, downloadTable } from "./download.ts";
 import { issuance, issuanceTable } from "./issuance.ts";
 import { ROOT, machine, privateBinary, tempDir } from "./_lib.ts";
 import { scaleBench, scaleTable } from "./scale.ts";
@@ -18,7 +19,7 @@ import { scaleBench, scaleTable } from "./scale.ts";
 const { values: flags } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
-    only: { type: "string", default: "issuance,agent,scale,breakdown" },
+    only: { type: "string", default: "issuance,agent,download,scale,breakdown" },
     "no-write": { type: "boolean", default: false },
   },
 });
@@ -93,6 +94,21 @@ if (only.has("agent")) {
     agentTable(f),
     "",
     `RSS by renewal (MiB): ${f.rss.map(([n, r]) => `${n}: ${r.toFixed(1)}`).join(", ")}.`,
+  );
+}
+
+if (only.has("download")) {
+  const runs = quick ? 2 : 5;
+  log(`download: the executable compressed in each form (minutes of CPU), then ${runs} installs per form`);
+  const f = await downloadBench({ bin, dir: sub("download"), runs, log });
+  sections.push(
+    "",
+    "### Download",
+    "",
+    `\`curl … /scripts/install.sh | DESTDIR=… bash\` against the auth service on loopback (service on core 0, install on core 1), ` +
+      `\`MACHINE_ID_DOWNLOAD_FORMAT\` naming each form, ${runs} runs per form, alternated; the install includes the download, the decompression and the SHA-256 of the binary.`,
+    "",
+    downloadTable(f),
   );
 }
 

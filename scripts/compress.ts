@@ -15,14 +15,14 @@ export interface Format {
 }
 
 /**
- * The formats, best first. Measured on the 110 MiB executable (2-core VM, bench/RESULTS.md):
+ * The formats, in the order install.sh prefers them. Measured on the 110 MiB executable (2-core VM, bench/RESULTS.md):
  * gzip -6 47 % of the raw size in ~5 s; xz -6 36 % in ~65 s; zstd -19 38 % in ~80 s.
  * gzip is always made (fast, and every host can undo it); xz and zstd only when asked
  * (`--compress gz,xz,zst`), for a release: they are what brings a download under 45 %.
  */
 export const FORMATS: readonly Format[] = [
-  { ext: "xz", tool: "xz", argv: ["xz", "-6", "-T2", "-c"] },
   { ext: "zst", tool: "zstd", argv: ["zstd", "-q", "-19", "-T2", "-c"] },
+  { ext: "xz", tool: "xz", argv: ["xz", "-6", "-T2", "-c"] },
   { ext: "gz", tool: "gzip", argv: ["gzip", "-6", "-c", "-n"] },
 ];
 
@@ -45,14 +45,20 @@ export function compressAll(file: string, exts: readonly string[], log: (line: s
       if (exts.includes(f.ext)) log(`skipped ${f.ext}: ${f.tool} is not installed`);
       continue;
     }
-    const staged = `${target}.tmp`;
-    const r = Bun.spawnSync([...f.argv, file], { stdout: Bun.file(staged), stderr: "pipe" });
-    if (r.exitCode !== 0) {
-      rmSync(staged, { force: true });
-      throw new Error(`${f.argv.join(" ")} ${file} failed: ${r.stderr.toString()}`);
-    }
-    renameSync(staged, target);
-    out.push({ ext: f.ext, bytes: statSync(target).size });
+    out.push({ ext: f.ext, bytes: compress(file, f) });
   }
   return out;
+}
+
+/** Writes `<file>.<ext>` in format `f` (staged and renamed); returns its size. Throws when the compressor fails. */
+export function compress(file: string, f: Format): number {
+  const target = `${file}.${f.ext}`;
+  const staged = `${target}.tmp`;
+  const r = Bun.spawnSync([...f.argv, file], { stdout: Bun.file(staged), stderr: "pipe" });
+  if (r.exitCode !== 0) {
+    rmSync(staged, { force: true });
+    throw new Error(`${f.argv.join(" ")} ${file} failed: ${r.stderr.toString()}`);
+  }
+  renameSync(staged, target);
+  return statSync(target).size;
 }

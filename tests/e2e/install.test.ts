@@ -284,7 +284,7 @@ describe("compressed downloads", () => {
     }
   }
 
-  test("each of gz, xz and zst installs the build, verified after decompression; by default the smallest form the host can undo", async () => {
+  test("each of gz, xz and zst installs the build, verified after decompression; by default zst, the first form the host can undo", async () => {
     const files = { ".gz": join(ROOT, "dist", `${NAME}.gz`), ".xz": compressed(["xz", "-0", "-T2", "-c"], "xz"), ".zst": compressed(["zstd", "-q", "-1", "-c"], "zst") };
     await using svc = await serving("compressed", files);
     for (const format of ["gz", "xz", "zst", "raw", ""]) {
@@ -293,7 +293,7 @@ describe("compressed downloads", () => {
       const r = await withCa(svc, () => install(root, [], svc.addr, format ? { MACHINE_ID_DOWNLOAD_FORMAT: format } : {}));
       if (r.code !== 0) console.error(format, r.stdout, r.stderr);
       expect(r.code).toBe(0);
-      const servedAs = format === "raw" ? NAME : `${NAME}.${format || "xz"}`;
+      const servedAs = format === "raw" ? NAME : `${NAME}.${format || "zst"}`;
       expect(r.stdout).toContain(`Verified ${NAME} (sha256 ${buildSum()}, downloaded as ${servedAs})`);
       expect(sha(join(root, "usr/local/bin/machine-id"))).toBe(buildSum());
     }
