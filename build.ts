@@ -49,6 +49,12 @@ function compile(arch: string): boolean {
     `--target=bun-linux-${arch}`,
     "--minify",
     "--bytecode",
+    // JavaScriptCore compiles a function once it has run often enough; for a oneshot or ctl
+    // command that is compile work on code that never runs again (JIT threads' CPU included:
+    // oneshot 101 -> 70 ms CPU), and for the agent, which renews every few minutes, JIT code
+    // and compiler pages held for nothing (daemon RSS 73 -> 61 MiB). Scaled thresholds keep
+    // such code in the interpreter; `auth start` sets the normal policy once it listens.
+    "--compile-jit-policy=1000",
     // ESM with code splitting: each dynamically imported role, command and method is a chunk
     // of its own, parsed only when imported (`version` 8.0 → 5.8 ms CPU, a hello world's 5.9)
     "--format=esm",

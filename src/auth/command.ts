@@ -86,6 +86,9 @@ export function authCommand(): Command {
         log,
         downloads: { distDir, checksums },
       });
+      // The executable starts with JavaScriptCore's tier-up thresholds scaled up (build.ts,
+      // --compile-jit-policy) for run-once commands and the agent; the service is hot code.
+      Bun.unsafe.setJITPolicy(1);
       notifier.ready(`Listening on ${running.listener.host}:${running.listener.port}`);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
