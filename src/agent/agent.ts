@@ -270,8 +270,9 @@ export class Agent {
     // the renewal and the writes allocated (keys, certificates, TLS state) now rather
     // than whenever the heap next grows. A full collection costs ~10 ms of CPU per
     // renewal — nothing at real renewal intervals — and keeps the daemon's RSS ~5 MB
-    // lower (bench/RESULTS.md).
-    if (this.busyWrites === 0) Bun.gc(true);
+    // lower (bench/RESULTS.md). A oneshot (not running) exits instead: there the
+    // collection was a fifth of its CPU.
+    if (this.busyWrites === 0 && this.running) Bun.gc(true);
   }
 
   /** Joins or renews once, recording health and metrics, and wakes every output. */
@@ -286,7 +287,7 @@ export class Agent {
     });
     for (const o of this.outputs) o.wake();
     // with outputs, the last write collects (busy()); without, the renewal does
-    if (this.outputs.length === 0) Bun.gc(true);
+    if (this.outputs.length === 0 && this.running) Bun.gc(true);
   }
 
   /**

@@ -54,6 +54,10 @@ export function startCommand(): Command {
       if (opts.allowNoOutputs) flags.allowNoOutputs = true;
       if (opts.debug) flags.debug = true;
       if (opts.insecure) flags.insecure = true;
+      // zod compiles a parser (new Function) for each object schema on its first parse, which
+      // pays off after thousands of parses; the agent parses each kind a few times per renewal.
+      // It is read when a schema is built, so before the schemas' modules load.
+      (await import("zod")).config({ jitless: true });
       // start with every join method and output registered, as the agent's index does
       const [{ start }] = await Promise.all([import("./start.ts"), import("./bound_keypair/index.ts"), import("./kubernetes/index.ts"), import("./ci/index.ts")]);
       await start(flags);
