@@ -58,8 +58,8 @@ export function startCommand(): Command {
       // pays off after thousands of parses; the agent parses each kind a few times per renewal.
       // It is read when a schema is built, so before the schemas' modules load.
       (await import("zod")).config({ jitless: true });
-      // start with every join method and output registered, as the agent's index does
-      const [{ start }] = await Promise.all([import("./start.ts"), import("./bound_keypair/index.ts"), import("./kubernetes/index.ts"), import("./ci/index.ts")]);
+      const [{ start }, { registerBuiltins }] = await Promise.all([import("./start.ts"), import("./builtins.ts")]);
+      registerBuiltins();
       await start(flags);
     });
 }
@@ -74,7 +74,13 @@ export function initCommand(): Command {
     .option("--owner <user:group>", "owner of the directory")
     .option("--reader-user <user>", "the user that reads the credentials")
     .action(async (opts: { config?: string; initDir?: string; botUser?: string; owner?: string; readerUser?: string }) => {
-      const [{ Logger }, { loadAgentConfig }, { initDestinationDir, initDirectory }] = await Promise.all([import("../lib/log.ts"), import("../config/index.ts"), import("./init.ts")]);
+      const [{ Logger }, { loadAgentConfig }, { initDestinationDir, initDirectory }, { registerBuiltins }] = await Promise.all([
+        import("../lib/log.ts"),
+        import("../config/index.ts"),
+        import("./init.ts"),
+        import("./builtins.ts"),
+      ]);
+      registerBuiltins();
       const log = new Logger({ component: "init" });
       const cfg: AgentConfig | undefined = opts.config ? await loadAgentConfig(opts.config) : undefined;
       const dir = initDirectory(cfg, opts.initDir);

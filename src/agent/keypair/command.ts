@@ -30,7 +30,13 @@ export function keypairCommand(): Command {
     .addOption(new Option("--algorithm <alg>", "key algorithm").choices(["ed25519", "ecdsa-p256"]).default("ed25519"))
     .addOption(new Option("--format <format>", "output format").choices(["text", "json"]).default("text"))
     .action(async (o: CreateFlags) => {
-      const [{ Logger }, { createKeypair }, { renderJson, renderText }] = await Promise.all([import("../../lib/log.ts"), import("./create.ts"), import("./_render.ts")]);
+      const [{ Logger }, { createKeypair }, { renderJson, renderText }, { registerBuiltins }] = await Promise.all([
+        import("../../lib/log.ts"),
+        import("./create.ts"),
+        import("./_render.ts"),
+        import("../builtins.ts"),
+      ]);
+      registerBuiltins(); // --storage names a destination type
       const log = new Logger({ component: "keypair" });
       const isStatic = o.static === true;
       const result = await createKeypair(
