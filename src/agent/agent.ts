@@ -8,7 +8,7 @@
 
 import { systemClock, type Clock } from "../lib/clock.ts";
 import { AppError, errorMessage, isAppError } from "../lib/errors.ts";
-import { IntervalLoop, type BackoffOptions } from "../lib/retry.ts";
+import { IntervalLoop, retryWhenAsked, type BackoffOptions } from "../lib/retry.ts";
 import type { Logger } from "../lib/log.ts";
 import type { AgentConfig } from "../config/index.ts";
 import type { AuthClient, ClientTLS } from "../protocol/index.ts";
@@ -295,7 +295,13 @@ export class Agent {
    * identity or any output failed, naming each output that did (the others are written).
    */
   async oneshot(): Promise<void> {
-    await this.renew();
+    // many nodes joining at once may be told to come back (429 Retry-After): do so
+    await retryWhenAsked(() => this.renew(), {
+      clock: this.clock,
+      ...(this.options.random ? { random: this.options.random } : {}),
+      onRetry: (e, attempt, delayMs) =>
+        this.log.warn("The auth service asked to try again later", { error: errorMessage(e), attempt, retry_in_ms: delayMs }),
+    });
     const results = await Promise.allSettled(this.outputs.map((o) => o.writeIfStale()));
     const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ name: this.outputs[i]!.name, error: r.reason as unknown }] : []));
     if (failed.length === 0) return;

@@ -1,11 +1,12 @@
 /**
  * The one interval-and-retry loop every renewing thing runs on: do the task, wait
  * the interval, repeat; on failure back off exponentially with jitter, and after
- * the retry budget fall back to the regular interval. Time comes from a Clock so
- * tests drive it without sleeping.
+ * the retry budget fall back to the regular interval; never sooner than a server's
+ * Retry-After. Time comes from a Clock so tests drive it without sleeping.
  */
 
 import { systemClock, type Clock } from "./clock.ts";
+import { isAppError } from "./errors.ts";
 
 export interface BackoffOptions {
   /** First retry delay; default 1s. */
@@ -45,6 +46,56 @@ export function backoffDelay(attempt: number, options: BackoffOptions = {}, rand
   const jitter = options.jitter ?? 0.2;
   const base = Math.min(max, initial * 2 ** (attempt - 1));
   return Math.max(0, Math.round(base * (1 + jitter * (2 * random() - 1))));
+}
+
+/**
+ * How long a server asked to wait before the next attempt, in ms: a LIMIT_EXCEEDED
+ * error (HTTP 429) whose details carry `retry_after_seconds` (the auth service's
+ * Retry-After); undefined for any other error.
+ */
+export function serverRetryAfterMs(e: unknown): number | undefined {
+  if (!isAppError(e, "LIMIT_EXCEEDED")) return undefined;
+  const s = e.details?.retry_after_seconds;
+  return typeof s === "number" && Number.isFinite(s) && s >= 0 ? s * 1000 : undefined;
+}
+
+/**
+ * The wait before trying again after `e`, when the server asked for one: its
+ * Retry-After plus up to `spread` of it more at random (never less), so that clients
+ * limited together do not all come back in the same instant. Undefined otherwise.
+ */
+export function askedDelay(e: unknown, random: () => number = Math.random, spread = 0.5): number | undefined {
+  const ms = serverRetryAfterMs(e);
+  return ms === undefined ? undefined : Math.round(ms * (1 + spread * random()));
+}
+
+export interface RetryWhenAskedOptions {
+  clock?: Clock;
+  random?: () => number;
+  /** Attempts in all, the first included; default 30. */
+  attempts?: number;
+  onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+}
+
+/**
+ * Runs `task`; while it fails because the server asked to be asked again later
+ * (`askedDelay`), waits that long and runs it again, `attempts` times in all. Any other
+ * failure, or the last one, is thrown. For one-off work with no loop around it (a
+ * oneshot join): a crowd of nodes joining at once is told to come back, not refused.
+ */
+export async function retryWhenAsked<T>(task: () => Promise<T>, options: RetryWhenAskedOptions = {}): Promise<T> {
+  const clock = options.clock ?? systemClock;
+  const attempts = options.attempts ?? 30;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await task();
+    } catch (e) {
+      const delay = attempt < attempts ? askedDelay(e, options.random) : undefined;
+      if (delay === undefined) throw e;
+      options.onRetry?.(e, attempt, delay);
+      await clock.sleep(delay);
+    }
+  }
 }
 
 /**
@@ -92,6 +143,9 @@ export class IntervalLoop {
           failures = 0; // budget spent: wait a full interval, then back off afresh
           delay = undefined;
         }
+        // never sooner than the server asked (429 with Retry-After)
+        const asked = askedDelay(e, this.random);
+        if (asked !== undefined && asked > (delay ?? this.options.interval())) delay = asked;
         this.options.onFailure?.(e, attempt, delay ?? this.options.interval());
       }
     }

@@ -10,11 +10,11 @@ import { describe, expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Agent, directoryDestination, IDENTITY_TASK, registerDestination, type Destination } from "../../src/agent/index.ts";
-import { isAppError } from "../../src/lib/errors.ts";
+import { AppError, isAppError } from "../../src/lib/errors.ts";
 import { FakeClock } from "../../src/lib/clock.ts";
 import { silentLogger } from "../../src/lib/log.ts";
 import { AuthClient } from "../../src/protocol/index.ts";
-import { agentConfig, startTestAuth, tempDir } from "./harness.ts";
+import { agentConfig, memoryLogger, startTestAuth, tempDir } from "./harness.ts";
 import { metricValue, waitFor } from "./wait.ts";
 
 const INTERVAL = 20 * 60_000;
@@ -203,6 +203,36 @@ describe("agent loop", () => {
     expect((err as Error).message).toBe(`Cannot write output "identity:${blocked}" (Cannot use directory "${blocked}": it is not a directory); the others were written`);
     expect((err as { details?: unknown }).details).toEqual({ outputs: [`identity:${blocked}`] });
     expect(await Bun.file(join(good, "tlscert")).exists()).toBe(true);
+  });
+
+  test("oneshot joins after the service asked it twice to come back (429 Retry-After), and not sooner", async () => {
+    await using auth = await startTestAuth();
+    await using t = await tempDir();
+    const clock = new FakeClock(Date.now());
+    const out = join(t.path, "out");
+    let joins = 0;
+    // the service's answer to a crowd, as the client decodes it: LIMIT_EXCEEDED with retry_after_seconds
+    class Crowded extends AuthClient {
+      override join(req: Parameters<AuthClient["join"]>[0]) {
+        joins++;
+        if (joins <= 2) return Promise.reject(new AppError("LIMIT_EXCEEDED", "Too many joins: try again in 3s", { details: { retry_after_seconds: 3 } }));
+        return super.join(req);
+      }
+    }
+    const { log, lines } = memoryLogger();
+    const agent = new Agent({ config: agentConfig(auth, await auth.addBot(), undefined, [out]), log, clock, random: () => 0, client: (addr, tls) => new Crowded({ addr, tls }) });
+    const done = agent.oneshot();
+    await waitFor("the first refusal", async () => joins === 1 && clock.waiting === 1);
+    clock.advance(2999);
+    await Bun.sleep(0);
+    expect(joins).toBe(1);
+    clock.advance(1);
+    await waitFor("the second refusal", async () => joins === 2 && clock.waiting === 1);
+    clock.advance(3000);
+    await done;
+    expect(joins).toBe(3);
+    expect(await Bun.file(join(out, "tlscert")).exists()).toBe(true);
+    expect(lines.filter((l) => l.includes("The auth service asked to try again later"))).toHaveLength(2);
   });
 });
 

@@ -5,7 +5,8 @@
 
 import { describe, expect, test } from "bun:test";
 import { FakeClock } from "../../src/lib/clock.ts";
-import { backoffDelay, IntervalLoop } from "../../src/lib/retry.ts";
+import { AppError } from "../../src/lib/errors.ts";
+import { askedDelay, backoffDelay, IntervalLoop, retryWhenAsked, serverRetryAfterMs } from "../../src/lib/retry.ts";
 
 /** Lets queued promise callbacks run (the loop awaits between steps). */
 async function settle(): Promise<void> {
@@ -159,5 +160,84 @@ describe("IntervalLoop", () => {
     await settle();
     ac2.abort();
     await d2;
+  });
+});
+
+describe("a server's Retry-After (429 LIMIT_EXCEEDED)", () => {
+  const limited = (seconds: number) => new AppError("LIMIT_EXCEEDED", `Too many: try again in ${seconds}s`, { details: { retry_after_seconds: seconds } });
+
+  test("serverRetryAfterMs() and askedDelay() read it from the error's details, only from LIMIT_EXCEEDED", () => {
+    expect(serverRetryAfterMs(limited(3))).toBe(3000);
+    expect(serverRetryAfterMs(new AppError("ACCESS_DENIED", "no", { details: { retry_after_seconds: 3 } }))).toBeUndefined();
+    expect(serverRetryAfterMs(new AppError("LIMIT_EXCEEDED", "no details"))).toBeUndefined();
+    expect(serverRetryAfterMs(new Error("x"))).toBeUndefined();
+    // never sooner than asked; up to half again later, so a crowd spreads out
+    expect(askedDelay(limited(2), () => 0)).toBe(2000);
+    expect(askedDelay(limited(2), () => 1)).toBe(3000);
+  });
+
+  test("retryWhenAsked() waits as asked and tries again; other errors and the last attempt throw", async () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const waits: number[] = [];
+    const done = retryWhenAsked(
+      async () => {
+        calls++;
+        if (calls < 3) throw limited(5);
+        return "joined";
+      },
+      { clock, random: () => 0, onRetry: (_e, _attempt, ms) => waits.push(ms) },
+    );
+    await waitUntil(() => clock.waiting === 1);
+    clock.advance(4999);
+    await settle();
+    expect(calls).toBe(1); // not before the server's time
+    clock.advance(1);
+    await waitUntil(() => clock.waiting === 1 && calls === 2);
+    clock.advance(5000);
+    expect(await done).toBe("joined");
+    expect(waits).toEqual([5000, 5000]);
+
+    let other = 0;
+    const denied = retryWhenAsked(async () => {
+      other++;
+      throw new AppError("ACCESS_DENIED", "no");
+    });
+    await expect(denied).rejects.toThrow("no");
+    expect(other).toBe(1);
+
+    let n = 0;
+    const capped = retryWhenAsked(
+      async () => {
+        n++;
+        throw limited(0);
+      },
+      { clock, attempts: 3 },
+    );
+    for (const attempt of [1, 2]) {
+      await waitUntil(() => n === attempt && clock.waiting === 1);
+      clock.advance(0);
+    }
+    await expect(capped).rejects.toThrow("Too many");
+    expect(n).toBe(3);
+  });
+
+  test("IntervalLoop waits at least the server's Retry-After after a 429, longer than its own backoff", async () => {
+    const clock = new FakeClock();
+    let runs = 0;
+    const ac = new AbortController();
+    const task = async () => {
+      runs++;
+      if (runs === 1) throw limited(30);
+    };
+    const done = new IntervalLoop({ name: "t", interval: () => 60 * 60_000, task, signal: ac.signal, clock, random: () => 0.5 }).run();
+    await waitUntil(() => runs === 1 && clock.waiting === 1);
+    clock.advance(16_000); // beyond any backoff of a first retry (1 s)
+    await settle();
+    expect(runs).toBe(1);
+    clock.advance(14_000 + 7_500); // 30 s asked, random 0.5 → 37.5 s
+    await waitUntil(() => runs === 2);
+    ac.abort();
+    await done;
   });
 });
