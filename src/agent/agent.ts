@@ -295,12 +295,12 @@ export class Agent {
    * identity or any output failed, naming each output that did (the others are written).
    */
   async oneshot(): Promise<void> {
-    // many nodes joining at once may be told to come back (429 Retry-After): do so
+    // many nodes joining at once may be told to come back (429 Retry-After, or a
+    // connection closed at the service's connection cap): do so
     await retryWhenAsked(() => this.renew(), {
       clock: this.clock,
       ...(this.options.random ? { random: this.options.random } : {}),
-      onRetry: (e, attempt, delayMs) =>
-        this.log.warn("The auth service asked to try again later", { error: errorMessage(e), attempt, retry_in_ms: delayMs }),
+      onRetry: (e, attempt, delayMs) => this.log.warn("The auth service is busy: trying again later", { error: errorMessage(e), attempt, retry_in_ms: delayMs }),
     });
     const results = await Promise.allSettled(this.outputs.map((o) => o.writeIfStale()));
     const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ name: this.outputs[i]!.name, error: r.reason as unknown }] : []));

@@ -69,6 +69,14 @@ export function askedDelay(e: unknown, random: () => number = Math.random, sprea
   return ms === undefined ? undefined : Math.round(ms * (1 + spread * random()));
 }
 
+/**
+ * Whether `e` is a connection the service closed as it was made (details.reason
+ * "connection_reset"): what a service at its connection cap does to one more client.
+ */
+export function connectionReset(e: unknown): boolean {
+  return isAppError(e, "CONNECTION_PROBLEM") && e.details?.reason === "connection_reset";
+}
+
 export interface RetryWhenAskedOptions {
   clock?: Clock;
   random?: () => number;
@@ -79,9 +87,11 @@ export interface RetryWhenAskedOptions {
 
 /**
  * Runs `task`; while it fails because the server asked to be asked again later
- * (`askedDelay`), waits that long and runs it again, `attempts` times in all. Any other
- * failure, or the last one, is thrown. For one-off work with no loop around it (a
- * oneshot join): a crowd of nodes joining at once is told to come back, not refused.
+ * (`askedDelay`), waits that long and runs it again, `attempts` times in all; a
+ * connection the server closed at once (`connectionReset`) is retried after the usual
+ * backoff (1, 2, 4… 16 s). Any other failure, or the last one, is thrown. For one-off
+ * work with no loop around it (a oneshot join): a crowd of nodes joining at once is
+ * told to come back, not refused.
  */
 export async function retryWhenAsked<T>(task: () => Promise<T>, options: RetryWhenAskedOptions = {}): Promise<T> {
   const clock = options.clock ?? systemClock;
@@ -90,7 +100,7 @@ export async function retryWhenAsked<T>(task: () => Promise<T>, options: RetryWh
     try {
       return await task();
     } catch (e) {
-      const delay = attempt < attempts ? askedDelay(e, options.random) : undefined;
+      const delay = attempt >= attempts ? undefined : (askedDelay(e, options.random) ?? (connectionReset(e) ? backoffDelay(attempt, {}, options.random) : undefined));
       if (delay === undefined) throw e;
       options.onRetry?.(e, attempt, delay);
       await clock.sleep(delay);

@@ -241,6 +241,14 @@ function networkError(addr: string, e: unknown): AppError {
     return trustFailure(`Cannot verify auth service at "${addr}": its certificate does not chain to the cluster CA (${code})`, { cause: e });
   }
   if ((e as Error)?.name === "TimeoutError") return connectionProblem(`Auth service at "${addr}" did not answer in time`, { cause: e });
+  if (code === "ECONNRESET") {
+    // What a service at its connection cap does to one more connection (src/auth/server.ts):
+    // a reason of its own, so that a caller may come back later (lib/retry.ts retryWhenAsked).
+    return connectionProblem(`Cannot reach auth service at "${addr}"${portNote(addr)}: it closed the connection (at its connection cap, or restarting)`, {
+      cause: e,
+      details: { reason: "connection_reset" },
+    });
+  }
   const reason = code === "ConnectionRefused" || code === "ECONNREFUSED" ? "connection refused" : errorMessage(e);
   return connectionProblem(`Cannot reach auth service at "${addr}"${portNote(addr)}: ${reason}`, { cause: e });
 }

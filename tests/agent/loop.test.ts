@@ -232,7 +232,7 @@ describe("agent loop", () => {
     await done;
     expect(joins).toBe(3);
     expect(await Bun.file(join(out, "tlscert")).exists()).toBe(true);
-    expect(lines.filter((l) => l.includes("The auth service asked to try again later"))).toHaveLength(2);
+    expect(lines.filter((l) => l.includes("The auth service is busy: trying again later"))).toHaveLength(2);
   });
 });
 

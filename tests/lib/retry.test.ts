@@ -6,7 +6,8 @@
 import { describe, expect, test } from "bun:test";
 import { FakeClock } from "../../src/lib/clock.ts";
 import { AppError } from "../../src/lib/errors.ts";
-import { askedDelay, backoffDelay, IntervalLoop, retryWhenAsked, serverRetryAfterMs } from "../../src/lib/retry.ts";
+import { askedDelay, backoffDelay, connectionReset, IntervalLoop, retryWhenAsked, serverRetryAfterMs } from "../../src/lib/retry.ts";
+import { AuthClient } from "../../src/protocol/index.ts";
 
 /** Lets queued promise callbacks run (the loop awaits between steps). */
 async function settle(): Promise<void> {
@@ -239,5 +240,41 @@ describe("a server's Retry-After (429 LIMIT_EXCEEDED)", () => {
     await waitUntil(() => runs === 2);
     ac.abort();
     await done;
+  });
+});
+
+describe("a connection the service closed at once (its connection cap)", () => {
+  test("AuthClient names it connection_reset, and retryWhenAsked() comes back after the backoff", async () => {
+    // a listener that closes every connection as it is accepted, as the auth service does past its cap
+    const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: (s) => void s.terminate(), data: () => {} } });
+    try {
+      const client = new AuthClient({ addr: `127.0.0.1:${server.port}`, tls: { caCertsPem: [] } as never });
+      const e = await client.ping().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(connectionReset(e)).toBe(true);
+      expect((e as Error).message).toContain("it closed the connection");
+
+      const clock = new FakeClock();
+      let calls = 0;
+      const done = retryWhenAsked(
+        async () => {
+          if (++calls === 1) throw e;
+          return "joined";
+        },
+        { clock, random: () => 0.5 },
+      );
+      await waitUntil(() => clock.waiting === 1);
+      clock.advance(999);
+      await settle();
+      expect(calls).toBe(1);
+      clock.advance(1);
+      expect(await done).toBe("joined");
+      // a refused connection (nothing listening) is not retried: a wrong address fails at once
+      expect(connectionReset(new AppError("CONNECTION_PROBLEM", "refused", { details: {} }))).toBe(false);
+    } finally {
+      server.stop(true);
+    }
   });
 });
