@@ -88,6 +88,10 @@ export async function start(flags: StartFlags): Promise<void> {
     return;
   }
 
+  // The daemon runs a few milliseconds of work every few minutes: keep it in the interpreter
+  // for good (build.ts scales tier-up by 1,000, which ~800 renewals reach): JIT code and the
+  // compilers' pages were ~10 MB of its RSS (bench/RESULTS.md).
+  Bun.unsafe.setJITPolicy(1e6);
   const notifier = createNotifier(process.env, { logger: log.child("systemd") });
   const controller = new AbortController();
   const onStop = (sig: string) => () => {
