@@ -4,7 +4,7 @@
  * into bench/RESULTS.md between its `bench:begin`/`bench:end` markers (the analysis
  * around them is kept). Never part of `bun test`.
  *
- *   bun bench/run.ts [--quick] [--only issuance,agent,download,scale,breakdown] [--no-write]
+ *   bun bench/run.ts [--quick] [--only issuance,agent,download,storm,scale,breakdown] [--no-write]
  */
 
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { agentBench, agentTable, oneshotTable, startupTable } from "./agent.ts";
 import { downloadBench, downloadTable } from "./download.ts";
+import { stormBench, stormTable } from "./storm.ts";
 import { issuance, issuanceTable } from "./issuance.ts";
 import { ROOT, machine, privateBinary, tempDir } from "./_lib.ts";
 import { scaleBench, scaleTable } from "./scale.ts";
@@ -19,7 +20,7 @@ import { scaleBench, scaleTable } from "./scale.ts";
 const { values: flags } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
-    only: { type: "string", default: "issuance,agent,download,scale,breakdown" },
+    only: { type: "string", default: "issuance,agent,download,storm,scale,breakdown" },
     "no-write": { type: "boolean", default: false },
   },
 });
@@ -109,6 +110,23 @@ if (only.has("download")) {
       `\`MACHINE_ID_DOWNLOAD_FORMAT\` naming each form, ${runs} runs per form, alternated; the install includes the download, the decompression and the SHA-256 of the binary.`,
     "",
     downloadTable(f),
+  );
+}
+
+if (only.has("storm")) {
+  const nodes = quick ? 500 : 2000;
+  log(`storm: ${nodes} static-key nodes joining at once`);
+  const f = await stormBench({ bin, dir: sub("storm"), nodes, deadlineS: 300, log });
+  sections.push(
+    "",
+    "### Join storm",
+    "",
+    `${nodes.toLocaleString("en-US")} static-key nodes (a bound-keypair token and key each) start \`Agent.oneshot()\` at the same instant ` +
+      "against one auth service (the compiled binary, core 0; the agents in one process on core 1, memory storage, so all from 127.0.0.1). " +
+      "The agents' own retry: a 429's Retry-After, and the backoff after a connection the service closed at its 256-per-address cap. " +
+      "Times are from the start of the storm to each node's identity.",
+    "",
+    stormTable(f),
   );
 }
 
