@@ -53,7 +53,10 @@ export async function agentBench(o: AgentOptions): Promise<AgentFigures> {
   const cfDir = join(o.dir, "cfssl");
   const cfssl = await startCfssl(cfDir);
   const { material: m, port: cfsslPort } = cfssl;
-  const auth = await startAuth(o.bin, join(o.dir, "auth"), { cpu: 0 });
+  const auth = await startAuth(o.bin, join(o.dir, "auth"), { cpu: 0 }).catch(async (e: unknown) => {
+    await cfssl.service.stop();
+    throw e;
+  });
   const admin = adminClient(join(o.dir, "auth"), auth.addr);
   try {
     // the peer: a new P-256 key, its CSR and a remote sign over TLS, the answer written to a file
