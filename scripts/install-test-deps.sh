@@ -2,7 +2,8 @@
 # Installs the real tools the test suite checks machine-id's artifacts with, from
 # Debian's packages: OpenSSH (sshd, ssh, ssh-keygen), OpenSSL, shellcheck,
 # systemd-analyze, PostgreSQL, cfssl (the benchmark peer), kubectl, and buildah
-# (builds the container image FROM scratch; tests/distribution/image.test.ts).
+# (builds the container image FROM scratch; tests/distribution/image.test.ts), zstd
+# and xz (the compressed downloads).
 # Idempotent: packages already present are skipped.
 set -euo pipefail
 
@@ -24,6 +25,9 @@ need setfacl acl
 need buildah buildah
 need unshare util-linux
 need /etc/ssl/certs/ca-certificates.crt ca-certificates
+need zstd zstd   # the compressed downloads (build.ts, tests/e2e/install.test.ts)
+need xz xz-utils
+need gzip gzip
 
 if [ "${#want[@]}" -eq 0 ]; then
   echo "test dependencies: all present"
