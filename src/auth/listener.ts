@@ -31,7 +31,7 @@ export interface TlsMaterial {
 
 /** Deadlines and caps of the listener; every field has a default fit for production. */
 /** The listener's deadlines and caps: the connection settings of `limits` in auth.yaml. */
-export type ConnectionLimits = Omit<AuthLimitsConfig, "maxKubernetesSessions" | "maxKubernetesSessionsPerInstance">;
+export type ConnectionLimits = Omit<AuthLimitsConfig, "maxKubernetesSessions" | "maxKubernetesSessionsPerInstance" | "failedJoinBurst" | "failedJoinIntervalMs">;
 
 export const DEFAULT_LIMITS: Required<ConnectionLimits> = {
   headersTimeoutMs: 10_000,

@@ -161,7 +161,11 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
     const handler = createApp(ctx, {
       kubernetes,
       authenticator,
-      joinLimiter: new FailureLimiter({ clock }),
+      joinLimiter: new FailureLimiter({
+        clock,
+        ...(opts.limits?.failedJoinBurst !== undefined ? { burst: opts.limits.failedJoinBurst } : {}),
+        ...(opts.limits?.failedJoinIntervalMs !== undefined ? { refillMs: opts.limits.failedJoinIntervalMs } : {}),
+      }),
       ...(opts.downloads ? { downloads: opts.downloads } : {}),
     });
     const serverTls = async () => {

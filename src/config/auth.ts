@@ -179,6 +179,8 @@ const authSchema = z.strictObject({
       max_connections_per_address: z.number().int().positive().optional(),
       max_kubernetes_sessions: z.number().int().positive().optional(),
       max_kubernetes_sessions_per_instance: z.number().int().positive().optional(),
+      failed_join_burst: z.number().int().positive().optional(),
+      failed_join_interval: durationString({ positive: true }).optional(),
     })
     .optional(),
   audit: z.strictObject({ retention: retentionSchema.optional() }).prefault({}),
@@ -194,6 +196,8 @@ const LIMIT_FIELDS = [
   ["max_connections_per_address", "maxConnectionsPerAddress"],
   ["max_kubernetes_sessions", "maxKubernetesSessions"],
   ["max_kubernetes_sessions_per_instance", "maxKubernetesSessionsPerInstance"],
+  ["failed_join_burst", "failedJoinBurst"],
+  ["failed_join_interval", "failedJoinIntervalMs"],
 ] as const;
 
 function translateLimits(l: Partial<Record<(typeof LIMIT_FIELDS)[number][0], string | number | undefined>>): AuthLimitsConfig {

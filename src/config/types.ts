@@ -133,6 +133,14 @@ export interface AuthLimitsConfig {
   maxKubernetesSessions?: number;
   /** Concurrent Kubernetes sessions of one bot instance. */
   maxKubernetesSessionsPerInstance?: number;
+  /**
+   * Failed joins one remote address may make in a row before its joins get 429 with
+   * Retry-After (the failed-join limiter; successful joins cost nothing). Raise it where
+   * many agents share one address, e.g. CI runners behind one NAT.
+   */
+  failedJoinBurst?: number;
+  /** One more failed join is allowed every this long once the burst is spent (the sustained rate). */
+  failedJoinIntervalMs?: number;
 }
 
 /** The audit log's settings (`audit` in auth.yaml). */

@@ -67,13 +67,8 @@ async function jobConfig(method: string, token: string, out: string, extra = "")
 async function job(method: string, token: string, env: Record<string, string>, extra = "") {
   const out = join(work.path, `out-${Math.random().toString(36).slice(2)}`);
   const cfg = await jobConfig(method, token, out, extra);
-  for (;;) {
-    const r = await run(["start", "-c", cfg, "--oneshot"], { env: { ACTIONS_ID_TOKEN_REQUEST_URL: "", ACTIONS_ID_TOKEN_REQUEST_TOKEN: "", TBOT_GITLAB_JWT: "", CIRCLE_OIDC_TOKEN_V2: "", CIRCLE_OIDC_TOKEN: "", ...env } });
-    // these tests fail more joins from 127.0.0.1 than the service's failed-join limit allows in a burst: wait as told
-    const limited = /Too many failed joins from this address: try again in (\d+)s/.exec(r.stderr);
-    if (!limited) return { ...r, out };
-    await Bun.sleep(Number(limited[1]) * 1000);
-  }
+  const r = await run(["start", "-c", cfg, "--oneshot"], { env: { ACTIONS_ID_TOKEN_REQUEST_URL: "", ACTIONS_ID_TOKEN_REQUEST_TOKEN: "", TBOT_GITLAB_JWT: "", CIRCLE_OIDC_TOKEN_V2: "", CIRCLE_OIDC_TOKEN: "", ...env } });
+  return { ...r, out };
 }
 
 beforeAll(async () => {
@@ -82,7 +77,9 @@ beforeAll(async () => {
   [ghes, gitlabIssuer, hanging, huge] = await Promise.all([startIssuer("/_services/token"), startIssuer(""), startIssuer("/_services/token", "hang"), startIssuer("/_services/token", "huge")]);
   const caFile = join(work.path, "issuer-ca.pem");
   await writeFile(caFile, ghes.caPem);
-  await writeFile(join(work.path, "auth.yaml"), `version: v1\ncluster_name: ${CLUSTER}\n`);
+  // these tests make more refused joins from 127.0.0.1 than the default failed-join burst
+  // (10); they test the join methods, not the limiter, so the service allows more
+  await writeFile(join(work.path, "auth.yaml"), `version: v1\ncluster_name: ${CLUSTER}\nlimits:\n  failed_join_burst: 1000\n`);
   auth = await startAuth(join(work.path, "auth"), {
     args: ["-c", join(work.path, "auth.yaml")],
     env: { NODE_EXTRA_CA_CERTS: caFile, MACHINE_ID_OIDC_FETCH_TIMEOUT_MS: "3000" },

@@ -58,7 +58,7 @@ describe("auth config", () => {
     const cfg = await loadAuthConfig(join(FIXTURES, "auth-full.yaml"));
     expect(cfg.storage).toEqual({ type: "postgres", connString: "postgres://machine-id@db.example.com/machine_id?sslmode=verify-full" });
     expect(cfg.caKeyAlgorithm).toBe("ed25519");
-    expect(cfg.limits).toEqual({ headersTimeoutMs: 5_000, requestTimeoutMs: 60_000, idleTimeoutMs: 45_000, maxConnections: 2048, maxConnectionsPerAddress: 64, maxKubernetesSessions: 200, maxKubernetesSessionsPerInstance: 8 });
+    expect(cfg.limits).toEqual({ headersTimeoutMs: 5_000, requestTimeoutMs: 60_000, idleTimeoutMs: 45_000, maxConnections: 2048, maxConnectionsPerAddress: 64, maxKubernetesSessions: 200, maxKubernetesSessionsPerInstance: 8, failedJoinBurst: 50, failedJoinIntervalMs: 2_000 });
     // written as 720h, written back in days
     expect(cfg.audit).toEqual({ retentionMs: 30 * 86_400_000 });
     const out = serializeAuthConfig(cfg);

@@ -2,7 +2,7 @@
  * auth.yaml settings that change what the compiled service does, not just what it
  * parses: `ca_key_algorithm: ed25519` makes Ed25519 X.509 CAs (checked with openssl, and
  * an agent joins over TLS chained to them), and `limits` sets the listener's idle
- * timeout and per-address cap.
+ * timeout and per-address cap, and the failed-join limiter's burst and interval.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -28,6 +28,8 @@ beforeAll(async () => {
       "limits:",
       "  idle_timeout: 1s",
       "  max_connections_per_address: 6",
+      "  failed_join_burst: 2",
+      "  failed_join_interval: 1h",
       "",
     ].join("\n"),
   );
@@ -70,6 +72,22 @@ describe("auth.yaml, compiled", () => {
     // 1s configured; the default would be 30s
     expect(ms).toBeGreaterThan(500);
     expect(ms).toBeLessThan(3_000);
+  });
+
+  test("limits: failed_join_burst failed joins from one address, then 429 with the interval as Retry-After", async () => {
+    const c = await Http1Connection.connect({ host: "127.0.0.1", port: auth.port, tls: { rejectUnauthorized: false } });
+    try {
+      const junk = () => c.request("POST", "/v1/join", { headers: { "content-type": "application/json" }, body: "{}" });
+      // 2 configured (the default would allow 10)
+      expect((await junk()).status).toBe(400);
+      expect((await junk()).status).toBe(400);
+      const limited = await junk();
+      expect(limited.status).toBe(429);
+      // one more failure is allowed after failed_join_interval (1h; the default would be 6s)
+      expect(Number(limited.headers["retry-after"])).toBeGreaterThan(3_500);
+    } finally {
+      c.socket.destroy();
+    }
   });
 
   test("limits: connections beyond max_connections_per_address are refused at once", async () => {
