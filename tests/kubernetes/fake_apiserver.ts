@@ -26,6 +26,12 @@ export interface SeenRequest {
   /** Raw header lines, names lowercased, in order. */
   headerLines: [string, string][];
   body: string;
+  /**
+   * For an upgrade refused while `keepRefusedUpgradesOpen` is set: every byte that came
+   * after its headers until the connection closed (what Go's server would read as the
+   * connection's next request).
+   */
+  afterHeaders?: Buffer[];
 }
 
 export interface TokenReviewResult {
@@ -102,6 +108,12 @@ export interface FakeApiServer {
   openUpgrades(): number;
   /** Answers WebSocket upgrades with 400, as an API server older than 1.30 would (kubectl then falls back to SPDY). */
   refuseWebSockets: boolean;
+  /**
+   * Answers refused upgrades (404, 400) and keeps the connection open, reading on, as
+   * Go's HTTP server (the real API server's) does: it would serve whatever follows as the
+   * connection's next request. The bytes are kept in the request's `afterHeaders`.
+   */
+  keepRefusedUpgradesOpen: boolean;
   /** Writes a service account directory (token, ca.crt, namespace) and returns its path and the env that points a client at this server. */
   serviceAccountDir(namespace: string, token: string): Promise<{ dir: string; env: Record<string, string> }>;
   close(): Promise<void>;
@@ -340,11 +352,13 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   );
   const world = newPodWorld();
   const portForwards: SpdyPortForward[] = [];
-  const flags = { refuseWebSockets: false };
+  const flags = { refuseWebSockets: false, keepRefusedUpgradesOpen: false };
   const upgraded = new Set<Socket>();
   const rawStatus = (sock: Socket, code: number, reason: string, message: string) => {
     const body = JSON.stringify({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", reason, message, code });
-    sock.end(`HTTP/1.1 ${code} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    const answer = `HTTP/1.1 ${code} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    if (flags.keepRefusedUpgradesOpen) sock.write(answer);
+    else sock.end(answer);
   };
   // exec, attach and portforward: the upgrade protocols of kubectl 1.32 (see _streams.ts)
   server.on("upgrade", (req: IncomingMessage, sock: Socket, head: Buffer) => {
@@ -358,6 +372,11 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     for (let i = 0; i < req.rawHeaders.length; i += 2) headerLines.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
     const seen: SeenRequest = { method: req.method ?? "GET", path: url.pathname, query: url.searchParams, search: url.search, headerLines, body: "" };
     requests.push(seen);
+    if (flags.keepRefusedUpgradesOpen) {
+      const after: Buffer[] = head.length > 0 ? [Buffer.from(head)] : [];
+      seen.afterHeaders = after;
+      sock.on("data", (d: Buffer) => after.push(d));
+    }
     if (!authorized(req, seen)) return rawStatus(sock, 401, "Unauthorized", "Unauthorized");
     const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/(exec|attach|portforward)$/.exec(url.pathname);
     if (!m) return rawStatus(sock, 404, "NotFound", `no upgrade at ${url.pathname}`);
@@ -432,6 +451,12 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     },
     set refuseWebSockets(v: boolean) {
       flags.refuseWebSockets = v;
+    },
+    get keepRefusedUpgradesOpen() {
+      return flags.keepRefusedUpgradesOpen;
+    },
+    set keepRefusedUpgradesOpen(v: boolean) {
+      flags.keepRefusedUpgradesOpen = v;
     },
     pods,
     secrets,

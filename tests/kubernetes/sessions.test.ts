@@ -521,6 +521,36 @@ describe("the listener's upgrade path", () => {
     expect(api.requests.length).toBe(before);
   });
 
+  test("bytes behind a refused upgrade never reach the API server (no request smuggling past authorization)", async () => {
+    // The attack: an exec upgrade the API server will refuse (no such pod), with a second
+    // request in the same write, carrying its own Impersonate-Group. Go's server keeps a
+    // connection open after a 404 and serves what follows as the next request, unauthorized
+    // by the proxy, unaudited, with the service's credentials. The double keeps refused
+    // upgrades open the same way and records every byte that came after the headers.
+    api.keepRefusedUpgradesOpen = true;
+    try {
+      const before = api.requests.length;
+      const smuggled = "GET /api/v1/namespaces/kube-system/secrets HTTP/1.1\r\nHost: a\r\nImpersonate-Group: system:masters\r\n\r\n";
+      const got = await rawRequest(
+        `GET /v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods/ghost/exec?command=echo&stdout=true HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n" +
+          smuggled,
+      );
+      // the API server's refusal is relayed, and the connection closed
+      expect(got).toStartWith("HTTP/1.1 404 ");
+      expect(got).toContain('pods \\"ghost\\" not found');
+      // the upgrade reached the API server (authorized: the role allows exec on any pod) ...
+      const seen = api.requests.slice(before).filter((q) => q.path === "/api/v1/namespaces/demo/pods/ghost/exec");
+      expect(seen.length).toBe(1);
+      // ... and once its connection is closed, nothing had followed its headers on it
+      await until(() => api.openUpgrades() === 0);
+      expect(Buffer.concat(seen[0]!.afterHeaders ?? []).toString("latin1")).toBe("");
+      expect(api.requests.slice(before).some((q) => q.path.includes("secrets"))).toBe(false);
+    } finally {
+      api.keepRefusedUpgradesOpen = false;
+    }
+  }, 60_000);
+
   test("a client that hangs up right after asking leaves no session and no upstream connection behind", async () => {
     const before = (await auth.events("kube.session.start")).length;
     const sock = tls.connect({ host: host(), port: port(), ca: caPem(), servername: "auth.machine-id.cluster.local", ALPNProtocols: ["http/1.1"], cert: creds.example!.certPem, key: creds.example!.keyPem });

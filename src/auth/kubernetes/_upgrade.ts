@@ -150,7 +150,10 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, auth
     // one line per group: the API server reads each line as one group
     for (const g of who.groups) lines.push(`Impersonate-Group: ${g}`);
     up.write(lines.join("\r\n") + "\r\n\r\n");
-    if (u.head.length > 0) up.write(u.head);
+    // Bytes the client sent behind its headers (u.head) wait for the API server's 101:
+    // written now, they would reach an API server that answers 403/404 as the next HTTP
+    // request on this connection, one that was never authorized, audited or stripped of
+    // its own Impersonate-* headers, made with the service's credentials (request smuggling).
     answerHead = await readHead(up, cluster);
   } catch (e) {
     slot?.release();
@@ -189,6 +192,8 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, auth
     remote_addr: conn.remoteAddr,
   };
   await ctx.audit.emit(EVENT.kubeSessionStart, started, sessionFields);
+  // the protocol is switched: from here on the client's bytes are the session's
+  if (u.head.length > 0) up!.write(u.head);
   client.write(answerHead.head);
   if (answerHead.rest.length > 0) client.write(answerHead.rest);
   // bytes that came with the handshakes count as session bytes too
