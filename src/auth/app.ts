@@ -268,6 +268,10 @@ export function limitBody(max = MAX_BODY_BYTES): MiddlewareHandler<Env> {
     if (req.method !== "GET" && req.method !== "HEAD") {
       const declared = req.headers.get("content-length");
       if (declared !== null && !req.headers.has("transfer-encoding")) {
+        // Only a plain decimal is a length: Number("x") is NaN, and NaN > max is false, so a
+        // malformed value (or two lengths joined, "5, 5") would otherwise lift the cap
+        // and the whole body be read, before the caller is even authenticated.
+        if (!DECIMAL.test(declared)) throw badParameter(`Invalid Content-Length ${JSON.stringify(declared)}: expected one decimal number of bytes`);
         if (Number(declared) > max) throw tooLarge(max);
         // Read whole rather than chunk by chunk: reading the stream cost a renewal ~5%.
         const bytes = await req.bytes().catch(() => {
@@ -283,6 +287,8 @@ export function limitBody(max = MAX_BODY_BYTES): MiddlewareHandler<Env> {
     await next();
   };
 }
+
+const DECIMAL = /^\d+$/;
 
 function tooLarge(max: number): AppError {
   return new AppError("TOO_LARGE", `Request body too large: at most ${max} bytes`);

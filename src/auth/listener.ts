@@ -391,7 +391,9 @@ async function serve(req: http2.Http2ServerRequest, res: http2.Http2ServerRespon
  */
 function bodyStream(req: http2.Http2ServerRequest): ReadableStream<Uint8Array> {
   let closed = false;
-  const declared = req.headers["content-length"] === undefined ? Infinity : Number(req.headers["content-length"]);
+  const raw = req.headers["content-length"];
+  // A length that is not one decimal number bounds nothing: no byte is accepted (the app refuses it, 400).
+  const declared = raw === undefined ? Infinity : /^\d+$/.test(raw) ? Number(raw) : -1;
   let received = 0;
   return new ReadableStream<Uint8Array>({
     start(controller) {

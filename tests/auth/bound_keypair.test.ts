@@ -581,9 +581,18 @@ describe("the token name is a secret (issue 12)", () => {
     const first = await join("bkp-audited", key);
     expect(first.status).toBe(200);
     expect((await join("bkp-audited", key)).status).toBe(423); // no join state: locked, audited
+    // refusals whose message names the token for the caller: the audit reason must not (it did, as the message)
+    await createToken("bkp-audited-key", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 5, mode: "standard" } });
+    const wrongKey = await join("bkp-audited-key", generateKeyPair("ed25519"));
+    expect([wrongKey.status, wrongKey.json.error.message]).toEqual([403, expect.stringContaining('bound to join token "bkp-audited-key"')]);
+    await createToken("bkp-audited-secret", { onboarding: {}, recovery: { limit: 2, mode: "standard" } });
+    const wrongSecret = await join("bkp-audited-secret", key, { registrationSecret: "wrong-secret" });
+    expect([wrongSecret.status, wrongSecret.json.error.message]).toEqual([403, expect.stringContaining('join token "bkp-audited-secret"')]);
     const all = (await h.call(h.admin, "GET", "/v1/events")).json as { type: string; fields: Record<string, unknown> }[];
     const text = JSON.stringify(all);
-    for (const name of [secret, "bkp-unknown", "bkp-audited"]) {
+    const reasons = all.filter((e) => e.type === "join.failed").map((e) => String(e.fields.reason));
+    expect(reasons).toContain(`Wrong registration secret for join token ${tokenFingerprint("bkp-audited-secret")}`);
+    for (const name of [secret, "bkp-unknown", "bkp-audited", "bkp-audited-key", "bkp-audited-secret"]) {
       expect(text).not.toContain(name);
       expect(text).toContain(tokenFingerprint(name));
     }

@@ -237,6 +237,34 @@ describe("body size cap", () => {
     }
   });
 
+  test("a Content-Length that is not one decimal number is refused before the body is read", async () => {
+    // Number("x") is NaN, and NaN is never over the cap: without the check the whole body was read
+    for (const declared of ["x", "5, 5", "1e9", "-1", "0x10"]) {
+      const r = await bare.fetch(new Request("https://x/v1/join", { method: "POST", headers: { "content-length": declared }, body: "a".repeat(300 * 1024) }));
+      expect(r.status, declared).toBe(400);
+      expect(((await r.json()) as { error: { message: string } }).error.message).toContain("Invalid Content-Length");
+    }
+    // over h2 (where the runtime may pass such a header through), refused as well or reset, never read
+    const session = http2.connect(`https://127.0.0.1:${listener.port}`, { rejectUnauthorized: false });
+    try {
+      const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const st = session.request({ ":path": "/v1/join", ":method": "POST", "content-type": "application/json", "content-length": "x" });
+        let status = 0;
+        let body = "";
+        st.on("response", (h) => (status = Number(h[":status"])));
+        st.on("data", (d: Buffer) => (body += d.toString()));
+        st.on("end", () => resolve({ status, body }));
+        st.on("close", () => resolve({ status, body }));
+        st.on("error", reject);
+        st.end(Buffer.alloc(300 * 1024, 0x20));
+      }).catch(() => ({ status: 0, body: "" }));
+      expect(status === 0 || status === 400).toBe(true);
+      expect(body).not.toContain('"ok":true');
+    } finally {
+      session.destroy();
+    }
+  });
+
   test("an h2 body over the cap gets 413 too", async () => {
     const session = http2.connect(`https://127.0.0.1:${listener.port}`, { rejectUnauthorized: false });
     try {

@@ -32,6 +32,7 @@ import {
   joiningBot,
   parseKeys,
   refuse,
+  type Refusal,
   startInstance,
   type JoinAttempt,
   type JoinMethod,
@@ -176,7 +177,7 @@ async function begin(ctx: AuthContext, req: BoundKeypairBeginRequest, attempt: J
     }
     checkRecoveryLimit(token, status);
   } catch (e) {
-    if (e instanceof AppError) throw refuse(e, e.message);
+    if (e instanceof AppError) throw refuseNamingToken(e, token.metadata.name);
     throw e;
   }
 
@@ -312,6 +313,19 @@ async function checkJoinState(
   return { sequence: stored, rollback: false };
 }
 
+/**
+ * A refusal whose message (for the caller, who knows the token) names the join token:
+ * the audit reason is that message with the name replaced by the token's fingerprint,
+ * since audit events never hold a token's name (docs/threat-model.md). Should the name
+ * still appear (a message that writes it unquoted), the reason falls back to the error's
+ * machine-readable reason or code.
+ */
+function refuseNamingToken(e: AppError, tokenName: string): Refusal {
+  const reason = e.message.split(`"${tokenName}"`).join(tokenFingerprint(tokenName));
+  const fallback = typeof e.details?.reason === "string" ? e.details.reason : e.code.toLowerCase();
+  return refuse(e, reason.includes(tokenName) ? fallback : reason);
+}
+
 /** Step 2: checks the signed challenge, applies the recovery rules and joins. */
 async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: JoinAttempt): Promise<JoinResponse> {
   const item = await ctx.backend.get<StoredChallenge>(KEYS.challenge(req.challenge_id));
@@ -324,7 +338,7 @@ async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: J
   } catch (e) {
     // a challenge gets one answer: a wrong one burns it
     await ctx.backend.delete(item.key, item.revision).catch(() => {});
-    if (e instanceof AppError) throw refuse(e, e.message);
+    if (e instanceof AppError) throw refuseNamingToken(e, c.token_name);
     throw e;
   }
 
@@ -348,7 +362,7 @@ async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: J
       boundKey = keyText(next);
     }
   } catch (e) {
-    if (e instanceof AppError) throw refuse(e, e.message);
+    if (e instanceof AppError) throw refuseNamingToken(e, token.metadata.name);
     throw e;
   }
   let count = status.recovery_count ?? 0;
@@ -368,7 +382,7 @@ async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: J
       try {
         checkRecoveryLimit(token, { ...status, recovery_count: count });
       } catch (e) {
-        if (e instanceof AppError) throw refuse(e, e.message);
+        if (e instanceof AppError) throw refuseNamingToken(e, token.metadata.name);
         throw e;
       }
     }
