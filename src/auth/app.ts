@@ -52,7 +52,7 @@ export type { ConnInfo, ConnSession, Authenticated } from "./request.ts";
 export type Handler = (req: Request, conn: ConnInfo) => Promise<Response>;
 
 /** The join methods this service accepts, as `/webapi/ping` reports them: the registered ones. */
-export const SUPPORTED_JOIN_METHODS = [...JOIN_REGISTRY.keys()];
+const SUPPORTED_JOIN_METHODS = [...JOIN_REGISTRY.keys()];
 
 /** What one auth service serves beyond its API. */
 export interface AppOptions {

@@ -22,7 +22,7 @@ export const RECOVERY_MODES = ["standard", "relaxed", "insecure"] as const;
 export type RecoveryMode = (typeof RECOVERY_MODES)[number];
 
 /** How the auth service checks a Kubernetes service-account token. */
-export const KUBERNETES_JOIN_TYPES = ["in_cluster", "static_jwks", "oidc"] as const;
+const KUBERNETES_JOIN_TYPES = ["in_cluster", "static_jwks", "oidc"] as const;
 
 /**
  * A `token`-method token's name is a bearer secret, so it must be long enough not to

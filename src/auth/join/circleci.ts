@@ -8,7 +8,7 @@
 import type { CircleciJoinSpec } from "../../resources/index.ts";
 import type { OidcPlatform } from "../oidc/index.ts";
 
-export const CIRCLECI_ISSUER_BASE = "https://oidc.circleci.com/org/";
+const CIRCLECI_ISSUER_BASE = "https://oidc.circleci.com/org/";
 
 export const circleci: OidcPlatform<CircleciJoinSpec> = {
   method: "circleci",

@@ -8,7 +8,7 @@
 import type { GithubJoinSpec } from "../../resources/index.ts";
 import type { OidcPlatform } from "../oidc/index.ts";
 
-export const GITHUB_ISSUER = "https://token.actions.githubusercontent.com";
+const GITHUB_ISSUER = "https://token.actions.githubusercontent.com";
 
 const exact = (claim: string) => ({ claim, match: "exact" as const });
 

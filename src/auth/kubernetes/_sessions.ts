@@ -34,7 +34,7 @@ export interface KubeSessionLimits {
 export const DEFAULT_SESSION_LIMITS: KubeSessionLimits = { total: 1024, perInstance: 64 };
 
 /** How often open sessions' bots and instances are checked for locks. */
-export const LOCK_RECHECK_MS = 2_000;
+const LOCK_RECHECK_MS = 2_000;
 
 /** Who a session belongs to. */
 export interface SessionOwner {

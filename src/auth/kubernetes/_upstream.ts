@@ -225,4 +225,3 @@ function toWebStream(res: IncomingMessage, done: () => void): ReadableStream<Uin
   });
 }
 
-export { readCapped };

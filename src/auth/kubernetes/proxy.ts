@@ -25,7 +25,8 @@ import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
 import { filterListText, filterWatchStream } from "./_filter.ts";
 import { statusOf, statusResponse } from "./_status.ts";
 import { trackedStream } from "./_sessions.ts";
-import { readCapped, type HeaderMap } from "./_upstream.ts";
+import { readCapped } from "../../lib/stream.ts";
+import type { HeaderMap } from "./_upstream.ts";
 import type { KubernetesClusters } from "./clusters.ts";
 
 /** What the listener knows about the connection (the shape of the service's ConnInfo). */
