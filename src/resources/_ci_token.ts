@@ -42,14 +42,59 @@ const SCOPING_FIELDS: Record<keyof typeof CI_RULE_FIELDS, readonly string[]> = {
   circleci: CI_RULE_FIELDS.circleci,
 };
 
+/**
+ * Scoping fields the auth service compares as globs (src/auth/join/gitlab.ts, as in
+ * Teleport), where `*` also crosses `/`: `project_path: "*"` or `"acme*"` would name
+ * every project on gitlab.com, or `acme-evil`'s. Such a field scopes a rule only when
+ * its owner part (see ownerPart) is written out. GitHub's and CircleCI's fields are
+ * compared exactly, so naming one is enough.
+ */
+const GLOB_SCOPING_FIELDS: ReadonlySet<string> = new Set(["gitlab.sub", "gitlab.project_path", "gitlab.namespace_path"]);
+const GLOB_CHARS = /[*?[]/;
+const GITLAB_SUB_PREFIX = "project_path:";
+
+/**
+ * The owner a glob scoping value names: the group before the first `/` (the whole
+ * value without one); for `sub` ("project_path:group/project:ref_type:…") the group
+ * after "project_path:", or undefined when the value does not start so.
+ */
+function ownerPart(field: string, value: string): string | undefined {
+  let path = value;
+  if (field === "sub") {
+    if (!value.startsWith(GITLAB_SUB_PREFIX)) return undefined;
+    path = value.slice(GITLAB_SUB_PREFIX.length);
+  }
+  return path.split("/")[0];
+}
+
+/** Whether `value` of `field` limits a rule to one owner's repositories or projects. */
+function scopes(method: string, field: string, value: unknown): boolean {
+  if (value === undefined) return false;
+  if (!GLOB_SCOPING_FIELDS.has(`${method}.${field}`)) return true;
+  const owner = ownerPart(field, String(value));
+  return owner !== undefined && owner !== "" && !GLOB_CHARS.test(owner);
+}
+
+/** What to write instead of a glob scoping value that names no owner. */
+const OWNER_EXAMPLE: Record<string, string> = {
+  sub: `"sub: project_path:my-group/my-project:ref_type:branch:ref:main"`,
+  project_path: `"project_path: my-group/*"`,
+  namespace_path: `"namespace_path: my-group" (or "my-group/*" for its subgroups)`,
+};
+
 const BOOLEAN_FIELDS = new Set(["ref_protected", "environment_protected"]);
 
 const ruleSchema = (method: keyof typeof CI_RULE_FIELDS) =>
   z.strictObject(Object.fromEntries(CI_RULE_FIELDS[method].map((f) => [f, BOOLEAN_FIELDS.has(f) ? z.boolean().optional() : z.string().min(1).optional()]))).superRefine(
     (rule, ctx) => {
       const scoping = SCOPING_FIELDS[method];
-      if (!scoping.some((f) => rule[f] !== undefined)) {
+      const present = scoping.filter((f) => rule[f] !== undefined);
+      if (present.length === 0) {
         raise(ctx, [], "invalid", `each allow rule must name at least one of ${scoping.map((f) => `"${f}"`).join(", ")}, or it would admit any ${method === "circleci" ? "project of the organization" : "repository on the service"}`);
+      } else if (!present.some((f) => scopes(method, f, rule[f]))) {
+        const f = present[0]!;
+        const where = f === "sub" ? `must start with "${GITLAB_SUB_PREFIX}" and the group written out` : `must write out the group before the first "/"`;
+        raise(ctx, [f], "invalid", `${where}: a "*", "?" or "[" there also matches "/" and other groups' names, so any project on the service could join; name the group, such as ${OWNER_EXAMPLE[f]}`);
       }
     },
   );

@@ -176,4 +176,33 @@ describe("the GitLab CI template in a simulated runner", () => {
     expect(r.stdout).toContain(`KUBECONFIG=${join(job, "machine-id-4242/kubernetes/kubeconfig.yaml")}`);
     expect(r.stdout).toContain(join(job, "machine-id-4242/install/usr/bin/machine-id"));
   }, 180_000);
+
+  // pipeline variables are data: quotes, "]" and flow syntax stay inside the values they
+  // are written into; a newline (which could start a new output) is refused
+  const hostileJob = async (id: string, variables: Record<string, string>) => {
+    const job = join(work.path, `gl-job-${id}`);
+    mkdirSync(job);
+    const jwt = await signIdToken(gitlab.keys[0]!, gitlabClaims(gitlab.issuer, CLUSTER));
+    const base = { MACHINE_ID_AUTH_SERVER: auth.addr, MACHINE_ID_TOKEN: "gl-deployer-gitlab", MACHINE_ID_CA_PIN: pin, MACHINE_ID_CLUSTER_NAME: CLUSTER };
+    const r = await runGitlabJob(TEMPLATE, ".machine-id", { ...base, ...variables }, { PATH: RUNNER_PATH, HOME: job, CI_BUILDS_DIR: job, CI_JOB_ID: id, TBOT_GITLAB_JWT: jwt }, []);
+    const config = join(job, `machine-id-${id}/machine-id.yaml`);
+    return { r, job, config: existsSync(config) ? parseYaml(readFileSync(config, "utf8")) : undefined };
+  };
+
+  test("quotes, ] and flow syntax in MACHINE_ID_ROLES and MACHINE_ID_KUBERNETES_CLUSTER stay in their values", async () => {
+    const cluster = `k8s", roles: ["editor"], x: "\\`;
+    const { config } = await hostileJob("4243", { MACHINE_ID_ROLES: `machine-id-kube-role, x"], {y: z}`, MACHINE_ID_KUBERNETES_CLUSTER: cluster });
+    const roles = ["machine-id-kube-role", `x"]`, "{y: z}"];
+    expect(config.outputs).toHaveLength(2);
+    expect(config.outputs[0].roles).toEqual(roles);
+    expect(config.outputs[1]).toEqual({ type: "kubernetes", kubernetes_cluster: cluster, destination: config.outputs[1].destination, roles });
+  }, 180_000);
+
+  test("a newline in MACHINE_ID_KUBERNETES_CLUSTER is refused, not turned into another output", async () => {
+    const { r, job, config } = await hostileJob("4244", { MACHINE_ID_KUBERNETES_CLUSTER: `k8s"\n  - type: identity\n    destination: {type: directory, path: "${join(work.path, "gl-job-4244/evil")}"}\n  - type: identity\n    x: "y` });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("MACHINE_ID_KUBERNETES_CLUSTER must not contain a newline or other control character");
+    expect(config?.outputs?.length ?? 0).toBeLessThanOrEqual(2);
+    expect(existsSync(join(job, "evil"))).toBe(false);
+  }, 180_000);
 });

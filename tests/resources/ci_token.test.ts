@@ -1,9 +1,11 @@
 // Tokens of the CI join methods (github, gitlab, circleci): each bad field yields
 // exactly this message at this line.
 
-import { describe } from "bun:test";
+import { describe, expect, test } from "bun:test";
+import { github } from "../../src/auth/join/github.ts";
+import { gitlab } from "../../src/auth/join/gitlab.ts";
 import { parseResources } from "../../src/resources/index.ts";
-import { errorCases, type ErrorCase } from "./_helpers.ts";
+import { errorCases, failure, type ErrorCase } from "./_helpers.ts";
 
 const TOKEN = (spec: string) => `kind: token\nversion: v2\nmetadata:\n  name: ci-token\nspec:\n  roles: [Bot]\n  bot_name: deployer\n${spec}`;
 
@@ -51,6 +53,30 @@ const cases: ErrorCase[] = [
     line: 11,
   },
   {
+    name: "a gitlab rule of wildcards only would admit every project on gitlab.com",
+    text: TOKEN("  join_method: gitlab\n  gitlab:\n    allow:\n      - namespace_path: '*'\n        project_path: '*'\n        sub: '*'\n"),
+    message: `Invalid value "*" for spec.gitlab.allow[0].sub in token "ci-token": must start with "project_path:" and the group written out: a "*", "?" or "[" there also matches "/" and other groups' names, so any project on the service could join; name the group, such as "sub: project_path:my-group/my-project:ref_type:branch:ref:main"`,
+    line: 13,
+  },
+  {
+    name: "a gitlab project_path glob in the group would admit other groups (acme* matches acme-evil/x)",
+    text: TOKEN("  join_method: gitlab\n  gitlab:\n    allow:\n      - project_path: my-group/app\n      - project_path: acme*\n        ref: main\n"),
+    message: `Invalid value "acme*" for spec.gitlab.allow[1].project_path in token "ci-token": must write out the group before the first "/": a "*", "?" or "[" there also matches "/" and other groups' names, so any project on the service could join; name the group, such as "project_path: my-group/*"`,
+    line: 12,
+  },
+  {
+    name: "a gitlab namespace_path glob in the group is refused",
+    text: TOKEN("  join_method: gitlab\n  gitlab:\n    allow:\n      - namespace_path: 'acm?/team'\n"),
+    message: `Invalid value "acm?/team" for spec.gitlab.allow[0].namespace_path in token "ci-token": must write out the group before the first "/": a "*", "?" or "[" there also matches "/" and other groups' names, so any project on the service could join; name the group, such as "namespace_path: my-group" (or "my-group/*" for its subgroups)`,
+    line: 11,
+  },
+  {
+    name: "a gitlab sub glob in the group is refused",
+    text: TOKEN("  join_method: gitlab\n  gitlab:\n    allow:\n      - sub: 'project_path:*/app:ref_type:branch:ref:main'\n"),
+    message: `Invalid value "project_path:*/app:ref_type:branch:ref:main" for spec.gitlab.allow[0].sub in token "ci-token": must start with "project_path:" and the group written out: a "*", "?" or "[" there also matches "/" and other groups' names, so any project on the service could join; name the group, such as "sub: project_path:my-group/my-project:ref_type:branch:ref:main"`,
+    line: 11,
+  },
+  {
     name: "ref_protected is a boolean",
     text: TOKEN("  join_method: gitlab\n  gitlab:\n    allow:\n      - project_path: a/b\n        ref_protected: yes-please\n"),
     message: `Invalid value "yes-please" for spec.gitlab.allow[0].ref_protected in token "ci-token": expected true or false`,
@@ -78,4 +104,58 @@ const cases: ErrorCase[] = [
 
 describe("CI token errors", () => {
   errorCases(cases, "token.yaml", parseResources);
+});
+
+describe("CI allow rules that name an owner", () => {
+  // a glob field scopes a rule once its group is written out; exact fields always do
+  const accepted: [string, string][] = [
+    ["gitlab", "{project_path: my-group/*}"],
+    ["gitlab", "{project_path: my-group/my-project}"],
+    ["gitlab", "{namespace_path: my-group}"],
+    ["gitlab", "{namespace_path: my-group/*}"],
+    ["gitlab", "{sub: 'project_path:my-group/*'}"],
+    ["gitlab", "{sub: 'project_path:my-group/my-project:ref_type:branch:ref:*'}"],
+    // one written-out field is enough, whatever the others say
+    ["gitlab", "{project_path: '*', namespace_path: my-group}"],
+    ["gitlab", "{sub: '*', project_path: my-group/*, ref: '*'}"],
+    // github compares exactly: "*" is a literal name there, not a wildcard
+    ["github", "{repository: octo-org/octo-repo}"],
+    ["github", "{repository_owner: octo-org}"],
+    ["github", "{sub: 'repo:octo-org/octo-repo:ref:refs/heads/main'}"],
+  ];
+  for (const [method, rule] of accepted) {
+    test(`${method} ${rule}`, () => {
+      expect(() => parseResources(TOKEN(`  join_method: ${method}\n  ${method}:\n    allow: [${rule}]\n`), "token.yaml")).not.toThrow();
+    });
+  }
+
+  const refused: [string, string][] = [
+    ["{project_path: '*'}", "project_path"],
+    ["{project_path: '*/*'}", "project_path"],
+    ["{project_path: 'my-group*/app'}", "project_path"],
+    ["{project_path: '[a-z]cme/app'}", "project_path"],
+    ["{project_path: /app}", "project_path"],
+    ["{namespace_path: '*'}", "namespace_path"],
+    ["{namespace_path: 'acme*'}", "namespace_path"],
+    ["{sub: 'project_path:*'}", "sub"],
+    ["{sub: '*project_path:my-group/app*'}", "sub"],
+    ["{sub: 'project_path:acme*:ref_type:branch:ref:main'}", "sub"],
+    ["{sub: 'project_path:acme?/app'}", "sub"],
+    ["{project_path: '*', namespace_path: '*', ref: main}", "project_path"],
+  ];
+  for (const [rule, field] of refused) {
+    test(`gitlab ${rule} is refused at ${field}`, () => {
+      const e = failure(() => parseResources(TOKEN(`  join_method: gitlab\n  gitlab:\n    allow: [${rule}]\n`), "token.yaml"));
+      expect(e.code).toBe("BAD_PARAMETER");
+      expect(e.message).toContain(`spec.gitlab.allow[0].${field} in token "ci-token"`);
+      expect(e.message).toContain("name the group");
+    });
+  }
+
+  test("the glob fields checked here are the ones the gitlab table compares as globs", () => {
+    const globs = Object.entries(gitlab.fields).filter(([, f]) => f.match === "glob").map(([name]) => name);
+    // sub, project_path and namespace_path are the scoping ones; ref and ci_config_ref_uri scope nothing
+    expect(globs).toEqual(["sub", "project_path", "namespace_path", "ref", "ci_config_ref_uri"]);
+    expect(Object.values(github.fields).every((f) => f.match === "exact")).toBe(true);
+  });
 });
