@@ -11,6 +11,7 @@ import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { parsePublicKey } from "../crypto/index.ts";
 import { AppError, accessDenied, badParameter, errorMessage } from "../lib/errors.ts";
 import { pemDecodeOne } from "../lib/pem.ts";
+import { readCappedBytes } from "../lib/stream.ts";
 import {
   AddBotRequest,
   AddTokenRequest,
@@ -281,7 +282,12 @@ export function limitBody(max = MAX_BODY_BYTES): MiddlewareHandler<Env> {
         c.set("body", bytes);
       } else {
         const stream = req.body;
-        if (stream) c.set("body", await readCapped(stream, max));
+        if (stream) {
+          const body = await readCappedBytes(stream, max, () => tooLarge(max), () =>
+            badParameter("Cannot read the request body: the client stopped sending it"),
+          );
+          c.set("body", body);
+        }
       }
     }
     await next();
@@ -292,32 +298,6 @@ const DECIMAL = /^\d+$/;
 
 function tooLarge(max: number): AppError {
   return new AppError("TOO_LARGE", `Request body too large: at most ${max} bytes`);
-}
-
-async function readCapped(stream: ReadableStream<Uint8Array>, max: number): Promise<Uint8Array> {
-  const reader = stream.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const chunk = await reader.read().catch(() => {
-      throw badParameter("Cannot read the request body: the client stopped sending it");
-    });
-    if (chunk.done) break;
-    size += chunk.value.byteLength;
-    if (size > max) {
-      void reader.cancel().catch(() => {});
-      throw tooLarge(max);
-    }
-    chunks.push(chunk.value);
-  }
-  if (chunks.length === 1) return chunks[0]!;
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
 }
 
 /** Maps any thrown value to the API's error response. */

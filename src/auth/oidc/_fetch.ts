@@ -6,6 +6,7 @@
  */
 
 import { connectionProblem, errorMessage, isAppError } from "../../lib/errors.ts";
+import { readCappedBytes } from "../../lib/stream.ts";
 
 /** Largest discovery document or JWKS read; real ones are a few KiB. */
 const MAX_DOCUMENT_BYTES = 1024 * 1024;
@@ -63,7 +64,7 @@ export async function fetchJson(url: string, what: string, opts: { timeoutMs: nu
     if (res.status !== 200) throw connectionProblem(`Cannot fetch ${what} from "${url}": it answered HTTP ${res.status}`);
     const declared = Number(res.headers.get("content-length") ?? "0");
     if (declared > maxBytes) throw connectionProblem(`Cannot fetch ${what} from "${url}": its answer of ${declared} bytes is over the limit of ${maxBytes}`);
-    const body = await readBounded(res, maxBytes, () => connectionProblem(`Cannot fetch ${what} from "${url}": its answer is over the limit of ${maxBytes} bytes`));
+    const body = await readCappedBytes(res.body, maxBytes, () => connectionProblem(`Cannot fetch ${what} from "${url}": its answer is over the limit of ${maxBytes} bytes`));
     let json: unknown;
     try {
       json = JSON.parse(new TextDecoder().decode(body));
@@ -78,24 +79,6 @@ export async function fetchJson(url: string, what: string, opts: { timeoutMs: nu
     // a body left unread (error status, over the limit) would keep the connection busy
     void res.body?.cancel().catch(() => {});
   }
-}
-
-async function readBounded(res: Response, maxBytes: number, tooLarge: () => Error): Promise<Uint8Array> {
-  const reader = res.body?.getReader();
-  if (!reader) return new Uint8Array();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxBytes) {
-      void reader.cancel().catch(() => {});
-      throw tooLarge();
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks);
 }
 
 function reason(e: unknown, timeoutMs: number): string {
