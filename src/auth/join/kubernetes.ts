@@ -13,22 +13,11 @@ import { AppError, accessDenied, errorMessage, expired, isAppError } from "../..
 import type { TokenResource } from "../../resources/index.ts";
 import type { AuthContext } from "../context.ts";
 import type { KubernetesClusters } from "../kubernetes/index.ts";
-import { IssuerKeys } from "../oidc/index.ts";
+import { CLOCK_TOLERANCE_S, issuerKeys, JWT_ALGORITHMS } from "../oidc/index.ts";
 import { joiningBot, refuse, ruleToken, type JoinMethod, type Refusal } from "./instance.ts";
 
-/** Signature algorithms a service-account token may use: asymmetric only, so a JWKS can never hold a shared secret. */
-const JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
-/** Clock skew tolerated between the cluster that signed a token and this service. */
-const CLOCK_TOLERANCE_S = 30;
 const SA_SUBJECT = /^system:serviceaccount:([^:\s]+):([^:\s]+)$/;
 const TOKEN_REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews";
-
-/**
- * The keys of the clusters' issuers (`oidc` tokens): discovery, then the JWKS, cached
- * as the issuer allows and fetched again for an unknown `kid` (the cluster rotated its
- * signing key) at most once a minute. The same cache the CI joins use, one per method.
- */
-const issuerKeys = new IssuerKeys();
 
 /** Where a token's keys come from, as messages and the audit log name it. */
 interface KeySource {

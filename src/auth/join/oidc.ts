@@ -12,16 +12,8 @@ import { AppError, accessDenied, errorMessage, expired, isAppError } from "../..
 import type { TokenResource } from "../../resources/index.ts";
 import type { AuthContext } from "../context.ts";
 import { KEYS } from "../keys.ts";
-import { checkJwks, claimText, IssuerKeys, matchingRule, type CiSpec, type KeyResolver, type OidcPlatform } from "../oidc/index.ts";
+import { checkJwks, claimText, CLOCK_TOLERANCE_S, issuerKeys, JWT_ALGORITHMS, matchingRule, type CiSpec, type KeyResolver, type OidcPlatform } from "../oidc/index.ts";
 import { joiningBot, refuse, ruleToken, type JoinMethod, type Refusal } from "./instance.ts";
-
-/** Signature algorithms accepted: asymmetric only (no `none`, no HMAC keyed with a public key). */
-const ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
-/** Clock skew tolerated between the CI platform and this service. */
-const CLOCK_TOLERANCE_S = 30;
-
-/** The keys of every issuer this process has met; the cache outlives single joins. */
-const issuerKeys = new IssuerKeys();
 
 function keysFor<S extends CiSpec>(ctx: AuthContext, platform: OidcPlatform<S>, token: TokenResource, spec: S, issuer: string): KeyResolver {
   if (spec.static_jwks === undefined) return issuerKeys.resolver(issuer, () => ctx.clock.now().getTime());
@@ -44,7 +36,7 @@ async function verify<S extends CiSpec>(ctx: AuthContext, platform: OidcPlatform
   } catch {
     throw refuse(accessDenied(`The ${platform.proof} is not a valid JWT`), "malformed ID token");
   }
-  if (typeof alg !== "string" || !ID_TOKEN_ALGORITHMS.includes(alg)) {
+  if (typeof alg !== "string" || !JWT_ALGORITHMS.includes(alg)) {
     throw refuse(
       accessDenied(`The ${platform.proof} is signed with algorithm ${JSON.stringify(alg ?? null)}, which the auth service does not accept: only public-key signatures (RS, PS, ES, EdDSA) are`),
       `signature algorithm ${JSON.stringify(alg ?? null)} not accepted`,
@@ -56,7 +48,7 @@ async function verify<S extends CiSpec>(ctx: AuthContext, platform: OidcPlatform
     ({ payload } = await jwtVerify(idToken, keys, {
       issuer,
       audience,
-      algorithms: ID_TOKEN_ALGORITHMS,
+      algorithms: JWT_ALGORITHMS,
       currentDate: ctx.clock.now(),
       clockTolerance: CLOCK_TOLERANCE_S,
       requiredClaims: ["exp", "iat"],

@@ -13,6 +13,15 @@ import { fetchJson, fetchTimeoutMs } from "./_fetch.ts";
 /** At most one refetch per issuer in this period for tokens whose key is unknown. */
 const UNKNOWN_KID_REFETCH_INTERVAL_MS = 60_000;
 
+/**
+ * Signature algorithms a join JWT (CI ID token, Kubernetes service-account token) may
+ * use: asymmetric only (no `none`, no HMAC keyed with a public key), so a JWKS can never
+ * hold a shared secret.
+ */
+export const JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
+/** Clock skew tolerated between the platform or cluster that signed a join JWT and this service. */
+export const CLOCK_TOLERANCE_S = 30;
+
 /** A key resolver as jose's jwtVerify takes it. */
 export type KeyResolver = ReturnType<typeof createLocalJWKSet>;
 
@@ -89,3 +98,9 @@ export class IssuerKeys {
     return entry;
   }
 }
+
+/**
+ * The keys of every issuer this process has met, shared by the CI joins and the
+ * Kubernetes join; the cache outlives single joins.
+ */
+export const issuerKeys = new IssuerKeys();

@@ -4,7 +4,7 @@
  * a CI platform's table.
  */
 
-export { IssuerKeys, checkJwks, type KeyResolver } from "./_keys.ts";
+export { CLOCK_TOLERANCE_S, IssuerKeys, issuerKeys, JWT_ALGORITHMS, checkJwks, type KeyResolver } from "./_keys.ts";
 export { cacheLifetimeMs } from "./_fetch.ts";
 export { ciGlobMatch, matchingRule } from "./_rules.ts";
 export { claimText, type CiSpec, type Match, type OidcPlatform } from "./_platform.ts";
