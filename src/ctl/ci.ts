@@ -8,11 +8,7 @@ import { Option, type Command } from "commander";
 import { stringify } from "yaml";
 import { badParameter } from "../lib/errors.ts";
 import type { AuthClient } from "../protocol/index.ts";
-import { parseResource, serializeResources, type Resource } from "../resources/index.ts";
-
-/** The join methods this module handles. */
-export const CI_JOIN_METHODS = ["github", "gitlab", "circleci"] as const;
-export type CiJoinMethod = (typeof CI_JOIN_METHODS)[number];
+import { CI_JOIN_METHODS, parseResource, serializeResources, type CiJoinMethod, type Resource } from "../resources/index.ts";
 
 export const isCiJoinMethod = (m: string | undefined): m is CiJoinMethod => (CI_JOIN_METHODS as readonly string[]).includes(m ?? "");
 

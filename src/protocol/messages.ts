@@ -6,7 +6,7 @@
 
 import { z } from "zod";
 import { badParameter } from "../lib/errors.ts";
-import { JOIN_METHODS } from "../resources/index.ts";
+import { CI_JOIN_METHODS, JOIN_METHODS } from "../resources/index.ts";
 
 /** Routes of the auth service. Paths under /webapi are public; /v1 needs a client certificate or a join secret. */
 export const ROUTES = {
@@ -85,7 +85,7 @@ export const Certs = z.object({
 export type Certs = z.infer<typeof Certs>;
 
 export const JoinRequest = KeyRequest.extend({
-  join_method: z.enum(["token", "kubernetes", "github", "gitlab", "circleci"]),
+  join_method: z.enum(["token", "kubernetes", ...CI_JOIN_METHODS]),
   token_name: z.string().min(1).max(1024),
   /** The Kubernetes service-account JWT, or the CI platform's OIDC ID token (github, gitlab, circleci). */
   id_token: z.string().max(64 * 1024).optional(),

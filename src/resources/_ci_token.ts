@@ -9,6 +9,10 @@
 import { z } from "zod";
 import { raise } from "./_fields.ts";
 
+/** The join methods of CI platforms: one list the token, protocol, agent, auth and ctl share. */
+export const CI_JOIN_METHODS = ["github", "gitlab", "circleci"] as const;
+export type CiJoinMethod = (typeof CI_JOIN_METHODS)[number];
+
 /** The allow-rule fields each CI join method accepts, in Teleport's order. */
 export const CI_RULE_FIELDS = {
   github: ["sub", "repository", "repository_owner", "workflow", "environment", "actor", "ref", "ref_type"],
@@ -29,14 +33,14 @@ export const CI_RULE_FIELDS = {
     "project_visibility",
   ],
   circleci: ["project_id", "context_id"],
-} as const;
+} as const satisfies Record<CiJoinMethod, readonly string[]>;
 
 /**
  * Fields of which a rule must name at least one: without them a rule would let every
  * repository or project on the public service join (github.com and gitlab.com issue
  * tokens to anyone's jobs). A CircleCI issuer is one organization's, so any field will do.
  */
-const SCOPING_FIELDS: Record<keyof typeof CI_RULE_FIELDS, readonly string[]> = {
+const SCOPING_FIELDS: Record<CiJoinMethod, readonly string[]> = {
   github: ["sub", "repository", "repository_owner"],
   gitlab: ["sub", "project_path", "namespace_path"],
   circleci: CI_RULE_FIELDS.circleci,
@@ -84,7 +88,7 @@ const OWNER_EXAMPLE: Record<string, string> = {
 
 const BOOLEAN_FIELDS = new Set(["ref_protected", "environment_protected"]);
 
-const ruleSchema = (method: keyof typeof CI_RULE_FIELDS) =>
+const ruleSchema = (method: CiJoinMethod) =>
   z.strictObject(Object.fromEntries(CI_RULE_FIELDS[method].map((f) => [f, BOOLEAN_FIELDS.has(f) ? z.boolean().optional() : z.string().min(1).optional()]))).superRefine(
     (rule, ctx) => {
       const scoping = SCOPING_FIELDS[method];

@@ -18,5 +18,5 @@ export {
   type KubernetesRequest,
   type AccessDecision,
 } from "./access.ts";
-export { type GithubJoinSpec, type GitlabJoinSpec, type CircleciJoinSpec } from "./_ci_token.ts";
+export { CI_JOIN_METHODS, type CiJoinMethod, type GithubJoinSpec, type GitlabJoinSpec, type CircleciJoinSpec } from "./_ci_token.ts";
 export * from "./validation.ts";

@@ -9,12 +9,12 @@ import { z } from "zod";
 import { expecting } from "./_issues.ts";
 import { raise, resourceName, timeString } from "./_fields.ts";
 import { metadataExpires, metadataSchema } from "./_metadata.ts";
-import { circleciSpec, githubSpec, gitlabSpec } from "./_ci_token.ts";
+import { CI_JOIN_METHODS, circleciSpec, githubSpec, gitlabSpec } from "./_ci_token.ts";
 
 export const TOKEN_VERSIONS = ["v2"] as const;
 
 /** How a bot proves it may join. */
-export const JOIN_METHODS = ["token", "bound_keypair", "kubernetes", "github", "gitlab", "circleci"] as const;
+export const JOIN_METHODS = ["token", "bound_keypair", "kubernetes", ...CI_JOIN_METHODS] as const;
 export type JoinMethod = (typeof JOIN_METHODS)[number];
 
 /** What a bound-keypair bot may do after its credentials lapse. */

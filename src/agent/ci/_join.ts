@@ -5,6 +5,7 @@
 
 import { AppError } from "../../lib/errors.ts";
 import type { JoinResponse } from "../../protocol/index.ts";
+import type { CiJoinMethod } from "../../resources/index.ts";
 import { publicKeys, type JoinContext } from "../bot/index.ts";
 
 /** The join token's name from onboarding.token; BAD_PARAMETER naming the method when absent. */
@@ -15,7 +16,7 @@ export function ciTokenName(ctx: JoinContext, method: string): string {
 }
 
 /** Joins with `idToken` for join token `tokenName`. */
-export function joinWithIdToken(ctx: JoinContext, method: "github" | "gitlab" | "circleci", tokenName: string, idToken: string): Promise<JoinResponse> {
+export function joinWithIdToken(ctx: JoinContext, method: CiJoinMethod, tokenName: string, idToken: string): Promise<JoinResponse> {
   ctx.log.debug("Joining with a CI ID token", { join_method: method, token_name: tokenName });
   return ctx.client.join({ join_method: method, token_name: tokenName, id_token: idToken, ttl_seconds: ctx.ttlSeconds, ...publicKeys(ctx.key) });
 }

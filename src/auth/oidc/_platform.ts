@@ -5,7 +5,7 @@
  */
 
 import type { JWTPayload } from "jose";
-import type { TokenResource } from "../../resources/index.ts";
+import type { CiJoinMethod, TokenResource } from "../../resources/index.ts";
 
 /**
  * How a rule value is compared with its claim: `exact` string equality, `glob` with
@@ -22,7 +22,7 @@ export interface CiSpec {
 
 export interface OidcPlatform<S extends CiSpec = CiSpec> {
   /** The join method, as in the token's spec.join_method and the join request. */
-  method: "github" | "gitlab" | "circleci";
+  method: CiJoinMethod;
   /** How messages name the proof, e.g. "GitHub Actions ID token". */
   proof: string;
   /** The token's sub-spec for this platform. */
