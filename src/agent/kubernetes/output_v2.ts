@@ -5,11 +5,9 @@
  * from) the auth service, or a role change, shows in the kubeconfig after the next one.
  */
 
-import { join } from "node:path";
-import { AppError } from "../../lib/errors.ts";
-import { IDENTITY_FILES, issueIdentityFiles, outputName, type Output, type OutputBuilder } from "../outputs/index.ts";
-import { renderMultiKubeconfig, type KubeconfigCredentials } from "./kubeconfig.ts";
-import { KUBECONFIG_FILE, serverCaPem } from "./output.ts";
+import { issueIdentityFiles, outputName, type Output, type OutputBuilder } from "../outputs/index.ts";
+import { renderMultiKubeconfig } from "./kubeconfig.ts";
+import { KUBECONFIG_FILE, joinedIdentity, kubeconfigCredentials, serverCaPem } from "./output.ts";
 import { formatLabels, resolveSelectors } from "./selectors.ts";
 
 /** The `kubernetes/v2` output type (registered in builtins.ts). */
@@ -28,8 +26,7 @@ export const kubernetesV2Output: OutputBuilder<"kubernetes/v2"> = {
         await destination.verify();
       },
       async render() {
-        const id = deps.identity();
-        if (!id) throw new AppError("BAD_PARAMETER", "The bot has no identity yet: it must join before outputs can be written");
+        const id = joinedIdentity(deps);
         const selected = resolveSelectors(config.selectors, await deps.kubernetesClusters());
         for (const i of selected.unmatched) {
           const sel = config.selectors[i]!;
@@ -39,19 +36,13 @@ export const kubernetesV2Output: OutputBuilder<"kubernetes/v2"> = {
           deps.log.warn("No Kubernetes cluster matches the output's selectors: the kubeconfig has no contexts until one does", { output: name });
         }
         const { files, certs, keyPem } = await issueIdentityFiles(deps, destination, { roles: [], sshConfig: false, kubernetesClusters: selected.names });
-        // As the kubernetes output: file paths in a directory (long-running clients see
-        // renewals), inline elsewhere or when asked to (disable_exec_plugin, tbot's switch
-        // between its exec plugin and embedded credentials).
-        const credentials: KubeconfigCredentials =
-          destination.path && !config.disableExecPlugin
-            ? { certPath: join(destination.path, IDENTITY_FILES.tlsCert), keyPath: join(destination.path, IDENTITY_FILES.key) }
-            : { certPem: certs.tls_cert, keyPem };
         files[KUBECONFIG_FILE] = renderMultiKubeconfig({
           clusterName: certs.cluster_name,
           kubeClusters: selected.names,
           authAddr: id.authServer,
           caPem: serverCaPem(certs),
-          credentials,
+          // disable_exec_plugin: tbot's switch between its exec plugin and embedded credentials
+          credentials: kubeconfigCredentials(destination, certs, keyPem, config.disableExecPlugin),
         });
         await destination.writeAll(files);
         const added = selected.names.filter((n) => !written?.includes(n));
