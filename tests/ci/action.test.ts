@@ -152,6 +152,17 @@ describe("the GitHub Action in a simulated runner", () => {
     expect(good.githubPath).toEqual([join(job, "runner-temp/machine-id/bin")]);
     expect(existsSync(join(good.outputs["identity-dir"]!, "tlscert"))).toBe(true);
   }, 180_000);
+
+  test("a newline in an input is refused before anything is written, not turned into another output", async () => {
+    const job = join(work.path, "job-4");
+    mkdirSync(job);
+    const cluster = `k8s"\n  - type: identity\n    destination: {type: directory, path: "${join(job, "evil")}"}\n  - type: identity\n    x: "y`;
+    const r = await runComposite(ACTION, { "auth-server": auth.addr, token: "deployer-github", "ca-pin": pin, "kubernetes-cluster": cluster }, { PATH: RUNNER_PATH, HOME: job, ...runner.env }, job);
+    expect(r.code).toBe(1);
+    expect(r.log).toContain("::error::kubernetes-cluster must not contain a newline or other control character");
+    expect(existsSync(join(job, "runner-temp/machine-id/machine-id.yaml"))).toBe(false);
+    expect(existsSync(join(job, "evil"))).toBe(false);
+  }, 180_000);
 });
 
 describe("the GitLab CI template in a simulated runner", () => {
