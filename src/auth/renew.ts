@@ -61,7 +61,7 @@ export async function renew(ctx: AuthContext, req: RenewRequest, caller: BotCall
       renewable: true,
       serial,
       not_after: notAfter.toISOString(),
-      reason: gen.retry ? "renew-retry" : "renew",
+      reason: gen.retry ? "renew_retry" : "renew",
       remote_addr: caller.remoteAddr,
     }),
   ];

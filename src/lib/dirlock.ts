@@ -67,7 +67,7 @@ export async function lockExclusive(path: string, what: string): Promise<DirLock
     const errno = c.errno();
     closeSync(fd);
     if (errno !== EWOULDBLOCK) {
-      throw new AppError("INTERNAL", `Cannot lock ${what}: flock("${path}") failed with errno ${errno}`, { details: { reason: "flock-failed", errno } });
+      throw new AppError("INTERNAL", `Cannot lock ${what}: flock("${path}") failed with errno ${errno}`, { details: { reason: "flock_failed", errno } });
     }
     const pid = holderPid(path);
     throw new AppError("LOCKED", `Cannot lock ${what}: it is in use by process ${pid ?? "(unknown PID)"} (lock file "${path}")`, {

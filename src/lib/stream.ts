@@ -47,7 +47,7 @@ export async function readCappedBytes(
 /** Reads `body` whole as UTF-8 text, refusing more than `maxBytes` with TOO_LARGE (`what` names it in the error). */
 export async function readCapped(body: ReadableStream<Uint8Array> | null, maxBytes: number, what: string): Promise<string> {
   const bytes = await readCappedBytes(body, maxBytes, () =>
-    new AppError("TOO_LARGE", `Cannot read ${what}: larger than ${maxBytes} bytes`, { details: { reason: "too-large", limit: maxBytes } }),
+    new AppError("TOO_LARGE", `Cannot read ${what}: larger than ${maxBytes} bytes`, { details: { reason: "too_large", limit: maxBytes } }),
   );
   // Buffer rather than TextDecoder: it keeps a leading BOM, as this always did
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");

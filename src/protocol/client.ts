@@ -282,7 +282,7 @@ export async function readUnverified(res: Response, what: string): Promise<strin
     if (!isAppError(e, "TOO_LARGE")) throw e;
     throw trustFailure(
       `Cannot read ${what}: the answer is larger than ${MAX_UNVERIFIED_BYTES} bytes, more than any machine-id auth service sends before it is verified; the connection was closed`,
-      { details: { reason: "unverified-answer-too-large", limit: MAX_UNVERIFIED_BYTES } },
+      { details: { reason: "unverified_answer_too_large", limit: MAX_UNVERIFIED_BYTES } },
     );
   }
 }

@@ -166,7 +166,7 @@ describe("renewal", () => {
     expect(restarted.identity!.generation).toBe(3);
     expect(await auth.events("cert.generation_mismatch")).toEqual([]);
     const reasons = (await auth.events("cert.create")).map((e) => e.fields.reason);
-    expect(reasons).toContain("renew-retry");
+    expect(reasons).toContain("renew_retry");
     expect((await adminOf(auth.auth.ctx).listBotInstances("ci"))[0]!.locked).toBe(false);
   });
 

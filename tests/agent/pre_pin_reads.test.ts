@@ -70,7 +70,7 @@ describe("reads before the CA pin holds are capped", () => {
     const e = await failure(resolveTrust(addr, { caPins: ["sha256:" + "0".repeat(64)], insecure: false }, silentLogger));
     expect(e).toBeInstanceOf(AppError);
     expect(e.code).toBe("TRUST_FAILURE");
-    expect(e.details).toEqual({ reason: "unverified-answer-too-large", limit: MAX_UNVERIFIED_BYTES });
+    expect(e.details).toEqual({ reason: "unverified_answer_too_large", limit: MAX_UNVERIFIED_BYTES });
     expect(e.message).toBe(
       `Cannot read the cluster CA from "${addr}": the answer is larger than ${MAX_UNVERIFIED_BYTES} bytes, more than any machine-id auth service sends before it is verified; the connection was closed`,
     );
@@ -82,7 +82,7 @@ describe("reads before the CA pin holds are capped", () => {
   test("insecure: true takes the same bounded read", async () => {
     const before = seen.length;
     const e = await failure(resolveTrust(addr, { caPins: [], insecure: true }, silentLogger));
-    expect(e.details?.reason).toBe("unverified-answer-too-large");
+    expect(e.details?.reason).toBe("unverified_answer_too_large");
     await seen[before]!.closed;
   });
 
