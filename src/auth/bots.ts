@@ -101,18 +101,27 @@ async function checkGeneration(
   );
 }
 
-/** Loads the caller's instance and bot, refusing locked, deleted or stale identities. */
-export async function authorizeBot(ctx: AuthContext, caller: BotCaller, retryKeyId?: string) {
-  const who = requireRenewable(caller.identity);
+/**
+ * A bot instance and its bot as stored now, refused (LOCKED) when a lock names either.
+ * Each caller says what a missing instance or bot means for its request.
+ */
+export async function loadUnlocked(ctx: AuthContext, botName: string, instanceId: string): Promise<{ item?: Item<BotInstanceRecord> | undefined; bot?: Item<BotResource> | undefined }> {
   // the locks, the instance and the bot in one read: one query (one round trip on PostgreSQL) instead of four
   const [instanceLock, botLock, item, bot] = (await ctx.backend.getMany([
-    KEYS.lock({ kind: "bot_instance", name: who.instance }),
-    KEYS.lock({ kind: "bot", name: who.bot }),
-    KEYS.instance(who.bot, who.instance),
-    KEYS.bot(who.bot),
+    KEYS.lock({ kind: "bot_instance", name: instanceId }),
+    KEYS.lock({ kind: "bot", name: botName }),
+    KEYS.instance(botName, instanceId),
+    KEYS.bot(botName),
   ])) as [Item<LockRecord>?, Item<LockRecord>?, Item<BotInstanceRecord>?, Item<BotResource>?];
   const lock = instanceLock ?? botLock;
   if (lock) throw lockedError(lock.value);
+  return { item, bot };
+}
+
+/** Loads the caller's instance and bot, refusing locked, deleted or stale identities. */
+export async function authorizeBot(ctx: AuthContext, caller: BotCaller, retryKeyId?: string) {
+  const who = requireRenewable(caller.identity);
+  const { item, bot } = await loadUnlocked(ctx, who.bot, who.instance);
   // NOT_FOUND, not ACCESS_DENIED: an agent that can rejoin (bound keypair, Kubernetes) does so
   if (!item) throw notFound(`Bot instance "${who.instance}" of bot "${who.bot}" is not known (deleted, or the database was restored from before it joined): join again`);
   if (!bot) throw accessDenied(`Bot "${who.bot}" no longer exists`);

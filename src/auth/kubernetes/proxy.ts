@@ -14,12 +14,10 @@ import { ROUTES } from "../../protocol/index.ts";
 import type { BotResource, RoleResource } from "../../resources/index.ts";
 import { grants } from "../access.ts";
 import { EVENT } from "../audit.ts";
-import { lockedError, loadRoles } from "../bots.ts";
+import { loadRoles, loadUnlocked } from "../bots.ts";
 import type { Authenticator } from "../authenticate.ts";
 import type { AuthContext } from "../context.ts";
-import { KEYS, type BotInstanceRecord, type LockRecord } from "../keys.ts";
 import type { Env } from "../request.ts";
-import type { Item } from "../storage/index.ts";
 import { allowObject, authorizeRequest } from "./_access.ts";
 import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
 import { filterListText, filterWatchStream } from "./_filter.ts";
@@ -117,15 +115,7 @@ function botOf(id: CertIdentity): CertIdentity {
  */
 async function currentRoles(ctx: AuthContext, id: CertIdentity): Promise<{ roles: RoleResource[]; bot: BotResource }> {
   if (!id.botInstanceId) throw accessDenied("The client certificate names no bot instance: use the kubeconfig a machine-id kubernetes output writes");
-  // the locks, the instance and the bot in one read
-  const [instanceLock, botLock, instance, bot] = (await ctx.backend.getMany([
-    KEYS.lock({ kind: "bot_instance", name: id.botInstanceId }),
-    KEYS.lock({ kind: "bot", name: id.botName! }),
-    KEYS.instance(id.botName!, id.botInstanceId),
-    KEYS.bot(id.botName!),
-  ])) as [Item<LockRecord>?, Item<LockRecord>?, Item<BotInstanceRecord>?, Item<BotResource>?];
-  const lock = instanceLock ?? botLock;
-  if (lock) throw lockedError(lock.value);
+  const { item: instance, bot } = await loadUnlocked(ctx, id.botName!, id.botInstanceId);
   if (!bot) throw accessDenied(`Bot "${id.botName}" no longer exists`);
   if (!instance) throw accessDenied(`Bot instance "${id.botInstanceId}" of bot "${id.botName}" no longer exists: the certificate was issued to a deleted instance`);
   const held = new Set(bot.value.spec.roles);
