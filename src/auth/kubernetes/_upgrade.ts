@@ -21,7 +21,7 @@ import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
 import { SessionLimitReached, type SessionOwner, type SessionSlot } from "./_sessions.ts";
 import { statusOf, statusResponse } from "./_status.ts";
 import type { KubernetesClusters } from "./clusters.ts";
-import { Denied, auditBase, authenticateBot, choosePrincipals, describe, forwardedQuery, rolesOnCluster, splitProxyPath, type Principals, type ProxyConn } from "./proxy.ts";
+import { Denied, auditBase, authenticateBot, choosePrincipals, describe, forwardedQuery, rolesOnCluster, splitProxyPath, type Principals, type ProxyConn } from "./_caller.ts";
 
 /** Subresources served as upgrades. */
 const UPGRADABLE = new Set(["exec", "attach", "portforward"]);

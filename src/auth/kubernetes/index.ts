@@ -4,7 +4,7 @@
  */
 
 export { KubernetesClusters } from "./clusters.ts";
-export { kubernetesProxy, type ProxyConn } from "./proxy.ts";
+export { kubernetesProxy } from "./proxy.ts";
 export { kubernetesUpgrade } from "./_upgrade.ts";
 export { KubeSessions, DEFAULT_SESSION_LIMITS, type KubeSessionLimits } from "./_sessions.ts";
 export { listKubernetesClusters } from "./_list.ts";
