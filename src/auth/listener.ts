@@ -229,14 +229,14 @@ function connInfo(req: { socket: unknown }): ConnInfo {
 
 /** The answer to a request Bun's HTTP/1 parser rejected, in place of a silent close. */
 function clientErrorResponse(code: string | undefined): string {
-  const [status, reason] = code === "HPE_HEADER_OVERFLOW" ? [431, "Request Header Fields Too Large"] : [400, "Bad Request"];
-  const body = JSON.stringify(
-    errorBody(
-      status === 431
-        ? new AppError("TOO_LARGE", "Request headers too large")
-        : new AppError("BAD_PARAMETER", "Malformed HTTP request"),
-    ),
-  );
+  return code === "HPE_HEADER_OVERFLOW"
+    ? rawErrorAnswer(431, "Request Header Fields Too Large", new AppError("TOO_LARGE", "Request headers too large"))
+    : rawErrorAnswer(400, "Bad Request", new AppError("BAD_PARAMETER", "Malformed HTTP request"));
+}
+
+/** An error as a whole HTTP/1.1 answer, for the paths that write to the socket before any Response exists. */
+function rawErrorAnswer(status: number, reason: string, e: AppError): string {
+  const body = JSON.stringify(errorBody(e));
   return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
 }
 
@@ -343,9 +343,7 @@ async function serveUpgrade(req: IncomingMessage, sock: Socket, head: Buffer, op
     // a malformed target: refused below
   }
   if (request && opts.upgrade && (await opts.upgrade(request, req.rawHeaders, connInfo(req), sock, new Uint8Array(head)))) return;
-  const e = new AppError("BAD_PARAMETER", "Connection upgrades are served only for the Kubernetes proxy's exec, attach and portforward");
-  const body = JSON.stringify(errorBody(e));
-  sock.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  sock.end(rawErrorAnswer(400, "Bad Request", new AppError("BAD_PARAMETER", "Connection upgrades are served only for the Kubernetes proxy's exec, attach and portforward")));
 }
 
 /** Turns the node request into a Fetch Request for the app and writes the app's answer back. */
