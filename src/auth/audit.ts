@@ -40,8 +40,14 @@ export const EVENT = {
   kubeSessionStart: "kube.session.start",
   /** It ended: `duration_ms`, bytes each way, and how (`ended`). */
   kubeSessionEnd: "kube.session.end",
-  /** A watch or follow stream through the Kubernetes proxy was cut by a lock. */
+  /** A watch or follow stream through the Kubernetes proxy was cut by a lock or a reload of its cluster (`ended`). */
   kubeStreamEnd: "kube.stream.end",
+  /**
+   * SIGHUP reloaded the auth config: `kubernetes_clusters` applied live (`added`,
+   * `removed`, `changed` cluster names, `clusters` served now) and the settings that
+   * changed but wait for a restart (`needs_restart`).
+   */
+  authConfigReload: "auth.config.reload",
 } as const;
 
 export type EventType = (typeof EVENT)[keyof typeof EVENT];

@@ -27,7 +27,7 @@ import { openBackend, type Backend } from "./storage/index.ts";
 import { hostname } from "node:os";
 import { tokenExpires, type TokenResource } from "../resources/index.ts";
 import { KEYS } from "./keys.ts";
-import { DEFAULT_SESSION_LIMITS, KubeSessions, KubernetesClusters, kubernetesUpgrade } from "./kubernetes/index.ts";
+import { DEFAULT_SESSION_LIMITS, KubeSessions, KubernetesClusters, kubernetesUpgrade, type ClusterChanges } from "./kubernetes/index.ts";
 import { DEFAULT_AUDIT_RETENTION_MS, type AuthLimitsConfig, type CaKeyAlgorithm, type KubernetesClusterConfig } from "../config/index.ts";
 
 /** The service's TLS certificate lives this long and is re-issued well before. */
@@ -78,6 +78,13 @@ export interface RunningAuth {
   /** `host:port` clients on this host can connect to. */
   addr: string;
   adminIdentityPath: string;
+  /**
+   * Applies a reloaded config's `kubernetes_clusters` (see KubernetesClusters.reload:
+   * all or nothing, the error thrown when a file cannot be read) and records the reload
+   * as an `auth.config.reload` event, with `needsRestart`: the changed settings a
+   * reload does not apply. Reloads run one at a time.
+   */
+  reloadKubernetes(clusters: readonly KubernetesClusterConfig[], needsRestart?: readonly string[]): Promise<ClusterChanges>;
   close(): Promise<void>;
 }
 
@@ -217,6 +224,11 @@ export async function startAuthService(opts: AuthServiceOptions): Promise<Runnin
       listener: served,
       addr,
       adminIdentityPath: adminPath,
+      async reloadKubernetes(clusters, needsRestart = []) {
+        const changes = await kubernetes.reload(clusters);
+        await audit.emit(EVENT.authConfigReload, clock.now(), { ...changes, clusters: kubernetes.names(), needs_restart: [...needsRestart] });
+        return changes;
+      },
       async close() {
         // A prune in progress stops after its current chunk and records what it deleted.
         stopLoops.abort();

@@ -336,6 +336,47 @@ export function checkAuthConfig(cfg: AuthConfig): AuthConfig {
   return { ...cfg, dataDir, storage, publicAddr, ...(kube ? { kubernetesClusters: kube.map(resolveClusterPaths) } : {}), warnings };
 }
 
+/**
+ * The settings a running auth service reads once, by their auth.yaml names: a reload
+ * (SIGHUP) applies only `kubernetes_clusters`. Typed over every AuthConfig key, so a
+ * new setting must be placed here (or among the live ones) to compile.
+ */
+const RESTART_ONLY: Record<Exclude<keyof AuthConfig, "kubernetesClusters" | "warnings">, string> = {
+  clusterName: "cluster_name",
+  dataDir: "data_dir",
+  listenAddr: "listen_addr",
+  publicAddr: "public_addr",
+  storage: "storage",
+  log: "log",
+  caKeyAlgorithm: "ca_key_algorithm",
+  limits: "limits",
+  audit: "audit",
+};
+
+/**
+ * The settings that differ between two checked configs but only take effect at a
+ * restart, by their auth.yaml names in file order (values are never returned: `storage`
+ * may hold a password).
+ */
+export function restartOnlyChanges(running: AuthConfig, next: AuthConfig): string[] {
+  const keys = Object.keys(RESTART_ONLY) as (keyof typeof RESTART_ONLY)[];
+  return keys.filter((k) => !sameValue(running[k], next[k])).map((k) => RESTART_ONLY[k]);
+}
+
+/** Whether two cluster entries say the same (labels and fields in any order). */
+export function sameClusterConfig(a: KubernetesClusterConfig, b: KubernetesClusterConfig): boolean {
+  return sameValue(a, b);
+}
+
+/** Deep equality of plain config values (objects compared whatever their key order). */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  const ka = Object.keys(a).filter((k) => (a as Record<string, unknown>)[k] !== undefined);
+  const kb = Object.keys(b).filter((k) => (b as Record<string, unknown>)[k] !== undefined);
+  return ka.length === kb.length && ka.every((k) => sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
 /** Writes the config as YAML; `parseAuthConfig` reads back an equal config (warnings aside). */
 export function serializeAuthConfig(cfg: AuthConfig): string {
   const storage =

@@ -43,4 +43,6 @@ export {
   DEFAULT_AUTH_LISTEN_ADDR,
   DEFAULT_SQLITE_FILE,
   type AuthFlags,
+  restartOnlyChanges,
+  sameClusterConfig,
 } from "./auth.ts";

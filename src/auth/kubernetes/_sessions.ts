@@ -5,7 +5,8 @@
  * looks up locks for the bots and instances with something open and ends what a lock
  * now covers, and at once when a lock is created through this process. Looking locks
  * up in storage (rather than only being told by the admin API) is what makes a lock
- * created through another replica sharing the database apply too.
+ * created through another replica sharing the database apply too. A config reload that
+ * removes or changes a cluster ends what is open on it (`endCluster`).
  */
 
 import { errorMessage } from "../../lib/errors.ts";
@@ -40,6 +41,8 @@ const LOCK_RECHECK_MS = 2_000;
 export interface SessionOwner {
   bot: string;
   instance?: string;
+  /** The proxied cluster it runs on: a reload that removes or changes it ends the session. */
+  cluster?: string;
 }
 
 /** One open session, as the registry holds it. */
@@ -151,6 +154,20 @@ export class KubeSessions {
     if (this.again) await this.recheck();
   }
 
+  /**
+   * Ends every session on `cluster` (a reload removed or changed it), recording `why`
+   * and `detail` as how each ended. Returns how many it ended.
+   */
+  endCluster(cluster: string, why: string, detail?: string): number {
+    let n = 0;
+    for (const s of [...this.live]) {
+      if (s.cluster !== cluster) continue;
+      s.end(why, detail);
+      n++;
+    }
+    return n;
+  }
+
   /** Ends every session (the service is stopping). */
   close(): void {
     this.unwatch();
@@ -162,9 +179,10 @@ export class KubeSessions {
 
 /**
  * `body` passed through unchanged, registered with `sessions` as a long answer of
- * `owner` (a watch, `logs -f`): when a lock covers the owner, the answer ends there
- * (the client sees the stream close, and its next request is refused) and the
- * upstream request is cancelled; `ended` records why.
+ * `owner` (a watch, `logs -f`): when a lock covers the owner, or a reload removes or
+ * changes its cluster, the answer ends there (the client sees the stream close, and
+ * its next request is refused or goes to the new upstream) and the upstream request
+ * is cancelled; `ended` records why.
  */
 export function trackedStream(
   sessions: KubeSessions | undefined,

@@ -122,10 +122,15 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, auth
     if (!decision.allowed) throw new Denied(403, `Access denied to Kubernetes cluster "${cluster}": ${decision.reason}`, decision.reason);
     reason = decision.reason;
     who = choosePrincipals(req, id, grants(bot, roles, labels), cluster);
-    slot = openSlot(clusters, { bot: id.botName!, ...(id.botInstanceId ? { instance: id.botInstanceId } : {}) }, (why, detail) => {
+    slot = openSlot(clusters, { bot: id.botName!, ...(id.botInstanceId ? { instance: id.botInstanceId } : {}), cluster }, (why, detail) => {
       if (stop) stop(why, detail);
       else stoppedEarly = [why, detail];
     });
+    // A reload while the roles were read could not end this session yet: it was decided on what is gone.
+    if (!clusters.isCurrent(cluster, upstream)) {
+      slot?.release();
+      throw new Denied(503, `Kubernetes cluster "${cluster}" was reloaded while this request was set up: try again`, "cluster_changed");
+    }
   } catch (e) {
     if (!(e instanceof Denied)) throw e;
     await ctx.audit.emit(EVENT.kubeRequest, ctx.clock.now(), { ...base, ...describe(api), ...(api ? {} : { path: apiPath }), allowed: false, reason: e.reason });

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { AppError, connectionProblem, errorMessage } from "../../lib/errors.ts";
 import { fsError } from "../../lib/fs.ts";
 import { readCapped } from "../../lib/stream.ts";
-import type { KubernetesClusterConfig } from "../../config/index.ts";
+import { sameClusterConfig, type KubernetesClusterConfig } from "../../config/index.ts";
 
 /** Header values as node:http takes them: an array is sent as repeated lines. */
 export type HeaderMap = Record<string, string | string[]>;
@@ -190,6 +190,21 @@ export class Upstream {
     const code = (e as { code?: string })?.code ?? "";
     const reason = code === "ECONNREFUSED" ? "connection refused" : errorMessage(e);
     return connectionProblem(`Cannot reach Kubernetes cluster "${this.config.name}" at "${this.config.server}": ${reason}`, { cause: e });
+  }
+
+  /**
+   * Whether `other` talks to the same API server the same way: equal config (server,
+   * file paths, labels, TLS verification) and equal CA and client certificate
+   * contents, so a certificate renewed on disk under the same path counts as a change.
+   * The token is not compared: it is read again for every request anyway.
+   */
+  sameAs(other: Upstream): boolean {
+    return (
+      sameClusterConfig(this.config, other.config) &&
+      this.tls.ca === other.tls.ca &&
+      this.tls.cert === other.tls.cert &&
+      this.tls.key === other.tls.key
+    );
   }
 
   /** Closes idle keep-alive connections. */

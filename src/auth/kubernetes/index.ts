@@ -3,7 +3,7 @@
  * `kubernetes` join method is in auth/join/kubernetes.ts).
  */
 
-export { KubernetesClusters } from "./clusters.ts";
+export { KubernetesClusters, type ClusterChanges } from "./clusters.ts";
 export { kubernetesProxy } from "./proxy.ts";
 export { kubernetesUpgrade } from "./_upgrade.ts";
 export { KubeSessions, DEFAULT_SESSION_LIMITS, type KubeSessionLimits } from "./_sessions.ts";

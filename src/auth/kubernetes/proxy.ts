@@ -147,13 +147,20 @@ async function serve(
       if (DROPPED_RESPONSE_HEADERS.has(k)) continue;
       for (const one of Array.isArray(v) ? v : [v]) headers.append(k, one);
     }
-    // Live answers (watches, logs -f) are registered so that a lock ends them (see _sessions.ts).
-    const live = (body: ReadableStream<Uint8Array>) =>
-      api!.verb === "watch" || url.searchParams.get("follow") === "true"
-        ? trackedStream(clusters.sessions, { bot: id.botName!, ...(id.botInstanceId ? { instance: id.botInstanceId } : {}) }, body, (why, detail) => {
-            void ctx.audit.emit(EVENT.kubeStreamEnd, ctx.clock.now(), { ...allowed, ended: why, ...(detail ? { detail } : {}) }).catch(() => {});
-          })
-        : body;
+    // Live answers (watches, logs -f) are registered so that a lock or a reload of the cluster ends them (see _sessions.ts).
+    const ended = (why: string, detail?: string) => {
+      void ctx.audit.emit(EVENT.kubeStreamEnd, ctx.clock.now(), { ...allowed, ended: why, ...(detail ? { detail } : {}) }).catch(() => {});
+    };
+    const live = (body: ReadableStream<Uint8Array>) => {
+      if (api!.verb !== "watch" && url.searchParams.get("follow") !== "true") return body;
+      // A reload while upstream answered could not end this stream yet: it ends here.
+      if (!clusters.isCurrent(cluster, upstream)) {
+        void body.cancel().catch(() => {});
+        ended("cluster_changed", `kubernetes_clusters "${cluster}" was reloaded while the request was made`);
+        return new ReadableStream<Uint8Array>({ start: (c) => c.close() });
+      }
+      return trackedStream(clusters.sessions, { bot: id.botName!, ...(id.botInstanceId ? { instance: id.botInstanceId } : {}), cluster }, body, ended);
+    };
     const resource = api.type === "resource" ? api : undefined;
     if (!decision.filter || !resource || res.status < 200 || res.status >= 300) return new Response(live(res.body), { status: res.status, headers });
     const check = (o: { name: string; namespace?: string }) => allowObject(roles, labels, resource, o);
