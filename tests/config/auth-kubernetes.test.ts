@@ -3,7 +3,7 @@
 
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { checkAuthConfig, loadAuthConfig, parseAuthConfig, serializeAuthConfig } from "../../src/config/index.ts";
+import { checkAuthConfig, loadAuthConfig, parseAuthConfig, restartOnlyChanges, sameClusterConfig, serializeAuthConfig } from "../../src/config/index.ts";
 import { errorCases, golden, type ErrorCase } from "../resources/_helpers.ts";
 
 const FIXTURES = join(import.meta.dir, "fixtures");
@@ -125,4 +125,31 @@ describe("auth config: kubernetes_clusters", () => {
     },
   ];
   errorCases(cases, "auth.yaml", parseAuthConfig);
+});
+
+describe("auth config: what a reload applies", () => {
+  const base = (extra = "") => checkAuthConfig(parseAuthConfig(`version: v1\ncluster_name: c\ndata_dir: /d\n${extra}`, "auth.yaml"));
+  const cluster = (labels: string) => `kubernetes_clusters:\n  - {name: k, server: "https://10.0.0.1:6443", token_path: /t, labels: ${labels}}\n`;
+
+  test("restartOnlyChanges names each changed setting a reload does not apply, never kubernetes_clusters", () => {
+    expect(restartOnlyChanges(base(), base())).toEqual([]);
+    expect(restartOnlyChanges(base(cluster("{a: b}")), base(cluster("{a: c}")))).toEqual([]);
+    const next = checkAuthConfig(
+      parseAuthConfig(
+        "version: v1\ncluster_name: other\ndata_dir: /e\nlisten_addr: 0.0.0.0:4000\nca_key_algorithm: ed25519\nlimits: {max_connections: 5}\nlog: {level: debug}\naudit: {retention: 30d}\nstorage: {type: postgres, conn_string: 'postgres://u:secret@h/db'}\n",
+        "auth.yaml",
+      ),
+    );
+    const changed = restartOnlyChanges(base(), next);
+    expect(changed).toEqual(["cluster_name", "data_dir", "listen_addr", "public_addr", "storage", "log", "ca_key_algorithm", "limits", "audit"]);
+    expect(changed.join()).not.toContain("secret");
+  });
+
+  test("sameClusterConfig compares labels whatever their order", () => {
+    const [a] = base(cluster("{x: '1', y: '2'}")).kubernetesClusters!;
+    const [b] = base(cluster("{y: '2', x: '1'}")).kubernetesClusters!;
+    const [c] = base(cluster("{x: '1'}")).kubernetesClusters!;
+    expect(sameClusterConfig(a!, b!)).toBe(true);
+    expect(sameClusterConfig(a!, c!)).toBe(false);
+  });
 });

@@ -586,3 +586,53 @@ describe("the listener's upgrade path", () => {
     }
   });
 });
+
+describe("a config reload", () => {
+  const original = () => ({ name: CLUSTER, server: api.url, caPath: join(work.path, "k8s-ca.crt"), tokenPath: join(work.path, "k8s-token"), insecureSkipTlsVerify: false, labels: {} });
+
+  test("one that removes the cluster ends its open exec session and watch, audited as cluster_removed; the cluster is then NOT_FOUND", async () => {
+    kubeconfigs.reloaded = await botKubeconfig("reloaded", ["machine-id-kube-role"]);
+    const exec = kubectl("reloaded", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"]);
+    exec.proc.stdin.write("before the reload\n");
+    await exec.proc.stdin.flush();
+    await exec.waitFor("before the reload\n");
+    const watch = kubectl("reloaded", ["get", "pods", "-n", "demo", "-w"]);
+    await watch.waitFor("web-1");
+    // the watch is registered right after its request is audited: reload only then
+    await until(async () => (await auth.events("kube.request")).some((e) => e.fields.bot === "reloaded" && e.fields.verb === "watch"));
+    try {
+      expect(await auth.running.reloadKubernetes([])).toEqual({ added: [], removed: [CLUSTER], changed: [] });
+      expect((await exec.done).code).not.toBe(0);
+      await watch.done;
+      await until(() => api.openUpgrades() === 0 && api.openWatches() === 0);
+      const start = (await auth.events("kube.session.start")).filter((e) => e.fields.bot === "reloaded").at(-1)!;
+      await until(async () => (await auth.events("kube.session.end")).some((e) => e.fields.session_id === start.fields.session_id));
+      const end = (await auth.events("kube.session.end")).find((e) => e.fields.session_id === start.fields.session_id)!;
+      expect(end.fields).toMatchObject({ ended: "cluster_removed", detail: `kubernetes_clusters "${CLUSTER}" was removed from the auth config` });
+      await until(async () => (await auth.events("kube.stream.end")).some((e) => e.fields.bot === "reloaded"));
+      expect((await auth.events("kube.stream.end")).find((e) => e.fields.bot === "reloaded")!.fields).toMatchObject({ ended: "cluster_removed", verb: "watch" });
+      expect((await auth.events("auth.config.reload")).at(-1)!.fields).toMatchObject({ added: [], removed: [CLUSTER], changed: [], clusters: [] });
+      const gone = await kubectl("reloaded", ["get", "pods", "-n", "demo"]).done;
+      expect(gone.code).not.toBe(0);
+      expect(gone.err).toContain(`Kubernetes cluster "${CLUSTER}" is not served by this auth service`);
+    } finally {
+      await auth.running.reloadKubernetes([original()]);
+    }
+    expect((await kubectl("reloaded", ["get", "pods", "-n", "demo", "-o", "name"]).done).out).toBe("pod/web-1\n");
+  }, 60_000);
+
+  test("one that fails, or changes nothing, leaves an open session running", async () => {
+    const exec = kubectl("reloaded", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"]);
+    exec.proc.stdin.write("one\n");
+    await exec.proc.stdin.flush();
+    await exec.waitFor("one\n");
+    const missing = join(work.path, "no-such-ca.crt");
+    await expect(auth.running.reloadKubernetes([original(), { ...original(), name: "other", caPath: missing }])).rejects.toThrow(missing);
+    expect(await auth.running.reloadKubernetes([original()])).toEqual({ added: [], removed: [], changed: [] });
+    exec.proc.stdin.write("two\n");
+    await exec.proc.stdin.flush();
+    await exec.waitFor("two\n");
+    await exec.proc.stdin.end();
+    expect(await exec.done).toMatchObject({ code: 0, out: "one\ntwo\n" });
+  }, 60_000);
+});

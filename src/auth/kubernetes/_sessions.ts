@@ -198,7 +198,11 @@ export function trackedStream(
     slot?.release();
     if (closed) return;
     closed = true;
-    controller.close();
+    try {
+      controller.close();
+    } catch {
+      // already errored (the upstream failed mid-read): nothing left to close
+    }
   };
   return new ReadableStream<Uint8Array>({
     start(controller) {
@@ -209,7 +213,15 @@ export function trackedStream(
       });
     },
     async pull(controller) {
-      const r = await reader.read();
+      let r: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        r = await reader.read();
+      } catch (e) {
+        // the upstream failed: the stream errors, and its slot must not stay registered
+        closed = true;
+        slot?.release();
+        throw e;
+      }
       if (r.done) finish(controller);
       else if (!closed) controller.enqueue(r.value);
     },

@@ -129,7 +129,8 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, auth
     // A reload while the roles were read could not end this session yet: it was decided on what is gone.
     if (!clusters.isCurrent(cluster, upstream)) {
       slot?.release();
-      throw new Denied(503, `Kubernetes cluster "${cluster}" was reloaded while this request was set up: try again`, "cluster_changed");
+      clusters.requireUpstream(cluster); // NOT_FOUND if the reload removed it
+      throw new Denied(503, `Kubernetes cluster "${cluster}" was changed in the auth config while this request was set up: try again`, "cluster_changed");
     }
   } catch (e) {
     if (!(e instanceof Denied)) throw e;

@@ -156,7 +156,8 @@ async function serve(
       // A reload while upstream answered could not end this stream yet: it ends here.
       if (!clusters.isCurrent(cluster, upstream)) {
         void body.cancel().catch(() => {});
-        ended("cluster_changed", `kubernetes_clusters "${cluster}" was reloaded while the request was made`);
+        const removed = !clusters.names().includes(cluster);
+        ended(removed ? "cluster_removed" : "cluster_changed", `kubernetes_clusters "${cluster}" was ${removed ? "removed from" : "changed in"} the auth config`);
         return new ReadableStream<Uint8Array>({ start: (c) => c.close() });
       }
       return trackedStream(clusters.sessions, { bot: id.botName!, ...(id.botInstanceId ? { instance: id.botInstanceId } : {}), cluster }, body, ended);
