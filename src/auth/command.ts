@@ -82,7 +82,7 @@ export function authCommand(): Command {
   const auth = new Command("auth").description("Run the auth service: the cluster's CA and source of truth");
   auth
     .command("start")
-    .description("Start the auth service")
+    .description("Start the auth service (until SIGTERM; SIGHUP reloads kubernetes_clusters)")
     .option("-c, --config <file>", "auth service config file (YAML)")
     .option("--data-dir <dir>", "where the service keeps its database and admin identity (default /var/lib/machine-id-auth)")
     .option("--listen-addr <addr>", "address to listen on, host:port (default 0.0.0.0:3025; port 0 picks a free one)")
