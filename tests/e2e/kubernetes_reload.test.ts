@@ -11,12 +11,12 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { parse as parseYaml } from "yaml";
 import { has, requirePrereqs } from "../_prereq.ts";
 import { Proc } from "../agent/procs.ts";
 import { waitFor } from "../_support/wait.ts";
 import { startFakeApiServer, type FakeApiServer } from "../kubernetes/fake_apiserver.ts";
 import { ensureBinary, startAuth, tempDir, type AuthProcess } from "./_harness.ts";
+import { clusterYaml, kubeconfigContexts, kubeTools, v2AgentYaml } from "./_kube.ts";
 
 const ROLE = `kind: role
 version: v7
@@ -36,12 +36,7 @@ let auth: AuthProcess;
 let agent: Proc | undefined;
 let authYaml = "";
 
-async function tool(cmd: string[]): Promise<{ code: number; out: string }> {
-  const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe", env: { ...process.env, HOME: work.path } });
-  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  return { code, out: out + err };
-}
-const kubectl = (kubeconfig: string, ...args: string[]) => tool(["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", join(work.path, "kube-cache"), ...args]);
+const { kubectl } = kubeTools(() => work.path);
 
 interface ClusterEntry {
   name: "alpha" | "beta";
@@ -53,13 +48,7 @@ interface ClusterEntry {
 async function writeAuthYaml(clusters: ClusterEntry[], extra: string[] = []): Promise<void> {
   const lines = ["version: v1", "cluster_name: example.teleport.sh", ...extra, "kubernetes_clusters:"];
   for (const c of clusters) {
-    lines.push(
-      `  - name: ${c.name}`,
-      `    server: ${apis.get(c.name)!.url}`,
-      `    ca_path: ${c.caPath ?? join(work.path, `${c.name}-ca.crt`)}`,
-      `    token_path: ${join(work.path, "k8s-token")}`,
-      `    labels: ${JSON.stringify(c.labels)}`,
-    );
+    lines.push(...clusterYaml({ name: c.name, server: apis.get(c.name)!.url, caPath: c.caPath ?? join(work.path, `${c.name}-ca.crt`), tokenPath: join(work.path, "k8s-token"), labels: c.labels }));
   }
   await writeFile(authYaml, lines.join("\n") + "\n");
 }
@@ -74,10 +63,7 @@ async function reload(what: string): Promise<void> {
 }
 
 const kubeconfigPath = () => join(work.path, "kube-out", "kubeconfig.yaml");
-async function contexts(): Promise<string[]> {
-  const text = await readFile(kubeconfigPath(), "utf8").catch(() => "");
-  return text ? ((parseYaml(text).contexts ?? []) as { name: string }[]).map((c) => c.name) : [];
-}
+const contexts = () => kubeconfigContexts(kubeconfigPath());
 async function events(type: string): Promise<{ fields: Record<string, any> }[]> {
   return JSON.parse(await auth.ctlOk("events", "ls", "--type", type, "--format", "json"));
 }
@@ -102,25 +88,7 @@ beforeAll(async () => {
   const cfg = join(work.path, "tbot.yaml");
   await writeFile(
     cfg,
-    [
-      "version: v2",
-      `auth_server: "${auth.addr}"`,
-      "onboarding:",
-      "  join_method: token",
-      `  token: "${bot.token}"`,
-      `  ca_pins: ["${bot.ca_pins[0]}"]`,
-      "storage: {type: memory}",
-      "credential_ttl: 30m",
-      "renewal_interval: 2s",
-      "outputs:",
-      "  - type: kubernetes/v2",
-      "    destination:",
-      "      type: directory",
-      `      path: ${join(work.path, "kube-out")}`,
-      "    selectors:",
-      "      - labels: {env: prod}",
-      "",
-    ].join("\n"),
+    v2AgentYaml({ authAddr: auth.addr, token: bot.token, caPin: bot.ca_pins[0]!, outDir: join(work.path, "kube-out"), credentialTtl: "30m", selectors: ["labels: {env: prod}"] }),
   );
   agent = new Proc(["start", "-c", cfg]);
   await waitFor("alpha in the kubeconfig", async () => (await contexts()).join() === `${PREFIX}alpha`, 60_000);

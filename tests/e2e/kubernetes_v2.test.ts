@@ -18,6 +18,7 @@ import { Proc } from "../agent/procs.ts";
 import { waitFor } from "../_support/wait.ts";
 import { startFakeApiServer, type FakeApiServer } from "../kubernetes/fake_apiserver.ts";
 import { ensureBinary, startAuth, tempDir, type AuthProcess } from "./_harness.ts";
+import { clusterYaml, kubeconfigContexts, kubeTools, v2AgentYaml } from "./_kube.ts";
 
 const ROLE = `kind: role
 version: v7
@@ -45,33 +46,19 @@ let auth: AuthProcess;
 let agent: Proc | undefined;
 let authYaml = "";
 
-async function tool(cmd: string[]): Promise<{ code: number; out: string }> {
-  const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe", env: { ...process.env, HOME: work.path } });
-  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  return { code, out: out + err };
-}
-const kubectl = (kubeconfig: string, ...args: string[]) => tool(["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", join(work.path, "kube-cache"), ...args]);
+const { tool, kubectl } = kubeTools(() => work.path);
 
 /** auth.yaml proxying the clusters `names`. */
 async function writeAuthYaml(names: string[]): Promise<void> {
   const lines = ["version: v1", "cluster_name: example.teleport.sh", "kubernetes_clusters:"];
   for (const c of CLUSTERS.filter((c) => names.includes(c.name))) {
-    lines.push(
-      `  - name: ${c.name}`,
-      `    server: ${apis.get(c.name)!.url}`,
-      `    ca_path: ${join(work.path, `${c.name}-ca.crt`)}`,
-      `    token_path: ${join(work.path, "k8s-token")}`,
-      `    labels: ${JSON.stringify(c.labels)}`,
-    );
+    lines.push(...clusterYaml({ name: c.name, server: apis.get(c.name)!.url, caPath: join(work.path, `${c.name}-ca.crt`), tokenPath: join(work.path, "k8s-token"), labels: c.labels }));
   }
   await writeFile(authYaml, lines.join("\n") + "\n");
 }
 
 const kubeconfigPath = () => join(work.path, "kube-out", "kubeconfig.yaml");
-async function contexts(): Promise<string[]> {
-  const text = await readFile(kubeconfigPath(), "utf8").catch(() => "");
-  return text ? ((parseYaml(text).contexts ?? []) as { name: string }[]).map((c) => c.name) : [];
-}
+const contexts = () => kubeconfigContexts(kubeconfigPath());
 
 /** Stops the auth service, rewrites auth.yaml with `names`, and starts it again on the same port and data directory. */
 async function restartAuthWith(names: string[]): Promise<void> {
@@ -112,25 +99,7 @@ describe("kubernetes/v2: one kubeconfig for the clusters selected by labels", ()
     const cfg = join(work.path, "tbot.yaml");
     await writeFile(
       cfg,
-      [
-        "version: v2",
-        `auth_server: "${auth.addr}"`,
-        "onboarding:",
-        "  join_method: token",
-        `  token: "${bot.token}"`,
-        `  ca_pins: ["${bot.ca_pins[0]}"]`,
-        "storage: {type: memory}",
-        "credential_ttl: 1m",
-        "renewal_interval: 2s",
-        "outputs:",
-        "  - type: kubernetes/v2",
-        "    destination:",
-        "      type: directory",
-        `      path: ${join(work.path, "kube-out")}`,
-        "    selectors:",
-        "      - labels: {env: prod}",
-        "",
-      ].join("\n"),
+      v2AgentYaml({ authAddr: auth.addr, token: bot.token, caPin: bot.ca_pins[0]!, outDir: join(work.path, "kube-out"), credentialTtl: "1m", selectors: ["labels: {env: prod}"] }),
     );
     agent = new Proc(["start", "-c", cfg, "--log-format", "json"]);
     await waitFor("the kubeconfig with alpha and beta", async () => (await contexts()).length === 2, 60_000);
