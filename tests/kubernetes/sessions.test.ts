@@ -618,7 +618,7 @@ describe("a config reload", () => {
     } finally {
       await auth.running.reloadKubernetes([original()]);
     }
-    expect((await kubectl("reloaded", ["get", "pods", "-n", "demo", "-o", "name"]).done).out).toBe("pod/web-1\n");
+    expect((await kubectl("reloaded", ["get", "pod", "web-1", "-n", "demo", "-o", "name"]).done).out).toBe("pod/web-1\n");
   }, 60_000);
 
   test("one that fails, or changes nothing, leaves an open session running", async () => {
