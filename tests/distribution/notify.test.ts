@@ -10,44 +10,8 @@ import { createNotifier, runWatchdog, type NotifyTransport } from "../../src/age
 import { FakeClock } from "../../src/lib/clock.ts";
 import { Logger } from "../../src/lib/log.ts";
 import { compiledBinary, ROOT, runOk, tempDir } from "./_helpers.ts";
+import { receiver } from "../_support/notify.ts";
 
-const RECEIVER = `
-import json, socket, sys
-addr, count = sys.argv[1], int(sys.argv[2])
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind("\\0" + addr[1:] if addr.startswith("@") else addr)
-print("bound", flush=True)
-s.settimeout(30)
-for _ in range(count):
-    print(json.dumps(s.recv(65536).decode()), flush=True)
-`;
-
-/** A datagram receiver bound to `address`; `next()` resolves with each message in order. */
-async function receiver(address: string, count: number) {
-  const proc = Bun.spawn(["python3", "-c", RECEIVER, address, String(count)], { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
-  const reader = proc.stdout.getReader();
-  const decoder = new TextDecoder();
-  let buffered = "";
-  const next = async (): Promise<string> => {
-    while (!buffered.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`receiver ended (exit ${await proc.exited})`);
-      buffered += decoder.decode(value, { stream: true });
-    }
-    const i = buffered.indexOf("\n");
-    const line = buffered.slice(0, i);
-    buffered = buffered.slice(i + 1);
-    return line;
-  };
-  expect(await next()).toBe("bound");
-  return {
-    next: async () => JSON.parse(await next()) as string,
-    [Symbol.asyncDispose]: async () => {
-      proc.kill();
-      await proc.exited;
-    },
-  };
-}
 
 describe("createNotifier()", () => {
   for (const [kind, article] of [["path", "a"], ["abstract", "an"]] as const) {

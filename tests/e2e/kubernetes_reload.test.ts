@@ -5,7 +5,8 @@
  * new cluster has a missing CA file changes nothing and says why; one that swaps
  * cluster alpha for beta serves beta (listed to the agent, reached by kubectl) and
  * answers NOT_FOUND for alpha; a label change takes beta out of what the role reaches,
- * at once for the proxy and for the output's listing.
+ * at once for the proxy and for the output's listing. systemd hears RELOADING=1, then
+ * READY=1 with a status saying whether the reload worked.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -13,6 +14,7 @@ import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { has, requirePrereqs } from "../_prereq.ts";
 import { Proc } from "../agent/procs.ts";
+import { receiver } from "../_support/notify.ts";
 import { waitFor } from "../_support/wait.ts";
 import { startFakeApiServer, type FakeApiServer } from "../kubernetes/fake_apiserver.ts";
 import { ensureBinary, startAuth, tempDir, type AuthProcess } from "./_harness.ts";
@@ -35,6 +37,8 @@ const apis = new Map<string, FakeApiServer>();
 let auth: AuthProcess;
 let agent: Proc | undefined;
 let authYaml = "";
+/** What the service tells systemd ($NOTIFY_SOCKET), in order. */
+let notify: Awaited<ReturnType<typeof receiver>>;
 
 const { kubectl } = kubeTools(() => work.path);
 
@@ -69,7 +73,7 @@ async function events(type: string): Promise<{ fields: Record<string, any> }[]> 
 }
 
 beforeAll(async () => {
-  requirePrereqs({ kubectl: [has("kubectl"), "apt-get install kubernetes-client"] });
+  requirePrereqs({ kubectl: [has("kubectl"), "apt-get install kubernetes-client"], python3: [has("python3"), "apt-get install python3"] });
   ensureBinary();
   work = tempDir("mid-kube-reload-");
   await writeFile(join(work.path, "k8s-token"), "reload-sa-token\n");
@@ -81,7 +85,10 @@ beforeAll(async () => {
   }
   authYaml = join(work.path, "auth.yaml");
   await writeAuthYaml([{ name: "alpha", labels: { env: "prod" } }]);
-  auth = await startAuth(join(work.path, "auth"), { args: ["-c", authYaml] });
+  const notifySocket = join(work.path, "notify.sock");
+  notify = await receiver(notifySocket, 10);
+  auth = await startAuth(join(work.path, "auth"), { args: ["-c", authYaml], env: { NOTIFY_SOCKET: notifySocket } });
+  expect(await notify.next()).toStartWith("READY=1\nSTATUS=Listening on ");
   await writeFile(join(work.path, "role.yaml"), ROLE);
   await auth.ctlOk("create", "-f", join(work.path, "role.yaml"));
   const bot = JSON.parse(await auth.ctlOk("bots", "add", "kube-reload", "--roles=kube-prod", "--format", "json")) as { token: string; ca_pins: string[] };
@@ -98,6 +105,7 @@ afterAll(async () => {
   await agent?.[Symbol.asyncDispose]();
   await auth?.[Symbol.asyncDispose]();
   for (const api of apis.values()) await api.close();
+  await notify?.[Symbol.asyncDispose]();
   work?.[Symbol.dispose]();
 });
 
@@ -113,6 +121,8 @@ describe("auth start: SIGHUP reloads kubernetes_clusters", () => {
     expect(line).toContain(authYaml);
     expect(line).toContain(missing);
     expect(line).toContain("send SIGHUP again");
+    expect(await notify.next()).toMatch(/^RELOADING=1\nMONOTONIC_USEC=\d+$/);
+    expect(await notify.next()).toBe("READY=1\nSTATUS=Reload failed; running with the previous configuration");
     expect(await kubectl(kubeconfigPath(), "--context", `${PREFIX}alpha`, "get", "pods", "-n", "demo", "-o", "name")).toEqual({ code: 0, out: "pod/alpha-web\n" });
     expect(await events("auth.config.reload")).toEqual([]);
     expect(auth.proc.exitCode).toBeNull();
@@ -121,6 +131,8 @@ describe("auth start: SIGHUP reloads kubernetes_clusters", () => {
   test("adding beta and removing alpha: beta is listed and served, alpha answers NOT_FOUND; a setting that needs a restart is named", async () => {
     await writeAuthYaml([{ name: "beta", labels: { env: "prod" } }], ["ca_key_algorithm: ed25519"]);
     await reload("Configuration reloaded");
+    expect(await notify.next()).toMatch(/^RELOADING=1\nMONOTONIC_USEC=\d+$/);
+    expect(await notify.next()).toBe("READY=1\nSTATUS=Configuration reloaded; serving Kubernetes clusters: beta");
     expect(auth.logs()).toContain(`"ca_key_algorithm" changed in "${authYaml}" but a reload does not apply it: restart the auth service`);
     expect((await events("auth.config.reload")).at(-1)!.fields).toMatchObject({ added: ["beta"], removed: ["alpha"], changed: [], clusters: ["beta"], needs_restart: ["ca_key_algorithm"] });
     // the agent's next renewal lists the clusters again
