@@ -566,6 +566,41 @@ describe("the listener's upgrade path", () => {
     await until(() => api.openUpgrades() === 0 && api.world.openSessions === 0);
   }, 60_000);
 
+  test("a client still writing after the API server closed the session is read to its end: the session ends with the client, not after the linger", async () => {
+    // kubectl over SPDY does this: it reads the pod's Status and the API server's close,
+    // then writes its GOAWAY and closes later. What it writes has nowhere to go; it must
+    // not stop the proxy from reading on to the client's close (the session, and its slot
+    // of the per-instance cap, would stay open until the proxy's 10 s linger cut it).
+    const before = (await auth.events("kube.session.start")).length;
+    // half-open, to write on after the proxy's end as kubectl does (tls.connect takes net.Socket's option; its type does not list it)
+    const halfOpen = { allowHalfOpen: true } as tls.ConnectionOptions;
+    const sock = tls.connect({ host: host(), port: port(), ca: caPem(), servername: "auth.machine-id.cluster.local", ALPNProtocols: ["http/1.1"], cert: creds.example!.certPem, key: creds.example!.keyPem, ...halfOpen });
+    sock.on("error", () => {});
+    await new Promise<void>((resolve) => sock.once("secureConnect", () => resolve()));
+    let got = "";
+    sock.on("data", (d: Buffer) => (got += d.toString("latin1")));
+    const upstreamEnded = new Promise<void>((resolve) => sock.once("end", () => resolve()));
+    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+    sock.write(
+      `GET /v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods/web-1/exec?command=echo&command=bye&stdout=true HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n",
+    );
+    // the pod ran the command; the API server sent its Status and close frame and closed
+    await upstreamEnded;
+    expect(got).toStartWith("HTTP/1.1 101 ");
+    expect(got).toContain("bye\n");
+    // the client goes on writing, more than any socket buffer holds, then closes
+    const late = 32 << 20;
+    sock.end(Buffer.alloc(late));
+    await closed;
+    const start = (await auth.events("kube.session.start")).slice(before).find((e) => (e.fields.command as string[])[1] === "bye")!;
+    await until(async () => (await auth.events("kube.session.end")).some((e) => e.fields.session_id === start.fields.session_id));
+    const end = (await auth.events("kube.session.end")).find((e) => e.fields.session_id === start.fields.session_id)!;
+    expect(end.fields.ended).toBe("upstream_closed");
+    // all of it was read (and dropped), up to the client's close
+    expect(end.fields.bytes_from_client).toBeGreaterThanOrEqual(late);
+  }, 60_000);
+
   test("exec over h2 (no Upgrade there) gets a 400 Status saying to use HTTP/1.1", async () => {
     const client = http2.connect(`https://${auth.addr}`, { ca: caPem(), servername: "auth.machine-id.cluster.local", cert: creds.example!.certPem, key: creds.example!.keyPem });
     try {

@@ -330,9 +330,14 @@ function splice(client: Socket, up: Socket, bytes: Counts, done: (how: string, d
   const pipe = (src: Socket, dst: Socket, count: (n: number) => void, side: string) => {
     src.on("data", (chunk: Buffer) => {
       count(chunk.length);
+      // once the other side is gone, what still comes has nowhere to go: drop it, and read
+      // on (a paused socket never sees its close, and the session would wait for the linger)
+      if (dst.destroyed || dst.writableEnded) return;
       if (!dst.write(chunk)) src.pause();
     });
     dst.on("drain", () => src.resume());
+    // a reader paused for a side that then closed gets no drain: resume it to see its end
+    dst.once("close", () => src.resume());
     const onEnd = () => {
       how ??= `${side}_closed`;
       dst.end();
