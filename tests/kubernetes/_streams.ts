@@ -6,10 +6,12 @@
  * - RFC 6455 WebSocket framing, with the channel protocols `v5.channel.k8s.io` and
  *   `v4.channel.k8s.io` (one byte of channel, then data: 0 stdin, 1 stdout, 2 stderr,
  *   3 the error channel's Status, 4 resize, and in v5 255 "close this channel").
- * - SPDY/3.1 framing for port-forward, over WebSocket (`SPDY/3.1+portforward.k8s.io`) or
- *   as the legacy `Upgrade: SPDY/3.1`. Header blocks the server sends are zlib stored
- *   blocks (valid zlib, no dictionary needed); the client's are not decompressed: its
- *   streams come in pairs, error stream then data stream, per forwarded connection.
+ * - SPDY/3.1 framing, for port-forward over WebSocket (`SPDY/3.1+portforward.k8s.io`)
+ *   or as the legacy `Upgrade: SPDY/3.1`, and for exec and attach over legacy SPDY
+ *   (`X-Stream-Protocol-Version: v5`/`v4.channel.k8s.io`, kubectl's fallback). The client's
+ *   header blocks are inflated with the SPDY/3 dictionary: each stream says what it is
+ *   in its `streamtype` header. Header blocks the server sends are zlib stored blocks
+ *   (valid zlib, no dictionary needed).
  *
  * The "pod" runs a few commands: `echo`, `cat` (stdin to stdout), `hold` (writes, then
  * waits for the test), `false`, `test -d`, and the two tar commands `kubectl cp` runs.
@@ -17,6 +19,7 @@
 
 import { createHash } from "node:crypto";
 import type { Socket } from "node:net";
+import { constants as zlibConstants, inflateSync } from "node:zlib";
 
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -169,7 +172,7 @@ export function readTar(tar: Buffer): Record<string, Buffer> {
   return out;
 }
 
-// ---------------------------------------------------------------- exec and attach over v5/v4 channels
+// ---------------------------------------------------------------- the pod: exec and attach, whatever the transport
 
 /** What the fake pod's containers have and do, shared with the test. */
 export interface PodWorld {
@@ -206,44 +209,45 @@ const exitCode = (code: number) => ({
   details: { causes: [{ reason: "ExitCode", message: String(code) }] },
 });
 
+/** How a transport carries one session's output: the same for WebSocket channels and SPDY streams. */
+interface PodOutput {
+  /** Writes to the client's stdout (1) or stderr (2). */
+  write(channel: 1 | 2, data: string | Uint8Array): void;
+  /** The command ended: its Status goes on the error channel and the session closes. */
+  finish(status: object): void;
+}
+
+/** The transport's handle on a running session, for what comes from the client. */
+interface PodSession {
+  stdin(chunk: Buffer): void;
+  /** stdin ended (v5's close message, SPDY's FIN on the stdin stream). */
+  stdinEnd(): void;
+  /** The client went away: the command stops, no Status is sent. */
+  gone(): void;
+}
+
 /**
- * Runs an exec (command) or attach (no command) session on a channel WebSocket: the
- * socket has had its 101 written. `v5` adds the close-channel message for stdin's end.
+ * Runs an exec (command) or attach (no command) session in the "pod": `echo`, `cat`
+ * (stdin to stdout), `hold` (writes, then waits for the test), `false`, `test -d`, and
+ * the two tar commands `kubectl cp` runs.
  */
-export function serveChannels(sock: Socket, world: PodWorld & { holds: Set<() => void> }, opts: { command: string[] | undefined; stdin: boolean }): void {
+function runInPod(world: PodWorld & { holds: Set<() => void> }, opts: { command: string[] | undefined; stdin: boolean }, io: PodOutput): PodSession {
   world.openSessions++;
   const stdinChunks: Buffer[] = [];
   let stdinDone = !opts.stdin;
   let onStdin: (() => void) | undefined;
   let finished = false;
-  const ws = new WsConn(
-    sock,
-    (msg) => {
-      const ch = msg[0];
-      if (ch === 0) {
-        stdinChunks.push(msg.subarray(1));
-        onStdin?.();
-      } else if (ch === 255 && msg[1] === 0) {
-        stdinDone = true;
-        onStdin?.();
-      }
-    },
-    () => {
-      stdinDone = true;
-      onStdin?.();
-      end();
-    },
-  );
-  const out = (ch: number, data: string | Uint8Array) => ws.send(Buffer.concat([Buffer.from([ch]), Buffer.from(data)]));
+  let leave: () => void = () => {};
+  const left = new Promise<void>((resolve) => (leave = resolve));
   function end(status?: object) {
     if (finished) return;
     finished = true;
     world.openSessions--;
-    if (status && !ws.closed) {
-      out(3, JSON.stringify(status));
-      ws.close();
-    }
+    if (status) io.finish(status);
   }
+  const out = (ch: 1 | 2, data: string | Uint8Array) => {
+    if (!finished) io.write(ch, data);
+  };
   const stdinEnd = () =>
     new Promise<void>((resolve) => {
       if (stdinDone) return resolve();
@@ -276,10 +280,7 @@ export function serveChannels(sock: Socket, world: PodWorld & { holds: Set<() =>
     if (prog === "cat") return echoStdin();
     if (prog === "hold") {
       out(1, "started\n");
-      await new Promise<void>((resolve) => {
-        world.holds.add(resolve);
-        sock.once("close", resolve);
-      });
+      await Promise.race([new Promise<void>((resolve) => world.holds.add(resolve)), left]);
       out(1, "done\n");
       return end(success);
     }
@@ -303,32 +304,119 @@ export function serveChannels(sock: Socket, world: PodWorld & { holds: Set<() =>
     out(2, `${prog}: command not found\n`);
     end(exitCode(127));
   })();
+
+  return {
+    stdin(chunk) {
+      stdinChunks.push(chunk);
+      onStdin?.();
+    },
+    stdinEnd() {
+      stdinDone = true;
+      onStdin?.();
+    },
+    gone() {
+      stdinDone = true;
+      onStdin?.();
+      leave();
+      end();
+    },
+  };
 }
 
-// ---------------------------------------------------------------- port-forward over SPDY/3.1
+/**
+ * Serves an exec or attach session on a channel WebSocket (`v5`/`v4.channel.k8s.io`):
+ * the socket has had its 101 written. `v5` adds the close-channel message for stdin's end.
+ */
+export function serveChannels(sock: Socket, world: PodWorld & { holds: Set<() => void> }, opts: { command: string[] | undefined; stdin: boolean }): void {
+  let session: PodSession | undefined = undefined;
+  const ws = new WsConn(
+    sock,
+    (msg) => {
+      if (msg[0] === 0) session?.stdin(msg.subarray(1));
+      else if (msg[0] === 255 && msg[1] === 0) session?.stdinEnd();
+    },
+    () => session?.gone(),
+  );
+  const send = (ch: number, data: string | Uint8Array) => ws.send(Buffer.concat([Buffer.from([ch]), Buffer.from(data)]));
+  session = runInPod(world, opts, {
+    write: send,
+    finish(status) {
+      if (ws.closed) return;
+      send(3, JSON.stringify(status));
+      ws.close();
+    },
+  });
+}
+
+// ---------------------------------------------------------------- SPDY/3.1 framing
 
 const SPDY_SYN_STREAM = 1;
 const SPDY_SYN_REPLY = 2;
 const SPDY_RST_STREAM = 3;
 const SPDY_PING = 6;
 const FLAG_FIN = 1;
+/** What the pod writes in one data frame at most (a kubelet copies in 32 KiB reads). */
+const SPDY_DATA_CHUNK = 32 << 10;
 
 /**
- * A SPDY/3.1 server session for port-forward. `write` sends bytes to the client (raw,
- * or one WebSocket message each when tunnelled). Each forwarded connection's data is
- * answered by `respond` (the "pod's port").
+ * The zlib dictionary SPDY/3 header blocks are compressed with (SPDY Protocol draft 3,
+ * section 2.6.10.1): length-prefixed header names and values, then common text. zlib
+ * checks its Adler-32 against the client's, so a wrong byte here fails every decode.
  */
-export class SpdyPortForward {
+const SPDY3_DICTIONARY = (() => {
+  const words = [
+    "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset", "accept-encoding", "accept-language",
+    "accept-ranges", "age", "allow", "authorization", "cache-control", "connection", "content-base", "content-encoding",
+    "content-language", "content-length", "content-location", "content-md5", "content-range", "content-type", "date", "etag",
+    "expect", "expires", "from", "host", "if-match", "if-modified-since", "if-none-match", "if-range", "if-unmodified-since",
+    "last-modified", "location", "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization", "range", "referer",
+    "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade", "user-agent", "vary", "via", "warning",
+    "www-authenticate", "method", "get", "status", "200 OK", "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin",
+  ];
+  const tail =
+    "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505" +
+    "203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 Unauthorized" +
+    "403 Forbidden404 Not Found500 Internal Server Error501 Not Implemented503 Service Unavailable" +
+    "Jan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMT" +
+    "chunked,text/html,image/png,image/jpg,image/gif,application/xml,application/xhtml+xml,text/plain," +
+    "text/javascript,publicprivatemax-age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0.";
+  const parts = words.map((w) => {
+    const b = Buffer.alloc(4 + w.length);
+    b.writeUInt32BE(w.length);
+    b.write(w, 4, "latin1");
+    return b;
+  });
+  return Buffer.concat([...parts, Buffer.from(tail, "latin1")]);
+})();
+
+/** What a SPDY session tells its user about the client's streams. */
+interface SpdyHandlers {
+  /** A stream the client opened (SYN_STREAM), with its headers (names lowercased). It has been replied to. */
+  stream(id: number, headers: Map<string, string>): void;
+  /** Data on a stream; `fin`: the client's half of it ended. */
+  data(id: number, body: Buffer, fin: boolean): void;
+  /** The client reset a stream. */
+  reset?(id: number): void;
+}
+
+/**
+ * A SPDY/3.1 server session: reads the client's frames (header blocks inflated with the
+ * SPDY/3 dictionary), replies to each stream it opens and to pings, and writes data
+ * frames. `write` sends bytes to the client (raw, or one WebSocket message each when
+ * tunnelled). No flow control: kubectl's SPDY library (Go's spdystream) neither waits
+ * for WINDOW_UPDATE before sending past a stream's initial 64 KiB nor asks for one, so
+ * the double sends none and ignores the client's.
+ */
+class SpdySession {
   private buf = Buffer.alloc(0);
   private headerStarted = false;
-  private readonly kinds = new Map<number, { type: "error" | "data"; pair: number; got: Buffer[] }>();
-  private streamsSeen = 0;
-  /** Data received on data streams, by stream id. */
-  readonly received: string[] = [];
+  /** Every header-block byte the client sent: one zlib stream, inflated again whole each time (a few blocks per session). */
+  private compressedIn = Buffer.alloc(0);
+  private inflatedLength = 0;
 
   constructor(
     private readonly write: (b: Buffer) => void,
-    private readonly respond: (data: string) => string,
+    private readonly on: SpdyHandlers,
   ) {}
 
   /** A header block as zlib stored blocks: a valid continuation of one zlib stream per direction. */
@@ -355,6 +443,27 @@ export class SpdyPortForward {
     return Buffer.concat([zhead, stored, raw, Buffer.from([0, 0, 0, 0xff, 0xff])]);
   }
 
+  /** The client's next header block: its bytes continue the one zlib stream of this direction. */
+  private readHeaders(block: Buffer): Map<string, string> {
+    this.compressedIn = Buffer.concat([this.compressedIn, block]);
+    const all = inflateSync(this.compressedIn, { dictionary: SPDY3_DICTIONARY, finishFlush: zlibConstants.Z_SYNC_FLUSH });
+    const raw = all.subarray(this.inflatedLength);
+    this.inflatedLength = all.length;
+    const headers = new Map<string, string>();
+    let off = 4;
+    const str = () => {
+      const n = raw.readUInt32BE(off);
+      const s = raw.subarray(off + 4, off + 4 + n).toString("utf8");
+      off += 4 + n;
+      return s;
+    };
+    for (let i = raw.readUInt32BE(0); i > 0; i--) {
+      const name = str().toLowerCase();
+      headers.set(name, str());
+    }
+    return headers;
+  }
+
   private control(type: number, flags: number, body: Buffer): void {
     const h = Buffer.alloc(8);
     h.writeUInt16BE(0x8003, 0);
@@ -363,11 +472,17 @@ export class SpdyPortForward {
     this.write(Buffer.concat([h, body]));
   }
 
-  private data(stream: number, flags: number, body: Buffer): void {
-    const h = Buffer.alloc(8);
-    h.writeUInt32BE(stream & 0x7fffffff, 0);
-    h.writeUInt32BE((flags << 24) | body.length, 4);
-    this.write(Buffer.concat([h, body]));
+  /** Sends data on a stream, in frames of at most 32 KiB; `fin` ends the server's half. */
+  send(stream: number, body: Uint8Array, fin = false): void {
+    let off = 0;
+    do {
+      const part = body.subarray(off, off + SPDY_DATA_CHUNK);
+      off += part.length;
+      const h = Buffer.alloc(8);
+      h.writeUInt32BE(stream & 0x7fffffff, 0);
+      h.writeUInt32BE(((fin && off >= body.length ? FLAG_FIN : 0) << 24) | part.length, 4);
+      this.write(Buffer.concat([h, part]));
+    } while (off < body.length);
   }
 
   feed(d: Buffer): void {
@@ -383,31 +498,119 @@ export class SpdyPortForward {
         const type = frame.readUInt16BE(2);
         if (type === SPDY_SYN_STREAM) {
           const id = body.readUInt32BE(0) & 0x7fffffff;
-          // error stream first, then the data stream, for each forwarded connection
-          const type = this.streamsSeen++ % 2 === 0 ? "error" : "data";
-          this.kinds.set(id, { type, pair: type === "data" ? id - 2 : id + 2, got: [] });
+          // stream id, associated stream id, priority and slot, then the header block
+          const headers = this.readHeaders(body.subarray(10));
           const reply = Buffer.alloc(4);
           reply.writeUInt32BE(id);
           this.control(SPDY_SYN_REPLY, 0, Buffer.concat([reply, this.headerBlock([])]));
+          this.on.stream(id, headers);
+          if (flags & FLAG_FIN) this.on.data(id, Buffer.alloc(0), true);
         } else if (type === SPDY_PING) {
           this.control(SPDY_PING, 0, Buffer.from(body));
         } else if (type === SPDY_RST_STREAM) {
-          this.kinds.delete(body.readUInt32BE(0) & 0x7fffffff);
+          this.on.reset?.(body.readUInt32BE(0) & 0x7fffffff);
         }
+        // SETTINGS, WINDOW_UPDATE, GOAWAY: nothing the double acts on
         continue;
       }
-      const id = frame.readUInt32BE(0) & 0x7fffffff;
-      const s = this.kinds.get(id);
-      if (!s || s.type !== "data") continue;
-      if (body.length > 0) {
-        const text = body.toString("utf8");
-        this.received.push(text);
-        this.data(id, 0, Buffer.from(this.respond(text)));
-      }
-      if (flags & FLAG_FIN) {
-        this.data(id, FLAG_FIN, Buffer.alloc(0));
-        if (this.kinds.has(s.pair)) this.data(s.pair, FLAG_FIN, Buffer.alloc(0));
-      }
+      this.on.data(frame.readUInt32BE(0) & 0x7fffffff, Buffer.from(body), (flags & FLAG_FIN) !== 0);
     }
+  }
+}
+
+// ---------------------------------------------------------------- exec and attach over legacy SPDY (v5/v4.channel.k8s.io)
+
+/**
+ * The SPDY remote-command subprotocols this double speaks: v4 reports the exit code as a
+ * Status on the error stream; v5 is the same over SPDY (its close message is WebSocket's
+ * only: SPDY half-closes a stream by itself).
+ */
+export const SPDY_EXEC_PROTOCOLS = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+/**
+ * Serves an exec or attach session over legacy SPDY (`Upgrade: SPDY/3.1`, the 101 with
+ * `X-Stream-Protocol-Version: v5.channel.k8s.io` or `v4` written). kubectl opens one stream per
+ * channel, named by its `streamtype` header: `error` first, then `stdin`, `stdout`,
+ * `stderr` (and `resize` with a TTY) as the query asks; the command runs once all of
+ * them are open. At its end the Status goes on the error stream, every stream the
+ * server holds is ended (kubectl waits for stdout's and stderr's end), then the
+ * connection. `streamTypes` receives each stream's type as it opens.
+ */
+export function serveSpdyChannels(
+  sock: Socket,
+  head: Buffer,
+  world: PodWorld & { holds: Set<() => void> },
+  opts: { command: string[] | undefined; query: URLSearchParams; streamTypes: string[] },
+): void {
+  const q = (name: string) => opts.query.get(name) === "true" || opts.query.get(name) === "1";
+  const tty = q("tty");
+  const expected = new Set(["error", ...(q("stdin") ? ["stdin"] : []), ...(q("stdout") ? ["stdout"] : []), ...(q("stderr") && !tty ? ["stderr"] : []), ...(tty ? ["resize"] : [])]);
+  const ids = new Map<string, number>();
+  let session: PodSession | undefined = undefined;
+  const spdy = new SpdySession((b) => !sock.destroyed && sock.write(b), {
+    stream(id, headers) {
+      const type = headers.get("streamtype") ?? "";
+      opts.streamTypes.push(type);
+      ids.set(type, id);
+      if (session || ![...expected].every((t) => ids.has(t))) return;
+      session = runInPod(world, { command: opts.command, stdin: expected.has("stdin") }, {
+        write(ch, data) {
+          const id = ids.get(ch === 1 ? "stdout" : "stderr");
+          if (id !== undefined) spdy.send(id, Buffer.from(data));
+        },
+        finish(status) {
+          if (sock.destroyed) return;
+          spdy.send(ids.get("error")!, Buffer.from(JSON.stringify(status)), true);
+          for (const t of ["stdin", "stdout", "stderr", "resize"]) if (ids.has(t)) spdy.send(ids.get(t)!, Buffer.alloc(0), true);
+          sock.end();
+        },
+      });
+    },
+    data(id, body, fin) {
+      if (id !== ids.get("stdin")) return; // resize events and the error stream's end: nothing the pod acts on
+      if (body.length > 0) session?.stdin(body);
+      if (fin) session?.stdinEnd();
+    },
+  });
+  sock.on("data", (d: Buffer) => spdy.feed(d));
+  sock.once("close", () => session?.gone());
+  if (head.length) spdy.feed(head);
+}
+
+// ---------------------------------------------------------------- port-forward over SPDY/3.1
+
+/**
+ * A SPDY/3.1 server session for port-forward. `write` sends bytes to the client (raw,
+ * or one WebSocket message each when tunnelled). kubectl opens two streams per
+ * forwarded connection, `streamtype` `error` and `data`, sharing a `requestid`; each
+ * connection's data is answered by `respond` (the "pod's port").
+ */
+export class SpdyPortForward {
+  private readonly spdy: SpdySession;
+  private readonly streams = new Map<number, { type: string; request: string }>();
+  /** Data received on data streams, in order. */
+  readonly received: string[] = [];
+
+  constructor(write: (b: Buffer) => void, respond: (data: string) => string) {
+    this.spdy = new SpdySession(write, {
+      stream: (id, headers) => this.streams.set(id, { type: headers.get("streamtype") ?? "", request: headers.get("requestid") ?? "" }),
+      data: (id, body, fin) => {
+        const s = this.streams.get(id);
+        if (s?.type !== "data") return;
+        if (body.length > 0) {
+          const text = body.toString("utf8");
+          this.received.push(text);
+          this.spdy.send(id, Buffer.from(respond(text)));
+        }
+        if (!fin) return;
+        this.spdy.send(id, Buffer.alloc(0), true);
+        for (const [other, o] of this.streams) if (o.type === "error" && o.request === s.request) this.spdy.send(other, Buffer.alloc(0), true);
+      },
+      reset: (id) => this.streams.delete(id),
+    });
+  }
+
+  feed(d: Buffer): void {
+    this.spdy.feed(d);
   }
 }

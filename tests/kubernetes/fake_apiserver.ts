@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyPair, issueCertificate, privateKeyToPem } from "../../src/crypto/index.ts";
 import { testServerTls } from "../_tls.ts";
-import { SpdyPortForward, WsConn, newPodWorld, serveChannels, wsAccept, type PodWorld } from "./_streams.ts";
+import { SPDY_EXEC_PROTOCOLS, SpdyPortForward, WsConn, newPodWorld, serveChannels, serveSpdyChannels, wsAccept, type PodWorld } from "./_streams.ts";
 
 /** One request as the server saw it. */
 export interface SeenRequest {
@@ -102,12 +102,16 @@ export interface FakeApiServer {
   world: PodWorld;
   /** Port-forward sessions served, each with the data its connections sent. */
   portForwards: SpdyPortForward[];
+  /** Exec and attach sessions served over legacy SPDY: the `streamtype` of each stream kubectl opened, in order. */
+  spdyExecStreams: string[][];
   /** TCP connections open to this server now (a leaked upstream connection shows here). */
   openConnections(): number;
   /** Upgraded connections (exec, attach, portforward) open now. */
   openUpgrades(): number;
   /** Answers WebSocket upgrades with 400, as an API server older than 1.30 would (kubectl then falls back to SPDY). */
   refuseWebSockets: boolean;
+  /** Answers legacy SPDY exec and attach upgrades with 400 too (then kubectl has nothing to fall back to). */
+  refuseSpdyExec: boolean;
   /**
    * Answers refused upgrades (404, 400) and keeps the connection open, reading on, as
    * Go's HTTP server (the real API server's) does: it would serve whatever follows as the
@@ -352,7 +356,8 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   );
   const world = newPodWorld();
   const portForwards: SpdyPortForward[] = [];
-  const flags = { refuseWebSockets: false, keepRefusedUpgradesOpen: false };
+  const spdyExecStreams: string[][] = [];
+  const flags = { refuseWebSockets: false, refuseSpdyExec: false, keepRefusedUpgradesOpen: false };
   const upgraded = new Set<Socket>();
   const rawStatus = (sock: Socket, code: number, reason: string, message: string) => {
     const body = JSON.stringify({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", reason, message, code });
@@ -402,8 +407,19 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       serveChannels(sock, world, { command: m[3] === "exec" ? url.searchParams.getAll("command") : undefined, stdin: url.searchParams.get("stdin") === "true" });
       return;
     }
-    if (upgrade === "spdy/3.1" && m[3] === "portforward") {
-      const versions = headerLines.filter(([k]) => k === "x-stream-protocol-version").map(([, v]) => v);
+    const versions = headerLines.filter(([k]) => k === "x-stream-protocol-version").map(([, v]) => v);
+    if (upgrade === "spdy/3.1" && m[3] !== "portforward") {
+      if (flags.refuseSpdyExec) return rawStatus(sock, 400, "BadRequest", "SPDY exec is not served here");
+      // kubectl 1.32 offers v5 down to v1, one header line each; like an API server, take the first this double speaks
+      const proto = versions.find((v) => SPDY_EXEC_PROTOCOLS.includes(v));
+      if (!proto) return rawStatus(sock, 400, "BadRequest", "no supported stream protocol offered");
+      sock.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: ${proto}\r\n\r\n`);
+      const streamTypes: string[] = [];
+      spdyExecStreams.push(streamTypes);
+      serveSpdyChannels(sock, head, world, { command: m[3] === "exec" ? url.searchParams.getAll("command") : undefined, query: url.searchParams, streamTypes });
+      return;
+    }
+    if (upgrade === "spdy/3.1") {
       if (!versions.includes("portforward.k8s.io")) return rawStatus(sock, 400, "BadRequest", "no supported stream protocol offered");
       sock.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n");
       const pf = new SpdyPortForward((b) => sock.write(b), echo);
@@ -444,6 +460,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     header: headerValues,
     world,
     portForwards,
+    spdyExecStreams,
     openConnections: () => sockets.size,
     openUpgrades: () => upgraded.size,
     get refuseWebSockets() {
@@ -451,6 +468,12 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     },
     set refuseWebSockets(v: boolean) {
       flags.refuseWebSockets = v;
+    },
+    get refuseSpdyExec() {
+      return flags.refuseSpdyExec;
+    },
+    set refuseSpdyExec(v: boolean) {
+      flags.refuseSpdyExec = v;
     },
     get keepRefusedUpgradesOpen() {
       return flags.keepRefusedUpgradesOpen;

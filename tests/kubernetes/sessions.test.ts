@@ -1,8 +1,10 @@
 // kubectl 1.32's streaming commands through the auth service's Kubernetes proxy, end
 // to end: exec (with and without -i), cp both ways, attach and port-forward are
 // connection upgrades the proxy authorizes, forwards as the bot's Kubernetes user and
-// groups, and splices; locks end them; caps refuse past a limit. The upstream is the
-// fake API server with the WebSocket and SPDY double of _streams.ts.
+// groups, and splices; locks end them; caps refuse past a limit. exec and cp run over
+// both of kubectl's transports (WebSocket, and the legacy SPDY it falls back to), as
+// port-forward does. The upstream is the fake API server with the WebSocket and SPDY
+// double of _streams.ts.
 
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { readFile, writeFile } from "node:fs/promises";
@@ -15,7 +17,7 @@ import { privateKeyToPem } from "../../src/crypto/index.ts";
 import { has, requirePrereqs } from "../_prereq.ts";
 import { tempDir } from "../agent/harness.ts";
 import { ADMIN, scenario, startKubeAuth, type KubeAuth } from "./_auth.ts";
-import { startFakeApiServer, type FakeApiServer } from "./fake_apiserver.ts";
+import { startFakeApiServer, type FakeApiServer, type SeenRequest } from "./fake_apiserver.ts";
 
 const CLUSTER = "example-k8s-cluster";
 let api: FakeApiServer;
@@ -137,31 +139,87 @@ beforeEach(() => until(allSessionsEnded));
 const upgradesSeen = (sub: string) => api.requests.filter((r) => r.path.endsWith(`/${sub}`));
 const sessionEvents = async (type: string, sub: string) => (await auth.events(type)).filter((e) => e.fields.subresource === sub);
 
-describe("kubectl exec", () => {
-  test("without -i: the command's output and exit status come back; upstream saw the bot's Kubernetes user and groups", async () => {
-    const before = upgradesSeen("exec").length;
-    const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "echo", "hello", "from", "the", "pod"]).done;
-    expect(r.err).toBe("");
-    expect(r.code).toBe(0);
-    expect(r.out).toBe("hello from the pod\n");
-    const seen = upgradesSeen("exec").slice(before);
-    expect(seen).toHaveLength(1);
-    expect(api.header(seen[0]!, "impersonate-user")).toEqual(["alice"]);
-    expect(api.header(seen[0]!, "impersonate-group")).toEqual(["example"]);
-    expect(api.header(seen[0]!, "authorization")).toEqual(["Bearer sa-token"]);
-    expect(api.header(seen[0]!, "sec-websocket-protocol").join(",")).toContain("v5.channel.k8s.io");
-    expect(seen[0]!.query.getAll("command")).toEqual(["echo", "hello", "from", "the", "pod"]);
+/** kubectl 1.32's two transports for exec, attach and cp: the environment that picks each. */
+const EXEC_TRANSPORTS = [
+  ["over WebSocket (kubectl 1.32's default)", {}],
+  ["over legacy SPDY (KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false)", { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "false" }],
+] as const;
+type Transport = (typeof EXEC_TRANSPORTS)[number][1];
+const overSpdy = (env: Transport) => "KUBECTL_REMOTE_COMMAND_WEBSOCKETS" in env;
 
-    const start = (await sessionEvents("kube.session.start", "exec")).at(-1)!;
-    expect(start.fields).toMatchObject({ bot: "example", kubernetes_cluster: CLUSTER, namespace: "demo", pod: "web-1", container: "main", command: ["echo", "hello", "from", "the", "pod"], kubernetes_user: "alice", kubernetes_groups: ["example"], protocol: "v5.channel.k8s.io" });
-    expect(start.fields.bot_instance_id).toBeString();
-    await until(async () => (await sessionEvents("kube.session.end", "exec")).some((e) => e.fields.session_id === start.fields.session_id));
-    const end = (await sessionEvents("kube.session.end", "exec")).find((e) => e.fields.session_id === start.fields.session_id)!;
-    expect(end.fields.bytes_from_upstream).toBeGreaterThan("hello from the pod\n".length);
-    expect(end.fields.bytes_from_client).toBeGreaterThan(0);
-    expect(end.fields.duration_ms).toBeGreaterThanOrEqual(0);
-    expect(["client_closed", "upstream_closed"]).toContain(end.fields.ended);
-  }, 60_000);
+/**
+ * The exec or attach upgrade reached the API server on the transport `env` chose: a channel
+ * WebSocket, or SPDY/3.1 offering the remote-command versions one line each (and, if
+ * given, kubectl opened `spdyStreams`, by their `streamtype`, in the double's latest
+ * SPDY session).
+ */
+function expectTransport(seen: SeenRequest, env: Transport, spdyStreams?: string[]): void {
+  if (overSpdy(env)) {
+    expect(api.header(seen, "upgrade")).toEqual(["SPDY/3.1"]);
+    expect(api.header(seen, "x-stream-protocol-version")).toEqual(expect.arrayContaining(["v5.channel.k8s.io", "v4.channel.k8s.io"]));
+    expect(api.header(seen, "sec-websocket-protocol")).toEqual([]);
+    if (spdyStreams) expect(api.spdyExecStreams.at(-1)).toEqual(spdyStreams);
+  } else {
+    expect(api.header(seen, "upgrade").map((u) => u.toLowerCase())).toEqual(["websocket"]);
+    expect(api.header(seen, "sec-websocket-protocol").join(",")).toContain("v5.channel.k8s.io");
+  }
+}
+
+describe("kubectl exec", () => {
+  for (const [label, env] of EXEC_TRANSPORTS) {
+    describe(label, () => {
+      test("without -i: the command's output and exit status come back; upstream saw the bot's Kubernetes user and groups", async () => {
+        const before = upgradesSeen("exec").length;
+        const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "echo", "hello", "from", "the", "pod"], env).done;
+        expect(r.err).toBe("");
+        expect(r.code).toBe(0);
+        expect(r.out).toBe("hello from the pod\n");
+        const seen = upgradesSeen("exec").slice(before);
+        expect(seen).toHaveLength(1);
+        expect(api.header(seen[0]!, "impersonate-user")).toEqual(["alice"]);
+        expect(api.header(seen[0]!, "impersonate-group")).toEqual(["example"]);
+        expect(api.header(seen[0]!, "authorization")).toEqual(["Bearer sa-token"]);
+        expectTransport(seen[0]!, env, ["error", "stdout", "stderr"]);
+        expect(seen[0]!.query.getAll("command")).toEqual(["echo", "hello", "from", "the", "pod"]);
+
+        const start = (await sessionEvents("kube.session.start", "exec")).at(-1)!;
+        expect(start.fields).toMatchObject({ bot: "example", kubernetes_cluster: CLUSTER, namespace: "demo", pod: "web-1", container: "main", command: ["echo", "hello", "from", "the", "pod"], kubernetes_user: "alice", kubernetes_groups: ["example"], protocol: "v5.channel.k8s.io" });
+        expect(start.fields.bot_instance_id).toBeString();
+        await until(async () => (await sessionEvents("kube.session.end", "exec")).some((e) => e.fields.session_id === start.fields.session_id));
+        const end = (await sessionEvents("kube.session.end", "exec")).find((e) => e.fields.session_id === start.fields.session_id)!;
+        expect(end.fields.bytes_from_upstream).toBeGreaterThan("hello from the pod\n".length);
+        expect(end.fields.bytes_from_client).toBeGreaterThan(0);
+        expect(end.fields.duration_ms).toBeGreaterThanOrEqual(0);
+        expect(["client_closed", "upstream_closed"]).toContain(end.fields.ended);
+      }, 60_000);
+
+      test("a non-zero exit code of the command is kubectl's exit code", async () => {
+        const before = upgradesSeen("exec").length;
+        const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "false"], env).done;
+        expect(r.code).toBe(1);
+        // the code came in the Status on the error channel (or stream), reason NonZeroExitCode
+        expect(r.err).toContain("command terminated with exit code 1");
+        expectTransport(upgradesSeen("exec").slice(before)[0]!, env, ["error", "stdout", "stderr"]);
+      }, 60_000);
+
+      test("with -i: stdin reaches the pod and its echo comes back; the first output arrives while the session is open", async () => {
+        const before = upgradesSeen("exec").length;
+        const run = kubectl("example", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"], env);
+        run.proc.stdin.write("line one\n");
+        await run.proc.stdin.flush();
+        await run.waitFor("line one\n");
+        // the pod still holds the session open: stdin has not ended
+        expect(api.world.openSessions).toBeGreaterThan(0);
+        run.proc.stdin.write("line two\n");
+        await run.proc.stdin.end();
+        const r = await run.done;
+        expect(r.code).toBe(0);
+        expect(r.out).toBe("line one\nline two\n");
+        await until(() => api.world.openSessions === 0);
+        expectTransport(upgradesSeen("exec").slice(before)[0]!, env, ["error", "stdin", "stdout", "stderr"]);
+      }, 60_000);
+    });
+  }
 
   test("--as a Kubernetes user the roles do not grant is refused before upstream", async () => {
     const before = upgradesSeen("exec").length;
@@ -169,26 +227,6 @@ describe("kubectl exec", () => {
     expect(r.code).not.toBe(0);
     expect(r.err).toContain(`may not act as Kubernetes user "root"`);
     expect(upgradesSeen("exec").length).toBe(before);
-  }, 60_000);
-
-  test("a non-zero exit code of the command is kubectl's exit code", async () => {
-    const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "false"]).done;
-    expect(r.code).toBe(1);
-  }, 60_000);
-
-  test("with -i: stdin reaches the pod and its echo comes back; the first output arrives while the session is open", async () => {
-    const run = kubectl("example", ["exec", "-i", "-n", "demo", "web-1", "--", "cat"]);
-    run.proc.stdin.write("line one\n");
-    await run.proc.stdin.flush();
-    await run.waitFor("line one\n");
-    // the pod still holds the session open: stdin has not ended
-    expect(api.world.openSessions).toBeGreaterThan(0);
-    run.proc.stdin.write("line two\n");
-    await run.proc.stdin.end();
-    const r = await run.done;
-    expect(r.code).toBe(0);
-    expect(r.out).toBe("line one\nline two\n");
-    await until(() => api.world.openSessions === 0);
   }, 60_000);
 
   test("a role without exec is refused before anything reaches upstream, and the refusal is audited", async () => {
@@ -207,6 +245,7 @@ describe("kubectl exec", () => {
 describe("answers of the API server other than 101", () => {
   test("are relayed as they are: an API server refusing WebSockets and SPDY exec fails kubectl with its message", async () => {
     api.refuseWebSockets = true;
+    api.refuseSpdyExec = true;
     try {
       const before = upgradesSeen("exec").length;
       const r = await kubectl("example", ["exec", "-n", "demo", "web-1", "--", "echo", "hi"]).done;
@@ -214,7 +253,7 @@ describe("answers of the API server other than 101", () => {
       // kubectl tried WebSocket, then fell back to SPDY: both reached the API server, both refused there
       const seen = upgradesSeen("exec").slice(before);
       expect(seen.map((q) => (api.header(q, "upgrade")[0] ?? "").toLowerCase())).toEqual(["websocket", "spdy/3.1"]);
-      expect(r.err).toContain("is not served by this double");
+      expect(r.err).toContain("SPDY exec is not served here");
       const relayed = (await auth.events("kube.request")).filter((e) => e.fields.bot === "example" && e.fields.subresource === "exec").slice(-2);
       expect(relayed.map((e) => [e.fields.allowed, e.fields.status])).toEqual([
         [true, 400],
@@ -222,52 +261,76 @@ describe("answers of the API server other than 101", () => {
       ]);
     } finally {
       api.refuseWebSockets = false;
+      api.refuseSpdyExec = false;
     }
   }, 60_000);
 });
 
 describe("kubectl cp (tar through exec)", () => {
-  test("from the pod: the file comes out whole", async () => {
-    // 4 MiB: more than the sockets buffer, so the splice pauses a side while the other catches up
-    const content = Array.from({ length: 1 << 16 }, (_, i) => `report line ${String(i).padStart(8, "0")}\n`.padEnd(64, ".")).join("");
-    api.world.files.set("/tmp/report.txt", Buffer.from(content));
-    const dest = join(work.path, "report.txt");
-    const r = await kubectl("example", ["cp", "demo/web-1:/tmp/report.txt", dest]).done;
-    expect(r.err).toBe("");
-    expect(r.code).toBe(0);
-    expect(await readFile(dest, "utf8")).toBe(content);
-    const start = (await sessionEvents("kube.session.start", "exec")).at(-1)!;
-    expect(start.fields.command).toEqual(["tar", "cf", "-", "/tmp/report.txt"]);
-  }, 60_000);
+  for (const [label, env] of EXEC_TRANSPORTS) {
+    describe(label, () => {
+      // every file name differs per transport: a file left by the other one cannot pass for this one's
+      const tag = overSpdy(env) ? "spdy" : "ws";
 
-  test("to the pod: the file arrives through stdin", async () => {
-    const src = join(work.path, "config.ini");
-    const content = "[main]\nkey = value\n".repeat(3000);
-    await writeFile(src, content);
-    const r = await kubectl("example", ["cp", src, "demo/web-1:/tmp/config.ini"]).done;
-    expect(r.err).toBe("");
-    expect(r.code).toBe(0);
-    expect(api.world.files.get("/tmp/config.ini")?.toString("utf8")).toBe(content);
-  }, 60_000);
+      test("from the pod: the file comes out whole", async () => {
+        // 4 MiB: more than the sockets buffer, so the splice pauses a side while the other catches up
+        const content = Array.from({ length: 1 << 16 }, (_, i) => `report line ${String(i).padStart(8, "0")}\n`.padEnd(64, ".")).join("");
+        api.world.files.set(`/tmp/report-${tag}.txt`, Buffer.from(content));
+        const dest = join(work.path, `report-${tag}.txt`);
+        const before = upgradesSeen("exec").length;
+        const r = await kubectl("example", ["cp", `demo/web-1:/tmp/report-${tag}.txt`, dest], env).done;
+        expect(r.err).toBe("");
+        expect(r.code).toBe(0);
+        expect(await readFile(dest, "utf8")).toBe(content);
+        const start = (await sessionEvents("kube.session.start", "exec")).at(-1)!;
+        expect(start.fields.command).toEqual(["tar", "cf", "-", `/tmp/report-${tag}.txt`]);
+        const seen = upgradesSeen("exec").slice(before);
+        expect(seen).toHaveLength(1);
+        expectTransport(seen[0]!, env, ["error", "stdout", "stderr"]);
+      }, 60_000);
+
+      test("to the pod: the file arrives through stdin", async () => {
+        const src = join(work.path, `config-${tag}.ini`);
+        // 1.1 MB: past SPDY's initial 64 KiB stream window and the sockets' buffers
+        const content = "[main]\nkey = value\n".repeat(60000);
+        await writeFile(src, content);
+        const before = upgradesSeen("exec").length;
+        const r = await kubectl("example", ["cp", src, `demo/web-1:/tmp/config-${tag}.ini`], env).done;
+        expect(r.err).toBe("");
+        expect(r.code).toBe(0);
+        expect(api.world.files.get(`/tmp/config-${tag}.ini`)?.toString("utf8")).toBe(content);
+        const seen = upgradesSeen("exec").slice(before);
+        expect(seen.length).toBeGreaterThan(0);
+        // the last exec is the tar reading stdin; each one went over the transport asked for
+        expect(seen.at(-1)!.query.getAll("command")[0]).toBe("tar");
+        for (const q of seen.slice(0, -1)) expectTransport(q, env);
+        expectTransport(seen.at(-1)!, env, ["error", "stdin", "stdout", "stderr"]);
+      }, 60_000);
+    });
+  }
 });
 
 describe("kubectl attach", () => {
-  test("the container's output comes back, and with -i its stdin goes in", async () => {
-    const plain = await kubectl("example", ["attach", "-n", "demo", "web-1"]).done;
-    expect(plain.code).toBe(0);
-    expect(plain.out).toContain("attached to main\n");
+  for (const [label, env] of EXEC_TRANSPORTS) {
+    test(`${label}: the container's output comes back, and with -i its stdin goes in`, async () => {
+      const plain = await kubectl("example", ["attach", "-n", "demo", "web-1"], env).done;
+      expect(plain.code).toBe(0);
+      expect(plain.out).toContain("attached to main\n");
+      expectTransport(upgradesSeen("attach").at(-1)!, env, ["error", "stdout", "stderr"]);
 
-    const run = kubectl("example", ["attach", "-i", "-n", "demo", "web-1"]);
-    await run.waitFor("attached to main\n");
-    run.proc.stdin.write("typed in\n");
-    await run.proc.stdin.end();
-    const r = await run.done;
-    expect(r.code).toBe(0);
-    expect(r.out).toContain("typed in\n");
-    const seen = upgradesSeen("attach").at(-1)!;
-    expect(api.header(seen, "impersonate-user")).toEqual(["alice"]);
-    expect((await sessionEvents("kube.session.start", "attach")).at(-1)!.fields).toMatchObject({ pod: "web-1", stdin: true, kubernetes_user: "alice" });
-  }, 60_000);
+      const run = kubectl("example", ["attach", "-i", "-n", "demo", "web-1"], env);
+      await run.waitFor("attached to main\n");
+      run.proc.stdin.write("typed in\n");
+      await run.proc.stdin.end();
+      const r = await run.done;
+      expect(r.code).toBe(0);
+      expect(r.out).toContain("typed in\n");
+      const seen = upgradesSeen("attach").at(-1)!;
+      expect(api.header(seen, "impersonate-user")).toEqual(["alice"]);
+      expectTransport(seen, env, ["error", "stdin", "stdout", "stderr"]);
+      expect((await sessionEvents("kube.session.start", "attach")).at(-1)!.fields).toMatchObject({ pod: "web-1", stdin: true, kubernetes_user: "alice" });
+    }, 60_000);
+  }
 });
 
 /** A free local port, for kubectl port-forward to listen on. */
