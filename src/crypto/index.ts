@@ -19,6 +19,7 @@ export {
   type KeyPair,
 } from "./keys.ts";
 export { decodeIdentity, encodeIdentity, IDENTITY_OID, type CertIdentity } from "./identity.ts";
+export { signCompactJws, verifyCompactJws, type JwsAlgorithm } from "./jws.ts";
 export {
   caPin,
   certChainPem,

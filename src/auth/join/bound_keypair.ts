@@ -6,8 +6,8 @@
  */
 
 import { randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
-import { compactVerify, jwtVerify, SignJWT } from "jose";
-import { formatSshPublicKey, keyAlgorithmOf, keyId, parsePublicKey, sshFingerprint } from "../../crypto/index.ts";
+import { jwtVerify } from "jose";
+import { formatSshPublicKey, keyAlgorithmOf, keyId, parsePublicKey, signCompactJws, sshFingerprint, verifyCompactJws } from "../../crypto/index.ts";
 import { AppError, accessDenied, badParameter, expired, limitExceeded, locked } from "../../lib/errors.ts";
 import {
   BoundKeypairBeginRequest,
@@ -27,15 +27,14 @@ import { KEYS, type LockRecord, type LockTarget } from "../keys.ts";
 import {
   GENERIC_TOKEN_ERROR,
   audited,
-  checkLocks,
   joinRoute,
-  joiningBot,
   parseKeys,
   refuse,
   type Refusal,
   startInstance,
   type JoinAttempt,
   type JoinMethod,
+  unlockedBot,
 } from "./instance.ts";
 
 /** A challenge must be answered within this long. */
@@ -77,8 +76,35 @@ function keyText(k: KeyObject): string {
   return formatSshPublicKey(k);
 }
 
+/** A public key as a join uses it: the key, its keyId and its authorized_keys form. */
+interface BoundKey {
+  key: KeyObject;
+  id: string;
+  text: string;
+}
+
+/**
+ * Bound keys parsed before, by their exact text. A join parsed the same bound key five
+ * times (its stored text, the key presented, the challenge's subject), ~4 % of a join's
+ * CPU; parsing is a pure function of the text, so a bounded map of the last ones is safe.
+ */
+const parsedKeys = new Map<string, BoundKey>();
+const BOUND_KEYS_CACHED = 4096;
+
+/** The parsed key of `text` (BAD_PARAMETER naming `what` when it is not one). */
+function parsedKey(text: string, what?: string): BoundKey {
+  let k = parsedKeys.get(text);
+  if (!k) {
+    const key = parsePublicKey(text, what);
+    k = { key, id: keyId(key), text: keyText(key) };
+    if (parsedKeys.size >= BOUND_KEYS_CACHED) parsedKeys.delete(parsedKeys.keys().next().value!);
+    parsedKeys.set(text, k);
+  }
+  return k;
+}
+
 function sameKey(a: string, b: string): boolean {
-  return keyId(parsePublicKey(a)) === keyId(parsePublicKey(b));
+  return a === b || parsedKey(a).id === parsedKey(b).id;
 }
 
 function constantTimeEqual(a: string, b: string): boolean {
@@ -110,11 +136,7 @@ async function loadToken(ctx: AuthContext, name: string, attempt: JoinAttempt): 
   if (tokenExpired(token, ctx.clock.now())) {
     throw refuse(expired(`Join token "${name}" expired at ${token.metadata.expires}: ask an admin for a new token`), `token expired at ${token.metadata.expires}`);
   }
-  await checkLocks(ctx, [
-    { kind: "token", name },
-    { kind: "bot", name: token.spec.bot_name },
-  ]);
-  const bot = await joiningBot(ctx, token.spec.bot_name);
+  const bot = await unlockedBot(ctx, name, token.spec.bot_name);
   return { token, revision: item.revision, status: token.status?.bound_keypair ?? {}, bot };
 }
 
@@ -140,7 +162,7 @@ function mustRegisterBefore(t: TokenResource, now: Date): void {
 /** Step 1: checks the request and issues a challenge for the key that must answer it. */
 async function begin(ctx: AuthContext, req: BoundKeypairBeginRequest, attempt: JoinAttempt): Promise<BoundKeypairBeginResponse> {
   requestKeys(req);
-  const presented = req.public_key ? keyText(parsePublicKey(req.public_key, "public_key")) : undefined;
+  const presented = req.public_key ? parsedKey(req.public_key, "public_key").text : undefined;
   const { token, status } = await loadToken(ctx, req.token_name, attempt);
   const bk = token.spec.bound_keypair!;
   const now = ctx.clock.now();
@@ -152,7 +174,7 @@ async function begin(ctx: AuthContext, req: BoundKeypairBeginRequest, attempt: J
       expectedKey = status.bound_public_key;
     } else if (bk.onboarding.initial_public_key) {
       mustRegisterBefore(token, now);
-      expectedKey = keyText(parsePublicKey(bk.onboarding.initial_public_key, "spec.bound_keypair.onboarding.initial_public_key"));
+      expectedKey = parsedKey(bk.onboarding.initial_public_key, "spec.bound_keypair.onboarding.initial_public_key").text;
       registering = true;
     } else {
       mustRegisterBefore(token, now);
@@ -169,7 +191,7 @@ async function begin(ctx: AuthContext, req: BoundKeypairBeginRequest, attempt: J
     if (presented && !sameKey(presented, expectedKey)) {
       // Public-key fingerprints, as ssh-keygen -lf prints them: the holder of the token
       // can compare them with the key it has; nothing secret is in them.
-      const fp = (k: string) => sshFingerprint(parsePublicKey(k));
+      const fp = (k: string) => sshFingerprint(parsedKey(k).key);
       throw accessDenied(
         `The key presented (${fp(presented)}) does not match the public key bound to join token "${token.metadata.name}" (${fp(expectedKey)}); use the private key of ${fp(expectedKey)} (ssh-keygen -lf prints a key's fingerprint), or ask an admin for a new token`,
         { details: { reason: "wrong_key", presented: fp(presented), bound: fp(expectedKey) } },
@@ -189,7 +211,7 @@ async function begin(ctx: AuthContext, req: BoundKeypairBeginRequest, attempt: J
   const claims: ChallengeClaims = {
     iss: ctx.authorities.cluster,
     aud: ctx.authorities.cluster,
-    sub: keyId(parsePublicKey(expectedKey)),
+    sub: parsedKey(expectedKey).id,
     nbf: secs(now.getTime() - CHALLENGE_SKEW_MS),
     iat: secs(now.getTime()),
     exp: secs(now.getTime() + CHALLENGE_TTL_MS),
@@ -230,12 +252,13 @@ function challengeTag(tokenName: string): string {
 }
 
 /** Verifies a compact JWS over exactly the issued claims, signed by `key`. */
-async function verifySolution(jws: string, key: KeyObject, claims: ChallengeClaims, now: Date): Promise<void> {
+function verifySolution(jws: string, key: KeyObject, claims: ChallengeClaims, now: Date): void {
   const alg = keyAlgorithmOf(key) === "ed25519" ? "EdDSA" : "ES256";
   let payload: Record<string, unknown>;
   try {
-    const r = await compactVerify(jws, key, { algorithms: [alg] });
-    payload = JSON.parse(new TextDecoder().decode(r.payload)) as Record<string, unknown>;
+    const signed = verifyCompactJws(jws, key, alg);
+    if (!signed) throw new Error("not verified");
+    payload = JSON.parse(Buffer.from(signed.buffer, signed.byteOffset, signed.byteLength).toString("utf8")) as Record<string, unknown>;
   } catch {
     throw accessDenied("The challenge response is not a valid signature by the bound key");
   }
@@ -334,7 +357,7 @@ async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: J
   attempt.tokenName = c.token_name;
   const now = ctx.clock.now();
   try {
-    await verifySolution(req.solution, parsePublicKey(c.expected_key), c.claims, now);
+    verifySolution(req.solution, parsedKey(c.expected_key).key, c.claims, now);
   } catch (e) {
     // a challenge gets one answer: a wrong one burns it
     await ctx.backend.delete(item.key, item.revision).catch(() => {});
@@ -358,7 +381,7 @@ async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: J
       }
       const next = parsePublicKey(req.new_public_key, "new_public_key");
       if (keyId(next) === c.claims.sub) throw badParameter("The rotated key must differ from the current key");
-      await verifySolution(req.new_key_solution, next, c.claims, now);
+      verifySolution(req.new_key_solution, next, c.claims, now);
       boundKey = keyText(next);
     }
   } catch (e) {
@@ -409,20 +432,20 @@ async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: J
         ...(c.rotate ? { last_rotated_at: now.toISOString() } : {}),
       };
       const updated: TokenResource = { ...token, status: { bound_keypair: newStatus } };
-      const joinState = await new SignJWT({
+      // the claims in the order jose's SignJWT wrote them, so the document is byte for byte the same
+      const claims = {
         token_name: token.metadata.name,
         token_incarnation: incarnation,
         bot_instance_id: instanceId,
         recovery_sequence: sequence,
         recovery_limit: bk.recovery.limit,
         recovery_mode: bk.recovery.mode,
-      } satisfies JoinStateClaims as unknown as Record<string, unknown>)
-        .setProtectedHeader({ alg: "EdDSA", typ: "JWT" })
-        .setIssuer(ctx.authorities.cluster)
-        .setAudience(ctx.authorities.cluster)
-        .setSubject(botName)
-        .setIssuedAt(Math.floor(now.getTime() / 1000))
-        .sign(ctx.authorities.jwt.privateKey);
+      } satisfies JoinStateClaims;
+      const joinState = signCompactJws(
+        { alg: "EdDSA", typ: "JWT" },
+        JSON.stringify({ ...claims, iss: ctx.authorities.cluster, aud: ctx.authorities.cluster, sub: botName, iat: Math.floor(now.getTime() / 1000) }),
+        ctx.authorities.jwt.privateKey,
+      );
       return {
         ops: [
           { key: KEYS.token(token.metadata.name), condition: { kind: "revision", revision }, action: { kind: "put", value: updated } },

@@ -16,7 +16,7 @@ import { event, EVENT } from "../audit.ts";
 import { loadRoles, lockedError, type Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
 import { issueCerts, requestKeys } from "../issuer.ts";
-import { KEYS, findLock, getBot, getToken, type BotInstanceRecord, type LockTarget } from "../keys.ts";
+import { KEYS, findLock, getBot, getToken, type BotInstanceRecord, type LockRecord, type LockTarget } from "../keys.ts";
 import type { KubernetesClusters } from "../kubernetes/index.ts";
 import type { ConditionalOp } from "../storage/index.ts";
 
@@ -237,6 +237,22 @@ export async function startInstance(ctx: AuthContext, attempt: JoinAttempt, keys
   }
   ctx.audit.logged(events);
   return { bot_name: bot.metadata.name, bot_instance_id: instanceId, certs, ...completion.answer };
+}
+
+/**
+ * The bot a join token names, with the lock check, in one read: refused (reason
+ * "locked") when a lock covers the token or the bot, then when the bot no longer exists.
+ */
+export async function unlockedBot(ctx: AuthContext, tokenName: string, botName: string): Promise<BotResource> {
+  const [tokenLock, botLock, bot] = await ctx.backend.getMany<unknown>([
+    KEYS.lock({ kind: "token", name: tokenName }),
+    KEYS.lock({ kind: "bot", name: botName }),
+    KEYS.bot(botName),
+  ]);
+  const lock = (tokenLock ?? botLock)?.value as LockRecord | undefined;
+  if (lock) throw refuse(lockedError(lock), "locked");
+  if (!bot) throw refuse(accessDenied(`The join token's bot "${botName}" no longer exists`), "bot not found");
+  return bot.value as BotResource;
 }
 
 /** The bot a join token names; refused when it no longer exists. */

@@ -6,7 +6,7 @@
 import { accessDenied, expired } from "../../lib/errors.ts";
 import { tokenExpired, type TokenResource } from "../../resources/index.ts";
 import { KEYS } from "../keys.ts";
-import { GENERIC_TOKEN_ERROR, checkLocks, joiningBot, refuse, type JoinMethod } from "./instance.ts";
+import { GENERIC_TOKEN_ERROR, refuse, unlockedBot, type JoinMethod } from "./instance.ts";
 
 export const tokenJoin: JoinMethod = {
   name: "token",
@@ -22,9 +22,8 @@ export const tokenJoin: JoinMethod = {
         `token expired at ${token.metadata.expires}`,
       );
     }
-    await checkLocks(ctx, [{ kind: "token", name: req.token_name }, { kind: "bot", name: botName }]);
     return {
-      bot: await joiningBot(ctx, botName),
+      bot: await unlockedBot(ctx, req.token_name, botName),
       tokenName: req.token_name,
       // the token is used up by this join: deleted only if no other join got it first
       complete: () => ({ ops: [{ key: item.key, condition: { kind: "revision", revision: item.revision }, action: { kind: "delete" } }] }),
