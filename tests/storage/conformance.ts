@@ -130,6 +130,14 @@ export function runBackendConformance(name: string, open: OpenBackend, cleanup: 
         expect(await b.get("/bots/a")).toEqual(item);
       });
 
+      test("create() with durable: false writes and refuses as any create, and keeps its expiry", async () => {
+        const { b } = await fresh();
+        const item = await b.create("/challenges/a", { n: 1 }, { expires: new Date(T0 + 60_000), durable: false });
+        expect(await b.get("/challenges/a")).toEqual(item);
+        expect(item.expires).toEqual(new Date(T0 + 60_000));
+        await rejectsWith(b.create("/challenges/a", 2, { durable: false }), "ALREADY_EXISTS", 'Cannot create "/challenges/a": it already exists');
+      });
+
       test("create() rejects an existing key with ALREADY_EXISTS and leaves it alone", async () => {
         const { b } = await fresh();
         const first = await b.create("/bots/a", 1);

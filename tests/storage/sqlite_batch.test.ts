@@ -78,6 +78,24 @@ describe("sqlite group commit", () => {
     for (let i = 0; i < 64; i++) expect(stored.get(`/together/${i}`)).toBe(JSON.stringify({ i }));
   });
 
+  test("a batch of only non-durable writes commits without its fsync; one durable write makes the batch wait for it", async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "auth.db");
+    await using db = await openFile(path);
+    await db.b.put("/warm", 0);
+    const base = db.stats().unsynced;
+    await Promise.all([db.b.create("/c/1", 1, { durable: false }), db.b.put("/c/2", 2, { durable: false })]);
+    expect(db.stats().unsynced - base).toBe(1);
+    // committed all the same: another connection reads them
+    expect(committed(path).items.get("/c/2")).toBe("2");
+    // mixed: the durable write decides
+    await Promise.all([db.b.put("/c/3", 3, { durable: false }), db.b.put("/d", 4)]);
+    await db.b.put("/e", 5);
+    await db.b.atomicWrite([put("/f", 6)]);
+    expect(db.stats().unsynced - base).toBe(1);
+    expect([...committed(path).items.keys()].sort()).toEqual(["/c/1", "/c/2", "/c/3", "/d", "/e", "/f", "/warm"]);
+  });
+
   test("a refused write in the middle of a batch fails alone; the others commit", async () => {
     using dir = tempDir();
     const path = join(dir.path, "auth.db");

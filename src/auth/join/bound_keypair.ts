@@ -242,7 +242,9 @@ async function begin(ctx: AuthContext, req: BoundKeypairBeginRequest, attempt: J
     },
     ...(req.join_state ? { join_state: req.join_state } : {}),
   };
-  await ctx.backend.create(KEYS.challenge(id), challenge, { expires: new Date(now.getTime() + CHALLENGE_TTL_MS) });
+  // not durable: a challenge lost to a power failure only makes its answer fail (start
+  // again), and an idle service answers begin without waiting for an fsync
+  await ctx.backend.create(KEYS.challenge(id), challenge, { expires: new Date(now.getTime() + CHALLENGE_TTL_MS), durable: false });
   return { challenge_id: id, challenge: claims, rotate, recovery_mode: bk.recovery.mode };
 }
 

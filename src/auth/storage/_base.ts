@@ -143,8 +143,11 @@ export abstract class BaseBackend implements Backend {
   protected abstract readRow(key: string, nowMs: number): Promise<Row | undefined>;
   /** Reads the live rows among `keys` (distinct, at least one), in any order, in one query. */
   protected abstract readRows(keys: string[], nowMs: number): Promise<Row[]>;
-  /** Writes one key according to `mode`; refuses instead of throwing when the mode's condition fails. */
-  protected abstract writeRow(key: string, json: string, expiresMs: number | null, mode: WriteMode, nowMs: number): Promise<WriteResult>;
+  /**
+   * Writes one key according to `mode`; refuses instead of throwing when the mode's
+   * condition fails. `durable` false: see WriteOptions.durable.
+   */
+  protected abstract writeRow(key: string, json: string, expiresMs: number | null, mode: WriteMode, nowMs: number, durable: boolean): Promise<WriteResult>;
   /** Deletes the live row at `key`, if its revision is `revision` (a revisionNumber) when given. */
   protected abstract removeRow(key: string, revision: number | undefined, nowMs: number): Promise<WriteResult>;
   /** Live rows with `low <= key < high` and `key > startAfter`, by key. */
@@ -239,7 +242,7 @@ export abstract class BaseBackend implements Backend {
     const mode: WriteMode = kind === "cas" ? { kind, revision: revisionNumber(expected) } : { kind };
     const json = encodeJson(value, `${verb} "${key}"`);
     const exp = expiryMs(key, opts?.expires);
-    const r = await this.writeRow(key, json, exp, mode, this.now());
+    const r = await this.writeRow(key, json, exp, mode, this.now(), opts?.durable !== false);
     if ("refused" in r) throw refusal(r.refused, verb, key, expected);
     return written(key, value, r.revision, exp);
   }

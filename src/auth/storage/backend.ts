@@ -72,6 +72,15 @@ export interface EventQuery {
 export interface WriteOptions {
   /** When the item stops being visible; absent means never. */
   expires?: Date;
+  /**
+   * `false`: the write may skip waiting for the disk, for data that is cheap to lose and
+   * costly to make durable (a bound-keypair challenge, answered within a minute). Such a
+   * write is lost only by a power failure or OS crash before the next durable write
+   * commits, never by a crash of the process alone, and never out of order: a durable
+   * write committed after it keeps it too. SQLite commits a batch of only such writes
+   * without its fsync; PostgreSQL ignores the option. Default `true`.
+   */
+  durable?: boolean;
 }
 
 /** Options of `list`. */

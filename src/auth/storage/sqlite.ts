@@ -8,7 +8,9 @@
  * same event-loop turn are queued and committed together in one transaction, each in
  * its own savepoint (one write's failure undoes only that write), so under concurrent
  * load one fsync covers many writes. A write's promise settles only after the COMMIT
- * that contains it returned, so durability is unchanged; reads are not queued.
+ * that contains it returned, so durability is unchanged; reads are not queued. A batch
+ * of only non-durable writes (WriteOptions.durable false) commits with `synchronous =
+ * NORMAL`: no fsync, and the next durable batch's fsync covers it.
  */
 
 import { Database, type Statement } from "bun:sqlite";
@@ -55,11 +57,15 @@ export interface WriteStats {
   writes: number;
   /** The most writes one transaction carried. */
   largestBatch: number;
+  /** Transactions of only non-durable writes, committed without waiting for the disk. */
+  unsynced: number;
 }
 
 /** A write waiting for the next flush: `run` executes inside the batch's transaction. */
 interface QueuedWrite {
   run: () => unknown;
+  /** False: may commit without an fsync (WriteOptions.durable). */
+  durable: boolean;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
 }
@@ -253,16 +259,20 @@ export class SqliteBackend extends BaseBackend {
     savepoint: Statement;
     release: Statement;
     rollbackTo: Statement;
+    syncFull: Statement;
+    syncNormal: Statement;
   };
+  /** The connection's `synchronous` level, set before each batch's BEGIN: FULL for any durable write. */
+  private synchronous: "FULL" | "NORMAL" = "FULL";
   private queue: QueuedWrite[] = [];
   private flushScheduled = false;
   /** performance.now() when the oldest queued write was queued. */
   private queuedSince = 0;
-  private readonly counters: WriteStats = { batches: 0, writes: 0, largestBatch: 0 };
+  private readonly counters: WriteStats = { batches: 0, writes: 0, largestBatch: 0, unsynced: 0 };
 
   constructor(
     private readonly db: Database,
-    memory: boolean,
+    private readonly memory: boolean,
     private readonly where: string,
     private readonly busyTimeoutMs: number,
     opts: OpenOptions,
@@ -301,6 +311,8 @@ export class SqliteBackend extends BaseBackend {
       savepoint: db.prepare("SAVEPOINT op"),
       release: db.prepare("RELEASE op"),
       rollbackTo: db.prepare("ROLLBACK TO op"),
+      syncFull: db.prepare("PRAGMA synchronous = FULL"),
+      syncNormal: db.prepare("PRAGMA synchronous = NORMAL"),
     };
   }
 
@@ -323,10 +335,10 @@ export class SqliteBackend extends BaseBackend {
    * ran it has committed, rejects with what it threw (its savepoint rolled back) or with
    * the batch's BEGIN/COMMIT failure.
    */
-  private inWrite<R>(fn: () => R): Promise<R> {
+  private inWrite<R>(fn: () => R, durable = true): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       if (this.queue.length === 0) this.queuedSince = performance.now();
-      this.queue.push({ run: fn, resolve: resolve as (v: unknown) => void, reject });
+      this.queue.push({ run: fn, durable, resolve: resolve as (v: unknown) => void, reject });
       this.scheduleFlush();
     });
   }
@@ -387,11 +399,20 @@ export class SqliteBackend extends BaseBackend {
       }
       return { error: sqliteError(e, this.where, this.busyTimeoutMs) };
     };
+    // FULL is set again before any batch with a durable write, so a failure to set it
+    // fails that batch rather than committing it without its fsync.
+    const level = this.memory || batch.some((w) => w.durable) ? "FULL" : "NORMAL";
     try {
+      if (level !== this.synchronous) {
+        this.synchronous = "NORMAL"; // until FULL is known to be set again
+        (level === "FULL" ? this.s.syncFull : this.s.syncNormal).run();
+        this.synchronous = level;
+      }
       this.s.begin.run();
     } catch (e) {
       return fail(e);
     }
+    if (level === "NORMAL") this.counters.unsynced++;
     // A lone write needs no savepoint: the whole transaction is its own, and a failure
     // rolls it back (two statements less on the path of a single writer).
     const alone = batch.length === 1;
@@ -447,7 +468,7 @@ export class SqliteBackend extends BaseBackend {
     return r ? toRow(r) : undefined;
   }
 
-  protected async writeRow(key: string, json: string, expires: number | null, mode: WriteMode, now: number): Promise<WriteResult> {
+  protected async writeRow(key: string, json: string, expires: number | null, mode: WriteMode, now: number, durable: boolean): Promise<WriteResult> {
     return this.inWrite((): WriteResult => {
       if (mode.kind !== "put") {
         const current = this.liveRevision(key, now);
@@ -459,7 +480,7 @@ export class SqliteBackend extends BaseBackend {
       // Also replaces an expired row: it counts as absent.
       this.s.upsert.run({ key, value: json, revision, expires });
       return { revision: String(revision) };
-    });
+    }, durable);
   }
 
   protected async removeRow(key: string, revision: number | undefined, now: number): Promise<WriteResult> {
