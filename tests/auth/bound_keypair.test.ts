@@ -108,6 +108,28 @@ describe("challenge", () => {
     expect(again.json.error.message).toContain("already used");
   });
 
+  test("a lock on the token or the bot, or the bot deleted, between begin and solve refuses the answer", async () => {
+    // solve reads the token, the locks and the bot together, by the bot the challenge recorded
+    const key = generateKeyPair("ed25519");
+    await createToken("bkp-l", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 9, mode: "insecure" } });
+    const solve = async (b: Awaited<ReturnType<typeof begin>>) =>
+      h.call(h.anon, "POST", "/v1/join/bound-keypair/solve", { challenge_id: b.json.challenge_id, solution: await sign(b.json.challenge, key) });
+    for (const target of [{ token: "bkp-l" }, { bot: "edge" }]) {
+      const b = await begin("bkp-l", key);
+      expect(b.status).toBe(200);
+      expect((await h.call(h.admin, "POST", "/v1/locks", { ...target, message: "incident" })).status).toBe(200);
+      const r = await solve(b);
+      expect(r.status).toBe(423);
+      expect(r.json.error.code).toBe("LOCKED");
+      const name = "token" in target ? `token/${target.token}` : `bot/${target.bot}`;
+      expect((await h.call(h.admin, "DELETE", `/v1/locks/${name}`)).status).toBe(200);
+    }
+    const b = await begin("bkp-l", key);
+    expect((await h.call(h.admin, "DELETE", "/v1/resources/bot/edge")).status).toBe(200);
+    const r = await solve(b); // deleting the bot deleted its tokens too
+    expect(r.status).toBe(403);
+  });
+
   test("an answer after the challenge expired is refused", async () => {
     const key = generateKeyPair("ed25519");
     await createToken("bkp-d", { onboarding: { initial_public_key: formatSshPublicKey(key.publicKey) }, recovery: { limit: 5, mode: "standard" } });

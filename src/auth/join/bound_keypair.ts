@@ -22,8 +22,9 @@ import { tokenExpired, tokenFingerprint, type BotResource, type BoundKeypairStat
 import { auditTarget, event, EVENT } from "../audit.ts";
 import type { Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
-import { randomId, requestKeys } from "../issuer.ts";
+import { randomId } from "../issuer.ts";
 import { KEYS, type LockRecord, type LockTarget } from "../keys.ts";
+import type { Item } from "../storage/index.ts";
 import {
   GENERIC_TOKEN_ERROR,
   audited,
@@ -33,8 +34,11 @@ import {
   type Refusal,
   startInstance,
   type JoinAttempt,
+  type JoinKeys,
   type JoinMethod,
+  checkUnlockedBot,
   unlockedBot,
+  unlockedBotKeys,
 } from "./instance.ts";
 
 /** A challenge must be answered within this long. */
@@ -51,6 +55,8 @@ export const MAX_PENDING_CHALLENGES = 10;
 /** What the service remembers about an issued challenge until it is answered or expires. */
 interface StoredChallenge {
   token_name: string;
+  /** The token's bot when the challenge was issued, so solve reads the token, locks and bot at once. */
+  bot_name?: string;
   claims: ChallengeClaims;
   /** The public key (authorized_keys form) whose signature answers this challenge. */
   expected_key: string;
@@ -125,8 +131,12 @@ interface Loaded {
  * lock, bot. An unknown token and one of another join method get the same answer: the
  * name of a `token` token is its secret, and begin must not confirm a guess.
  */
-async function loadToken(ctx: AuthContext, name: string, attempt: JoinAttempt): Promise<Loaded> {
-  const item = await ctx.backend.get<TokenResource>(KEYS.token(name));
+async function loadToken(ctx: AuthContext, name: string, attempt: JoinAttempt, knownBot?: string): Promise<Loaded> {
+  // with the bot's name known (solve: its challenge recorded it) the token, the locks and the bot are one read
+  const [item, ...botReads] =
+    knownBot === undefined
+      ? [await ctx.backend.get<TokenResource>(KEYS.token(name))]
+      : ((await ctx.backend.getMany([KEYS.token(name), ...unlockedBotKeys(name, knownBot)])) as [Item<TokenResource> | undefined, ...(Item<unknown> | undefined)[]]);
   if (!item) throw refuse(accessDenied(GENERIC_TOKEN_ERROR), "token not found");
   const token = item.value;
   attempt.bot = token.spec.bot_name;
@@ -136,7 +146,7 @@ async function loadToken(ctx: AuthContext, name: string, attempt: JoinAttempt): 
   if (tokenExpired(token, ctx.clock.now())) {
     throw refuse(expired(`Join token "${name}" expired at ${token.metadata.expires}: ask an admin for a new token`), `token expired at ${token.metadata.expires}`);
   }
-  const bot = await unlockedBot(ctx, name, token.spec.bot_name);
+  const bot = knownBot === token.spec.bot_name ? checkUnlockedBot(botReads, knownBot) : await unlockedBot(ctx, name, token.spec.bot_name);
   return { token, revision: item.revision, status: token.status?.bound_keypair ?? {}, bot };
 }
 
@@ -161,7 +171,12 @@ function mustRegisterBefore(t: TokenResource, now: Date): void {
 
 /** Step 1: checks the request and issues a challenge for the key that must answer it. */
 async function begin(ctx: AuthContext, req: BoundKeypairBeginRequest, attempt: JoinAttempt): Promise<BoundKeypairBeginResponse> {
-  requestKeys(req);
+  const request: KeyRequest = {
+    public_tls_key: req.public_tls_key,
+    public_ssh_key: req.public_ssh_key,
+    ...(req.ttl_seconds ? { ttl_seconds: req.ttl_seconds } : {}),
+  };
+  const keys = parseKeys(request); // a malformed key is found now, not after the challenge
   const presented = req.public_key ? parsedKey(req.public_key, "public_key").text : undefined;
   const { token, status } = await loadToken(ctx, req.token_name, attempt);
   const bk = token.spec.bound_keypair!;
@@ -231,22 +246,30 @@ async function begin(ctx: AuthContext, req: BoundKeypairBeginRequest, attempt: J
   const id = `${tag}/${randomId(16)}`;
   const challenge: StoredChallenge = {
     token_name: req.token_name,
+    bot_name: token.spec.bot_name,
     claims,
     expected_key: expectedKey,
     registering,
     rotate,
-    request: {
-      public_tls_key: req.public_tls_key,
-      public_ssh_key: req.public_ssh_key,
-      ...(req.ttl_seconds ? { ttl_seconds: req.ttl_seconds } : {}),
-    },
+    request,
     ...(req.join_state ? { join_state: req.join_state } : {}),
   };
   // not durable: a challenge lost to a power failure only makes its answer fail (start
   // again), and an idle service answers begin without waiting for an fsync
   await ctx.backend.create(KEYS.challenge(id), challenge, { expires: new Date(now.getTime() + CHALLENGE_TTL_MS), durable: false });
+  if (begunKeys.size >= BEGUN_KEYS_KEPT) begunKeys.delete(begunKeys.keys().next().value!);
+  begunKeys.set(id, keys);
   return { challenge_id: id, challenge: claims, rotate, recovery_mode: bk.recovery.mode };
 }
+
+/**
+ * The request keys each begin parsed, by challenge id, for the solve that follows on this
+ * service: the same keys as the stored challenge's `request` (the id is new to each
+ * challenge). Parsing them again was ~2 % of a join; a solve that finds none here (on
+ * another replica, or after many begins) parses the stored ones.
+ */
+const begunKeys = new Map<string, JoinKeys>();
+const BEGUN_KEYS_KEPT = 1024;
 
 /** The part of a challenge id that names its token: hex of the token's fingerprint (never the name). */
 function challengeTag(tokenName: string): string {
@@ -353,6 +376,8 @@ function refuseNamingToken(e: AppError, tokenName: string): Refusal {
 
 /** Step 2: checks the signed challenge, applies the recovery rules and joins. */
 async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: JoinAttempt): Promise<JoinResponse> {
+  const parsed = begunKeys.get(req.challenge_id);
+  begunKeys.delete(req.challenge_id);
   const item = await ctx.backend.get<StoredChallenge>(KEYS.challenge(req.challenge_id));
   if (!item) throw refuse(accessDenied("Unknown, expired or already used challenge: start the join again"), "unknown, expired or used challenge");
   const c = item.value;
@@ -367,7 +392,7 @@ async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: J
     throw e;
   }
 
-  const { token, revision, status, bot } = await loadToken(ctx, c.token_name, attempt);
+  const { token, revision, status, bot } = await loadToken(ctx, c.token_name, attempt, c.bot_name);
   const bk = token.spec.bound_keypair!;
   const botName = token.spec.bot_name;
   let boundKey = c.expected_key;
@@ -414,7 +439,7 @@ async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: J
   }
 
   const sequence = count + 1;
-  return startInstance(ctx, attempt, parseKeys(c.request), {
+  return startInstance(ctx, attempt, parsed ?? parseKeys(c.request), {
     bot,
     tokenName: token.metadata.name,
     boundPublicKey: boundKey,

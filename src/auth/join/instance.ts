@@ -18,7 +18,7 @@ import type { AuthContext } from "../context.ts";
 import { issueCerts, requestKeys } from "../issuer.ts";
 import { KEYS, findLock, getBot, getToken, type BotInstanceRecord, type LockRecord, type LockTarget } from "../keys.ts";
 import type { KubernetesClusters } from "../kubernetes/index.ts";
-import type { ConditionalOp } from "../storage/index.ts";
+import type { ConditionalOp, Item } from "../storage/index.ts";
 
 /**
  * What a refused join tells the caller when the token is unknown or is for another join
@@ -244,11 +244,17 @@ export async function startInstance(ctx: AuthContext, attempt: JoinAttempt, keys
  * "locked") when a lock covers the token or the bot, then when the bot no longer exists.
  */
 export async function unlockedBot(ctx: AuthContext, tokenName: string, botName: string): Promise<BotResource> {
-  const [tokenLock, botLock, bot] = await ctx.backend.getMany<unknown>([
-    KEYS.lock({ kind: "token", name: tokenName }),
-    KEYS.lock({ kind: "bot", name: botName }),
-    KEYS.bot(botName),
-  ]);
+  return checkUnlockedBot(await ctx.backend.getMany(unlockedBotKeys(tokenName, botName)), botName);
+}
+
+/** The keys unlockedBot reads, for a caller that reads them with others. */
+export function unlockedBotKeys(tokenName: string, botName: string): string[] {
+  return [KEYS.lock({ kind: "token", name: tokenName }), KEYS.lock({ kind: "bot", name: botName }), KEYS.bot(botName)];
+}
+
+/** unlockedBot's checks over the items read at unlockedBotKeys, in their order. */
+export function checkUnlockedBot(items: readonly (Item<unknown> | undefined)[], botName: string): BotResource {
+  const [tokenLock, botLock, bot] = items;
   const lock = (tokenLock ?? botLock)?.value as LockRecord | undefined;
   if (lock) throw refuse(lockedError(lock), "locked");
   if (!bot) throw refuse(accessDenied(`The join token's bot "${botName}" no longer exists`), "bot not found");
