@@ -96,6 +96,8 @@ interface BoundKey {
  */
 const parsedKeys = new Map<string, BoundKey>();
 const BOUND_KEYS_CACHED = 4096;
+/** Longer texts (a key with a long comment, as anyone may present at begin) are parsed each time: the map stays small. */
+const CACHED_TEXT_MAX = 512;
 
 /** The parsed key of `text` (BAD_PARAMETER naming `what` when it is not one). */
 function parsedKey(text: string, what?: string): BoundKey {
@@ -103,6 +105,7 @@ function parsedKey(text: string, what?: string): BoundKey {
   if (!k) {
     const key = parsePublicKey(text, what);
     k = { key, id: keyId(key), text: keyText(key) };
+    if (text.length > CACHED_TEXT_MAX) return k;
     if (parsedKeys.size >= BOUND_KEYS_CACHED) parsedKeys.delete(parsedKeys.keys().next().value!);
     parsedKeys.set(text, k);
   }
