@@ -6,8 +6,7 @@
  */
 
 import { readFile } from "node:fs/promises";
-import { CompactSign } from "jose";
-import { formatSshPublicKey, generateKeyPair, keyId, sshFingerprint, type KeyPair } from "../../crypto/index.ts";
+import { formatSshPublicKey, generateKeyPair, keyId, signCompactJws, sshFingerprint, type KeyPair } from "../../crypto/index.ts";
 import { AppError, accessDenied, badParameter, isAppError } from "../../lib/errors.ts";
 import { fsError } from "../../lib/fs.ts";
 import type { BoundKeypairBeginResponse, ChallengeClaims, JoinResponse } from "../../protocol/index.ts";
@@ -19,10 +18,12 @@ import { loadStaticKey, type StaticKey } from "./_static_key.ts";
 /** The algorithm of keys the agent generates itself (registration, rotation without a current key). */
 export const BOUND_KEY_ALGORITHM = "ed25519" as const;
 
-/** Signs the challenge claims, exactly as issued, as a compact JWS (EdDSA for Ed25519, ES256 for P-256). */
+/**
+ * Signs the challenge claims, exactly as issued, as a compact JWS (EdDSA for Ed25519,
+ * ES256 for P-256): what jose's CompactSign wrote, without loading jose for one signature.
+ */
 export async function signChallenge(claims: ChallengeClaims, key: KeyPair): Promise<string> {
-  const alg = key.algorithm === "ed25519" ? "EdDSA" : "ES256";
-  return new CompactSign(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({ alg }).sign(key.privateKey);
+  return signCompactJws({ alg: key.algorithm === "ed25519" ? "EdDSA" : "ES256" }, JSON.stringify(claims), key.privateKey);
 }
 
 /** The registration secret from the config value or its file (trimmed), if any. */
