@@ -57,7 +57,7 @@ export function startCommand(): Command {
       // zod compiles a parser (new Function) for each object schema on its first parse, which
       // pays off after thousands of parses; the agent parses each kind a few times per renewal.
       // It is read when a schema is built, so before the schemas' modules load.
-      (await import("zod")).config({ jitless: true });
+      await import("./_jitless.ts");
       const [{ start }, { registerBuiltins }] = await Promise.all([import("./start.ts"), import("./builtins.ts")]);
       registerBuiltins();
       await start(flags);

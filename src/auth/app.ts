@@ -32,7 +32,7 @@ import {
   type PingResponse,
   type StatusResponse,
 } from "../protocol/index.ts";
-import { z } from "zod";
+import * as z from "zod";
 import { Admin } from "./admin.ts";
 import { actorFields, EVENT } from "./audit.ts";
 import { exportAuthority } from "./authorities.ts";

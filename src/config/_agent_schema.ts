@@ -3,7 +3,7 @@
  * their snake_case form. `_agent_translate.ts` turns either into `AgentConfig`.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { JOIN_METHODS, durationString, expecting, labelMap, raise, stringList, text } from "../resources/index.ts";
 
 export const SYMLINKS_MODES = ["secure", "try-secure", "insecure"] as const;

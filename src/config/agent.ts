@@ -4,7 +4,7 @@
  */
 
 import { stringify } from "yaml";
-import { z } from "zod";
+import * as z from "zod";
 import { formatDuration } from "../lib/duration.ts";
 import { isAppError } from "../lib/errors.ts";
 import { isPlainObject, problemsError, type ValuePath } from "../resources/index.ts";

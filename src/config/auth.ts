@@ -6,7 +6,7 @@
 import { hostname } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { stringify } from "yaml";
-import { z } from "zod";
+import * as z from "zod";
 import { formatDuration, parseDuration } from "../lib/duration.ts";
 import { durationProblem, durationString, expecting, formatValue, labelMap, nameProblem, problemsError, raise, resourceName, text, type Problem, type ValuePath } from "../resources/index.ts";
 import { checkDocument, parseConfigDocument, readConfigFile } from "./_document.ts";

@@ -4,7 +4,7 @@
  * arrive from the network.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { badParameter } from "../lib/errors.ts";
 import { DerReader, encode, utf8String } from "./_der.ts";
 

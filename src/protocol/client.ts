@@ -4,7 +4,7 @@
  * is the caller's identity.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { AppError, connectionProblem, errorMessage, isAppError, trustFailure } from "../lib/errors.ts";
 import { readCapped } from "../lib/stream.ts";
 import { errorFromBody } from "./errors.ts";

@@ -4,7 +4,7 @@
  * the client never trusts a response it has not decoded either.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { badParameter } from "../lib/errors.ts";
 import { CI_JOIN_METHODS, JOIN_METHODS } from "../resources/index.ts";
 

@@ -6,7 +6,7 @@
  * tables (src/auth/oidc/).
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { raise } from "./_fields.ts";
 
 /** The join methods of CI platforms: one list the token, protocol, agent, auth and ctl share. */

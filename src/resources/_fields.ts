@@ -3,7 +3,7 @@
  * RFC 3339 times, string lists, and the helper refinements use to raise problems.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { DURATION_FORMS, formatDuration, missingUnit, parseDuration } from "../lib/duration.ts";
 import { isAppError } from "../lib/errors.ts";
 import { expecting, type ProblemParams } from "./_issues.ts";

@@ -3,7 +3,7 @@
  * field path, its line and column, what was wrong and what is allowed.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { badParameter, type AppError, type SourcePosition } from "../lib/errors.ts";
 import { isPlainObject, type PointAt, type ValuePath } from "./_yaml.ts";
 import { closest } from "./_suggest.ts";

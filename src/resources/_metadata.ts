@@ -2,7 +2,7 @@
  * The parts every resource shares: `metadata` and the kind/version header.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { labelMap, parseRfc3339, resourceName, timeString } from "./_fields.ts";
 
 /** `metadata` with the given rule for `name`. */

@@ -3,7 +3,7 @@
  * never outlive `max_session_ttl`.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { parseDuration } from "../lib/duration.ts";
 import { durationString, resourceName } from "./_fields.ts";
 import { metadataSchema } from "./_metadata.ts";

@@ -4,7 +4,7 @@
  */
 
 import { stringify } from "yaml";
-import { z } from "zod";
+import * as z from "zod";
 import { badParameter } from "../lib/errors.ts";
 import { check, problemsError, sortProblems, type Problem, type ValidationContext } from "./_issues.ts";
 import { isPlainObject, parseSource, stripNulls, type PointAt, type ValuePath } from "./_yaml.ts";

@@ -3,7 +3,7 @@
  * and Kubernetes clusters it may reach, and which Kubernetes resources within them.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { parseDuration } from "../lib/duration.ts";
 import { expecting } from "./_issues.ts";
 import { durationString, raise, stringList } from "./_fields.ts";

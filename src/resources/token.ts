@@ -5,7 +5,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { z } from "zod";
+import * as z from "zod";
 import { expecting } from "./_issues.ts";
 import { raise, resourceName, timeString } from "./_fields.ts";
 import { metadataExpires, metadataSchema } from "./_metadata.ts";

@@ -4,7 +4,7 @@
  * with what the certificate says (bot, instance, generation, expiry) decoded once.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { parseCertificate, parsePrivateKey, formatSshPublicKey, publicKeyToPem, keyId, type KeyPair } from "../../crypto/index.ts";
 import { badParameter } from "../../lib/errors.ts";
 import type { Certs, ClientTLS } from "../../protocol/index.ts";

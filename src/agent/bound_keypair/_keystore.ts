@@ -4,7 +4,7 @@
  * and a short history of the keys this bot has retired.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { formatSshPublicKey, keyId, parsePrivateKey, privateKeyToPem, type KeyPair } from "../../crypto/index.ts";
 import { badParameter } from "../../lib/errors.ts";
 import { decode } from "../../protocol/index.ts";

@@ -6,7 +6,7 @@
  * join: a fresh token each time, so the method can join again.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { AppError, connectionProblem, errorMessage } from "../../lib/errors.ts";
 import type { JoinMethod } from "../bot/index.ts";
 import { ciTokenName, joinWithIdToken } from "./_join.ts";

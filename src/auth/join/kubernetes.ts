@@ -8,7 +8,7 @@
  */
 
 import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet, type JWK, type JWTPayload } from "jose";
-import { z } from "zod";
+import * as z from "zod";
 import { AppError, accessDenied, errorMessage, expired, isAppError } from "../../lib/errors.ts";
 import type { TokenResource } from "../../resources/index.ts";
 import type { AuthContext } from "../context.ts";
