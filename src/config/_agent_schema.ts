@@ -4,6 +4,7 @@
  */
 
 import * as z from "zod";
+import { lazy } from "../lib/lazy.ts";
 import { JOIN_METHODS, durationString, expecting, labelMap, raise, stringList, text } from "../resources/index.ts";
 
 export const SYMLINKS_MODES = ["secure", "try-secure", "insecure"] as const;
@@ -12,7 +13,7 @@ export const LOG_FORMATS = ["text", "json"] as const;
 export const DEFAULT_STORAGE_PATH = "/var/lib/machine-id";
 
 /** `onboarding`, the same in v1 and v2. */
-export const onboardingSchema = z.strictObject({
+export const onboardingSchema = lazy(() => z.strictObject({
   join_method: z.enum(JOIN_METHODS).optional(),
   /** The token, or a path to a file holding it (starting with "/" or "./"). */
   token: z.string().optional(),
@@ -27,7 +28,7 @@ export const onboardingSchema = z.strictObject({
     .optional(),
   /** join_method gitlab: the variable the job's id_tokens section fills (TBOT_GITLAB_JWT by default). */
   gitlab: z.strictObject({ token_env_var_name: text().optional() }).optional(),
-});
+}));
 
 /**
  * Output directories default to acls "try": a directory prepared by `init
@@ -42,30 +43,30 @@ const directoryFields = (acls: (typeof ACLS_MODES)[number]) => ({
   acls: z.enum(ACLS_MODES).default(acls),
 });
 
-const memoryDestination = z.strictObject({ type: z.literal("memory") });
-const secretDestination = z.strictObject({ type: z.literal("kubernetes_secret"), name: text(), namespace: text().optional() });
+const memoryDestination = lazy(() => z.strictObject({ type: z.literal("memory") }));
+const secretDestination = lazy(() => z.strictObject({ type: z.literal("kubernetes_secret"), name: text(), namespace: text().optional() }));
 
 /** Where an output is written (v2). */
-export const destinationSchema = z.discriminatedUnion("type", [
+export const destinationSchema = lazy(() => z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("directory"), path: text(), ...directoryFields(OUTPUT_DEFAULT_ACLS) }),
   memoryDestination,
   secretDestination,
-]);
+]));
 
 /** Where the agent keeps its own identity (v2): a destination whose directory has a default. */
-export const storageSchema = z.discriminatedUnion("type", [
+export const storageSchema = lazy(() => z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("directory"), path: text().default(DEFAULT_STORAGE_PATH), ...directoryFields(STORAGE_DEFAULT_ACLS) }),
   memoryDestination,
   secretDestination,
-]);
+]));
 
-const sshConfigSchema = expecting(z.union([z.enum(["on", "off"]), z.boolean()]), `"on" or "off"`);
+const sshConfigSchema = lazy(() => expecting(z.union([z.enum(["on", "off"]), z.boolean()]), `"on" or "off"`));
 
 /**
  * One selector of a kubernetes/v2 output, as tbot has it: a cluster by `name`, or every
  * cluster whose labels include all of `labels` — exactly one of the two.
  */
-const kubernetesSelectorSchema = z
+const kubernetesSelectorSchema = lazy(() => z
   .strictObject({ name: text().optional(), labels: labelMap().optional() })
   .superRefine((sel, ctx) => {
     const hasLabels = sel.labels !== undefined && Object.keys(sel.labels).length > 0;
@@ -74,10 +75,10 @@ const kubernetesSelectorSchema = z
     } else if (sel.name === undefined && !hasLabels) {
       raise(ctx, ["name"], "missing", `a selector needs "name: <cluster>" or "labels: {key: value}"`);
     }
-  });
+  }));
 
 /** One output (v2); `services` entries use the same schema. */
-export const outputSchema = z.discriminatedUnion("type", [
+export const outputSchema = lazy(() => z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("identity"),
     destination: destinationSchema,
@@ -98,19 +99,19 @@ export const outputSchema = z.discriminatedUnion("type", [
     }),
     disable_exec_plugin: z.boolean().default(false),
   }),
-]);
+]));
 
-const common = {
+const common = lazy(() => ({
   auth_server: text().optional(),
   onboarding: onboardingSchema.prefault({}),
   renewal_interval: durationString().optional(),
   oneshot: z.boolean().default(false),
   debug: z.boolean().default(false),
   diag_addr: text().optional(),
-};
+}));
 
 /** tbot v2. */
-export const agentV2Schema = z
+export const agentV2Schema = lazy(() => z
   .strictObject({
     version: z.literal("v2"),
     ...common,
@@ -128,18 +129,18 @@ export const agentV2Schema = z
     if (c.credential_ttl !== undefined && c.certificate_ttl !== undefined) {
       raise(ctx, ["certificate_ttl"], "forbidden", `it is another name for credential_ttl: set only one`);
     }
-  });
+  }));
 
 export type AgentV2File = z.output<typeof agentV2Schema>;
 
 /** v1 config templates a destination may list. */
 export const V1_TEMPLATES = ["ssh_client", "identity", "tls", "tls_cas", "kubernetes"] as const;
 
-const v1Directory = expecting(
+const v1Directory = lazy(() => expecting(
   // acls stays unset here: its default depends on whether this is storage or an output
   z.union([text(), z.strictObject({ path: text(), symlinks: z.enum(SYMLINKS_MODES).default("try-secure"), acls: z.enum(ACLS_MODES).optional() })]),
   "a path or a mapping with a path",
-);
+));
 
 // "Exactly one of directory or memory", for v1 storage and destinations.
 function oneLocation(v: { directory?: unknown; memory?: boolean | undefined }, ctx: z.RefinementCtx): void {
@@ -150,7 +151,7 @@ function oneLocation(v: { directory?: unknown; memory?: boolean | undefined }, c
   }
 }
 
-const v1Template = expecting(
+const v1Template = lazy(() => expecting(
   z.union([
     z.enum(V1_TEMPLATES),
     z
@@ -160,10 +161,10 @@ const v1Template = expecting(
       }),
   ]),
   "a template name",
-);
+));
 
 /** tbot v1 (no `version`, or `version: v1`). */
-export const agentV1Schema = z.strictObject({
+export const agentV1Schema = lazy(() => z.strictObject({
   version: z.literal("v1").optional(),
   ...common,
   storage: z.strictObject({ directory: v1Directory.optional(), memory: z.boolean().optional() }).superRefine(oneLocation).optional(),
@@ -181,7 +182,7 @@ export const agentV1Schema = z.strictObject({
     )
     .default([]),
   certificate_ttl: durationString().optional(),
-});
+}));
 
 export type AgentV1File = z.output<typeof agentV1Schema>;
 

@@ -7,6 +7,7 @@ import { hostname } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { stringify } from "yaml";
 import * as z from "zod";
+import { lazy } from "../lib/lazy.ts";
 import { formatDuration, parseDuration } from "../lib/duration.ts";
 import { durationProblem, durationString, expecting, formatValue, labelMap, nameProblem, problemsError, raise, resourceName, text, type Problem, type ValuePath } from "../resources/index.ts";
 import { checkDocument, parseConfigDocument, readConfigFile } from "./_document.ts";
@@ -48,7 +49,7 @@ function serverProblem(server: string): string | undefined {
   return undefined;
 }
 
-const kubernetesClusterSchema = z
+const kubernetesClusterSchema = lazy(() => z
   .strictObject({
     name: resourceName(),
     server: text(),
@@ -75,15 +76,15 @@ const kubernetesClusterSchema = z
     } else if (!certAuth && c.token_path === undefined) {
       raise(ctx, ["token_path"], "missing", "the proxy needs an identity allowed to impersonate: set token_path, or client_cert_path and client_key_path");
     }
-  });
+  }));
 
-const kubernetesClustersSchema = z.array(kubernetesClusterSchema).superRefine((list, ctx) => {
+const kubernetesClustersSchema = lazy(() => z.array(kubernetesClusterSchema).superRefine((list, ctx) => {
   const seen = new Set<string>();
   list.forEach((c, i) => {
     if (seen.has(c.name)) raise(ctx, [i, "name"], "invalid", "another cluster has this name already", "name");
     seen.add(c.name);
   });
-});
+}));
 
 type KubernetesClusterFile = z.output<typeof kubernetesClusterSchema>;
 
@@ -127,7 +128,7 @@ function resolveClusterPaths(c: KubernetesClusterConfig): KubernetesClusterConfi
 const RETENTION_HINT = `expected "${KEEP_FOREVER}" or a duration such as "90d" or "2160h"`;
 
 /** `audit.retention`: a duration of at least a day, or "forever". */
-const retentionSchema = expecting(
+const retentionSchema = lazy(() => expecting(
   z.string().superRefine((s, ctx) => {
     if (s === KEEP_FOREVER) return;
     const p = durationProblem(s);
@@ -137,7 +138,7 @@ const retentionSchema = expecting(
     }
   }),
   RETENTION_HINT.slice("expected ".length),
-);
+));
 
 function translateAudit(a: { retention?: string | undefined }): AuthAuditConfig {
   const r = a.retention;
@@ -150,7 +151,7 @@ function formatRetention(ms: number | null): string {
   return ms % DAY_MS === 0 ? `${ms / DAY_MS}d` : formatDuration(ms);
 }
 
-const authSchema = z.strictObject({
+const authSchema = lazy(() => z.strictObject({
   version: z.literal("v1"),
   cluster_name: text().optional(),
   data_dir: text().default(DEFAULT_AUTH_DATA_DIR),
@@ -185,7 +186,7 @@ const authSchema = z.strictObject({
     .optional(),
   audit: z.strictObject({ retention: retentionSchema.optional() }).prefault({}),
   kubernetes_clusters: kubernetesClustersSchema.default([]),
-});
+}));
 
 /** The file's `limits` section, as the listener takes it; the YAML names map one to one. */
 const LIMIT_FIELDS = [

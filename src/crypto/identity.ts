@@ -5,6 +5,7 @@
  */
 
 import * as z from "zod";
+import { lazy } from "../lib/lazy.ts";
 import { badParameter } from "../lib/errors.ts";
 import { DerReader, encode, utf8String } from "./_der.ts";
 
@@ -35,15 +36,15 @@ export interface CertIdentity {
 /** Caps what a hostile certificate can make the decoder chew on. */
 const MAX_IDENTITY_BYTES = 64 * 1024;
 
-const name = z.string().min(1).max(1024);
-const names = z.array(z.string().max(1024)).max(1024);
+const name = lazy(() => z.string().min(1).max(1024));
+const names = lazy(() => z.array(z.string().max(1024)).max(1024));
 
 /**
  * The shape a certificate identity must have (exported for the tests that hold the
  * written-out check to it). Unknown fields are dropped rather than refused so an older
  * reader accepts a newer writer.
  */
-export const IdentitySchema = z.object({
+export const IdentitySchema = lazy(() => z.object({
   cluster: name,
   username: name,
   kind: z.enum(["bot", "admin"]),
@@ -59,7 +60,7 @@ export const IdentitySchema = z.object({
   kubernetesClusters: names.optional(),
   joinMethod: name.optional(),
   tokenName: name.optional(),
-});
+}));
 
 /** Field order of the encoded JSON, so equal identities encode to equal bytes. */
 const FIELD_ORDER = Object.keys(IdentitySchema.shape) as (keyof CertIdentity)[];

@@ -7,6 +7,7 @@
  */
 
 import * as z from "zod";
+import { lazy } from "../lib/lazy.ts";
 import { raise } from "./_fields.ts";
 
 /** The join methods of CI platforms: one list the token, protocol, agent, auth and ctl share. */
@@ -125,27 +126,27 @@ const staticJwks = () =>
     if (!Array.isArray(keys) || keys.length === 0) raise(ctx, [], "invalid", `expected a JWKS: a JSON object with a non-empty "keys" list`);
   });
 
-export const githubSpec = z.strictObject({
+export const githubSpec = lazy(() => z.strictObject({
   /** GitHub Enterprise Server host: tokens issued by https://<host>/_services/token instead of github.com's. */
   enterprise_server_host: host("ghes.example.com").optional(),
   static_jwks: staticJwks().optional(),
   allow: z.array(ruleSchema("github")).min(1),
-});
+}));
 
-export const gitlabSpec = z.strictObject({
+export const gitlabSpec = lazy(() => z.strictObject({
   /** A self-managed GitLab's host; gitlab.com when absent. */
   domain: host("gitlab.example.com").optional(),
   static_jwks: staticJwks().optional(),
   allow: z.array(ruleSchema("gitlab")).min(1),
-});
+}));
 
-export const circleciSpec = z.strictObject({
+export const circleciSpec = lazy(() => z.strictObject({
   organization_id: z.string().superRefine((s, ctx) => {
     if (!/^[A-Za-z0-9-]+$/.test(s)) raise(ctx, [], "invalid", `expected the CircleCI organization ID (a UUID, from Organization Settings > Overview)`);
   }),
   static_jwks: staticJwks().optional(),
   allow: z.array(ruleSchema("circleci")).min(1),
-});
+}));
 
 export type GithubJoinSpec = z.output<typeof githubSpec>;
 export type GitlabJoinSpec = z.output<typeof gitlabSpec>;

@@ -5,6 +5,7 @@
 
 import * as z from "zod";
 import { badParameter, type AppError, type SourcePosition } from "../lib/errors.ts";
+import { unwrapLazy } from "../lib/lazy.ts";
 import { isPlainObject, type PointAt, type ValuePath } from "./_yaml.ts";
 import { closest } from "./_suggest.ts";
 
@@ -191,7 +192,8 @@ type Def = {
 
 /** Words for what a schema accepts: "a list of strings", `one of "a", "b"`. */
 export function describe(schema: z.ZodType): string {
-  const meta = expectations.get(schema);
+  // a lazy schema nested in another is its stand-in here; the registry knows the schema
+  const meta = expectations.get(unwrapLazy(schema));
   if (meta) return meta.expected;
   const def = (schema as unknown as { _zod: { def: Def; bag?: { format?: string } } })._zod.def;
   const bag = (schema as unknown as { _zod: { bag?: { format?: string } } })._zod.bag;
@@ -234,7 +236,7 @@ function plural(schema: z.ZodType): string {
   let s = schema;
   // Unwrap so a registered plural on the inner schema is found.
   for (;;) {
-    const meta = expectations.get(s);
+    const meta = expectations.get(unwrapLazy(s));
     if (meta?.plural) return meta.plural;
     const def = (s as unknown as { _zod: { def: Def } })._zod.def;
     if (def.innerType && ["optional", "nullable", "default", "prefault", "nonoptional", "readonly", "catch"].includes(def.type)) {

@@ -4,6 +4,7 @@
  */
 
 import * as z from "zod";
+import { lazy } from "../lib/lazy.ts";
 import { parseDuration } from "../lib/duration.ts";
 import { durationString, resourceName } from "./_fields.ts";
 import { metadataSchema } from "./_metadata.ts";
@@ -16,13 +17,13 @@ export const BOT_MAX_TTL_CAP_MS = 7 * 24 * 3_600_000;
 /** A bot's `max_session_ttl` when none is given (Teleport's default for bots). */
 export const DEFAULT_BOT_MAX_SESSION_TTL = "12h";
 
-const trait = z.strictObject({
+const trait = lazy(() => z.strictObject({
   name: z.string().min(1),
   values: z.array(z.string()).default([]),
-});
+}));
 
 /** The bot schema, with defaults. */
-export const botSchema = z.strictObject({
+export const botSchema = lazy(() => z.strictObject({
   kind: z.literal("bot"),
   version: z.enum(BOT_VERSIONS),
   metadata: metadataSchema(),
@@ -33,7 +34,7 @@ export const botSchema = z.strictObject({
     traits: z.array(trait).default([]),
     max_session_ttl: durationString({ positive: true, maxMs: BOT_MAX_TTL_CAP_MS }).default(DEFAULT_BOT_MAX_SESSION_TTL),
   }),
-});
+}));
 
 /** A validated bot with its defaults applied. */
 export type BotResource = z.output<typeof botSchema>;

@@ -4,6 +4,7 @@
  */
 
 import * as z from "zod";
+import { lazy } from "../lib/lazy.ts";
 import { parseDuration } from "../lib/duration.ts";
 import { expecting } from "./_issues.ts";
 import { durationString, raise, stringList } from "./_fields.ts";
@@ -58,26 +59,26 @@ export const KUBERNETES_VERBS = [
 /** Teleport's default maximum certificate lifetime for a role. */
 export const DEFAULT_MAX_SESSION_TTL = "30h";
 
-const labelValues = expecting(z.union([z.string(), z.array(z.string())]), "a string or a list of strings");
-const labelSelector = expecting(z.record(z.string(), labelValues), "a mapping of label names to values");
+const labelValues = lazy(() => expecting(z.union([z.string(), z.array(z.string())]), "a string or a list of strings"));
+const labelSelector = lazy(() => expecting(z.record(z.string(), labelValues), "a mapping of label names to values"));
 
-const kubernetesResource = z.strictObject({
+const kubernetesResource = lazy(() => z.strictObject({
   kind: z.string(),
   namespace: z.string().min(1),
   name: z.string().min(1),
   verbs: stringList().optional(),
-});
+}));
 
-const conditions = z.strictObject({
+const conditions = lazy(() => z.strictObject({
   logins: stringList().optional(),
   node_labels: labelSelector.optional(),
   kubernetes_labels: labelSelector.optional(),
   kubernetes_groups: stringList().optional(),
   kubernetes_users: stringList().optional(),
   kubernetes_resources: z.array(kubernetesResource).optional(),
-});
+}));
 
-const roleSchemaBase = z.strictObject({
+const roleSchemaBase = lazy(() => z.strictObject({
   kind: z.literal("role"),
   version: z.enum(ROLE_VERSIONS),
   metadata: metadataSchema(),
@@ -90,7 +91,7 @@ const roleSchemaBase = z.strictObject({
       })
       .prefault({}),
   }),
-});
+}));
 
 /** A label selector: label name → allowed value(s); `'*': '*'` matches everything. */
 export type LabelSelector = z.output<typeof labelSelector>;
@@ -102,7 +103,7 @@ export type RoleConditions = z.output<typeof conditions>;
 export type RoleResource = z.output<typeof roleSchemaBase>;
 
 /** The role schema: shape, version rules, then version defaults. */
-export const roleSchema = roleSchemaBase.superRefine(checkVersionRules).transform(applyRoleDefaults);
+export const roleSchema = lazy(() => roleSchemaBase.superRefine(checkVersionRules).transform(applyRoleDefaults));
 
 function checkVersionRules(role: RoleResource, ctx: z.RefinementCtx): void {
   for (const side of ["allow", "deny"] as const) {

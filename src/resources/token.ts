@@ -6,6 +6,7 @@
 
 import { createHash } from "node:crypto";
 import * as z from "zod";
+import { lazy } from "../lib/lazy.ts";
 import { expecting } from "./_issues.ts";
 import { raise, resourceName, timeString } from "./_fields.ts";
 import { metadataExpires, metadataSchema } from "./_metadata.ts";
@@ -66,7 +67,7 @@ const serviceAccount = () =>
     `a "namespace:name" string`,
   );
 
-const boundKeypairSpec = z.strictObject({
+const boundKeypairSpec = lazy(() => z.strictObject({
   onboarding: z
     .strictObject({
       /** The bot's public key, when the key was made beforehand (`keypair create`). */
@@ -82,17 +83,17 @@ const boundKeypairSpec = z.strictObject({
   }),
   /** Ask the bot to rotate its key on its next renewal after this time. */
   rotate_after: timeString().optional(),
-});
+}));
 
-const kubernetesSpec = z.strictObject({
+const kubernetesSpec = lazy(() => z.strictObject({
   type: z.enum(KUBERNETES_JOIN_TYPES).default("in_cluster"),
   static_jwks: z.strictObject({ jwks: z.string().min(1) }).optional(),
   /** The cluster's service-account issuer, whose discovery document names its JWKS. */
   oidc: z.strictObject({ issuer: z.string().min(1) }).optional(),
   allow: z.array(z.strictObject({ service_account: serviceAccount() })).min(1),
-});
+}));
 
-const boundKeypairStatus = z.strictObject({
+const boundKeypairStatus = lazy(() => z.strictObject({
   /**
    * This creation of the token: a new random id each time the token is created (or its
    * binding reset), never kept across a delete. Join states carry it, so a state from an
@@ -105,9 +106,9 @@ const boundKeypairStatus = z.strictObject({
   last_recovered_at: timeString().optional(),
   last_rotated_at: timeString().optional(),
   registration_secret: z.string().optional(),
-});
+}));
 
-const tokenSchemaBase = z.strictObject({
+const tokenSchemaBase = lazy(() => z.strictObject({
   kind: z.literal("token"),
   version: z.enum(TOKEN_VERSIONS),
   metadata: metadataSchema(tokenName()),
@@ -124,7 +125,7 @@ const tokenSchemaBase = z.strictObject({
   }),
   /** Kept by the auth service; accepted on input so `get` output can be created again. */
   status: z.strictObject({ bound_keypair: boundKeypairStatus.optional() }).optional(),
-});
+}));
 
 /** A validated token with its defaults applied. */
 export type TokenResource = z.output<typeof tokenSchemaBase>;
@@ -133,7 +134,7 @@ export type KubernetesJoinSpec = z.output<typeof kubernetesSpec>;
 export type BoundKeypairStatus = z.output<typeof boundKeypairStatus>;
 
 /** The token schema: shape, then the rules that tie fields together. */
-export const tokenSchema = tokenSchemaBase.superRefine(checkTokenRules);
+export const tokenSchema = lazy(() => tokenSchemaBase.superRefine(checkTokenRules));
 
 // Each join method's sub-spec, keyed by method.
 const SUB_SPECS = { bound_keypair: "bound_keypair", kubernetes: "kubernetes", github: "github", gitlab: "gitlab", circleci: "circleci" } as const;

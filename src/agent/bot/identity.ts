@@ -5,6 +5,7 @@
  */
 
 import * as z from "zod";
+import { lazy } from "../../lib/lazy.ts";
 import { parseCertificate, parsePrivateKey, formatSshPublicKey, publicKeyToPem, keyId, type KeyPair } from "../../crypto/index.ts";
 import { badParameter } from "../../lib/errors.ts";
 import type { Certs, ClientTLS } from "../../protocol/index.ts";
@@ -25,7 +26,7 @@ export interface BotIdentity {
 }
 
 /** What storage holds: one JSON document, written atomically, so key and certificates always match. */
-const StoredIdentity = z.object({
+const StoredIdentity = lazy(() => z.object({
   version: z.literal(1),
   key_pem: z.string(),
   certs: z.object({
@@ -41,7 +42,7 @@ const StoredIdentity = z.object({
   auth_server: z.string(),
   join_method: z.string(),
   token_fingerprint: z.string().optional(),
-});
+}));
 
 /** Builds a BotIdentity from freshly issued certificates; the certificate must carry a bot identity. */
 export function makeIdentity(

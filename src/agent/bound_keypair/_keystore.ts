@@ -5,6 +5,7 @@
  */
 
 import * as z from "zod";
+import { lazy } from "../../lib/lazy.ts";
 import { formatSshPublicKey, keyId, parsePrivateKey, privateKeyToPem, type KeyPair } from "../../crypto/index.ts";
 import { badParameter } from "../../lib/errors.ts";
 import { decode } from "../../protocol/index.ts";
@@ -18,16 +19,16 @@ export const BOUND_STATE_FILE = "bound_keypair.json";
 /** How many retired keys the history keeps (newest first). */
 export const KEY_HISTORY_LIMIT = 5;
 
-const HistoryEntry = z.object({
+const HistoryEntry = lazy(() => z.object({
   public_key: z.string(),
   key_id: z.string(),
   retired_at: z.string(),
   /** `rotated`: the service asked for a new key; `replaced`: `keypair create --overwrite`. */
   reason: z.enum(["rotated", "replaced"]),
-});
+}));
 export type KeyHistoryEntry = z.infer<typeof HistoryEntry>;
 
-const StateDoc = z.object({
+const StateDoc = lazy(() => z.object({
   version: z.literal(1),
   /** The join-state document of the last join, presented on the next one. */
   join_state: z.string().optional(),
@@ -37,7 +38,7 @@ const StateDoc = z.object({
    */
   pending_key: z.string().optional(),
   key_history: z.array(HistoryEntry).default([]),
-});
+}));
 
 /** What `bound_keypair.json` holds. */
 export interface BoundKeypairState {
