@@ -4,8 +4,8 @@
  * created world-readable, not even for the instant before a chmod.
  */
 
-import { constants } from "node:fs";
-import { lstat, mkdir, open, rename, rm, chmod, stat, readFile } from "node:fs/promises";
+import { constants, lstatSync } from "node:fs";
+import { mkdir, open, rename, rm, chmod, stat, readFile } from "node:fs/promises";
 import { dirname, basename, join, resolve, sep } from "node:path";
 import { randomBytes } from "node:crypto";
 import { AppError, badParameter, errorMessage } from "./errors.ts";
@@ -91,11 +91,12 @@ export async function assertNoSymlinks(path: string): Promise<void> {
     cur += sep + part;
     let st;
     try {
-      st = await lstat(cur);
+      // lstatSync: microseconds, where an awaited lstat costs ~70 µs of CPU in thread hand-offs
+      st = lstatSync(cur, { throwIfNoEntry: false });
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
       throw fsError("inspect", cur, e);
     }
+    if (!st) return;
     if (st.isSymbolicLink()) {
       throw new AppError("ACCESS_DENIED", `Refusing to use "${abs}": "${cur}" is a symlink and symlinks are set to "secure"`);
     }
