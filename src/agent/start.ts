@@ -8,8 +8,6 @@ import { applyAgentFlags, checkAgentConfig, loadAgentConfig, parseAgentConfig, t
 import { badParameter, errorMessage } from "../lib/errors.ts";
 import { Logger, type LogFormat } from "../lib/log.ts";
 import { Agent, type Service } from "./agent.ts";
-import { startDiagServer } from "./diag/index.ts";
-import { createNotifier, runWatchdog } from "./systemd/index.ts";
 
 /** Flags of `start` as commander hands them over. */
 export interface StartFlags extends AgentFlags {
@@ -57,6 +55,7 @@ function diagService(addr: string, agent: Agent, log: Logger): Service {
   return {
     name: "diag",
     async run(signal) {
+      const { startDiagServer } = await import("./diag/index.ts");
       const server = await startDiagServer({ addr, health: agent.health, metrics: agent.metrics, log: log.child("diag") });
       await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener("abort", () => resolve(), { once: true })));
       await server.stop();
@@ -92,6 +91,8 @@ export async function start(flags: StartFlags): Promise<void> {
   // for good (build.ts scales tier-up by 1,000, which ~800 renewals reach): JIT code and the
   // compilers' pages were ~10 MB of its RSS (bench/RESULTS.md).
   Bun.unsafe.setJITPolicy(1e6);
+  // the daemon's own modules, which a oneshot does not load
+  const { createNotifier, runWatchdog } = await import("./systemd/index.ts");
   const notifier = createNotifier(process.env, { logger: log.child("systemd") });
   const controller = new AbortController();
   const onStop = (sig: string) => () => {

@@ -62,8 +62,8 @@ export const IdentitySchema = lazy(() => z.object({
   tokenName: name.optional(),
 }));
 
-/** Field order of the encoded JSON, so equal identities encode to equal bytes. */
-const FIELD_ORDER = Object.keys(IdentitySchema.shape) as (keyof CertIdentity)[];
+/** Field order of the encoded JSON, so equal identities encode to equal bytes (read on first use: it builds the schema). */
+const FIELD_ORDER = lazy(() => Object.keys(IdentitySchema.shape) as (keyof CertIdentity)[]);
 
 const NAME_FIELDS = new Set<string>(["cluster", "username", "botName", "botInstanceId", "kubernetesCluster", "joinMethod", "tokenName"]);
 const OPTIONAL_FIELDS = new Set<string>(["botName", "botInstanceId", "generation", "kubernetesUsers", "kubernetesGroups", "kubernetesCluster", "kubernetesClusters", "joinMethod", "tokenName"]);
