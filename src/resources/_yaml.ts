@@ -32,6 +32,74 @@ const MAX_ALIAS_COUNT = 100;
  * `details.errors`.
  */
 export function parseSource(text: string, file: string): SourceDocument[] {
+  return parseFast(text, file) ?? parseLocated(text, file);
+}
+
+// What sends a text to the yaml package: anchors and aliases (its alias limit), tags,
+// flow mappings, block scalars, merge keys, directives and document markers, tabs, and
+// signed hex or octal numbers (Bun reads "-0x1F" as a number, the package as a string),
+// and "__proto__" (the package keeps it an ordinary key: see stripNulls).
+const NOT_PLAIN = /[&*!{}|>\t]|<<|^(?:---|\.\.\.|%)|[-+]0[xXoO]|__proto__/m;
+// A mapping key at the start of a line, after any "- " list markers.
+const KEY_LINE = /^[ ]*(?:-[ ]+)*("(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^\s#"'-][^#]*?|-[^\s#][^#]*?)[ ]*:(?:[ ]|$)/;
+
+/**
+ * The common case, a plain block document, read with Bun's native YAML parser: the yaml
+ * package took ~2 ms of a oneshot's CPU for a 12-line config (bench/RESULTS.md). Undefined
+ * (and the yaml package reads it) unless the text is plain (NOT_PLAIN), Bun reads it, and
+ * every key written in the text is one key in the result: Bun keeps the last of duplicate
+ * keys, which the yaml package refuses. Both agree on every YAML file in this repository
+ * and its scenarios (tests/resources/yaml_fast.test.ts). Positions, needed only for an
+ * error, come from the yaml package on first use.
+ */
+function parseFast(text: string, file: string): SourceDocument[] | undefined {
+  if (NOT_PLAIN.test(text)) return undefined;
+  let value: unknown;
+  try {
+    value = Bun.YAML.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (value === null || value === undefined || !sameKeys(text, value)) return undefined;
+  let located: SourceDocument | undefined;
+  return [{ value: stripNulls(value), index: 0, locate: (path, at) => (located ??= parseLocated(text, file)[0])?.locate(path, at) }];
+}
+
+/** Whether the keys written in `text` are exactly the keys of `value`'s mappings, as multisets. */
+function sameKeys(text: string, value: unknown): boolean {
+  const written: string[] = [];
+  for (const line of text.split("\n")) {
+    const m = KEY_LINE.exec(line);
+    if (!m) continue;
+    const key = m[1]!;
+    if (key.startsWith('"')) {
+      try {
+        written.push(JSON.parse(key) as string);
+      } catch {
+        return false;
+      }
+    } else if (key.startsWith("'")) written.push(key.slice(1, -1).replaceAll("''", "'"));
+    else written.push(key.trimEnd());
+  }
+  const parsed: string[] = [];
+  const collect = (v: unknown): void => {
+    if (Array.isArray(v)) v.forEach(collect);
+    else if (isPlainObject(v)) {
+      for (const [k, x] of Object.entries(v)) {
+        parsed.push(k);
+        collect(x);
+      }
+    }
+  };
+  collect(value);
+  if (written.length !== parsed.length) return false;
+  written.sort();
+  parsed.sort();
+  return written.every((k, i) => k === parsed[i]);
+}
+
+/** Every document of `text` with the yaml package, which knows where each node came from. */
+function parseLocated(text: string, file: string): SourceDocument[] {
   const lineCounter = new LineCounter();
   // logLevel "error": the package would otherwise print warnings (odd keys, unknown tags) to stderr.
   const parsed = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true, logLevel: "error" });
