@@ -123,19 +123,31 @@ async function main(): Promise<void> {
   // the one command that needs nothing else is answered before commander loads
   if (args.length === 1 && (args[0] === "version" || args[0] === "--version")) return console.log(versionLine());
   if (args.length === 1 && (args[0] === "--help" || args[0] === "-h")) return console.log(topLevelHelp());
+  // a plain `start` line (what every oneshot and service runs) is parsed without commander;
+  // help, mistakes and anything unusual go to commander, which words them
+  if (args[0] === "start") {
+    const { parseStartArgs, runStart } = await import("./agent/start_args.ts");
+    const opts = parseStartArgs(args.slice(1));
+    if (opts) return runStart(opts).catch(fail);
+  }
   const commander = await import("commander");
   try {
     await (await buildProgram(process.argv, commander)).parseAsync(process.argv);
   } catch (e) {
-    const { formatError, isAppError } = await import("./lib/errors.ts");
     if (e instanceof commander.CommanderError) {
       // help and version are "errors" to commander; their exit code is 0
       process.exit(e.exitCode === 0 ? 0 : 2);
     }
-    console.error(`ERROR: ${formatError(e)}`);
-    // a usage mistake found after parsing (an action's own check) is still a usage error
-    process.exit(isAppError(e, "BAD_PARAMETER") && e.details?.usage === true ? 2 : 1);
+    await fail(e);
   }
+}
+
+/** Prints a command's failure and exits 1, or 2 for a usage mistake. */
+async function fail(e: unknown): Promise<never> {
+  const { formatError, isAppError } = await import("./lib/errors.ts");
+  console.error(`ERROR: ${formatError(e)}`);
+  // a usage mistake found after parsing (an action's own check) is still a usage error
+  process.exit(isAppError(e, "BAD_PARAMETER") && e.details?.usage === true ? 2 : 1);
 }
 
 void main();
