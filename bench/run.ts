@@ -10,7 +10,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { agentBench, agentTable, oneshotTable, startupTable } from "./agent.ts";
+import { agentBench, agentTable, oneshotTable, rssSamples, startupTable } from "./agent.ts";
 import { downloadBench, downloadTable } from "./download.ts";
 import { stormBench, stormTable } from "./storm.ts";
 import { issuance, issuanceTable } from "./issuance.ts";
@@ -90,11 +90,12 @@ if (only.has("agent")) {
     "",
     oneshotTable(f),
     "",
-    `Daemon: \`start -c\` with \`renewal_interval: 50ms\` to ${renewals} renewals (token join, directory storage, the identity output).`,
+    `Daemon: \`start -c\` with \`renewal_interval: 50ms\` to ${renewals} renewals (token join, directory storage, the identity output); ` +
+      `memory from /proc/<pid>/smaps_rollup every ~5 ms, the least per 200 renewals (asleep) and the most (a renewal's peak).`,
     "",
     agentTable(f),
     "",
-    `RSS by renewal (MiB): ${f.rss.map(([n, r]) => `${n}: ${r.toFixed(1)}`).join(", ")}.`,
+    `RSS asleep / peak by renewal (MiB): ${rssSamples(f.daemon)}.`,
   );
 }
 
