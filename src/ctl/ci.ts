@@ -43,6 +43,7 @@ export function addCiOptions(cmd: Command): Command {
     cmd.option(`--${flag} <value>`, help);
   }
   cmd.option("--enterprise-server-host <host>", "github: a GitHub Enterprise Server host instead of github.com");
+  cmd.option("--enterprise-slug <slug>", "github: the GitHub Enterprise Cloud slug its ID tokens' issuer names (include_enterprise_slug)");
   cmd.option("--gitlab-domain <host>", "gitlab: a self-managed GitLab host instead of gitlab.com");
   cmd.option("--organization-id <id>", "circleci: the organization ID (Organization Settings > Overview)");
   cmd.option("--ref-protected", "gitlab: only protected branches and tags");
@@ -67,7 +68,13 @@ function ciToken(bot: string, method: CiJoinMethod, o: Record<string, string | b
     throw badParameter(`--join-method ${method} needs ${flags}: without one, any ${method === "circleci" ? "project of the organization" : "repository on the service"} could join`);
   }
   let spec: Record<string, unknown>;
-  if (method === "github") spec = { ...(o.enterpriseServerHost ? { enterprise_server_host: o.enterpriseServerHost } : {}), allow: [rule] };
+  if (method === "github") {
+    spec = {
+      ...(o.enterpriseServerHost ? { enterprise_server_host: o.enterpriseServerHost } : {}),
+      ...(o.enterpriseSlug ? { enterprise_slug: o.enterpriseSlug } : {}),
+      allow: [rule],
+    };
+  }
   else if (method === "gitlab") spec = { ...(o.gitlabDomain ? { domain: o.gitlabDomain } : {}), allow: [rule] };
   else {
     if (typeof o.organizationId !== "string" || !o.organizationId) throw badParameter(`--join-method circleci needs --organization-id (Organization Settings > Overview in CircleCI)`);

@@ -126,12 +126,33 @@ const staticJwks = () =>
     if (!Array.isArray(keys) || keys.length === 0) raise(ctx, [], "invalid", `expected a JWKS: a JSON object with a non-empty "keys" list`);
   });
 
-export const githubSpec = lazy(() => z.strictObject({
-  /** GitHub Enterprise Server host: tokens issued by https://<host>/_services/token instead of github.com's. */
-  enterprise_server_host: host("ghes.example.com").optional(),
-  static_jwks: staticJwks().optional(),
-  allow: z.array(ruleSchema("github")).min(1),
-}));
+// a GitHub enterprise's slug, as in github.com/enterprises/<slug>: the issuer's last path segment
+const SLUG = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+
+export const githubSpec = lazy(() =>
+  z
+    .strictObject({
+      /** GitHub Enterprise Server host: tokens issued by https://<host>/_services/token instead of github.com's. */
+      enterprise_server_host: host("ghes.example.com").optional(),
+      /**
+       * GitHub Enterprise Cloud with `include_enterprise_slug` on: its jobs' tokens are issued by
+       * https://token.actions.githubusercontent.com/<slug>, so only that enterprise's jobs can join.
+       */
+      enterprise_slug: z
+        .string()
+        .superRefine((s, ctx) => {
+          if (!SLUG.test(s)) raise(ctx, [], "invalid", `expected the enterprise's slug as in github.com/enterprises/<slug>, such as "octo-enterprise": lowercase letters, digits and "-"`);
+        })
+        .optional(),
+      static_jwks: staticJwks().optional(),
+      allow: z.array(ruleSchema("github")).min(1),
+    })
+    .superRefine((spec, ctx) => {
+      if (spec.enterprise_server_host !== undefined && spec.enterprise_slug !== undefined) {
+        raise(ctx, ["enterprise_slug"], "invalid", `cannot be combined with enterprise_server_host: a slug names an enterprise on github.com; a GitHub Enterprise Server issues its own tokens`);
+      }
+    }),
+);
 
 export const gitlabSpec = lazy(() => z.strictObject({
   /** A self-managed GitLab's host; gitlab.com when absent. */

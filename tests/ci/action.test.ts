@@ -88,6 +88,14 @@ describe("ctl bots add with a CI join method", () => {
     expect(token.spec.bot_name).toBe("deployer");
   }, 60_000);
 
+  test("--enterprise-slug scopes the github token to one enterprise's issuer; with --enterprise-server-host it is refused", async () => {
+    const out = await auth.ctlOk("bots", "add", "ent-deployer", "--join-method", "github", "--repository-owner", "octo-org", "--enterprise-slug", "octo-enterprise");
+    expect(out).toContain(`  github:\n    enterprise_slug: octo-enterprise\n    allow:\n      - repository_owner: octo-org\n`);
+    const both = await auth.ctl("bots", "add", "ent-deployer-2", "--join-method", "github", "--repository-owner", "octo-org", "--enterprise-slug", "octo-enterprise", "--enterprise-server-host", "ghes.example.com");
+    expect(both.code).not.toBe(0);
+    expect(both.stderr).toContain("cannot be combined with enterprise_server_host");
+  }, 60_000);
+
   test("--join-method circleci makes an organization-scoped token and prints a CircleCI job that uses a context", async () => {
     const out = await auth.ctlOk("bots", "add", "cc-deployer", "--join-method", "circleci", "--organization-id", "9c1f3a2e-7b4d", "--project-id", "a3e1f0c2", "--context-id", "6c5b4a39");
     expect(out).toContain(`  circleci:\n    organization_id: 9c1f3a2e-7b4d\n    allow:\n      - project_id: a3e1f0c2\n        context_id: 6c5b4a39\n`);

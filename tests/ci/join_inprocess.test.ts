@@ -82,3 +82,25 @@ describe("hostile ID tokens", () => {
     );
   }, 60_000);
 });
+
+describe("a github token scoped to an enterprise (enterprise_slug)", () => {
+  test("only ID tokens from the enterprise's issuer join: github.com's own issuer, with the same repository, is refused", async () => {
+    const token = {
+      kind: "token",
+      version: "v2",
+      metadata: { name: "gh-enterprise" },
+      spec: { roles: ["Bot"], join_method: "github", bot_name: "deployer", github: { enterprise_slug: "octo-enterprise", static_jwks: jwksText(key), allow: [{ repository: "octo-org/octo-repo" }] } },
+    };
+    expect((await h.call(h.admin, "POST", "/v1/resources", { resources: [token] })).status).toBe(200);
+    const joinWith = async (idToken: string) => {
+      const { body } = keyRequest();
+      return h.call({ conn: { remoteAddr: "10.0.2.1" } }, "POST", "/v1/join", { ...body, join_method: "github", token_name: "gh-enterprise", id_token: idToken });
+    };
+    // a job of any other enterprise or public repository gets a token from the shared issuer
+    const outsider = await joinWith(await signIdToken(key, githubClaims(ISSUER, "test.example"), { now: h.clock.now() }));
+    expect(outsider.status).toBe(403);
+    expect(outsider.json.error.message).toContain(`not by "${ISSUER}/octo-enterprise"`);
+    const member = await joinWith(await signIdToken(key, githubClaims(`${ISSUER}/octo-enterprise`, "test.example"), { now: h.clock.now() }));
+    expect(member.status).toBe(200);
+  });
+});

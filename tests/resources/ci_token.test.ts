@@ -47,6 +47,18 @@ const cases: ErrorCase[] = [
     line: 10,
   },
   {
+    name: "enterprise_slug is a slug, not a URL or a name with capitals",
+    text: TOKEN("  join_method: github\n  github:\n    enterprise_slug: https://github.com/enterprises/Octo\n    allow: [{repository: a/b}]\n"),
+    message: `Invalid value "https://github.com/enterprises/Octo" for spec.github.enterprise_slug in token "ci-token": expected the enterprise's slug as in github.com/enterprises/<slug>, such as "octo-enterprise": lowercase letters, digits and "-"`,
+    line: 10,
+  },
+  {
+    name: "enterprise_slug and enterprise_server_host name different issuers",
+    text: TOKEN("  join_method: github\n  github:\n    enterprise_server_host: ghes.example.com\n    enterprise_slug: octo-enterprise\n    allow: [{repository: a/b}]\n"),
+    message: `Invalid value "octo-enterprise" for spec.github.enterprise_slug in token "ci-token": cannot be combined with enterprise_server_host: a slug names an enterprise on github.com; a GitHub Enterprise Server issues its own tokens`,
+    line: 11,
+  },
+  {
     name: "a gitlab rule needs a project, namespace or subject",
     text: TOKEN("  join_method: gitlab\n  gitlab:\n    allow:\n      - ref_protected: true\n"),
     message: `Invalid value for spec.gitlab.allow[0] in token "ci-token": each allow rule must name at least one of "sub", "project_path", "namespace_path", or it would admit any repository on the service`,
@@ -157,5 +169,17 @@ describe("CI allow rules that name an owner", () => {
     // sub, project_path and namespace_path are the scoping ones; ref and ci_config_ref_uri scope nothing
     expect(globs).toEqual(["sub", "project_path", "namespace_path", "ref", "ci_config_ref_uri"]);
     expect(Object.values(github.fields).every((f) => f.match === "exact")).toBe(true);
+  });
+});
+
+describe("the github issuer a token names", () => {
+  const spec = (extra: string) => {
+    const [token] = parseResources(TOKEN(`  join_method: github\n  github:\n${extra}    allow: [{repository: a/b}]\n`), "token.yaml");
+    return github.spec(token as never);
+  };
+  test("github.com's, an enterprise's slug below it, or a GitHub Enterprise Server's", () => {
+    expect(github.issuer(spec(""))).toBe("https://token.actions.githubusercontent.com");
+    expect(github.issuer(spec("    enterprise_slug: octo-enterprise\n"))).toBe("https://token.actions.githubusercontent.com/octo-enterprise");
+    expect(github.issuer(spec("    enterprise_server_host: ghes.example.com\n"))).toBe("https://ghes.example.com/_services/token");
   });
 });
