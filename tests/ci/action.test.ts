@@ -16,7 +16,7 @@ import { has, requirePrereqs } from "../_prereq.ts";
 import { SCENARIOS } from "../_scenarios.ts";
 import { ROOT, ensureBinary, sh, startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";
 import { startFakeApiServer, type FakeApiServer } from "../kubernetes/fake_apiserver.ts";
-import { githubClaims, gitlabClaims, signIdToken, startIssuer, startRunner, type FakeIssuer, type FakeRunner } from "./_issuer.ts";
+import { githubClaims, gitlabClaims, signIdToken, startIssuer, startRunner, type FakeIssuer, type FakeRunner } from "../_support/oidc_issuer.ts";
 import { runComposite, runGitlabJob } from "./_runner.ts";
 
 const CLUSTER = "ci.example.com";

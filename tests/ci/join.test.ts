@@ -27,7 +27,7 @@ import {
   unsignedToken,
   type FakeIssuer,
   type FakeRunner,
-} from "./_issuer.ts";
+} from "../_support/oidc_issuer.ts";
 
 const CLUSTER = "ci.example.com";
 const ORG = "9c1f3a2e-7b4d-4e6a-8f0b-2d3c4e5f6a7b";

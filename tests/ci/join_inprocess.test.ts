@@ -8,7 +8,7 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { keyRequest, startHarness, type Harness } from "../auth/harness.ts";
-import { githubClaims, jwksText, signIdToken, signingKey, type SigningKey } from "./_issuer.ts";
+import { githubClaims, jwksText, signIdToken, signingKey, type SigningKey } from "../_support/oidc_issuer.ts";
 
 const ISSUER = "https://token.actions.githubusercontent.com";
 let h: Harness;

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { jwtVerify } from "jose";
 import { cacheLifetimeMs, ciGlobMatch, IssuerKeys } from "../../src/auth/oidc/index.ts";
 import { tempDir } from "../e2e/_harness.ts";
-import { signIdToken, signingKey, startIssuer, type FakeIssuer } from "./_issuer.ts";
+import { signIdToken, signingKey, startIssuer, type FakeIssuer } from "../_support/oidc_issuer.ts";
 
 describe("ciGlobMatch()", () => {
   const cases: [string, string, boolean][] = [

@@ -11,7 +11,7 @@ import { writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { tokenFingerprint } from "../../src/resources/index.ts";
-import { signIdToken, signingKey, startIssuer, type FakeIssuer, type SigningKey } from "../ci/_issuer.ts";
+import { signIdToken, signingKey, startIssuer, type FakeIssuer, type SigningKey } from "../_support/oidc_issuer.ts";
 import { ensureBinary, run, sh, startAuth, tempDir, type AuthProcess } from "./_harness.ts";
 
 const CLUSTER = "example.teleport.sh";
