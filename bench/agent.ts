@@ -8,7 +8,7 @@
  * per renewal. The auth service and cfssl serve run pinned to
  * core 0, the clients to core 1.
  *
- *   bun bench/agent.ts [--runs 10] [--renewals 2000]
+ *   bun bench/agent.ts [--runs 10] [--renewals 2000]   (renewals: 400 or more)
  */
 
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -58,6 +58,8 @@ export interface DaemonFigures {
 }
 
 export async function agentBench(o: AgentOptions): Promise<AgentFigures> {
+  // the daemon's first 200 renewals warm it up; its memory is read per window of 200 after them
+  if (!(o.renewals >= 400)) throw new Error(`--renewals ${o.renewals}: use 400 or more (200 renewals of warm-up, then windows of 200)`);
   const hello = helloWorld(o.dir);
   const commands: [string, string[]][] = [
     ["compiled Bun hello world (peer)", [hello]],
