@@ -12,7 +12,7 @@ import {
   type AgentConfig,
 } from "../../src/config/index.ts";
 import { TempDir } from "./_tmp.ts";
-import { failure } from "../resources/_helpers.ts";
+import { failure } from "../_support/cases.ts";
 
 import { SCENARIOS } from "../_scenarios.ts";
 const PIN = "sha256:4f1a0b8d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c";

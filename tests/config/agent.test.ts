@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { loadAgentConfig, parseAgentConfig, serializeAgentConfig, type AgentConfig } from "../../src/config/index.ts";
 import { TempDir } from "./_tmp.ts";
-import { errorCases, failure, golden, type ErrorCase } from "../resources/_helpers.ts";
+import { errorCases, failure, golden, type ErrorCase } from "../_support/cases.ts";
 
 import { SCENARIOS } from "../_scenarios.ts";
 const FIXTURES = join(import.meta.dir, "fixtures");

@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { checkAuthConfig, loadAuthConfig, parseAuthConfig, restartOnlyChanges, sameClusterConfig, serializeAuthConfig } from "../../src/config/index.ts";
-import { errorCases, golden, type ErrorCase } from "../resources/_helpers.ts";
+import { errorCases, golden, type ErrorCase } from "../_support/cases.ts";
 
 const FIXTURES = join(import.meta.dir, "fixtures");
 

@@ -13,7 +13,7 @@ import {
   splitHostPort,
 } from "../../src/config/index.ts";
 import { DEFAULT_AUDIT_RETENTION_MS } from "../../src/config/auth.ts";
-import { errorCases, failure, golden, type ErrorCase } from "../resources/_helpers.ts";
+import { errorCases, failure, golden, type ErrorCase } from "../_support/cases.ts";
 
 const FIXTURES = join(import.meta.dir, "fixtures");
 

@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { github } from "../../src/auth/join/github.ts";
 import { gitlab } from "../../src/auth/join/gitlab.ts";
 import { parseResources } from "../../src/resources/index.ts";
-import { errorCases, failure, type ErrorCase } from "./_helpers.ts";
+import { errorCases, failure, type ErrorCase } from "../_support/cases.ts";
 
 const TOKEN = (spec: string) => `kind: token\nversion: v2\nmetadata:\n  name: ci-token\nspec:\n  roles: [Bot]\n  bot_name: deployer\n${spec}`;
 

@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { AppError, formatError } from "../../src/lib/errors.ts";
 import { parseResource, parseResources } from "../../src/resources/index.ts";
-import { errorCases, failure, type ErrorCase } from "./_helpers.ts";
+import { errorCases, failure, type ErrorCase } from "../_support/cases.ts";
 
 
 const ROLE = (spec: string, version = "v6") => `kind: role\nversion: ${version}\nmetadata:\n  name: machine-id-kube-role\nspec:\n${spec}`;

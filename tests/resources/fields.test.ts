@@ -10,7 +10,7 @@ import {
   parseRfc3339,
   parseSource,
 } from "../../src/resources/index.ts";
-import { failure } from "./_helpers.ts";
+import { failure } from "../_support/cases.ts";
 
 describe("editDistance() and closest()", () => {
   test("counts insertions, deletions, substitutions and adjacent swaps as one edit each", () => {

@@ -13,7 +13,7 @@ import {
   type RoleResource,
   type TokenResource,
 } from "../../src/resources/index.ts";
-import { golden } from "./_helpers.ts";
+import { golden } from "../_support/cases.ts";
 
 import { SCENARIOS } from "../_scenarios.ts";
 const FIXTURES = join(import.meta.dir, "../fixtures/resources");

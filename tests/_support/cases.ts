@@ -1,5 +1,5 @@
 /**
- * Helpers shared by the resource and config tests: catching the AppError a call
+ * Helpers shared by the resource, config and CI token tests: catching the AppError a call
  * throws, table-driven error cases, and golden files (UPDATE_GOLDEN=1 rewrites them).
  */
 
