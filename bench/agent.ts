@@ -14,7 +14,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { writeAgentConfig } from "../tests/reliability/_helpers.ts";
+import { writeAgentConfig } from "../tests/_support/agent_config.ts";
 import { startCfssl } from "./issuance.ts";
 import { Service, adminClient, cpuSeconds, fmt, freePort, helloWorld, median, runMeasured, startAuth, table, type Usage } from "./_lib.ts";
 

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Http1Connection } from "../_support/http1.ts";
-import { closedWithin, tcpConnect } from "../reliability/_helpers.ts";
+import { closedWithin, tcpConnect } from "../_support/sockets.ts";
 import { ensureBinary, run, sh, startAuth, tempDir, type AuthProcess } from "./_harness.ts";
 
 let dir: ReturnType<typeof tempDir>;

@@ -1,19 +1,15 @@
 /**
- * Shared pieces of the reliability suite: sizes (small in CI, full with SOAK=1), raw
- * sockets that report when the server closes them, agent configs for the compiled
- * binary, and a small tmpfs the suite can fill up or turn read-only.
+ * Shared pieces of the reliability suite: sizes (small in CI, full with SOAK=1) and the
+ * agent daemon with its diagnostics endpoint. Raw sockets are in tests/_support/sockets.ts,
+ * the daemon's config in tests/_support/agent_config.ts.
  */
 
-import { mkdirSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { join } from "node:path";
-import tls from "node:tls";
 import type { AuthClient } from "../../src/protocol/index.ts";
+import { writeAgentConfig } from "../_support/agent_config.ts";
 import { freePort } from "../_support/clients.ts";
 import { Proc } from "../agent/procs.ts";
 import { waitFor } from "../agent/wait.ts";
-
-export { freePort };
 
 /** Full sizes under `bun run soak` (SOAK=1); small ones in CI. */
 export const SOAK = process.env.SOAK === "1";
@@ -21,85 +17,6 @@ export const SOAK = process.env.SOAK === "1";
 /** `ci` in CI, `soak` under SOAK=1. */
 export function size<T>(ci: T, soak: T): T {
   return SOAK ? soak : ci;
-}
-
-/** Resolves with the milliseconds it took the peer to close `sock`, or rejects after `deadlineMs`. */
-export function closedWithin(sock: net.Socket, deadlineMs: number): Promise<number> {
-  const start = performance.now();
-  return new Promise((resolve, reject) => {
-    if (sock.destroyed) return resolve(0);
-    const timer = setTimeout(() => reject(new Error(`the server kept the connection open for more than ${deadlineMs}ms`)), deadlineMs);
-    sock.once("close", () => {
-      clearTimeout(timer);
-      resolve(performance.now() - start);
-    });
-  });
-}
-
-/** A TLS connection that has finished its handshake (the server's certificate is not checked). */
-export function tlsConnect(port: number, opts: { localAddress?: string; alpn?: string } = {}): Promise<tls.TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const s = tls.connect({
-      host: "127.0.0.1",
-      port,
-      rejectUnauthorized: false,
-      ALPNProtocols: [opts.alpn ?? "http/1.1"],
-      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
-    });
-    s.once("secureConnect", () => resolve(s));
-    s.once("error", reject);
-  });
-}
-
-/** A plain TCP connection that never starts TLS; resolves once connected. */
-export function tcpConnect(port: number, localAddress?: string): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: "127.0.0.1", port, ...(localAddress ? { localAddress } : {}) });
-    s.once("connect", () => resolve(s));
-    s.once("error", reject);
-  });
-}
-
-export interface AgentConfigOptions {
-  authAddr: string;
-  token: string;
-  caPin: string;
-  storageDir: string;
-  destinationDir: string;
-  diagPort: number;
-  renewalInterval: string;
-  credentialTtl?: string;
-}
-
-/** Writes a tbot v2 config for a daemon with one identity output; returns its path. */
-export function writeAgentConfig(dir: string, o: AgentConfigOptions): string {
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, "agent.yaml");
-  writeFileSync(
-    path,
-    [
-      "version: v2",
-      `auth_server: "${o.authAddr}"`,
-      "onboarding:",
-      "  join_method: token",
-      `  token: "${o.token}"`,
-      "  ca_pins:",
-      `    - "${o.caPin}"`,
-      "storage:",
-      "  type: directory",
-      `  path: ${o.storageDir}`,
-      `credential_ttl: ${o.credentialTtl ?? "10m"}`,
-      `renewal_interval: ${o.renewalInterval}`,
-      `diag_addr: "127.0.0.1:${o.diagPort}"`,
-      "outputs:",
-      "  - type: identity",
-      "    destination:",
-      "      type: directory",
-      `      path: ${o.destinationDir}`,
-      "",
-    ].join("\n"),
-  );
-  return path;
 }
 
 /** The agent's diagnostics endpoint, polled by tests. */

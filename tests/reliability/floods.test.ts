@@ -19,7 +19,8 @@ import { DEFAULT_LIMITS } from "../../src/auth/listener.ts";
 import { AUTH_SERVER_NAME } from "../../src/protocol/index.ts";
 import { waitFor } from "../agent/wait.ts";
 import { startAuth, tempDir, type AuthProcess } from "../e2e/_harness.ts";
-import { SOAK, size, startAgent, tcpConnect, tlsConnect, type RunningAgent } from "./_helpers.ts";
+import { tcpConnect, tlsConnect } from "../_support/sockets.ts";
+import { SOAK, size, startAgent, type RunningAgent } from "./_helpers.ts";
 
 /** The service's defaults (src/auth/listener.ts DEFAULT_LIMITS): the compiled binary is tested as shipped. */
 const HEADERS_TIMEOUT_MS = DEFAULT_LIMITS.headersTimeoutMs;

@@ -24,7 +24,7 @@ import { AppError } from "../../src/lib/errors.ts";
 import { Http1Connection } from "../_support/http1.ts";
 import { keyRequest, startHarness, type Harness } from "../auth/harness.ts";
 import { waitFor } from "../agent/wait.ts";
-import { closedWithin, tcpConnect, tlsConnect } from "./_helpers.ts";
+import { closedWithin, tcpConnect, tlsConnect } from "../_support/sockets.ts";
 
 const LIMITS = { headersTimeoutMs: 400, requestTimeoutMs: 600, idleTimeoutMs: 500, maxConnections: 40, maxConnectionsPerAddress: 10 };
 
