@@ -10,7 +10,7 @@ export { Agent, botSettings, IDENTITY_TASK, type AgentOptions, type Service } fr
 export { start, loadStartConfig, runServices, type StartFlags } from "./start.ts";
 export { initDestinationDir, initDirectory, type InitOptions, type InitResult } from "./init.ts";
 export { Bot, BotStore, registerJoinMethod, joinMethod, type BotIdentity, type JoinContext, type JoinMethod } from "./bot/index.ts";
-export { createDestination, registerDestination, DirectoryDestination, directoryDestination, MemoryDestination, parseAcl, aclGrantsNamedReaders, type Destination, type FileData } from "./destinations/index.ts";
+export { createDestination, registerDestination, DirectoryDestination, directoryDestination, MemoryDestination, parseAcl, getAcls, aclGrantsNamedReaders, type Destination, type FileData } from "./destinations/index.ts";
 export { registerOutput, buildOutput, renderIdentityFiles, renderSshConfig, IDENTITY_FILES, type Output, type OutputBuilder, type OutputDeps } from "./outputs/index.ts";
 export { AgentMetrics, HealthRegistry, diagHandler, startDiagServer, type Readiness } from "./diag/index.ts";
 export { registerBuiltins } from "./builtins.ts";

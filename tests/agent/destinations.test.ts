@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { mkdir, readdir, readFile, stat, symlink, writeFile, chmod } from "node:fs/promises";
 import { join } from "node:path";
-import { createDestination, DirectoryDestination, MemoryDestination, parseAcl, aclGrantsNamedReaders } from "../../src/agent/index.ts";
+import { createDestination, DirectoryDestination, MemoryDestination, parseAcl, getAcls, aclGrantsNamedReaders } from "../../src/agent/index.ts";
 import { isAppError } from "../../src/lib/errors.ts";
 import { silentLogger } from "../../src/lib/log.ts";
 import { memoryLogger, tempDir } from "./harness.ts";
@@ -156,6 +156,41 @@ describe("directory destination", () => {
     expect(acl).toContainEqual({ tag: "other", qualifier: "", perms: "---" });
     // the directory's ACL mask was left alone (a chmod 0700 would have cleared it)
     expect(await mode(p)).toBe(0o750);
+  });
+});
+
+describe("getAcls()", () => {
+  test("reads the access and the default ACL apart from one getfacl run", async () => {
+    requirePrereqs({ setfacl: [hasSetfacl, "apt-get install acl"] });
+    await using t = await tempDir();
+    const run = (args: string[]) => expect(Bun.spawnSync(args, { stderr: "pipe" }).exitCode).toBe(0);
+    const onlyDefault = join(t.path, "default");
+    await mkdir(onlyDefault, { mode: 0o700 });
+    run(["setfacl", "-d", "-m", "u::rwx,g::---,o::---,u:nobody:r-x,m::rwx", onlyDefault]);
+    const a = (await getAcls(onlyDefault))!;
+    expect(a.access).toEqual([
+      { tag: "user", qualifier: "", perms: "rwx" },
+      { tag: "group", qualifier: "", perms: "---" },
+      { tag: "other", qualifier: "", perms: "---" },
+    ]);
+    expect(a.default).toContainEqual({ tag: "user", qualifier: "nobody", perms: "r-x" });
+    expect(a.default).toContainEqual({ tag: "mask", qualifier: "", perms: "rwx" });
+
+    const onlyAccess = join(t.path, "access");
+    await mkdir(onlyAccess, { mode: 0o700 });
+    run(["setfacl", "-m", "u:nobody:r-x", onlyAccess]);
+    const b = (await getAcls(onlyAccess))!;
+    expect(b.access).toContainEqual({ tag: "user", qualifier: "nobody", perms: "r-x" });
+    expect(b.default).toEqual([]);
+  });
+
+  test("names the path when getfacl cannot read it", async () => {
+    await using t = await tempDir();
+    const missing = join(t.path, "missing");
+    const err = await getAcls(missing).catch((e: unknown) => e);
+    if (err === undefined) return; // getfacl not installed: nothing to read with
+    expect(isAppError(err, "BAD_PARAMETER")).toBe(true);
+    expect((err as Error).message).toContain(`Cannot read the ACL of "${missing}"`);
   });
 });
 

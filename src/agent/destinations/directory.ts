@@ -12,7 +12,7 @@ import { AppError, badParameter } from "../../lib/errors.ts";
 import { assertNoSymlinks, ensureDir, formatMode, fsError, fsyncDir, readFileIfExists, writeFileAtomic } from "../../lib/fs.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { AclsMode, SymlinksMode } from "../../config/index.ts";
-import { aclGrantsNamedReaders, getAcl, isExtendedAcl } from "./acl.ts";
+import { aclGrantsNamedReaders, getAcls, isExtendedAcl } from "./acl.ts";
 import { checkFileName, type Destination, type DestinationFactory, type FileData } from "./destination.ts";
 
 export interface DirectoryOptions {
@@ -66,8 +66,9 @@ export class DirectoryDestination implements Destination {
     });
     if (existing && !existing.isDirectory()) throw badParameter(`Cannot use ${this.description}: it is not a directory`);
     const looksShared = existing !== undefined && (existing.mode & 0o077) !== 0;
-    const acl = existing && (this.acls !== "off" || looksShared) ? await getAcl(this.path) : undefined;
-    const defaults = existing && this.acls !== "off" ? await getAcl(this.path, { default: true }) : undefined;
+    const acls = existing && (this.acls !== "off" || looksShared) ? await getAcls(this.path) : undefined;
+    const acl = acls?.access;
+    const defaults = this.acls !== "off" ? acls?.default : undefined;
     this.hasAcl = acl !== undefined && isExtendedAcl(acl);
     const prepared = defaults !== undefined && defaults.length > 0;
     if (this.acls === "required" && !prepared) {

@@ -7,4 +7,4 @@ export { createDestination, registerDestination, checkFileName } from "./destina
 export type { Destination, DestinationDeps, DestinationFactory, FileData } from "./destination.ts";
 export { DirectoryDestination, directoryDestination, type DirectoryOptions } from "./directory.ts";
 export { MemoryDestination, memoryDestination } from "./memory.ts";
-export { aclGrantsNamedReaders, getAcl, isExtendedAcl, parseAcl, setAcl, type AclEntry } from "./acl.ts";
+export { aclGrantsNamedReaders, getAcls, isExtendedAcl, parseAcl, setAcl, type AclEntry } from "./acl.ts";
