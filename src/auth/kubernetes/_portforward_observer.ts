@@ -104,6 +104,16 @@ const SYN_STREAM = 1;
 const SYN_REPLY = 2;
 const HEADERS = 8;
 
+/**
+ * A port as the API server reads one: a decimal uint16 (strconv.ParseUint(s, 10, 16)).
+ * Undefined for 0 and what it cannot parse: those are refused there, nothing is forwarded.
+ */
+export function portNumber(text: string): number | undefined {
+  if (!/^[0-9]{1,16}$/.test(text)) return undefined;
+  const port = Number(text);
+  return port >= 1 && port <= 65535 ? port : undefined;
+}
+
 /** Thrown inside the observer only, and turned into its `unparsed` state. */
 class Unreadable extends Error {
   constructor(readonly reason: UnparsedReason) {
@@ -168,12 +178,8 @@ export class PortForwardObserver {
     if (this.stopped?.state === "capped") return;
     const type = h.get("streamtype");
     if (type !== "data" && type !== "error") return;
-    // the API server parses the port as a decimal uint16 (strconv.ParseUint(s, 10, 16));
-    // 0 and what it cannot parse are refused there: nothing is forwarded for them
-    const text = h.get("port") ?? "";
-    if (!/^[0-9]{1,16}$/.test(text)) return;
-    const port = Number(text);
-    if (port < 1 || port > 65535 || this.ports.has(port)) return;
+    const port = portNumber(h.get("port") ?? "");
+    if (port === undefined || this.ports.has(port)) return;
     if (this.ports.size >= this.limits.maxPorts) return this.stop("capped");
     this.ports.add(port);
     this.onPort(port);
