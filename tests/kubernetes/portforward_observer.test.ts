@@ -14,12 +14,16 @@ import { SpdyClient, nameValueBlock, spdyControl, spdyData, wsClientFrame } from
 async function observe(framing: PortForwardFraming, bytes: Buffer, cuts: number[] = [], limits = DEFAULT_OBSERVER_LIMITS) {
   const calls: number[] = [];
   const o = new PortForwardObserver(framing, (p) => calls.push(p), limits);
+  const copy = Buffer.from(bytes);
   let at = 0;
   for (const cut of [...cuts.filter((c) => c > 0 && c < bytes.length).sort((a, b) => a - b), bytes.length]) {
     o.feed(bytes.subarray(at, cut));
     at = cut;
   }
-  return { seen: await o.finish(), calls };
+  const seen = await o.finish();
+  // it only looks: not a byte it was shown changed (the proxy hands the same buffers on)
+  expect(bytes.equals(copy)).toBe(true);
+  return { seen, calls };
 }
 
 /** Splits `bytes` into client WebSocket messages at `cuts`, fragmenting every other one in two. */
@@ -221,6 +225,17 @@ describe("PortForwardObserver", () => {
     c.close();
     const { seen } = await observe("spdy", spdyControl(1, Buffer.concat([Buffer.alloc(10), block])));
     expect(seen).toEqual({ ports: [], observed: "unparsed", reason: "header_block_too_large" });
+  });
+
+  test("header blocks arriving faster than they inflate stop it past the backlog cap", async () => {
+    const c = new SpdyClient();
+    const parts: Buffer[] = [];
+    for (let p = 1; p <= 40; p++) parts.push(await c.forward(4 * p + 1, 2000 + p, p));
+    c.close();
+    const bytes = Buffer.concat(parts);
+    // all in one chunk: every block is handed to the inflater before it runs once
+    const { seen } = await observe("spdy", bytes, [], { ...DEFAULT_OBSERVER_LIMITS, maxBacklog: bytes.length / 4 });
+    expect(seen).toMatchObject({ observed: "unparsed", reason: "header_backlog_too_large" });
   });
 
   test("hostile bytes never make it throw, and it always finishes", async () => {

@@ -59,6 +59,7 @@ export interface ObserverLimits {
   maxBacklog: number;
 }
 
+/** The limits the proxy observes with: far above what kubectl sends (a header block of ~100 bytes, a few ports). */
 export const DEFAULT_OBSERVER_LIMITS: ObserverLimits = {
   maxPorts: 64,
   maxControlFrame: 16 << 10,
