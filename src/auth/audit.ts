@@ -38,8 +38,10 @@ export const EVENT = {
   kubeRequest: "kube.request",
   /** An exec, attach or port-forward session through the Kubernetes proxy began (after the API server's 101). */
   kubeSessionStart: "kube.session.start",
-  /** It ended: `duration_ms`, bytes each way, and how (`ended`). */
+  /** It ended: `duration_ms`, bytes each way, and how (`ended`); a port-forward's `ports` and how they were seen (`ports_observed`). */
   kubeSessionEnd: "kube.session.end",
+  /** A port-forward session opened its first stream to a port (`port`): once per distinct port. */
+  kubePortForward: "kube.portforward",
   /** A watch or follow stream through the Kubernetes proxy was cut by a lock or a reload of its cluster (`ended`). */
   kubeStreamEnd: "kube.stream.end",
   /**

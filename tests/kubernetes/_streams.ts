@@ -20,6 +20,7 @@
 import { createHash } from "node:crypto";
 import type { Socket } from "node:net";
 import { constants as zlibConstants, inflateSync } from "node:zlib";
+import { SPDY3_DICTIONARY } from "../../src/auth/kubernetes/_portforward_observer.ts";
 
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -357,37 +358,6 @@ const SPDY_PING = 6;
 const FLAG_FIN = 1;
 /** What the pod writes in one data frame at most (a kubelet copies in 32 KiB reads). */
 const SPDY_DATA_CHUNK = 32 << 10;
-
-/**
- * The zlib dictionary SPDY/3 header blocks are compressed with (SPDY Protocol draft 3,
- * section 2.6.10.1): length-prefixed header names and values, then common text. zlib
- * checks its Adler-32 against the client's, so a wrong byte here fails every decode.
- */
-const SPDY3_DICTIONARY = (() => {
-  const words = [
-    "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset", "accept-encoding", "accept-language",
-    "accept-ranges", "age", "allow", "authorization", "cache-control", "connection", "content-base", "content-encoding",
-    "content-language", "content-length", "content-location", "content-md5", "content-range", "content-type", "date", "etag",
-    "expect", "expires", "from", "host", "if-match", "if-modified-since", "if-none-match", "if-range", "if-unmodified-since",
-    "last-modified", "location", "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization", "range", "referer",
-    "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade", "user-agent", "vary", "via", "warning",
-    "www-authenticate", "method", "get", "status", "200 OK", "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin",
-  ];
-  const tail =
-    "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505" +
-    "203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 Unauthorized" +
-    "403 Forbidden404 Not Found500 Internal Server Error501 Not Implemented503 Service Unavailable" +
-    "Jan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMT" +
-    "chunked,text/html,image/png,image/jpg,image/gif,application/xml,application/xhtml+xml,text/plain," +
-    "text/javascript,publicprivatemax-age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0.";
-  const parts = words.map((w) => {
-    const b = Buffer.alloc(4 + w.length);
-    b.writeUInt32BE(w.length);
-    b.write(w, 4, "latin1");
-    return b;
-  });
-  return Buffer.concat([...parts, Buffer.from(tail, "latin1")]);
-})();
 
 /** What a SPDY session tells its user about the client's streams. */
 interface SpdyHandlers {

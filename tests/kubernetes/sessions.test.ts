@@ -7,6 +7,7 @@
 // double of _streams.ts.
 
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import http2 from "node:http2";
 import tls from "node:tls";
@@ -18,6 +19,7 @@ import { has, requirePrereqs } from "../_prereq.ts";
 import { tempDir } from "../agent/harness.ts";
 import { ADMIN, scenario, startKubeAuth, type KubeAuth } from "./_auth.ts";
 import { startFakeApiServer, type FakeApiServer, type SeenRequest } from "./fake_apiserver.ts";
+import { SpdyClient, spdyData } from "./_spdy_client.ts";
 
 const CLUSTER = "example-k8s-cluster";
 let api: FakeApiServer;
@@ -374,27 +376,43 @@ describe("kubectl port-forward", () => {
     ["over legacy SPDY (KUBECTL_PORT_FORWARD_WEBSOCKETS=false)", { KUBECTL_PORT_FORWARD_WEBSOCKETS: "false" }],
   ] as const) {
     test(label, async () => {
-      const local = await freePort();
+      const [local, local2] = [await freePort(), await freePort()];
       const pfBefore = api.portForwards.length;
-      const run = kubectl("example", ["port-forward", "-n", "demo", "pod/web-1", `${local}:5432`], env);
-      await run.waitFor("Forwarding from");
+      const run = kubectl("example", ["port-forward", "-n", "demo", "pod/web-1", `${local}:5432`, `${local2}:8080`], env);
+      await run.waitFor(`Forwarding from 127.0.0.1:${local2}`);
       expect(await roundTrip(local, "ping-1", "pong:ping-1")).toBe("pong:ping-1");
-      expect(await roundTrip(local, "ping-2", "pong:ping-2")).toBe("pong:ping-2");
+      expect(await roundTrip(local2, "ping-2", "pong:ping-2")).toBe("pong:ping-2");
+      expect(await roundTrip(local, "ping-3", "pong:ping-3")).toBe("pong:ping-3");
       run.proc.kill();
       await run.done;
       expect(api.portForwards.length).toBe(pfBefore + 1);
-      expect(api.portForwards.at(-1)!.received).toEqual(["ping-1", "ping-2"]);
+      expect(api.portForwards.at(-1)!.received).toEqual(["ping-1", "ping-2", "ping-3"]);
       const seen = upgradesSeen("portforward").at(-1)!;
       expect(api.header(seen, "impersonate-user")).toEqual(["alice"]);
       if ("KUBECTL_PORT_FORWARD_WEBSOCKETS" in env) expect(api.header(seen, "upgrade")).toEqual(["SPDY/3.1"]);
       else expect(api.header(seen, "sec-websocket-protocol").join(",")).toContain("SPDY/3.1+portforward.k8s.io");
       const start = (await sessionEvents("kube.session.start", "portforward")).at(-1)!;
-      // kubectl names the port inside the stream (a SPDY header), not in the URL: the proxy does not parse the framing
+      // kubectl names the port inside the stream (a SPDY header), not in the URL
       expect(start.fields).toMatchObject({ pod: "web-1", ports: [], kubernetes_user: "alice" });
       await until(async () => (await sessionEvents("kube.session.end", "portforward")).some((e) => e.fields.session_id === start.fields.session_id));
       const end = (await sessionEvents("kube.session.end", "portforward")).find((e) => e.fields.session_id === start.fields.session_id)!;
       // a killed kubectl's connection ends with a FIN or a reset, as the kernel sends it
       expect(["client_closed", "client_error"]).toContain(end.fields.ended);
+      // the proxy read them from kubectl's streams: two connections to 5432, one to 8080
+      expect(end.fields).toMatchObject({ ports: [5432, 8080], ports_observed: "complete" });
+      const forwarded = (await auth.events("kube.portforward")).filter((e) => e.fields.session_id === start.fields.session_id);
+      expect(forwarded.map((e) => e.fields)).toEqual(
+        [5432, 8080].map((port) => ({
+          session_id: start.fields.session_id,
+          bot: "example",
+          bot_instance_id: start.fields.bot_instance_id,
+          kubernetes_cluster: CLUSTER,
+          namespace: "demo",
+          pod: "web-1",
+          port,
+          remote_addr: start.fields.remote_addr,
+        })),
+      );
       // the upstream connection went with kubectl
       await until(() => api.openUpgrades() === 0);
     }, 60_000);
@@ -662,6 +680,43 @@ describe("the listener's upgrade path", () => {
     expect(end.fields.ended).toBe("upstream_closed");
     // all of it was read (and dropped), up to the client's close
     expect(end.fields.bytes_from_client).toBeGreaterThanOrEqual(late);
+  }, 60_000);
+
+  test("a port-forward whose streams the proxy cannot read on is spliced unchanged; the audit says unparsed, with the ports seen before", async () => {
+    const sock = tls.connect({ host: host(), port: port(), ca: caPem(), servername: "auth.machine-id.cluster.local", ALPNProtocols: ["http/1.1"], cert: creds.example!.certPem, key: creds.example!.keyPem });
+    sock.on("error", () => {});
+    await new Promise<void>((resolve) => sock.once("secureConnect", () => resolve()));
+    let got = "";
+    sock.on("data", (d: Buffer) => (got += d.toString("latin1")));
+    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+    const pfBefore = api.portForwards.length;
+    sock.write(
+      `POST /v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods/web-1/portforward HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n` +
+        "X-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n",
+    );
+    await until(() => got.includes("\r\n\r\n"));
+    expect(got).toStartWith("HTTP/1.1 101 ");
+    const c = new SpdyClient();
+    sock.write(Buffer.concat([await c.forward(1, 5432, 0), spdyData(3, Buffer.from("ping-a"))]));
+    await until(() => got.includes("pong:ping-a"));
+    // valid SPDY, but a SYN_STREAM of 32 KiB (an incompressible header): past what the proxy buffers to read one
+    const big = await c.synStream(5, [["streamtype", "error"], ["port", "7000"], ["requestid", "1"], ["x-padding", randomBytes(24 << 10).toString("base64")]]);
+    expect(big.length).toBeGreaterThan(16 << 10);
+    sock.write(Buffer.concat([big, await c.forward(9, 6000, 2), spdyData(11, Buffer.from("ping-b"))]));
+    // the session goes on: what followed reached the API server, and its answer came back
+    await until(() => got.includes("pong:ping-b"));
+    c.close();
+    sock.end();
+    await closed;
+    expect(api.portForwards.at(-1)!.received).toEqual(["ping-a", "ping-b"]);
+    expect(api.portForwards.length).toBe(pfBefore + 1);
+    const start = (await sessionEvents("kube.session.start", "portforward")).at(-1)!;
+    expect(start.fields.protocol).toBe("portforward.k8s.io");
+    await until(async () => (await sessionEvents("kube.session.end", "portforward")).some((e) => e.fields.session_id === start.fields.session_id));
+    const end = (await sessionEvents("kube.session.end", "portforward")).find((e) => e.fields.session_id === start.fields.session_id)!;
+    expect(end.fields).toMatchObject({ ports: [5432], ports_observed: "unparsed", ports_unparsed_reason: "control_frame_too_large" });
+    const forwarded = (await auth.events("kube.portforward")).filter((e) => e.fields.session_id === start.fields.session_id);
+    expect(forwarded.map((e) => e.fields.port)).toEqual([5432]);
   }, 60_000);
 
   test("exec over h2 (no Upgrade there) gets a 400 Status saying to use HTTP/1.1", async () => {

@@ -5,7 +5,9 @@
  * like any other proxied request (proxy.ts), sent to the API server on a connection of
  * its own as the bot's Kubernetes user and groups, and once the API server answers
  * `101 Switching Protocols` the two sockets are spliced byte for byte: the proxy never
- * parses the framing, so every protocol kubectl speaks passes.
+ * alters the framing, so every protocol kubectl speaks passes. Of a port-forward it reads
+ * copies of the client's bytes, for the audit of the ports it forwards
+ * (_portforward_observer.ts).
  */
 
 import { STATUS_CODES } from "node:http";
@@ -18,6 +20,7 @@ import type { Authenticator } from "../authenticate.ts";
 import type { AuthContext } from "../context.ts";
 import { authorizeRequest } from "./_access.ts";
 import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
+import { PortForwardObserver, portNumber, type PortForwardFraming, type PortsSeen } from "./_portforward_observer.ts";
 import { SessionLimitReached, type SessionOwner, type SessionSlot } from "./_sessions.ts";
 import { statusOf, statusResponse } from "./_status.ts";
 import type { KubernetesClusters } from "./clusters.ts";
@@ -176,20 +179,23 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, auth
   }
 
   const q = url.searchParams;
-  const sessionId = crypto.randomUUID();
   const started = ctx.clock.now();
-  const sessionFields = {
-    session_id: sessionId,
+  // what every event of the session carries
+  const session = {
+    session_id: crypto.randomUUID(),
     bot: id.botName,
     ...(id.botInstanceId ? { bot_instance_id: id.botInstanceId } : {}),
     kubernetes_cluster: cluster,
+  };
+  const sessionFields = {
+    ...session,
     verb: resource.verb,
     subresource: resource.subresource,
     namespace: resource.namespace,
     pod: resource.name,
     ...(q.get("container") ? { container: q.get("container") } : {}),
     ...(resource.subresource === "exec" ? { command: q.getAll("command") } : {}),
-    // the ports a client names in the URL; kubectl names them per stream, inside the framing the proxy does not parse
+    // the ports a client names in the URL; kubectl names them per stream instead (kube.portforward, and the end's `ports`)
     ...(resource.subresource === "portforward" ? { ports: q.getAll("ports") } : {}),
     ...(resource.subresource !== "portforward" ? { stdin: q.get("stdin") === "true", tty: q.get("tty") === "true" } : {}),
     protocol: answerHead.headers.get("sec-websocket-protocol") ?? answerHead.headers.get("x-stream-protocol-version") ?? answerHead.headers.get("upgrade") ?? "",
@@ -197,21 +203,32 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, auth
     kubernetes_groups: who.groups,
     remote_addr: conn.remoteAddr,
   };
+  const framing = resource.subresource === "portforward" ? portForwardFraming(answerHead.headers) : undefined;
+  const observer = framing
+    ? new PortForwardObserver(framing, (port) => {
+        void ctx.audit
+          .emit(EVENT.kubePortForward, ctx.clock.now(), { ...session, namespace: resource.namespace, pod: resource.name, port, remote_addr: conn.remoteAddr })
+          .catch((e: unknown) => ctx.log.error("Cannot record a port of a Kubernetes port-forward", { error: errorMessage(e) }));
+      })
+    : undefined;
   await ctx.audit.emit(EVENT.kubeSessionStart, started, sessionFields);
   // the protocol is switched: from here on the client's bytes are the session's
-  if (u.head.length > 0) up!.write(u.head);
+  if (u.head.length > 0) {
+    up!.write(u.head);
+    observer?.feed(u.head);
+  }
   client.write(answerHead.head);
   if (answerHead.rest.length > 0) client.write(answerHead.rest);
   // bytes that came with the handshakes count as session bytes too
-  stop = splice(client, up!, { fromClient: u.head.length, fromUpstream: answerHead.rest.length }, (how, detail, bytes) => {
+  const look = observer && ((chunk: Buffer) => observer.feed(chunk));
+  stop = splice(client, up!, { fromClient: u.head.length, fromUpstream: answerHead.rest.length }, look, (how, detail, bytes) => {
     slot?.release();
     const now = ctx.clock.now();
-    void ctx.audit
-      .emit(EVENT.kubeSessionEnd, now, {
-        session_id: sessionId,
-        bot: id.botName,
-        ...(id.botInstanceId ? { bot_instance_id: id.botInstanceId } : {}),
-        kubernetes_cluster: cluster,
+    const ended = async () => {
+      // the ports of header blocks still being inflated belong to the session: wait for them
+      const ports = resource.subresource === "portforward" ? portsFields(await observer?.finish(), q) : {};
+      await ctx.audit.emit(EVENT.kubeSessionEnd, now, {
+        ...session,
         subresource: resource.subresource,
         namespace: resource.namespace,
         pod: resource.name,
@@ -220,10 +237,31 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, auth
         bytes_from_upstream: bytes.fromUpstream,
         ended: how,
         ...(detail ? { detail } : {}),
-      })
-      .catch((e: unknown) => ctx.log.error("Cannot record the end of a Kubernetes session", { error: errorMessage(e) }));
+        ...ports,
+      });
+    };
+    void ended().catch((e: unknown) => ctx.log.error("Cannot record the end of a Kubernetes session", { error: errorMessage(e) }));
   });
   if (stoppedEarly) stop(...stoppedEarly);
+}
+
+/**
+ * The SPDY framing of a port-forward, from the API server's 101: tunnelled in WebSocket
+ * (`SPDY/3.1+portforward.k8s.io`) or legacy `Upgrade: SPDY/3.1`. Undefined for another
+ * protocol (a WebSocket `portforward.k8s.io` client names its ports in the URL).
+ */
+function portForwardFraming(headers: Map<string, string>): PortForwardFraming | undefined {
+  if ((headers.get("sec-websocket-protocol") ?? "").toLowerCase() === "spdy/3.1+portforward.k8s.io") return "websocket";
+  if ((headers.get("upgrade") ?? "").toLowerCase() === "spdy/3.1") return "spdy";
+  return undefined;
+}
+
+/** A port-forward's ports as its `kube.session.end` records them: those its streams were opened for, or the URL's. */
+function portsFields(seen: PortsSeen | undefined, q: URLSearchParams): Record<string, unknown> {
+  if (!seen) {
+    return { ports: q.getAll("ports").flatMap((p) => portNumber(p) ?? []), ports_observed: "url" };
+  }
+  return { ports: seen.ports, ports_observed: seen.observed, ...(seen.reason ? { ports_unparsed_reason: seen.reason } : {}) };
 }
 
 /** Registers an upgraded session with the service's registry; a cap reached is a 429 refusal. */
@@ -320,20 +358,28 @@ interface Counts {
 /**
  * Splices two sockets byte for byte both ways, pausing a reader while the other side's
  * writes are buffered (back-pressure). When one side closes, the other is ended (after
- * flushing what is in flight) and cut if it lingers. `done` runs once both are closed,
- * with how the session ended. Returns a function that ends it now (a lock, a shutdown).
+ * flushing what is in flight) and cut if it lingers. `look`, if given, is shown each
+ * chunk from the client once it is handed on (it must not throw, keep, or change it).
+ * `done` runs once both are closed, with how the session ended. Returns a function that
+ * ends it now (a lock, a shutdown).
  */
-function splice(client: Socket, up: Socket, bytes: Counts, done: (how: string, detail: string | undefined, bytes: Counts) => void): (why: string, detail?: string) => void {
+function splice(
+  client: Socket,
+  up: Socket,
+  bytes: Counts,
+  look: ((chunk: Buffer) => void) | undefined,
+  done: (how: string, detail: string | undefined, bytes: Counts) => void,
+): (why: string, detail?: string) => void {
   let how: string | undefined;
   let detail: string | undefined;
   let open = 2;
-  const pipe = (src: Socket, dst: Socket, count: (n: number) => void, side: string) => {
+  const pipe = (src: Socket, dst: Socket, count: (n: number) => void, side: string, seen?: (chunk: Buffer) => void) => {
     src.on("data", (chunk: Buffer) => {
       count(chunk.length);
       // once the other side is gone, what still comes has nowhere to go: drop it, and read
       // on (a paused socket never sees its close, and the session would wait for the linger)
-      if (dst.destroyed || dst.writableEnded) return;
-      if (!dst.write(chunk)) src.pause();
+      if (!dst.destroyed && !dst.writableEnded && !dst.write(chunk)) src.pause();
+      seen?.(chunk);
     });
     dst.on("drain", () => src.resume());
     // a reader paused for a side that then closed gets no drain: resume it to see its end
@@ -364,7 +410,7 @@ function splice(client: Socket, up: Socket, bytes: Counts, done: (how: string, d
     else if (src.readableEnded) onEnd();
     src.resume();
   };
-  pipe(client, up, (n) => (bytes.fromClient += n), "client");
+  pipe(client, up, (n) => (bytes.fromClient += n), "client", look);
   pipe(up, client, (n) => (bytes.fromUpstream += n), "upstream");
   return (why, d) => {
     how ??= why;

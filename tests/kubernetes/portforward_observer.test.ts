@@ -1,0 +1,266 @@
+// The port-forward observer of the Kubernetes proxy: the ports a client opens SPDY
+// streams for, read passively from its bytes over legacy SPDY/3.1 and WebSocket-
+// tunnelled SPDY, whatever the chunking; and the bounds it keeps against a hostile
+// client (malformed frames, a zlib bomb, more ports than the cap), where it stops and
+// says why instead of throwing.
+
+import { describe, expect, test } from "bun:test";
+import fc from "fast-check";
+import { deflateSync } from "node:zlib";
+import { DEFAULT_OBSERVER_LIMITS, PortForwardObserver, type PortForwardFraming, type UnparsedReason } from "../../src/auth/kubernetes/_portforward_observer.ts";
+import { SpdyClient, nameValueBlock, spdyControl, spdyData, wsClientFrame } from "./_spdy_client.ts";
+
+/** Feeds `bytes` to a new observer in chunks cut at `cuts` (offsets), and returns what it saw and every onPort call. */
+async function observe(framing: PortForwardFraming, bytes: Buffer, cuts: number[] = [], limits = DEFAULT_OBSERVER_LIMITS) {
+  const calls: number[] = [];
+  const o = new PortForwardObserver(framing, (p) => calls.push(p), limits);
+  const copy = Buffer.from(bytes);
+  let at = 0;
+  for (const cut of [...cuts.filter((c) => c > 0 && c < bytes.length).sort((a, b) => a - b), bytes.length]) {
+    o.feed(bytes.subarray(at, cut));
+    at = cut;
+  }
+  const seen = await o.finish();
+  // it only looks: not a byte it was shown changed (the proxy hands the same buffers on)
+  expect(bytes.equals(copy)).toBe(true);
+  return { seen, calls };
+}
+
+/** Splits `bytes` into client WebSocket messages at `cuts`, fragmenting every other one in two. */
+function tunnel(bytes: Buffer, cuts: number[] = []): Buffer {
+  const frames: Buffer[] = [];
+  let at = 0;
+  let i = 0;
+  for (const cut of [...cuts.filter((c) => c > 0 && c < bytes.length).sort((a, b) => a - b), bytes.length]) {
+    const msg = bytes.subarray(at, cut);
+    at = cut;
+    if (i++ % 2 === 1 && msg.length > 1) {
+      const half = msg.length >> 1;
+      frames.push(wsClientFrame(msg.subarray(0, half), { fin: false }));
+      frames.push(wsClientFrame(Buffer.from("keepalive"), { opcode: 9 })); // a ping between fragments
+      frames.push(wsClientFrame(msg.subarray(half), { opcode: 0 }));
+    } else frames.push(wsClientFrame(msg));
+  }
+  return Buffer.concat(frames);
+}
+
+/**
+ * What kubectl sends forwarding two connections to 5432 and one to 8080: each
+ * connection's error and data streams, data both ways (1 MiB on the first), a PING,
+ * WINDOW_UPDATE and GOAWAY.
+ */
+async function twoPorts(): Promise<Buffer> {
+  const c = new SpdyClient();
+  try {
+    return Buffer.concat([
+      await c.forward(1, 5432, 0),
+      spdyData(3, Buffer.alloc(1 << 20, 0x61)),
+      spdyControl(6, Buffer.from([0, 0, 0, 1])),
+      await c.forward(5, 5432, 1),
+      spdyData(7, Buffer.from("select 1")),
+      spdyControl(9, Buffer.from([0, 0, 0, 7, 0, 1, 0, 0])),
+      await c.forward(9, 8080, 2),
+      spdyData(11, Buffer.from("GET / HTTP/1.1\r\n\r\n"), true),
+      spdyControl(7, Buffer.alloc(8)),
+    ]);
+  } finally {
+    c.close();
+  }
+}
+
+describe("PortForwardObserver", () => {
+  test("reads the ports of legacy SPDY streams, each port once for its error and data streams and connections", async () => {
+    const { seen, calls } = await observe("spdy", await twoPorts());
+    expect(seen).toEqual({ ports: [5432, 8080], observed: "complete" });
+    expect(calls).toEqual([5432, 8080]);
+  });
+
+  test("reads the same through WebSocket-tunnelled SPDY (fragmented messages, pings between)", async () => {
+    const spdy = await twoPorts();
+    const { seen, calls } = await observe("websocket", tunnel(spdy, [5, 40, 100, 4000, 70000, spdy.length - 3]));
+    expect(seen).toEqual({ ports: [5432, 8080], observed: "complete" });
+    expect(calls).toEqual([5432, 8080]);
+  });
+
+  test("gives the same answer for every cut of the bytes into chunks and messages", async () => {
+    const spdy = await twoPorts();
+    const cuts = fc.array(fc.integer({ min: 1, max: spdy.length - 1 }), { maxLength: 40 });
+    await fc.assert(
+      fc.asyncProperty(cuts, cuts, async (messages, chunks) => {
+        const raw = await observe("spdy", spdy, chunks);
+        expect(raw.seen).toEqual({ ports: [5432, 8080], observed: "complete" });
+        const ws = tunnel(spdy, messages);
+        const tunnelled = await observe("websocket", ws, chunks.map((c) => Math.floor((c / spdy.length) * ws.length)));
+        expect(tunnelled.seen).toEqual({ ports: [5432, 8080], observed: "complete" });
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  test("one byte at a time", async () => {
+    const spdy = await twoPorts();
+    const small = spdy.subarray(0, 400); // the first connection's streams, and the start of its data
+    const ws = tunnel(small, [3, 17, 50, 120]);
+    const each = (n: number) => Array.from({ length: n }, (_, i) => i);
+    expect((await observe("spdy", small, each(small.length))).seen.ports).toEqual([5432]);
+    expect((await observe("websocket", ws, each(ws.length))).seen.ports).toEqual([5432]);
+  });
+
+  test("keeps the zlib context through SYN_REPLY and HEADERS blocks, reading ports only from SYN_STREAM", async () => {
+    const c = new SpdyClient();
+    const stream = (id: number) => Buffer.from([0, 0, 0, id]);
+    const bytes = Buffer.concat([
+      await c.synStream(1, [["streamtype", "error"], ["port", "22"]]),
+      spdyControl(8, Buffer.concat([stream(1), await c.compress(nameValueBlock([["streamtype", "data"], ["port", "9999"]]))])),
+      spdyControl(2, Buffer.concat([stream(2), await c.compress(nameValueBlock([["streamtype", "data"], ["port", "9998"]]))])),
+      await c.synStream(3, [["streamtype", "data"], ["port", "443"]]),
+    ]);
+    c.close();
+    expect((await observe("spdy", bytes)).seen).toEqual({ ports: [22, 443], observed: "complete" });
+  });
+
+  test("records only ports the API server would forward: decimal 1 to 65535 on data or error streams, the first value", async () => {
+    const c = new SpdyClient();
+    const bytes = Buffer.concat([
+      await c.synStream(1, [["streamtype", "data"], ["port", "0"]]),
+      await c.synStream(3, [["streamtype", "data"], ["port", "65536"]]),
+      await c.synStream(5, [["streamtype", "data"], ["port", "+80"]]),
+      await c.synStream(7, [["streamtype", "resize"], ["port", "81"]]),
+      await c.synStream(9, [["streamtype", "data"]]),
+      await c.synStream(11, [["StreamType", "data"], ["Port", "0082"]]),
+      await c.synStream(13, [["streamtype", "error"], ["port", "83\u000084"]]),
+      await c.synStream(15, [["streamtype", "error"], ["port", "65535"], ["port", "85"]]),
+    ]);
+    c.close();
+    expect((await observe("spdy", bytes)).seen).toEqual({ ports: [82, 83, 65535], observed: "complete" });
+  });
+
+  test("stops at more distinct ports than the cap: the first ones, and says capped", async () => {
+    const c = new SpdyClient();
+    const parts: Buffer[] = [];
+    for (let p = 1; p <= 70; p++) parts.push(await c.forward(4 * p + 1, 1000 + p, p));
+    c.close();
+    const { seen, calls } = await observe("spdy", Buffer.concat(parts));
+    expect(seen.observed).toBe("capped");
+    expect(seen.ports).toEqual(Array.from({ length: 64 }, (_, i) => 1001 + i));
+    expect(calls).toHaveLength(64);
+  });
+
+  describe("stops observing and says unparsed, keeping the ports seen before", () => {
+    const cases: [string, (c: SpdyClient) => Promise<{ framing: PortForwardFraming; bytes: Buffer }>, UnparsedReason][] = [
+      ["a control frame of another SPDY version", async () => ({ framing: "spdy", bytes: spdyControl(1, Buffer.alloc(20), 0, 2) }), "bad_spdy_frame"],
+      ["a SYN_STREAM too short for its fields", async () => ({ framing: "spdy", bytes: spdyControl(1, Buffer.alloc(6)) }), "bad_spdy_frame"],
+      ["a header block that is not zlib", async () => ({ framing: "spdy", bytes: spdyControl(1, Buffer.concat([Buffer.alloc(10), Buffer.from("not zlib at all")])) }), "bad_header_compression"],
+      ["a control frame larger than the cap (never buffered)", async () => ({ framing: "spdy", bytes: spdyControl(1, Buffer.alloc(DEFAULT_OBSERVER_LIMITS.maxControlFrame + 1)) }), "control_frame_too_large"],
+      [
+        "a header block cut short (no end of its zlib data)",
+        async (c) => {
+          const whole = await c.synStream(1, [["streamtype", "data"], ["port", "7000"], ["padding", "x".repeat(300)]]);
+          const body = whole.subarray(8, whole.length - 20);
+          return { framing: "spdy", bytes: spdyControl(1, body) };
+        },
+        // the next block continues the stream where the cut one should have ended: it cannot inflate
+        "bad_header_compression",
+      ],
+      [
+        "a header block claiming more than the block cap",
+        async (c) => {
+          const raw = Buffer.alloc(12);
+          raw.writeUInt32BE(1, 0);
+          raw.writeUInt32BE(0x7fffffff, 4); // a name of 2 GiB
+          return { framing: "spdy", bytes: spdyControl(1, Buffer.concat([Buffer.alloc(10), await c.compress(raw)])) };
+        },
+        "header_block_too_large",
+      ],
+      ["an unmasked WebSocket frame", async () => ({ framing: "websocket", bytes: Buffer.concat([Buffer.from([0x82, 3]), Buffer.from("abc")]) }), "bad_websocket_frame"],
+      ["a WebSocket frame with an extension's RSV bit", async () => ({ framing: "websocket", bytes: Buffer.from(wsClientFrame(Buffer.from("abc")).map((b, i) => (i === 0 ? b | 0x40 : b))) }), "bad_websocket_frame"],
+      ["a WebSocket text message", async () => ({ framing: "websocket", bytes: wsClientFrame(Buffer.from("hello"), { opcode: 1 }) }), "websocket_text_message"],
+      ["a continuation with no message open", async () => ({ framing: "websocket", bytes: wsClientFrame(Buffer.from("x"), { opcode: 0 }) }), "bad_websocket_frame"],
+    ];
+    for (const [label, bad, reason] of cases) {
+      test(label, async () => {
+        const c = new SpdyClient();
+        const before = await c.forward(101, 5432, 0);
+        const { framing, bytes } = await bad(c);
+        // what comes after the bad part is not read any more
+        const after = Buffer.concat([spdyData(103, Buffer.from("hi")), await c.forward(105, 6543, 1)]);
+        c.close();
+        const spdyPart = Buffer.concat([before, ...(framing === "spdy" ? [bytes] : [])]);
+        const all =
+          framing === "spdy" ? Buffer.concat([spdyPart, after]) : Buffer.concat([wsClientFrame(spdyPart), bytes, wsClientFrame(after)]);
+        const { seen, calls } = await observe(framing, all, [7, 30, all.length - 5]);
+        expect(seen).toEqual({ ports: [5432], observed: "unparsed", reason });
+        expect(calls).toEqual([5432]);
+      });
+    }
+  });
+
+  test("a header block left without its end when the session ends is reported, not waited for", async () => {
+    const c = new SpdyClient();
+    const first = await c.forward(1, 5432, 0);
+    const whole = await c.synStream(5, [["streamtype", "data"], ["port", "7000"], ["padding", "x".repeat(300)]]);
+    c.close();
+    const { seen } = await observe("spdy", Buffer.concat([first, spdyControl(1, whole.subarray(8, whole.length - 20))]));
+    expect(seen).toEqual({ ports: [5432], observed: "unparsed", reason: "incomplete_header_block" });
+  });
+
+  test("a zlib bomb in a header block stops at the block cap, not at its size", async () => {
+    // 15 MiB of one header value in under 16 KiB of zlib: within the control frame cap
+    const c = new SpdyClient();
+    const first = await c.forward(1, 8443, 0);
+    const raw = nameValueBlock([["streamtype", "data"], ["port", "80"], ["x", ""]]);
+    raw.writeUInt32BE(15 << 20, raw.length - 4); // the last value's length: 15 MiB, which follow
+    const bomb = await c.compress(Buffer.concat([raw, Buffer.alloc(15 << 20, 0x61)]));
+    expect(bomb.length).toBeLessThan(DEFAULT_OBSERVER_LIMITS.maxControlFrame);
+    const bytes = Buffer.concat([first, spdyControl(1, Buffer.concat([Buffer.alloc(10), bomb]))]);
+    c.close();
+    const { seen } = await observe("spdy", bytes);
+    expect(seen).toEqual({ ports: [8443], observed: "unparsed", reason: "header_block_too_large" });
+  });
+
+  test("a zlib bomb of many small header pairs is stopped too", async () => {
+    const c = new SpdyClient();
+    const pairs: [string, string][] = Array.from({ length: 2000 }, () => ["x", "y".repeat(64)]);
+    const block = await c.compress(nameValueBlock(pairs));
+    c.close();
+    const { seen } = await observe("spdy", spdyControl(1, Buffer.concat([Buffer.alloc(10), block])));
+    expect(seen).toEqual({ ports: [], observed: "unparsed", reason: "header_block_too_large" });
+  });
+
+  test("header blocks arriving faster than they inflate stop it past the backlog cap", async () => {
+    const c = new SpdyClient();
+    const parts: Buffer[] = [];
+    for (let p = 1; p <= 40; p++) parts.push(await c.forward(4 * p + 1, 2000 + p, p));
+    c.close();
+    const bytes = Buffer.concat(parts);
+    // all in one chunk: every block is handed to the inflater before it runs once
+    const { seen } = await observe("spdy", bytes, [], { ...DEFAULT_OBSERVER_LIMITS, maxBacklog: bytes.length / 4 });
+    expect(seen).toMatchObject({ observed: "unparsed", reason: "header_backlog_too_large" });
+  });
+
+  test("hostile bytes never make it throw, and it always finishes", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom<PortForwardFraming>("spdy", "websocket"), fc.uint8Array({ maxLength: 600 }), fc.array(fc.nat(600)), async (framing, bytes, cuts) => {
+        const { seen } = await observe(framing, Buffer.from(bytes), cuts);
+        expect(["complete", "unparsed"]).toContain(seen.observed);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test("stops at the close of a tunnelled session: nothing after a close frame is read", async () => {
+    const c = new SpdyClient();
+    const bytes = Buffer.concat([wsClientFrame(await c.forward(1, 5000, 0)), wsClientFrame(Buffer.from([3, 232]), { opcode: 8 }), wsClientFrame(await c.forward(5, 5001, 1))]);
+    c.close();
+    expect((await observe("websocket", bytes)).seen).toEqual({ ports: [5000], observed: "complete" });
+  });
+
+  test("a header block compressed alone (without the stream's earlier context) fails to inflate, like at the API server", async () => {
+    const c = new SpdyClient();
+    const first = await c.forward(1, 5000, 0);
+    c.close();
+    const alone = deflateSync(nameValueBlock([["streamtype", "data"], ["port", "5001"]]));
+    const { seen } = await observe("spdy", Buffer.concat([first, spdyControl(1, Buffer.concat([Buffer.alloc(10), alone]))]));
+    expect(seen).toMatchObject({ ports: [5000], observed: "unparsed" });
+  });
+});
