@@ -18,7 +18,7 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { has, isRoot, requirePrereqs } from "../_prereq.ts";
-import { clusterKey, serviceAccountToken, tokenYaml, type ClusterKey } from "../kubernetes/_jwt.ts";
+import { clusterKey, serviceAccountToken, tokenYaml, type ClusterKey } from "../_support/kube_jwt.ts";
 import { startFakeApiServer, type FakeApiServer } from "../kubernetes/fake_apiserver.ts";
 import { ensureBinary, run, sh, startAuth, tempDir, type AuthProcess } from "./_harness.ts";
 

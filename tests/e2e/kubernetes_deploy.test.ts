@@ -27,7 +27,7 @@ import { assembleRootfs, IMAGE_ENTRYPOINT, IMAGE_UID } from "../../scripts/image
 import { has, requirePrereqs } from "../_prereq.ts";
 import { kustomize, one, type K8sObject } from "../_support/kustomize.ts";
 import { requireChroot, spawnInRootfs, type RootfsProcess } from "../_support/rootfs.ts";
-import { clusterKey, serviceAccountToken, type ClusterKey } from "../kubernetes/_jwt.ts";
+import { clusterKey, serviceAccountToken, type ClusterKey } from "../_support/kube_jwt.ts";
 import { startFakeApiServer, type FakeApiServer } from "../kubernetes/fake_apiserver.ts";
 import { ensureBinary, ROOT, sh, startAuth, tempDir, waitFor, type AuthProcess } from "./_harness.ts";
 

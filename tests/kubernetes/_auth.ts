@@ -21,12 +21,13 @@ import { pemDecodeOne } from "../../src/lib/pem.ts";
 import type { Certs } from "../../src/protocol/index.ts";
 import { keyRequest } from "../auth/harness.ts";
 import { adminOf, type Admin } from "../_support/admin.ts";
+import { SEED_CLUSTER } from "../_support/kube_jwt.ts";
 
 import { SCENARIOS } from "../_scenarios.ts";
 
 export { SCENARIOS };
 /** The cluster name seed 000's projected token has as its audience. */
-export const CLUSTER = "example.teleport.sh";
+export const CLUSTER = SEED_CLUSTER;
 export const ADMIN: Actor = { user: "admin", remoteAddr: "127.0.0.1" };
 
 export const scenario = (name: string) => readFileSync(join(SCENARIOS, name), "utf8");

@@ -13,7 +13,7 @@ import { silentLogger } from "../../src/lib/log.ts";
 import { has, requirePrereqs } from "../_prereq.ts";
 import { tempDir } from "../agent/harness.ts";
 import { scenario, startKubeAuth, type KubeAuth } from "./_auth.ts";
-import { clusterKey, serviceAccountToken, tokenYaml } from "./_jwt.ts";
+import { clusterKey, serviceAccountToken, tokenYaml } from "../_support/kube_jwt.ts";
 import { startFakeApiServer, type FakeApiServer } from "./fake_apiserver.ts";
 import { SCENARIOS } from "../_scenarios.ts";
 

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { keyRequest } from "../auth/harness.ts";
 import { ADMIN, CLUSTER, scenario, startKubeAuth, type KubeAuth } from "./_auth.ts";
-import { clusterKey, serviceAccountToken, tokenYaml, type ClusterKey } from "./_jwt.ts";
+import { clusterKey, serviceAccountToken, tokenYaml, type ClusterKey } from "../_support/kube_jwt.ts";
 import { startFakeApiServer, type FakeApiServer } from "./fake_apiserver.ts";
 import { tokenFingerprint } from "../../src/resources/index.ts";
 

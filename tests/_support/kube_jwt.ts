@@ -5,7 +5,12 @@
  */
 
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from "jose";
-import { CLUSTER, scenario } from "./_auth.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { SCENARIOS } from "../_scenarios.ts";
+
+/** The cluster name seed 000's projected token has as its audience. */
+export const SEED_CLUSTER = "example.teleport.sh";
 
 export interface ClusterKey {
   kid: string;
@@ -50,7 +55,7 @@ export async function serviceAccountToken(key: ClusterKey, o: TokenOptions = {})
     .setProtectedHeader({ alg: "RS256", kid: key.kid })
     .setIssuer("https://kubernetes.default.svc.cluster.local")
     .setSubject(o.subject ?? `system:serviceaccount:${ns}:${sa}`)
-    .setAudience(o.audience ?? CLUSTER)
+    .setAudience(o.audience ?? SEED_CLUSTER)
     .setIssuedAt(now)
     .setNotBefore(now);
   if (!o.noExpiry) jwt = jwt.setExpirationTime(now + (o.ttlSeconds ?? 600));
@@ -59,7 +64,7 @@ export async function serviceAccountToken(key: ClusterKey, o: TokenOptions = {})
 
 /** token-kubernetes.yaml as a real setup fills it in: the placeholder replaced by the cluster's JWKS. */
 export function tokenYaml(jwks: string): string {
-  const text = scenario("token-kubernetes.yaml");
+  const text = readFileSync(join(SCENARIOS, "token-kubernetes.yaml"), "utf8");
   const placeholder = /^(\s*)\{"keys":\[ \.\.\.the data returned by the cluster's \/openid\/v1\/jwks endpoint\.\.\. \]\}$/m;
   if (!placeholder.test(text)) throw new Error("token-kubernetes.yaml no longer has the JWKS placeholder line");
   return text.replace(placeholder, (_m, indent: string) => `${indent}${jwks}`);
