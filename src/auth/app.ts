@@ -32,6 +32,7 @@ import {
   type PingResponse,
   type StatusResponse,
 } from "../protocol/index.ts";
+import type { JoinMethod as JoinMethodName } from "../resources/index.ts";
 import * as z from "zod";
 import { Admin } from "./admin.ts";
 import { actorFields, EVENT } from "./audit.ts";
@@ -61,8 +62,8 @@ export interface AppOptions {
   kubernetes?: KubernetesClusters;
   /** Counts failed joins per address and refuses with 429 past a burst; none when absent (service.ts always sets one). */
   joinLimiter?: FailureLimiter;
-  /** With `joinLimiter`: limits unanswered bound keypair challenges per address (default challengeLimiter()). */
-  challengeLimiter?: FailureLimiter;
+  /** With `joinLimiter`: the limiter of a join method's own limit per address (JoinMethod.addressLimit), instead of its default. */
+  addressLimiters?: Partial<Record<JoinMethodName, FailureLimiter>>;
   /** Serve /scripts/install.sh and /downloads/ (the agent's binaries) from here; not served when absent. */
   downloads?: DownloadOptions;
   /** The client authentication, when something outside the app (the proxy's upgrade path) shares it; a new one otherwise. */
@@ -79,7 +80,11 @@ export function createApp(ctx: AuthContext, opts: AppOptions = {}): Handler {
 
   // 1. The failed-join limiter, outermost on the join routes: it counts every 4xx they
   //    answer, the body cap's 413 included (junk is how guessing looks).
-  if (opts.joinLimiter) app.on("POST", [...JOIN_PATHS], limitFailedJoins(ctx, opts.joinLimiter, opts.challengeLimiter));
+  //    Each join method's own limit per address (bound keypair: unanswered challenges) rides in it.
+  if (opts.joinLimiter) {
+    const methods = [...JOIN_REGISTRY.values()].flatMap((m) => (m.addressLimit ? [m.addressLimit(ctx, opts.addressLimiters?.[m.name])] : []));
+    app.on("POST", [...JOIN_PATHS], limitFailedJoins(ctx, opts.joinLimiter, methods));
+  }
   // 2. The body, read once within the cap, for every route.
   app.use(limitBody());
 

@@ -2,15 +2,14 @@
  * Rate limiting of failed joins by remote address: guessing tokens, replaying
  * challenges or sending junk to the join endpoints earns a 429 with Retry-After
  * after a burst, and the moment an address is limited is audited. Successful joins
- * cost nothing and renewals are never limited. Bound keypair challenges, which an
- * unauthenticated `begin` writes to storage, are limited the same way per address:
- * each challenge issued spends, each answered one gives it back.
+ * cost nothing and renewals are never limited. A join method may add a limit of its own
+ * per address ({@link AddressLimit}: bound keypair limits its unanswered challenges).
  */
 
 import type { MiddlewareHandler } from "hono";
 import type { Clock } from "../lib/clock.ts";
 import { AppError } from "../lib/errors.ts";
-import { ROUTES, STATUS_BY_CODE, errorBody } from "../protocol/index.ts";
+import { STATUS_BY_CODE, errorBody } from "../protocol/index.ts";
 import { EVENT } from "./audit.ts";
 import type { AuthContext } from "./context.ts";
 import type { Env } from "./request.ts";
@@ -100,12 +99,15 @@ export class FailureLimiter {
 }
 
 /**
- * The default limit on unanswered bound keypair challenges per address: a burst of 100
- * (a fleet behind one NAT joining at once), then one a second. Challenges expire after a
- * minute, so an address holds at most a few hundred rows however long it tries.
+ * A join method's own limit per address on its routes (`JoinMethod.addressLimit`), which
+ * {@link limitFailedJoins} consults after the failed-join limit, in the same middleware:
+ * a method's own 429 is then not counted as a failed join too.
  */
-export function challengeLimiter(clock: Clock): FailureLimiter {
-  return new FailureLimiter({ clock, burst: 100, refillMs: 1000 });
+export interface AddressLimit {
+  /** How long `addr` must wait before `path` is served, and for what (the 429's message); undefined when it may go on. */
+  wait(addr: string, path: string): { ms: number; what: string } | undefined;
+  /** Accounts the answer `status` that `path` gave `addr`. */
+  answered(addr: string, path: string, status: number): Promise<void>;
 }
 
 /**
@@ -114,30 +116,22 @@ export function challengeLimiter(clock: Clock): FailureLimiter {
  * too many failed joins gets 429 LIMIT_EXCEEDED with Retry-After until its allowance
  * refills. A failure is any 4xx answer from a join route (413 and bad
  * JSON included: junk is how guessing looks). Behind a proxy every client shares the
- * proxy's address, so the limit applies to all of them together. `challenges` limits
- * bound keypair begins the same way: an issued challenge spends, a successful solve
- * from the address refunds.
+ * proxy's address, so the limit applies to all of them together. `methods` are the
+ * registered methods' own limits (bound keypair: its unanswered challenges).
  */
-export function limitFailedJoins(ctx: AuthContext, limiter: FailureLimiter, challenges = challengeLimiter(ctx.clock)): MiddlewareHandler<Env> {
+export function limitFailedJoins(ctx: AuthContext, limiter: FailureLimiter, methods: readonly AddressLimit[] = []): MiddlewareHandler<Env> {
   return async (c, next) => {
     const path = c.req.path;
     const addr = c.env.conn.remoteAddr;
     const waitMs = limiter.retryAfterMs(addr);
     if (waitMs > 0) return tooMany(waitMs, "Too many failed joins from this address");
-    const begin = path === ROUTES.boundKeypairBegin;
-    const challengeWaitMs = begin ? challenges.retryAfterMs(addr) : 0;
-    if (challengeWaitMs > 0) return tooMany(challengeWaitMs, "Too many unanswered bound keypair challenges from this address");
+    for (const m of methods) {
+      const wait = m.wait(addr, path);
+      if (wait && wait.ms > 0) return tooMany(wait.ms, wait.what);
+    }
     await next();
     const status = c.res.status;
-    if (status === 200 && path === ROUTES.boundKeypairSolve) challenges.refund(addr);
-    if (status === 200 && begin && challenges.recordFailure(addr)) {
-      await ctx.audit.emit(EVENT.joinFailed, ctx.clock.now(), {
-        reason: `rate limited: ${challenges.burst} unanswered bound keypair challenges from this address`,
-        remote_addr: addr,
-        error: "LIMIT_EXCEEDED",
-        retry_after_seconds: Math.ceil(challenges.retryAfterMs(addr) / 1000),
-      });
-    }
+    for (const m of methods) await m.answered(addr, path, status);
     if (status >= 400 && status < 500 && limiter.recordFailure(addr)) {
       const retryAfter = Math.ceil(limiter.retryAfterMs(addr) / 1000);
       // Audited once per limited period, not per refused request: a flood must not turn into a flood of writes.

@@ -89,7 +89,7 @@ export async function startHarness(): Promise<Harness> {
     admin: as(adminCerts, adminKey, "127.0.0.1"),
     anon: { conn: { remoteAddr: "10.0.0.9" } },
     as,
-    withJoinLimiter: (limiter, challenges) => createApp(ctx, { joinLimiter: limiter, ...(challenges ? { challengeLimiter: challenges } : {}) }),
+    withJoinLimiter: (limiter, challenges) => createApp(ctx, { joinLimiter: limiter, ...(challenges ? { addressLimiters: { bound_keypair: challenges } } : {}) }),
     async call(caller, method, path, body) {
       const req = new Request(`https://auth.test${path}`, {
         method,

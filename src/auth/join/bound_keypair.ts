@@ -24,6 +24,7 @@ import type { Caller } from "../bots.ts";
 import type { AuthContext } from "../context.ts";
 import { randomId } from "../issuer.ts";
 import { KEYS, type LockRecord, type LockTarget } from "../keys.ts";
+import { FailureLimiter, type AddressLimit } from "../ratelimit.ts";
 import type { Item } from "../storage/index.ts";
 import {
   GENERIC_TOKEN_ERROR,
@@ -492,8 +493,38 @@ async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: J
  * The `bound_keypair` join method: two requests of its own, each audited as a join is.
  * Begin answers with a challenge; solve checks the answer and ends in startInstance.
  */
+/**
+ * Unanswered challenges per address: each `begin` writes a row before anyone is
+ * authenticated, so an address spends one allowance per challenge issued and gets it
+ * back when one is answered. The default is a burst of 100 (a fleet behind one NAT
+ * joining at once), then one a second; challenges expire after a minute, so an address
+ * holds at most a few hundred rows however long it tries. Past it, `begin` answers 429
+ * with Retry-After (the agent waits as asked), and the moment is audited once.
+ */
+function challengeLimit(ctx: AuthContext, limiter = new FailureLimiter({ clock: ctx.clock, burst: 100, refillMs: 1000 })): AddressLimit {
+  return {
+    wait(addr, path) {
+      const ms = path === ROUTES.boundKeypairBegin ? limiter.retryAfterMs(addr) : 0;
+      return ms > 0 ? { ms, what: "Too many unanswered bound keypair challenges from this address" } : undefined;
+    },
+    async answered(addr, path, status) {
+      if (status !== 200) return;
+      if (path === ROUTES.boundKeypairSolve) limiter.refund(addr);
+      else if (path === ROUTES.boundKeypairBegin && limiter.recordFailure(addr)) {
+        await ctx.audit.emit(EVENT.joinFailed, ctx.clock.now(), {
+          reason: `rate limited: ${limiter.burst} unanswered bound keypair challenges from this address`,
+          remote_addr: addr,
+          error: "LIMIT_EXCEEDED",
+          retry_after_seconds: Math.ceil(limiter.retryAfterMs(addr) / 1000),
+        });
+      }
+    },
+  };
+}
+
 export const boundKeypairJoin: JoinMethod = {
   name: "bound_keypair",
+  addressLimit: challengeLimit,
   routes: [
     joinRoute({
       path: ROUTES.boundKeypairBegin,

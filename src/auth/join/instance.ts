@@ -18,6 +18,7 @@ import type { AuthContext } from "../context.ts";
 import { issueCerts, requestKeys } from "../issuer.ts";
 import { KEYS, findLock, getBot, getToken, type BotInstanceRecord, type LockRecord, type LockTarget } from "../keys.ts";
 import type { KubernetesClusters } from "../kubernetes/index.ts";
+import type { AddressLimit, FailureLimiter } from "../ratelimit.ts";
 import type { ConditionalOp, Item } from "../storage/index.ts";
 
 /**
@@ -114,6 +115,11 @@ export interface JoinMethod {
   name: JoinMethodName;
   verify?(ctx: AuthContext, req: JoinRequest, attempt: JoinAttempt, deps: JoinDeps): Promise<Verified>;
   routes?: readonly JoinRoute[];
+  /**
+   * A limit per address of the method's own on its routes, beside the failed-join one
+   * (ratelimit.ts); `limiter` replaces the method's default (tests set their own).
+   */
+  addressLimit?(ctx: AuthContext, limiter?: FailureLimiter): AddressLimit;
 }
 
 /** A JoinRoute typed by its schema, as the registry holds it (the app hands `handle` what `schema` decoded). */
