@@ -490,10 +490,6 @@ async function solve(ctx: AuthContext, req: BoundKeypairSolveRequest, attempt: J
 }
 
 /**
- * The `bound_keypair` join method: two requests of its own, each audited as a join is.
- * Begin answers with a challenge; solve checks the answer and ends in startInstance.
- */
-/**
  * Unanswered challenges per address: each `begin` writes a row before anyone is
  * authenticated, so an address spends one allowance per challenge issued and gets it
  * back when one is answered. The default is a burst of 100 (a fleet behind one NAT
@@ -522,6 +518,10 @@ function challengeLimit(ctx: AuthContext, limiter = new FailureLimiter({ clock: 
   };
 }
 
+/**
+ * The `bound_keypair` join method: two requests of its own, each audited as a join is.
+ * Begin answers with a challenge; solve checks the answer and ends in startInstance.
+ */
 export const boundKeypairJoin: JoinMethod = {
   name: "bound_keypair",
   addressLimit: challengeLimit,
