@@ -426,6 +426,34 @@ describe("PortForwardObserver", () => {
     });
   });
 
+  test("a name/value block whose inflated bytes come in many pieces is read across them, each byte once", async () => {
+    // a block cut over a SYN_STREAM and 40 HEADERS frames, fed with the event loop turning
+    // between frames, so the inflater hands it out in pieces. Go's framer would end the
+    // connection at the SYN_STREAM (its block runs past the frame): the port is one it
+    // over-reports, and the frames left without a block of their own are said.
+    const d = createDeflate({ dictionary: SPDY3_DICTIONARY });
+    const out: Buffer[] = [];
+    d.on("data", (chunk: Buffer) => out.push(chunk));
+    const piece = async (raw: Buffer) => {
+      d.write(raw);
+      await new Promise<void>((resolve) => d.flush(zlibConstants.Z_SYNC_FLUSH, () => resolve()));
+      return Buffer.concat(out.splice(0));
+    };
+    const raw = nameValueBlock([["streamtype", "data"], ...Array.from({ length: 40 }, (_, i): [string, string] => [`x-${i}`, "v".repeat(i)]), ["port", "7070"]]);
+    const step = Math.ceil(raw.length / 41);
+    const frames = [spdyControl(1, Buffer.concat([synFields(1), await piece(raw.subarray(0, step))]))];
+    for (let at = step; at < raw.length; at += step) frames.push(spdyControl(8, Buffer.concat([words(1), await piece(raw.subarray(at, at + step))])));
+    d.destroy();
+    const calls: number[] = [];
+    const o = new PortForwardObserver("spdy", (p) => calls.push(p));
+    for (const f of frames) {
+      o.feed(f);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(await o.finish()).toEqual({ ports: [7070], observed: "unparsed", reason: "incomplete_header_block" });
+    expect(calls).toEqual([7070]);
+  });
+
   test("hostile bytes never make it throw, and it always finishes", async () => {
     await fc.assert(
       fc.asyncProperty(fc.constantFrom<PortForwardFraming>("spdy", "websocket"), fc.uint8Array({ maxLength: 600 }), fc.array(fc.nat(600)), async (framing, bytes, cuts) => {
