@@ -382,20 +382,22 @@ describe("PortForwardObserver", () => {
     }
     const limits = DEFAULT_OBSERVER_LIMITS;
 
-    test("5,040 in one chunk: it holds at most the cap of blocks and one write, and stops", async () => {
+    test("in one chunk: up to the cap they wait as one inflater write; past it, it stops and lets go of them", async () => {
       const o = new PortForwardObserver("spdy", () => {});
-      o.feed(tinyBlocks(5040));
+      o.feed(tinyBlocks(1000));
+      // the first block went to the inflater, the 1,000 after it wait to be joined into the next write
       const held = o.holding();
-      expect(held.blocks).toBeLessThanOrEqual(limits.maxQueuedBlocks);
+      expect(held).toMatchObject({ blocks: 1001, writes: 1 });
       expect(held.backlog).toBeLessThanOrEqual(limits.maxBacklog);
-      expect(held.writes).toBeLessThanOrEqual(1);
-      expect(await o.finish()).toEqual({ ports: [], observed: "unparsed", reason: "header_backlog_too_large" });
+      o.feed(tinyBlocks(5040).subarray(tinyBlocks(0).length));
       expect(o.holding()).toEqual({ blocks: 0, backlog: 0, writes: 0 });
+      expect(await o.finish()).toEqual({ ports: [], observed: "unparsed", reason: "header_backlog_too_large" });
     });
 
-    test("64 KiB chunks with the event loop turning between them: never more than the caps, whatever the inflater's pace", async () => {
+    test("chunks of 500 with the event loop turning between them: never more than the caps, whatever the inflater's pace", async () => {
       const o = new PortForwardObserver("spdy", () => {});
-      const chunk = tinyBlocks(5040);
+      o.feed(tinyBlocks(0));
+      const chunk = tinyBlocks(500).subarray(tinyBlocks(0).length);
       for (let i = 0; i < 20; i++) {
         o.feed(chunk);
         const held = o.holding();
