@@ -7,7 +7,7 @@
 
 import { randomBytes } from "node:crypto";
 import { constants as zlibConstants, createDeflate, type Deflate } from "node:zlib";
-import { SPDY3_DICTIONARY } from "../../src/auth/kubernetes/_portforward_observer.ts";
+import { SPDY3_DICTIONARY } from "../_support/portforward.ts";
 
 /** A SPDY/3 control frame of `type`. */
 export function spdyControl(type: number, body: Uint8Array, flags = 0, version = 3): Buffer {

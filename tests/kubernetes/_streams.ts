@@ -20,7 +20,7 @@
 import { createHash } from "node:crypto";
 import type { Socket } from "node:net";
 import { constants as zlibConstants, inflateSync } from "node:zlib";
-import { SPDY3_DICTIONARY } from "../../src/auth/kubernetes/_portforward_observer.ts";
+import { SPDY3_DICTIONARY } from "../_support/portforward.ts";
 
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 

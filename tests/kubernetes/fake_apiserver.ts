@@ -424,7 +424,11 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       sock.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n");
       const pf = new SpdyPortForward((b) => sock.write(b), echo);
       portForwards.push(pf);
-      sock.on("data", (d: Buffer) => pf.feed(d));
+      sock.on("data", (d: Buffer) => {
+        pf.feed(d);
+        // the "pod" closes the session on this word, as an API server ends one the pod left
+        if (pf.received.at(-1) === "hang-up" && !sock.writableEnded) sock.end();
+      });
       if (head.length) pf.feed(head);
       return;
     }

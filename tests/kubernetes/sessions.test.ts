@@ -577,6 +577,30 @@ describe("the listener's upgrade path", () => {
   const [host, port] = [() => auth.addr.split(":")[0]!, () => Number(auth.addr.split(":")[1])];
   const caPem = () => auth.running.ctx.authorities.host.tlsCertPem;
 
+  /**
+   * A raw TLS connection to the listener as bot "example", the request `head` sent: what
+   * it received so far, its end (the proxy's) and its close. `halfOpen` keeps it writable
+   * after the proxy's end, as kubectl does (tls.connect takes net.Socket's option; its type
+   * does not list it).
+   */
+  async function rawUpgrade(head: string, halfOpen = false) {
+    const opts = { allowHalfOpen: halfOpen } as tls.ConnectionOptions;
+    const sock = tls.connect({ host: host(), port: port(), ca: caPem(), servername: "auth.machine-id.cluster.local", ALPNProtocols: ["http/1.1"], cert: creds.example!.certPem, key: creds.example!.keyPem, ...opts });
+    sock.on("error", () => {});
+    await new Promise<void>((resolve) => sock.once("secureConnect", () => resolve()));
+    let got = "";
+    sock.on("data", (d: Buffer) => (got += d.toString("latin1")));
+    const upstreamEnded = new Promise<void>((resolve) => sock.once("end", () => resolve()));
+    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+    sock.write(head);
+    return { sock, got: () => got, upstreamEnded, closed };
+  }
+
+  /** The head of a legacy SPDY port-forward of pod demo/web-1, as kubectl sends it. */
+  const SPDY_PORT_FORWARD =
+    `POST /v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods/web-1/portforward HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n` +
+    "X-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n";
+
   /** Sends raw HTTP/1.1 over TLS with the example bot's certificate; resolves with all the server wrote before closing. */
   function rawRequest(text: string): Promise<string> {
     return new Promise((resolve, reject) => {
@@ -653,23 +677,16 @@ describe("the listener's upgrade path", () => {
     // not stop the proxy from reading on to the client's close (the session, and its slot
     // of the per-instance cap, would stay open until the proxy's 10 s linger cut it).
     const before = (await auth.events("kube.session.start")).length;
-    // half-open, to write on after the proxy's end as kubectl does (tls.connect takes net.Socket's option; its type does not list it)
-    const halfOpen = { allowHalfOpen: true } as tls.ConnectionOptions;
-    const sock = tls.connect({ host: host(), port: port(), ca: caPem(), servername: "auth.machine-id.cluster.local", ALPNProtocols: ["http/1.1"], cert: creds.example!.certPem, key: creds.example!.keyPem, ...halfOpen });
-    sock.on("error", () => {});
-    await new Promise<void>((resolve) => sock.once("secureConnect", () => resolve()));
-    let got = "";
-    sock.on("data", (d: Buffer) => (got += d.toString("latin1")));
-    const upstreamEnded = new Promise<void>((resolve) => sock.once("end", () => resolve()));
-    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
-    sock.write(
+    // half-open, to write on after the proxy's end as kubectl does
+    const { sock, got, upstreamEnded, closed } = await rawUpgrade(
       `GET /v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods/web-1/exec?command=echo&command=bye&stdout=true HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
         "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n",
+      true,
     );
     // the pod ran the command; the API server sent its Status and close frame and closed
     await upstreamEnded;
-    expect(got).toStartWith("HTTP/1.1 101 ");
-    expect(got).toContain("bye\n");
+    expect(got()).toStartWith("HTTP/1.1 101 ");
+    expect(got()).toContain("bye\n");
     // the client goes on writing, more than any socket buffer holds, then closes
     const late = 32 << 20;
     sock.end(Buffer.alloc(late));
@@ -683,28 +700,19 @@ describe("the listener's upgrade path", () => {
   }, 60_000);
 
   test("a port-forward whose streams the proxy cannot read on is spliced unchanged; the audit says unparsed, with the ports seen before", async () => {
-    const sock = tls.connect({ host: host(), port: port(), ca: caPem(), servername: "auth.machine-id.cluster.local", ALPNProtocols: ["http/1.1"], cert: creds.example!.certPem, key: creds.example!.keyPem });
-    sock.on("error", () => {});
-    await new Promise<void>((resolve) => sock.once("secureConnect", () => resolve()));
-    let got = "";
-    sock.on("data", (d: Buffer) => (got += d.toString("latin1")));
-    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
     const pfBefore = api.portForwards.length;
-    sock.write(
-      `POST /v1/kubernetes/${CLUSTER}/api/v1/namespaces/demo/pods/web-1/portforward HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n` +
-        "X-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n",
-    );
-    await until(() => got.includes("\r\n\r\n"));
-    expect(got).toStartWith("HTTP/1.1 101 ");
+    const { sock, got, closed } = await rawUpgrade(SPDY_PORT_FORWARD);
+    await until(() => got().includes("\r\n\r\n"));
+    expect(got()).toStartWith("HTTP/1.1 101 ");
     const c = new SpdyClient();
     sock.write(Buffer.concat([await c.forward(1, 5432, 0), spdyData(3, Buffer.from("ping-a"))]));
-    await until(() => got.includes("pong:ping-a"));
+    await until(() => got().includes("pong:ping-a"));
     // valid SPDY, but a SYN_STREAM of 32 KiB (an incompressible header): past what the proxy buffers to read one
     const big = await c.synStream(5, [["streamtype", "error"], ["port", "7000"], ["requestid", "1"], ["x-padding", randomBytes(24 << 10).toString("base64")]]);
     expect(big.length).toBeGreaterThan(16 << 10);
     sock.write(Buffer.concat([big, await c.forward(9, 6000, 2), spdyData(11, Buffer.from("ping-b"))]));
     // the session goes on: what followed reached the API server, and its answer came back
-    await until(() => got.includes("pong:ping-b"));
+    await until(() => got().includes("pong:ping-b"));
     c.close();
     sock.end();
     await closed;
@@ -715,6 +723,29 @@ describe("the listener's upgrade path", () => {
     await until(async () => (await sessionEvents("kube.session.end", "portforward")).some((e) => e.fields.session_id === start.fields.session_id));
     const end = (await sessionEvents("kube.session.end", "portforward")).find((e) => e.fields.session_id === start.fields.session_id)!;
     expect(end.fields).toMatchObject({ ports: [5432], ports_observed: "unparsed", ports_unparsed_reason: "control_frame_too_large" });
+    const forwarded = (await auth.events("kube.portforward")).filter((e) => e.fields.session_id === start.fields.session_id);
+    expect(forwarded.map((e) => e.fields.port)).toEqual([5432]);
+  }, 60_000);
+
+  test("a stream a port-forward client opens after the API server closed is not audited: it was dropped, never forwarded", async () => {
+    // half-open, to write on after the API server's end
+    // ports named in the URL too: kube.session.start lists them as the API server reads them
+    const { sock, got, upstreamEnded, closed } = await rawUpgrade(SPDY_PORT_FORWARD.replace("/portforward ", "/portforward?ports=0080,22 "), true);
+    await until(() => got().includes("\r\n\r\n"));
+    expect(got()).toStartWith("HTTP/1.1 101 ");
+    const c = new SpdyClient();
+    sock.write(Buffer.concat([await c.forward(1, 5432, 0), spdyData(3, Buffer.from("hang-up"))]));
+    await upstreamEnded;
+    expect(got()).toContain("pong:hang-up");
+    // the API server is gone: these streams reach nobody
+    sock.end(await c.forward(5, 22, 1));
+    c.close();
+    await closed;
+    const start = (await sessionEvents("kube.session.start", "portforward")).at(-1)!;
+    expect(start.fields.ports).toEqual([80, 22]);
+    await until(async () => (await sessionEvents("kube.session.end", "portforward")).some((e) => e.fields.session_id === start.fields.session_id));
+    const end = (await sessionEvents("kube.session.end", "portforward")).find((e) => e.fields.session_id === start.fields.session_id)!;
+    expect(end.fields).toMatchObject({ ended: "upstream_closed", ports: [5432], ports_observed: "complete" });
     const forwarded = (await auth.events("kube.portforward")).filter((e) => e.fields.session_id === start.fields.session_id);
     expect(forwarded.map((e) => e.fields.port)).toEqual([5432]);
   }, 60_000);

@@ -7,9 +7,13 @@
  * client's binary messages, concatenated, are the SPDY byte stream).
  *
  * Hand-written rather than a library: it reads only the few frame headers it needs and
- * skips everything else by length (data frames are never copied or unmasked), and it
- * must stay strictly bounded against a hostile client. Whatever it cannot read makes it
- * stop and say so; it never throws to its caller and never touches the bytes it is shown.
+ * skips data frames by length (never copied or unmasked), and it must stay strictly
+ * bounded against a hostile client. It reads control frames exactly as the kubelet's
+ * (and API server's) SPDY framer, Go's moby/spdystream, does: that framer reads fixed
+ * sizes and ignores a frame's length, so a frame whose length disagrees would make the
+ * two read different frames from the same bytes; on such a frame, or anything else it
+ * cannot read as Go would, the observer stops and says so. It never throws to its caller
+ * and never touches the bytes it is shown.
  */
 
 import { createInflate, type Inflate } from "node:zlib";
@@ -34,6 +38,7 @@ export type UnparsedReason =
   | "bad_header_compression"
   | "header_backlog_too_large"
   | "incomplete_header_block"
+  | "inflate_timeout"
   | "observer_failed";
 
 /** What a session's observer found, once the session is over. */
@@ -55,8 +60,10 @@ export interface ObserverLimits {
   maxControlFrame: number;
   /** Largest decompressed header block (the zlib-bomb bound). */
   maxHeaderBlock: number;
-  /** Compressed header bytes handed to the inflater and not yet inflated. */
+  /** Compressed header bytes handed in and not yet inflated, each block charged `BLOCK_OVERHEAD` more. */
   maxBacklog: number;
+  /** Header blocks handed in and not yet parsed (each one is a frame Go parses one block from). */
+  maxQueuedBlocks: number;
 }
 
 /** The limits the proxy observes with: far above what kubectl sends (a header block of ~100 bytes, a few ports). */
@@ -65,7 +72,15 @@ export const DEFAULT_OBSERVER_LIMITS: ObserverLimits = {
   maxControlFrame: 16 << 10,
   maxHeaderBlock: 16 << 10,
   maxBacklog: 256 << 10,
+  maxQueuedBlocks: 1024,
 };
+
+/**
+ * What each header block handed in is charged in the backlog besides its bytes: a block
+ * of one byte still costs the observer an entry and a view until it is inflated, so
+ * many tiny blocks reach the cap as many large ones do.
+ */
+export const BLOCK_OVERHEAD = 256;
 
 /** How long `finish` waits for header blocks still being inflated (a safety net: it takes microseconds). */
 const FINISH_TIMEOUT_MS = 10_000;
@@ -103,16 +118,41 @@ export const SPDY3_DICTIONARY = (() => {
 
 const SYN_STREAM = 1;
 const SYN_REPLY = 2;
+const RST_STREAM = 3;
+const SETTINGS = 4;
+const PING = 6;
+const GOAWAY = 7;
 const HEADERS = 8;
+const WINDOW_UPDATE = 9;
 
 /**
- * A port as the API server reads one: a decimal uint16 (strconv.ParseUint(s, 10, 16)).
- * Undefined for 0 and what it cannot parse: those are refused there, nothing is forwarded.
+ * A port as the kubelet and API server read one: a decimal uint16 as Go's
+ * strconv.ParseUint(s, 10, 16) parses it (any number of leading zeros, no sign, no
+ * space). Undefined for 0 and what it cannot parse: those are refused there, nothing is
+ * forwarded.
  */
 export function portNumber(text: string): number | undefined {
-  if (!/^[0-9]{1,16}$/.test(text)) return undefined;
-  const port = Number(text);
+  if (!/^[0-9]+$/.test(text)) return undefined;
+  const digits = text.replace(/^0+/, "");
+  // past five digits it is out of range, however long (and Number() would round it)
+  if (digits.length > 5) return undefined;
+  const port = Number(digits);
   return port >= 1 && port <= 65535 ? port : undefined;
+}
+
+/**
+ * The ports of a URL's `ports` parameters as the API server converts them
+ * (Convert_Slice_string_To_Slice_int32: each value split on ",", each part a port as
+ * `portNumber` reads it), distinct, in order. A part it cannot parse makes the API
+ * server refuse the request; here it is left out.
+ */
+export function urlPorts(values: string[]): number[] {
+  const ports = new Set<number>();
+  for (const v of values) for (const part of v.split(",")) {
+    const port = portNumber(part);
+    if (port !== undefined) ports.add(port);
+  }
+  return [...ports];
 }
 
 /** Thrown inside the observer only, and turned into its `unparsed` state. */
@@ -165,6 +205,14 @@ export class PortForwardObserver {
     }
   }
 
+  /**
+   * What the observer holds now, for tests of its bounds: header blocks not yet parsed,
+   * their charge against `maxBacklog`, and inflater writes in flight.
+   */
+  holding(): { blocks: number; backlog: number; writes: number } {
+    return this.headers.holding();
+  }
+
   /** What was seen, once every header block handed over has been read; frees what the observer holds. */
   async finish(): Promise<PortsSeen> {
     this.stopReading();
@@ -200,10 +248,14 @@ export class PortForwardObserver {
 }
 
 /**
- * Reads SPDY/3 frames from a byte stream: data frames and the control frames without a
- * header block are skipped by length; SYN_STREAM, SYN_REPLY and HEADERS have their
- * header block handed on (every block continues the direction's one zlib stream, so
- * none may be left out, though only SYN_STREAM's are looked at).
+ * Reads SPDY/3 frames from a byte stream as Go's moby/spdystream framer does (spdy/read.go):
+ * data frames are skipped by length; every control frame is buffered whole (they are
+ * small) and held to the fixed size Go reads of its type, since Go ignores the length
+ * field and would read whatever follows a short or long frame as the next frames.
+ * SYN_STREAM, SYN_REPLY and HEADERS have their header block handed on (every block
+ * continues the direction's one zlib stream, so none may be left out, though only
+ * SYN_STREAM's are looked at). Where Go's framer fails, and so ends the connection, the
+ * reader stops: nothing after it reaches a stream.
  */
 class SpdyReader {
   /** Bytes of the current frame still to skip. */
@@ -213,6 +265,7 @@ class SpdyReader {
   private body: Uint8Array | undefined;
   private bodyLen = 0;
   private bodyType = 0;
+  private bodyFlags = 0;
 
   constructor(
     private readonly limits: ObserverLimits,
@@ -264,20 +317,18 @@ class SpdyReader {
     this.headLen = 0;
     const length = (h[5]! << 16) | (h[6]! << 8) | h[7]!;
     if ((h[0]! & 0x80) === 0) {
-      this.skip = length; // a data frame: its payload is never looked at
+      // a data frame: its payload is never looked at; Go fails one of stream 0
+      if (streamId(h, 0) === 0) throw new Unreadable("bad_spdy_frame");
+      this.skip = length;
       return;
     }
-    const version = ((h[0]! & 0x7f) << 8) | h[1]!;
-    if (version !== 3) throw new Unreadable("bad_spdy_frame");
+    // the version is not checked: Go's framer reads it and ignores it
     const type = (h[2]! << 8) | h[3]!;
-    if (type !== SYN_STREAM && type !== SYN_REPLY && type !== HEADERS) {
-      this.skip = length; // SETTINGS, PING, WINDOW_UPDATE, RST_STREAM, GOAWAY: nothing about ports
-      return;
-    }
-    if (length < (type === SYN_STREAM ? 10 : 4)) throw new Unreadable("bad_spdy_frame");
+    if (!bodyLengthOk(type, length)) throw new Unreadable("bad_spdy_frame");
     // the buffer is the bound on what a frame can make the proxy hold
     if (length > this.limits.maxControlFrame) throw new Unreadable("control_frame_too_large");
     this.bodyType = type;
+    this.bodyFlags = h[4]!;
     this.body = new Uint8Array(length);
     this.bodyLen = 0;
   }
@@ -285,10 +336,51 @@ class SpdyReader {
   private controlFrame(): void {
     const body = this.body!;
     this.body = undefined;
-    // SYN_STREAM: stream id, associated stream id, priority and slot; the others: stream id
-    const block = body.subarray(this.bodyType === SYN_STREAM ? 10 : 4);
-    if (block.length > 0) this.onBlock(this.bodyType === SYN_STREAM, block);
+    const type = this.bodyType;
+    // what else Go's framer fails on in these frames, ending the connection
+    const bad =
+      type === RST_STREAM ? streamId(body, 0) === 0 || u32(body, 4) === 0 // stream 0, status 0
+      : type === SETTINGS ? body.length !== 4 + 8 * u32(body, 0) // exactly its entries: Go reads those, not the length
+      : type === PING ? u32(body, 0) === 0 || this.bodyFlags !== 0
+      : type === GOAWAY || type === WINDOW_UPDATE ? this.bodyFlags !== 0
+      : streamId(body, 0) === 0; // SYN_STREAM, SYN_REPLY, HEADERS of stream 0 (Go reads their block, then fails)
+    if (bad) throw new Unreadable("bad_spdy_frame");
+    if (type !== SYN_STREAM && type !== SYN_REPLY && type !== HEADERS) return;
+    // SYN_STREAM: stream id, associated stream id, priority and slot; the others: stream id.
+    // An empty block is handed on too: Go parses a block for it from what the stream holds.
+    this.onBlock(type === SYN_STREAM, body.subarray(type === SYN_STREAM ? 10 : 4));
   }
+}
+
+/** Whether a control frame of `type` may have a body of `length` bytes, as Go's framer reads it; false for a type Go does not know. */
+function bodyLengthOk(type: number, length: number): boolean {
+  switch (type) {
+    case SYN_STREAM:
+      return length >= 10;
+    case SYN_REPLY:
+    case HEADERS:
+      return length >= 4;
+    case RST_STREAM:
+    case GOAWAY:
+    case WINDOW_UPDATE:
+      return length === 8;
+    case PING:
+      return length === 4;
+    case SETTINGS:
+      return length >= 4; // and 4 + 8 × its count, checked once read
+    default:
+      return false; // NOOP, CREDENTIAL, unknown: Go's framer fails (InvalidControlFrame)
+  }
+}
+
+/** The big-endian 32-bit word at `at`. */
+function u32(b: Uint8Array, at: number): number {
+  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
+}
+
+/** The 31-bit stream id at `at` (the top bit is reserved). */
+function streamId(b: Uint8Array, at: number): number {
+  return u32(b, at) & 0x7fffffff;
 }
 
 /**
@@ -408,17 +500,25 @@ class WebSocketReader {
  * Inflates the direction's header blocks (one zlib stream with the SPDY/3 dictionary,
  * each block ended by a sync flush) and parses each decompressed name/value block.
  * node:zlib's stream inflater keeps the one context across blocks; it works off the
- * caller's stack, so results come back by callback. Bounded three ways: compressed bytes
- * waiting (`maxBacklog`), decompressed bytes of one block (`maxHeaderBlock`: the inflater
- * is destroyed as soon as a block grows past it, so a zlib bomb stops at its first
- * output chunks), and blocks (never more out than were put in).
+ * caller's stack, so results come back by callback. Blocks that arrive while a write is
+ * in flight are joined into the next one, so the inflater holds at most two writes
+ * however many tiny blocks a client sends. Bounded four ways: blocks not yet parsed
+ * (`maxQueuedBlocks`), compressed bytes waiting plus `BLOCK_OVERHEAD` a block
+ * (`maxBacklog`), decompressed bytes of one block (`maxHeaderBlock`: the inflater is
+ * destroyed as soon as a block grows past it, so a zlib bomb stops at its first output
+ * chunks), and blocks out (never more than were put in).
  */
 class HeaderBlocks {
   private inflater: Inflate | undefined;
   /** For each block handed in and not yet parsed: whether it came with a SYN_STREAM. */
   private readonly queue: boolean[] = [];
-  private out: Buffer = Buffer.alloc(0);
+  /** Blocks handed in while a write was in flight, and what they are charged. */
+  private pending: Uint8Array[] = [];
+  private pendingCharge = 0;
+  /** Inflater writes not yet called back. */
+  private writes = 0;
   private backlog = 0;
+  private readonly blocks: NameValueReader;
   private done = false;
   private accepting = true;
 
@@ -426,16 +526,25 @@ class HeaderBlocks {
     private readonly limits: ObserverLimits,
     private readonly onHeaders: (h: Map<string, string>) => void,
     private readonly onFail: (why: UnparsedReason) => void,
-  ) {}
+  ) {
+    this.blocks = new NameValueReader(limits.maxHeaderBlock);
+  }
 
   push(syn: boolean, block: Uint8Array): void {
     if (this.done || !this.accepting) return;
-    this.backlog += block.length;
-    if (this.backlog > this.limits.maxBacklog) return this.fail("header_backlog_too_large");
+    const charge = block.length + BLOCK_OVERHEAD;
+    if (this.queue.length >= this.limits.maxQueuedBlocks || this.backlog + charge > this.limits.maxBacklog) {
+      return this.fail("header_backlog_too_large");
+    }
+    this.backlog += charge;
     this.queue.push(syn);
-    this.inflater ??= this.start();
-    const n = block.length;
-    this.inflater.write(Buffer.from(block.buffer, block.byteOffset, n), () => (this.backlog -= n));
+    this.pending.push(block);
+    this.pendingCharge += charge;
+    if (this.writes === 0) this.writePending();
+  }
+
+  holding(): { blocks: number; backlog: number; writes: number } {
+    return { blocks: this.queue.length, backlog: this.backlog, writes: this.writes };
   }
 
   /** No more blocks come (the client's frames are no longer read); those handed in are still inflated. */
@@ -445,33 +554,61 @@ class HeaderBlocks {
 
   /**
    * Waits until every block handed in is parsed. Resolves with a reason when one is
-   * left unreadable (it lacked its end), undefined otherwise.
+   * left unreadable (it lacked its end) or the inflater took longer than `timeoutMs`,
+   * undefined otherwise.
    */
   async drain(timeoutMs: number): Promise<UnparsedReason | undefined> {
+    if (this.done || this.queue.length === 0) return undefined;
+    this.writePending();
     const inflater = this.inflater;
-    if (this.done || !inflater || this.queue.length === 0) return undefined;
+    if (!inflater) return this.queue.length > 0 ? "incomplete_header_block" : undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      new Promise<void>((resolve) => {
-        inflater.flush(() => resolve());
+    const timedOut = await Promise.race([
+      new Promise<boolean>((resolve) => {
+        inflater.flush(() => resolve(false));
         // an error or a close ends the inflater without calling the flush back
-        inflater.once("close", () => resolve());
+        inflater.once("close", () => resolve(false));
       }),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, timeoutMs);
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), timeoutMs);
         timer.unref?.();
       }),
     ]);
     clearTimeout(timer);
     if (this.done) return undefined; // failed meanwhile: the reason is recorded
+    if (timedOut) return "inflate_timeout";
     return this.queue.length > 0 ? "incomplete_header_block" : undefined;
   }
 
+  /** Stops for good and lets go of everything held. */
   close(): void {
     this.done = true;
-    this.out = Buffer.alloc(0);
+    this.pending = [];
+    this.pendingCharge = 0;
+    this.queue.length = 0;
+    this.backlog = 0;
+    this.writes = 0;
+    this.blocks.clear();
     this.inflater?.destroy();
     this.inflater = undefined;
+  }
+
+  /** Hands the blocks waiting to the inflater as one write. */
+  private writePending(): void {
+    if (this.done || this.pending.length === 0) return;
+    const parts = this.pending;
+    const charge = this.pendingCharge;
+    this.pending = [];
+    this.pendingCharge = 0;
+    const chunk = parts.length === 1 ? Buffer.from(parts[0]!.buffer, parts[0]!.byteOffset, parts[0]!.length) : Buffer.concat(parts);
+    this.inflater ??= this.start();
+    this.writes++;
+    this.inflater.write(chunk, () => {
+      if (this.done) return;
+      this.writes--;
+      this.backlog -= charge;
+      if (this.writes === 0) this.writePending();
+    });
   }
 
   private start(): Inflate {
@@ -495,46 +632,101 @@ class HeaderBlocks {
   }
 
   private inflated(chunk: Buffer): void {
-    this.out = this.out.length === 0 ? chunk : Buffer.concat([this.out, chunk]);
-    for (;;) {
-      const block = this.parse(this.out);
-      if (!block) break;
-      this.out = this.out.subarray(block.length);
+    this.blocks.append(chunk);
+    for (let headers = this.blocks.next(); headers; headers = this.blocks.next()) {
       const syn = this.queue.shift();
       if (syn === undefined) throw new Unreadable("bad_header_block"); // more blocks out than went in
-      if (syn) this.onHeaders(block.headers);
+      if (syn) this.onHeaders(headers);
       if (this.done) return;
     }
-    if (this.out.length > this.limits.maxHeaderBlock) throw new Unreadable("header_block_too_large");
+  }
+}
+
+const utf8 = new TextDecoder("utf-8");
+
+/**
+ * Parses name/value blocks (a 32-bit count, then length-prefixed names and values) from
+ * the inflated bytes as they come, resuming where it stopped: each byte is looked at
+ * once, however finely a block is cut. Holds at most one block's bytes (`max`).
+ */
+class NameValueReader {
+  private buf = Buffer.alloc(0);
+  /** Bytes of `buf` in use, and where the current block starts and the parse is. */
+  private len = 0;
+  private start = 0;
+  private at = 0;
+  /** Fields (names and values) of the current block left, -1 before its count is read. */
+  private fields = -1;
+  private name: string | undefined;
+  private headers = new Map<string, string>();
+
+  constructor(private readonly max: number) {}
+
+  append(chunk: Uint8Array): void {
+    if (this.start > 0) {
+      // the bytes of parsed blocks go: what is kept is part of one block
+      this.buf.copyWithin(0, this.start, this.len);
+      this.len -= this.start;
+      this.at -= this.start;
+      this.start = 0;
+    }
+    if (this.len + chunk.length > this.buf.length) {
+      const grown = Buffer.alloc(Math.max(this.buf.length * 2, this.len + chunk.length, 256));
+      this.buf.copy(grown, 0, 0, this.len);
+      this.buf = grown;
+    }
+    this.buf.set(chunk, this.len);
+    this.len += chunk.length;
   }
 
-  /**
-   * Parses one name/value block (a 32-bit count, then length-prefixed names and values)
-   * at the start of `b`: its length and headers, or undefined while it is incomplete.
-   */
-  private parse(b: Buffer): { length: number; headers: Map<string, string> } | undefined {
-    const max = this.limits.maxHeaderBlock;
-    if (b.length < 4) return undefined;
-    const count = b.readUInt32BE(0);
-    // each pair takes 8 bytes at least
-    if (count > max / 8) throw new Unreadable("header_block_too_large");
-    const headers = new Map<string, string>();
-    let off = 4;
-    for (let i = 0; i < count; i++) {
-      const pair: string[] = [];
-      for (let k = 0; k < 2; k++) {
-        if (b.length < off + 4) return undefined;
-        const n = b.readUInt32BE(off);
-        if (off + 4 + n > max) throw new Unreadable("header_block_too_large");
-        if (b.length < off + 4 + n) return undefined;
-        pair.push(b.toString("latin1", off + 4, off + 4 + n));
-        off += 4 + n;
-      }
-      // Go's http.Header.Get, what the API server reads a stream's headers with: the
-      // first value of a name in any case (several values of one line are NUL-separated)
-      const name = pair[0]!.toLowerCase();
-      if (!headers.has(name)) headers.set(name, pair[1]!.split("\0")[0]!);
+  /** The next whole block's headers, or undefined until more bytes come. */
+  next(): Map<string, string> | undefined {
+    const b = this.buf;
+    if (this.fields < 0) {
+      if (this.len - this.at < 4) return this.bounded();
+      const count = b.readUInt32BE(this.at);
+      // each pair takes 8 bytes at least
+      if (count > this.max / 8) throw new Unreadable("header_block_too_large");
+      this.at += 4;
+      this.fields = 2 * count;
     }
-    return { length: off, headers };
+    while (this.fields > 0) {
+      if (this.len - this.at < 4) return this.bounded();
+      const n = b.readUInt32BE(this.at);
+      if (this.at - this.start + 4 + n > this.max) throw new Unreadable("header_block_too_large");
+      if (this.len - this.at < 4 + n) return this.bounded();
+      const from = this.at + 4;
+      this.at += 4 + n;
+      this.fields--;
+      if (this.name === undefined) {
+        // Go's framer fails a block with a name not in lower case (strings.ToLower, which
+        // also changes invalid UTF-8), ending the connection
+        const name = utf8.decode(b.subarray(from, from + n));
+        if (name !== name.toLowerCase() || name.includes("\uFFFD")) throw new Unreadable("bad_header_block");
+        this.name = name;
+        continue;
+      }
+      const text = b.toString("latin1", from, from + n);
+      // Go's http.Header.Get, what the kubelet reads a stream's headers with: the first
+      // value of a name (several values of one line are NUL-separated)
+      if (!this.headers.has(this.name)) this.headers.set(this.name, text.split("\0")[0]!);
+      this.name = undefined;
+    }
+    const headers = this.headers;
+    this.headers = new Map();
+    this.fields = -1;
+    this.start = this.at;
+    return headers;
+  }
+
+  clear(): void {
+    this.buf = Buffer.alloc(0);
+    this.len = this.start = this.at = 0;
+  }
+
+  /** Undefined, once it is sure the block being read stays within the cap. */
+  private bounded(): undefined {
+    if (this.len - this.start > this.max) throw new Unreadable("header_block_too_large");
+    return undefined;
   }
 }

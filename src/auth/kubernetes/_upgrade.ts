@@ -20,7 +20,7 @@ import type { Authenticator } from "../authenticate.ts";
 import type { AuthContext } from "../context.ts";
 import { authorizeRequest } from "./_access.ts";
 import { parseKubeApiRequest, type KubeApiRequest } from "./_apipath.ts";
-import { PortForwardObserver, portNumber, type PortForwardFraming, type PortsSeen } from "./_portforward_observer.ts";
+import { PortForwardObserver, urlPorts, type PortForwardFraming, type PortsSeen } from "./_portforward_observer.ts";
 import { SessionLimitReached, type SessionOwner, type SessionSlot } from "./_sessions.ts";
 import { statusOf, statusResponse } from "./_status.ts";
 import type { KubernetesClusters } from "./clusters.ts";
@@ -195,8 +195,9 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, auth
     pod: resource.name,
     ...(q.get("container") ? { container: q.get("container") } : {}),
     ...(resource.subresource === "exec" ? { command: q.getAll("command") } : {}),
-    // the ports a client names in the URL; kubectl names them per stream instead (kube.portforward, and the end's `ports`)
-    ...(resource.subresource === "portforward" ? { ports: q.getAll("ports") } : {}),
+    // the ports a client names in the URL, as the API server reads them; kubectl names them
+    // per stream instead (kube.portforward, and the end's `ports`)
+    ...(resource.subresource === "portforward" ? { ports: urlPorts(q.getAll("ports")) } : {}),
     ...(resource.subresource !== "portforward" ? { stdin: q.get("stdin") === "true", tty: q.get("tty") === "true" } : {}),
     protocol: answerHead.headers.get("sec-websocket-protocol") ?? answerHead.headers.get("x-stream-protocol-version") ?? answerHead.headers.get("upgrade") ?? "",
     kubernetes_user: who.user,
@@ -222,7 +223,6 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, auth
   // bytes that came with the handshakes count as session bytes too
   const look = observer && ((chunk: Buffer) => observer.feed(chunk));
   stop = splice(client, up!, { fromClient: u.head.length, fromUpstream: answerHead.rest.length }, look, (how, detail, bytes) => {
-    slot?.release();
     const now = ctx.clock.now();
     const ended = async () => {
       // the ports of header blocks still being inflated belong to the session: wait for them
@@ -240,7 +240,10 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, auth
         ...ports,
       });
     };
-    void ended().catch((e: unknown) => ctx.log.error("Cannot record the end of a Kubernetes session", { error: errorMessage(e) }));
+    // the slot is held until the observer let go of what it holds: the session caps bound that memory too
+    void ended()
+      .catch((e: unknown) => ctx.log.error("Cannot record the end of a Kubernetes session", { error: errorMessage(e) }))
+      .finally(() => slot?.release());
   });
   if (stoppedEarly) stop(...stoppedEarly);
 }
@@ -259,7 +262,7 @@ function portForwardFraming(headers: Map<string, string>): PortForwardFraming | 
 /** A port-forward's ports as its `kube.session.end` records them: those its streams were opened for, or the URL's. */
 function portsFields(seen: PortsSeen | undefined, q: URLSearchParams): Record<string, unknown> {
   if (!seen) {
-    return { ports: q.getAll("ports").flatMap((p) => portNumber(p) ?? []), ports_observed: "url" };
+    return { ports: urlPorts(q.getAll("ports")), ports_observed: "url" };
   }
   return { ports: seen.ports, ports_observed: seen.observed, ...(seen.reason ? { ports_unparsed_reason: seen.reason } : {}) };
 }
@@ -359,7 +362,7 @@ interface Counts {
  * Splices two sockets byte for byte both ways, pausing a reader while the other side's
  * writes are buffered (back-pressure). When one side closes, the other is ended (after
  * flushing what is in flight) and cut if it lingers. `look`, if given, is shown each
- * chunk from the client once it is handed on (it must not throw, keep, or change it).
+ * chunk from the client once it is handed on, and only those (it must not throw, keep, or change it).
  * `done` runs once both are closed, with how the session ended. Returns a function that
  * ends it now (a lock, a shutdown).
  */
@@ -378,7 +381,9 @@ function splice(
       count(chunk.length);
       // once the other side is gone, what still comes has nowhere to go: drop it, and read
       // on (a paused socket never sees its close, and the session would wait for the linger)
-      if (!dst.destroyed && !dst.writableEnded && !dst.write(chunk)) src.pause();
+      if (dst.destroyed || dst.writableEnded) return;
+      if (!dst.write(chunk)) src.pause();
+      // only what was handed on is looked at: a stream opened after the other side went opens nothing
       seen?.(chunk);
     });
     dst.on("drain", () => src.resume());
