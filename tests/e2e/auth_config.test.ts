@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Http1Connection } from "../_support/http1.ts";
-import { closedWithin, tcpConnect } from "../_support/sockets.ts";
+import { closedWithin, tcpConnect, tlsConnect } from "../_support/sockets.ts";
+import { waitFor } from "../_support/wait.ts";
 import { ensureBinary, run, sh, startAuth, tempDir, type AuthProcess } from "./_harness.ts";
 
 let dir: ReturnType<typeof tempDir>;
@@ -68,11 +69,11 @@ describe("auth.yaml, compiled", () => {
     const c = await Http1Connection.connect({ host: "127.0.0.1", port: auth.port, tls: { rejectUnauthorized: false } });
     const r = await c.request("GET", "/webapi/ping");
     expect(r.status).toBe(200);
-    const ms = await closedWithin(c.socket, 5_000);
-    // 1s configured; the default would be 30s
+    // 1s configured; the default would be 30s. The upper bound only has to tell the two
+    // apart, so it is far above 1s: a loaded machine must not fail this
+    const ms = await closedWithin(c.socket, 20_000);
     expect(ms).toBeGreaterThan(500);
-    expect(ms).toBeLessThan(3_000);
-  });
+  }, 60_000);
 
   test("limits: failed_join_burst failed joins from one address, then 429 with the interval as Retry-After", async () => {
     const c = await Http1Connection.connect({ host: "127.0.0.1", port: auth.port, tls: { rejectUnauthorized: false } });
@@ -93,13 +94,20 @@ describe("auth.yaml, compiled", () => {
   test("limits: connections beyond max_connections_per_address are refused at once", async () => {
     const held = await Promise.all(Array.from({ length: 6 }, () => tcpConnect(auth.port)));
     try {
-      // the listener accepts in arrival order, so the guard has counted all six before this one
-      const extra = await tcpConnect(auth.port);
-      expect(await closedWithin(extra, 2_000)).toBeLessThan(2_000);
+      // the listener accepts in arrival order, so the guard has counted all six before this
+      // one, and closes it at accept: its TLS handshake never gets an answer. (No clock:
+      // an accepted connection would answer the handshake however slow the machine is.)
+      await expect(tlsConnect(auth.port)).rejects.toThrow();
     } finally {
       for (const s of held) s.destroy();
     }
-  });
+    // and with the six gone, the same handshake is answered
+    await waitFor("a TLS handshake answered once the six are closed", async () => {
+      const s = await tlsConnect(auth.port).catch(() => undefined);
+      s?.destroy();
+      return s !== undefined;
+    }, 30_000);
+  }, 60_000);
 });
 
 function writeRole(): string {
