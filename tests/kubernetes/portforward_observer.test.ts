@@ -216,6 +216,31 @@ describe("PortForwardObserver", () => {
       });
     }
 
+    test("a SETTINGS whose length promises more than its entries, with the session ending before that length came", async () => {
+      // the second review's proof: SETTINGS of length 16384 and no entries, then kubectl's
+      // streams for port 22 and data to it, under 16 KiB in all. Go reads the count, then the
+      // streams; an observer that waited for the whole length never looked at the count
+      const c = new SpdyClient();
+      const visible = await c.forward(1, 8080, 0);
+      const hidden = Buffer.concat([await c.forward(5, 22, 1), spdyData(7, Buffer.alloc(12_000, 0x41))]);
+      c.close();
+      const head = Buffer.from([0x80, 0x03, 0x00, 0x04, 0x00, 0x00, 0x40, 0x00]);
+      const bytes = Buffer.concat([visible, head, words(0), hidden]);
+      expect(bytes.length - visible.length - head.length).toBeLessThan(0x4000);
+      for (const framing of ["spdy", "websocket"] as const) {
+        const { seen, calls } = await observe(framing, framing === "spdy" ? bytes : tunnel(bytes));
+        expect(seen).toEqual({ ports: [8080], observed: "unparsed", reason: "bad_spdy_frame" });
+        expect(calls).toEqual([8080]);
+      }
+    });
+
+    test("a stream id with the reserved bit set is no stream 0 to Go: the streams after it are read", async () => {
+      const c = new SpdyClient();
+      const bytes = Buffer.concat([spdyControl(3, words(0x80000000, 5)), await c.forward(1, 22, 0)]);
+      c.close();
+      expect((await observe("spdy", bytes)).seen).toEqual({ ports: [22], observed: "complete" });
+    });
+
     test("each header block flushed whole (none refers back to a hidden one): visible 8080, hidden 22, visible 8081", async () => {
       // the review's second proof of concept: one zlib stream, every block Z_FULL_FLUSHed,
       // so the blocks after the hidden ones inflate without them

@@ -266,6 +266,7 @@ class SpdyReader {
   private bodyLen = 0;
   private bodyType = 0;
   private bodyFlags = 0;
+  private bodyLength = 0;
 
   constructor(
     private readonly limits: ObserverLimits,
@@ -329,7 +330,9 @@ class SpdyReader {
     if (length > this.limits.maxControlFrame) throw new Unreadable("control_frame_too_large");
     this.bodyType = type;
     this.bodyFlags = h[4]!;
-    this.body = new Uint8Array(length);
+    this.bodyLength = length;
+    // SETTINGS: only its count is read before deciding, as Go decides on it (its entries are skipped)
+    this.body = new Uint8Array(type === SETTINGS ? 4 : length);
     this.bodyLen = 0;
   }
 
@@ -339,12 +342,14 @@ class SpdyReader {
     const type = this.bodyType;
     // what else Go's framer fails on in these frames, ending the connection
     const bad =
-      type === RST_STREAM ? streamId(body, 0) === 0 || u32(body, 4) === 0 // stream 0, status 0
-      : type === SETTINGS ? body.length !== 4 + 8 * u32(body, 0) // exactly its entries: Go reads those, not the length
+      // (the whole 32-bit word: Go compares it unmasked, so a reserved bit set is no stream 0)
+      type === RST_STREAM ? u32(body, 0) === 0 || u32(body, 4) === 0 // stream 0, status 0
+      : type === SETTINGS ? this.bodyLength !== 4 + 8 * u32(body, 0) // exactly its entries: Go reads those, not the length
       : type === PING ? u32(body, 0) === 0 || this.bodyFlags !== 0
       : type === GOAWAY || type === WINDOW_UPDATE ? this.bodyFlags !== 0
-      : streamId(body, 0) === 0; // SYN_STREAM, SYN_REPLY, HEADERS of stream 0 (Go reads their block, then fails)
+      : u32(body, 0) === 0; // SYN_STREAM, SYN_REPLY, HEADERS of stream 0 (Go reads their block, then fails)
     if (bad) throw new Unreadable("bad_spdy_frame");
+    if (type === SETTINGS) this.skip = this.bodyLength - 4;
     if (type !== SYN_STREAM && type !== SYN_REPLY && type !== HEADERS) return;
     // SYN_STREAM: stream id, associated stream id, priority and slot; the others: stream id.
     // An empty block is handed on too: Go parses a block for it from what the stream holds.

@@ -214,8 +214,9 @@ async function serveUpgrade(ctx: AuthContext, clusters: KubernetesClusters, auth
     : undefined;
   await ctx.audit.emit(EVENT.kubeSessionStart, started, sessionFields);
   // the protocol is switched: from here on the client's bytes are the session's
-  if (u.head.length > 0) {
+  if (u.head.length > 0 && !up!.destroyed) {
     up!.write(u.head);
+    // only what reached the API server is observed, as in the splice
     observer?.feed(u.head);
   }
   client.write(answerHead.head);
