@@ -8,6 +8,7 @@ import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { constants as zlibConstants, createDeflate, deflateSync } from "node:zlib";
 import { BLOCK_OVERHEAD, DEFAULT_OBSERVER_LIMITS, PortForwardObserver, SPDY3_DICTIONARY, portNumber, urlPorts, type PortForwardFraming, type UnparsedReason } from "../_support/portforward.ts";
+import { waitFor } from "../_support/wait.ts";
 import { SpdyClient, nameValueBlock, spdyControl, spdyData, wsClientFrame } from "./_spdy_client.ts";
 
 /** The fields of a SYN_STREAM before its header block: stream `id`, no associated stream, priority and slot 0. */
@@ -441,6 +442,19 @@ describe("PortForwardObserver", () => {
       o.feed(tinyBlocks(n));
       expect(o.holding().backlog).toBeLessThanOrEqual(limits.maxBacklog);
       expect(await o.finish()).toMatchObject({ observed: "unparsed", reason: "header_backlog_too_large" });
+    });
+
+    test("a session's header blocks are counted: past the cap it stops, bounding the CPU one session costs", async () => {
+      // kubectl's streams for 30 connections, fed a connection at a time so no backlog builds
+      const c = new SpdyClient();
+      const o = new PortForwardObserver("spdy", () => {}, { ...DEFAULT_OBSERVER_LIMITS, maxSessionBlocks: 40 });
+      for (let r = 0; r < 30; r++) {
+        o.feed(await c.forward(4 * r + 1, 5000 + (r % 3), r));
+        await waitFor("the blocks inflated", () => o.holding().blocks === 0);
+      }
+      c.close();
+      expect(await o.finish()).toEqual({ ports: [5000, 5001, 5002], observed: "unparsed", reason: "too_many_header_blocks" });
+      expect(DEFAULT_OBSERVER_LIMITS.maxSessionBlocks).toBeGreaterThanOrEqual(100_000);
     });
 
     test("kubectl opening 200 connections at once stays well within the caps", async () => {

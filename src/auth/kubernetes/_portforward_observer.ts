@@ -37,6 +37,7 @@ export type UnparsedReason =
   | "bad_header_block"
   | "bad_header_compression"
   | "header_backlog_too_large"
+  | "too_many_header_blocks"
   | "incomplete_header_block"
   | "inflate_timeout"
   | "observer_failed";
@@ -64,6 +65,11 @@ export interface ObserverLimits {
   maxBacklog: number;
   /** Header blocks handed in and not yet parsed (each one is a frame Go parses one block from). */
   maxQueuedBlocks: number;
+  /**
+   * Header blocks read in the whole session: each costs the proxy ~1–2 µs of CPU, so this
+   * bounds what one session can make it spend (kubectl sends two per forwarded connection).
+   */
+  maxSessionBlocks: number;
 }
 
 /** The limits the proxy observes with: far above what kubectl sends (a header block of ~100 bytes, a few ports). */
@@ -73,6 +79,7 @@ export const DEFAULT_OBSERVER_LIMITS: ObserverLimits = {
   maxHeaderBlock: 16 << 10,
   maxBacklog: 256 << 10,
   maxQueuedBlocks: 1024,
+  maxSessionBlocks: 200_000,
 };
 
 /**
@@ -523,6 +530,8 @@ class HeaderBlocks {
   /** Inflater writes not yet called back. */
   private writes = 0;
   private backlog = 0;
+  /** Blocks handed in over the session. */
+  private total = 0;
   private readonly blocks: NameValueReader;
   private done = false;
   private accepting = true;
@@ -537,6 +546,7 @@ class HeaderBlocks {
 
   push(syn: boolean, block: Uint8Array): void {
     if (this.done || !this.accepting) return;
+    if (++this.total > this.limits.maxSessionBlocks) return this.fail("too_many_header_blocks");
     const charge = block.length + BLOCK_OVERHEAD;
     if (this.queue.length >= this.limits.maxQueuedBlocks || this.backlog + charge > this.limits.maxBacklog) {
       return this.fail("header_backlog_too_large");
