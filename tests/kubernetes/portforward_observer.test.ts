@@ -153,6 +153,27 @@ describe("PortForwardObserver", () => {
     expect((await observe("spdy", bytes)).seen).toEqual({ ports: [82, 83, 65535], observed: "complete" });
   });
 
+  test("a name with a byte-order mark is another name to Go, never `port` or `streamtype`", async () => {
+    // the third review's proof: a TextDecoder drops a leading U+FEFF, so "\uFEFFport": "80"
+    // read as the stream's first `port` and hid the real one. Go keys the name by its bytes
+    // (a non-token byte leaves it as it is) and forwards the `port` header's 22
+    const cases: [string, [string, string][]][] = [
+      ["decoy port", [["\uFEFFport", "x"]]],
+      ["decoy port 80", [["\uFEFFport", "80"]]],
+      ["decoy streamtype", [["\uFEFFstreamtype", "x"]]],
+    ];
+    for (const [label, decoy] of cases) {
+      const c = new SpdyClient();
+      const h = (t: string): [string, string][] => [...decoy, ["streamtype", t], ["port", "22"], ["requestid", "0"]];
+      const bytes = Buffer.concat([await c.synStream(1, h("error")), await c.synStream(3, h("data"))]);
+      c.close();
+      for (const framing of ["spdy", "websocket"] as const) {
+        const { seen } = await observe(framing, framing === "spdy" ? bytes : tunnel(bytes));
+        expect({ label, framing, seen }).toEqual({ label, framing, seen: { ports: [22], observed: "complete" } });
+      }
+    }
+  });
+
   test("a port with leading zeros is the port, as Go's ParseUint(s, 10, 16) reads it", async () => {
     // the review's proof of concept: the kubelet forwards 22, the observer used to see no port
     const c = new SpdyClient();

@@ -657,7 +657,8 @@ class HeaderBlocks {
   }
 }
 
-const utf8 = new TextDecoder("utf-8");
+// ignoreBOM: a leading U+FEFF is part of the name to Go, never dropped
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /**
  * Parses name/value blocks (a 32-bit count, then length-prefixed names and values) from
@@ -718,7 +719,9 @@ class NameValueReader {
         // also changes invalid UTF-8), ending the connection
         const name = utf8.decode(b.subarray(from, from + n));
         if (name !== name.toLowerCase() || name.includes("\uFFFD")) throw new Unreadable("bad_header_block");
-        this.name = name;
+        // keyed by its exact bytes, as Go keys a name (only an all-token name is rewritten,
+        // "port" to "Port"): no decoding may make another name read as `port`
+        this.name = b.toString("latin1", from, from + n);
         continue;
       }
       const text = b.toString("latin1", from, from + n);
