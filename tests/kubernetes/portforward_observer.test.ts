@@ -174,6 +174,30 @@ describe("PortForwardObserver", () => {
     }
   });
 
+  test("a zlib header declaring a small window is read as Go reads it (a 32 KiB window), a header Go refuses stays refused", async () => {
+    // the third review: zlib honours CINFO and fails on a reference far into the
+    // dictionary, which Go's reader (always 32 KiB) decodes: a way to switch the observer off
+    const block = nameValueBlock([["streamtype", "data"], ["port", "22"], ["requestid", "0"], ["accept-charset", "options head post"]]);
+    const z = deflateSync(block, { dictionary: SPDY3_DICTIONARY, finishFlush: zlibConstants.Z_SYNC_FLUSH });
+    const withHeader = (cinfo: number, validCheck: boolean) => {
+      const b = Buffer.from(z);
+      b[0] = (cinfo << 4) | 8;
+      b[1] = b[1]! & 0xe0;
+      b[1] = b[1]! + ((31 - (((b[0]! << 8) | b[1]!) % 31)) % 31);
+      if (!validCheck) b[1] = b[1]! ^ 1;
+      return spdyControl(1, Buffer.concat([synFields(1), b]));
+    };
+    for (const cinfo of [7, 1, 0]) {
+      const frame = withHeader(cinfo, true);
+      // whole, and fed a byte at a time
+      expect((await observe("spdy", frame)).seen).toEqual({ ports: [22], observed: "complete" });
+      expect((await observe("spdy", frame, Array.from({ length: frame.length }, (_, i) => i))).seen).toEqual({ ports: [22], observed: "complete" });
+    }
+    for (const [cinfo, check] of [[1, false], [8, true]] as const) {
+      expect((await observe("spdy", withHeader(cinfo, check))).seen).toEqual({ ports: [], observed: "unparsed", reason: "bad_header_compression" });
+    }
+  });
+
   test("a port with leading zeros is the port, as Go's ParseUint(s, 10, 16) reads it", async () => {
     // the review's proof of concept: the kubelet forwards 22, the observer used to see no port
     const c = new SpdyClient();

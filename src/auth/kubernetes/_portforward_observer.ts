@@ -530,6 +530,9 @@ class HeaderBlocks {
   /** Inflater writes not yet called back. */
   private writes = 0;
   private backlog = 0;
+  /** How many of the zlib header's two bytes went to the inflater, and its first as sent. */
+  private headerAt = 0;
+  private cmf = 0;
   /** Blocks handed in over the session. */
   private total = 0;
   private readonly blocks: NameValueReader;
@@ -615,7 +618,8 @@ class HeaderBlocks {
     const charge = this.pendingCharge;
     this.pending = [];
     this.pendingCharge = 0;
-    const chunk = parts.length === 1 ? Buffer.from(parts[0]!.buffer, parts[0]!.byteOffset, parts[0]!.length) : Buffer.concat(parts);
+    let chunk = parts.length === 1 ? Buffer.from(parts[0]!.buffer, parts[0]!.byteOffset, parts[0]!.length) : Buffer.concat(parts);
+    if (this.headerAt < 2) chunk = this.fullWindow(chunk);
     this.inflater ??= this.start();
     this.writes++;
     this.inflater.write(chunk, () => {
@@ -624,6 +628,35 @@ class HeaderBlocks {
       this.backlog -= charge;
       if (this.writes === 0) this.writePending();
     });
+  }
+
+  /**
+   * Go's zlib reader decodes with a 32 KiB window and the whole dictionary whatever window
+   * the stream's header declares (CINFO), while zlib honours it and fails on a reference
+   * farther back: a client could switch the observer off with a small one. So the header
+   * is handed to the inflater declaring 32 KiB (CINFO 7), its check bits recomputed. A
+   * header Go refuses (not deflate, CINFO over 7, check bits wrong) stays refused. Works
+   * on a copy: the client's bytes are never changed.
+   */
+  private fullWindow(chunk: Buffer): Buffer {
+    if (chunk.length === 0) return chunk;
+    const out = Buffer.from(chunk);
+    for (let i = 0; i < out.length && this.headerAt < 2; i++, this.headerAt++) {
+      if (this.headerAt === 0) {
+        this.cmf = out[0]!;
+        // deflate (CM 8) with a window under 32 KiB: declare 32 KiB
+        if ((this.cmf & 0x0f) === 8 && this.cmf >> 4 < 7) out[0] = 0x78;
+        continue;
+      }
+      if (this.cmf === 0x78 || (this.cmf & 0x0f) !== 8 || this.cmf >> 4 > 7) continue; // left as sent
+      const flg = out[i]!;
+      const valid = ((this.cmf << 8) | flg) % 31 === 0;
+      // FDICT and FLEVEL kept, FCHECK made to fit 0x78, or kept wrong when it was
+      const top = flg & 0xe0;
+      const check = (31 - (((0x78 << 8) | top) % 31)) % 31;
+      out[i] = valid ? top | check : top | (check ^ 1);
+    }
+    return out;
   }
 
   private start(): Inflate {
