@@ -77,18 +77,24 @@ export class SpdyClient {
 
 /** A masked client WebSocket frame (binary unless told). */
 export function wsClientFrame(payload: Uint8Array, opts: { opcode?: number; fin?: boolean; mask?: Uint8Array } = {}): Buffer {
-  const mask = opts.mask ?? randomBytes(4);
+  return wsEncode(opts.opcode ?? 2, payload, opts.fin ?? true, opts.mask ?? randomBytes(4));
+}
+
+/** One WebSocket frame: masked with `mask` (a client's), or unmasked without (a server's). */
+export function wsEncode(opcode: number, payload: Uint8Array, fin: boolean, mask?: Uint8Array): Buffer {
   const n = payload.length;
-  const first = ((opts.fin ?? true) ? 0x80 : 0) | (opts.opcode ?? 2);
+  const first = (fin ? 0x80 : 0) | opcode;
+  const masked = mask ? 0x80 : 0;
   let head: Buffer;
-  if (n < 126) head = Buffer.from([first, 0x80 | n]);
+  if (n < 126) head = Buffer.from([first, masked | n]);
   else if (n < 65536) {
-    head = Buffer.from([first, 0x80 | 126, 0, 0]);
+    head = Buffer.from([first, masked | 126, 0, 0]);
     head.writeUInt16BE(n, 2);
   } else {
-    head = Buffer.from([first, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 0]);
+    head = Buffer.from([first, masked | 127, 0, 0, 0, 0, 0, 0, 0, 0]);
     head.writeBigUInt64BE(BigInt(n), 2);
   }
+  if (!mask) return Buffer.concat([head, payload]);
   const body = Buffer.from(payload);
   for (let i = 0; i < n; i++) body[i]! ^= mask[i & 3]!;
   return Buffer.concat([head, mask, body]);

@@ -21,23 +21,13 @@ import { createHash } from "node:crypto";
 import type { Socket } from "node:net";
 import { constants as zlibConstants, inflateSync } from "node:zlib";
 import { SPDY3_DICTIONARY } from "../_support/portforward.ts";
+import { nameValueBlock, spdyControl, spdyData, wsEncode } from "./_spdy_client.ts";
 
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /** Encodes one unmasked server frame. */
 export function wsFrame(opcode: number, payload: Uint8Array): Buffer {
-  const n = payload.length;
-  const head = n < 126 ? Buffer.from([0x80 | opcode, n]) : n < 65536 ? Buffer.alloc(4) : Buffer.alloc(10);
-  if (n >= 126 && n < 65536) {
-    head[0] = 0x80 | opcode;
-    head[1] = 126;
-    head.writeUInt16BE(n, 2);
-  } else if (n >= 65536) {
-    head[0] = 0x80 | opcode;
-    head[1] = 127;
-    head.writeBigUInt64BE(BigInt(n), 2);
-  }
-  return Buffer.concat([head, payload]);
+  return wsEncode(opcode, payload, true);
 }
 
 /** A WebSocket connection, server side: whole messages in, messages out. */
@@ -391,18 +381,7 @@ class SpdySession {
 
   /** A header block as zlib stored blocks: a valid continuation of one zlib stream per direction. */
   private headerBlock(headers: [string, string][]): Buffer {
-    const parts: Buffer[] = [];
-    const n = Buffer.alloc(4);
-    n.writeUInt32BE(headers.length);
-    parts.push(n);
-    for (const [k, v] of headers) {
-      for (const s of [k, v]) {
-        const l = Buffer.alloc(4);
-        l.writeUInt32BE(Buffer.byteLength(s));
-        parts.push(l, Buffer.from(s));
-      }
-    }
-    const raw = Buffer.concat(parts);
+    const raw = nameValueBlock(headers);
     const stored = Buffer.alloc(5);
     stored[0] = 0; // not final, stored
     stored.writeUInt16LE(raw.length, 1);
@@ -435,11 +414,7 @@ class SpdySession {
   }
 
   private control(type: number, flags: number, body: Buffer): void {
-    const h = Buffer.alloc(8);
-    h.writeUInt16BE(0x8003, 0);
-    h.writeUInt16BE(type, 2);
-    h.writeUInt32BE((flags << 24) | body.length, 4);
-    this.write(Buffer.concat([h, body]));
+    this.write(spdyControl(type, body, flags));
   }
 
   /** Sends data on a stream, in frames of at most 32 KiB; `fin` ends the server's half. */
@@ -448,10 +423,7 @@ class SpdySession {
     do {
       const part = body.subarray(off, off + SPDY_DATA_CHUNK);
       off += part.length;
-      const h = Buffer.alloc(8);
-      h.writeUInt32BE(stream & 0x7fffffff, 0);
-      h.writeUInt32BE(((fin && off >= body.length ? FLAG_FIN : 0) << 24) | part.length, 4);
-      this.write(Buffer.concat([h, part]));
+      this.write(spdyData(stream, part, fin && off >= body.length));
     } while (off < body.length);
   }
 
