@@ -5,9 +5,7 @@
  */
 
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from "jose";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import { SCENARIOS } from "../_scenarios.ts";
+import { scenario } from "../_scenarios.ts";
 
 /** The cluster name seed 000's projected token has as its audience. */
 export const SEED_CLUSTER = "example.teleport.sh";
@@ -64,7 +62,7 @@ export async function serviceAccountToken(key: ClusterKey, o: TokenOptions = {})
 
 /** token-kubernetes.yaml as a real setup fills it in: the placeholder replaced by the cluster's JWKS. */
 export function tokenYaml(jwks: string): string {
-  const text = readFileSync(join(SCENARIOS, "token-kubernetes.yaml"), "utf8");
+  const text = scenario("token-kubernetes.yaml");
   const placeholder = /^(\s*)\{"keys":\[ \.\.\.the data returned by the cluster's \/openid\/v1\/jwks endpoint\.\.\. \]\}$/m;
   if (!placeholder.test(text)) throw new Error("token-kubernetes.yaml no longer has the JWKS placeholder line");
   return text.replace(placeholder, (_m, indent: string) => `${indent}${jwks}`);

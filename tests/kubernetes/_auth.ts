@@ -5,7 +5,6 @@
  * output certificates for a cluster.
  */
 
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,14 +22,12 @@ import { keyRequest } from "../auth/harness.ts";
 import { adminOf, type Admin } from "../_support/admin.ts";
 import { SEED_CLUSTER } from "../_support/kube_jwt.ts";
 
-import { SCENARIOS } from "../_scenarios.ts";
+import { SCENARIOS, scenario } from "../_scenarios.ts";
 
-export { SCENARIOS };
+export { SCENARIOS, scenario };
 /** The cluster name seed 000's projected token has as its audience. */
 export const CLUSTER = SEED_CLUSTER;
 export const ADMIN: Actor = { user: "admin", remoteAddr: "127.0.0.1" };
-
-export const scenario = (name: string) => readFileSync(join(SCENARIOS, name), "utf8");
 
 export interface Identity {
   certs: Certs;
