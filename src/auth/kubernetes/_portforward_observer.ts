@@ -618,8 +618,8 @@ class HeaderBlocks {
     const charge = this.pendingCharge;
     this.pending = [];
     this.pendingCharge = 0;
-    let chunk = parts.length === 1 ? Buffer.from(parts[0]!.buffer, parts[0]!.byteOffset, parts[0]!.length) : Buffer.concat(parts);
-    if (this.headerAt < 2) chunk = this.fullWindow(chunk);
+    const chunk = parts.length === 1 ? Buffer.from(parts[0]!.buffer, parts[0]!.byteOffset, parts[0]!.length) : Buffer.concat(parts);
+    if (this.headerAt < 2) this.fullWindow(chunk);
     this.inflater ??= this.start();
     this.writes++;
     this.inflater.write(chunk, () => {
@@ -635,12 +635,11 @@ class HeaderBlocks {
    * the stream's header declares (CINFO), while zlib honours it and fails on a reference
    * farther back: a client could switch the observer off with a small one. So the header
    * is handed to the inflater declaring 32 KiB (CINFO 7), its check bits recomputed. A
-   * header Go refuses (not deflate, CINFO over 7, check bits wrong) stays refused. Works
-   * on a copy: the client's bytes are never changed.
+   * header Go refuses (not deflate, CINFO over 7, check bits wrong) stays refused. The
+   * bytes are rewritten in place: a block is the SPDY reader's own copy of its frame, never
+   * the client's bytes.
    */
-  private fullWindow(chunk: Buffer): Buffer {
-    if (chunk.length === 0) return chunk;
-    const out = Buffer.from(chunk);
+  private fullWindow(out: Buffer): void {
     for (let i = 0; i < out.length && this.headerAt < 2; i++, this.headerAt++) {
       if (this.headerAt === 0) {
         this.cmf = out[0]!;
@@ -656,7 +655,6 @@ class HeaderBlocks {
       const check = (31 - (((0x78 << 8) | top) % 31)) % 31;
       out[i] = valid ? top | check : top | (check ^ 1);
     }
-    return out;
   }
 
   private start(): Inflate {
